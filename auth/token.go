@@ -1,0 +1,112 @@
+// Package auth issues and checks bearer tokens.
+//
+// A token has the shape Discord's bot tokens have, because client libraries
+// read the user id out of it (clients.md §10):
+//
+//	base64(decimal user id) "." base64url(issued unix seconds) "." base64url(HMAC-SHA256)
+//
+// The first segment uses standard base64 without padding, which is what
+// disgo and discord.js decode. The MAC covers the first two segments and a
+// purpose string, so a token of one purpose (gateway, voice) never passes as
+// another.
+package auth
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/chorus-voice/chorus/snowflake"
+)
+
+// Purposes of a token.
+const (
+	PurposeUser  = "user"
+	PurposeVoice = "voice"
+)
+
+// ErrInvalid is returned for any token that does not verify: the caller
+// must not learn which part was wrong.
+var ErrInvalid = errors.New("auth: invalid token")
+
+// KeySize is the length of a signing key.
+const KeySize = 32
+
+// Signer issues and verifies tokens with one secret key.
+type Signer struct {
+	key []byte
+}
+
+// NewKey returns a fresh random signing key.
+func NewKey() []byte {
+	k := make([]byte, KeySize)
+	if _, err := rand.Read(k); err != nil {
+		panic(err)
+	}
+	return k
+}
+
+// NewSigner returns a signer for key (KeySize bytes).
+func NewSigner(key []byte) *Signer { return &Signer{key: append([]byte(nil), key...)} }
+
+// Issue returns a token for user, issued at t, for purpose.
+func (s *Signer) Issue(purpose string, user snowflake.ID, t time.Time) string {
+	head := base64.RawStdEncoding.EncodeToString([]byte(user.String())) + "." +
+		base64.RawURLEncoding.EncodeToString(binary.BigEndian.AppendUint64(nil, uint64(t.Unix())))
+	return head + "." + base64.RawURLEncoding.EncodeToString(s.mac(purpose, head))
+}
+
+func (s *Signer) mac(purpose, head string) []byte {
+	m := hmac.New(sha256.New, s.key)
+	m.Write([]byte(purpose))
+	m.Write([]byte{0})
+	m.Write([]byte(head))
+	return m.Sum(nil)
+}
+
+// Verify checks a token of purpose and returns its user and issue time.
+// A "Bot " or "Bearer " prefix is stripped (clients.md §10).
+func (s *Signer) Verify(purpose, token string) (snowflake.ID, time.Time, error) {
+	token = StripScheme(token)
+	i := strings.LastIndexByte(token, '.')
+	if i < 0 || len(token) > 256 {
+		return 0, time.Time{}, ErrInvalid
+	}
+	head, sig := token[:i], token[i+1:]
+	got, err := base64.RawURLEncoding.DecodeString(sig)
+	if err != nil || !hmac.Equal(got, s.mac(purpose, head)) {
+		return 0, time.Time{}, ErrInvalid
+	}
+	j := strings.IndexByte(head, '.')
+	if j < 0 {
+		return 0, time.Time{}, ErrInvalid
+	}
+	idText, err := base64.RawStdEncoding.DecodeString(head[:j])
+	if err != nil {
+		return 0, time.Time{}, ErrInvalid
+	}
+	id, err := snowflake.Parse(string(idText))
+	if err != nil {
+		return 0, time.Time{}, ErrInvalid
+	}
+	ts, err := base64.RawURLEncoding.DecodeString(head[j+1:])
+	if err != nil || len(ts) != 8 {
+		return 0, time.Time{}, ErrInvalid
+	}
+	return id, time.Unix(int64(binary.BigEndian.Uint64(ts)), 0), nil
+}
+
+// StripScheme removes a leading "Bot " or "Bearer " from a token.
+func StripScheme(token string) string {
+	for _, p := range []string{"Bot ", "Bearer ", "bot ", "bearer "} {
+		if strings.HasPrefix(token, p) {
+			return strings.TrimSpace(token[len(p):])
+		}
+	}
+	return token
+}

@@ -1,0 +1,247 @@
+package guild
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	"github.com/chorus-voice/chorus/store"
+)
+
+// actor owns one guild's state. Only its goroutine touches the fields below;
+// everything reaches it through the mailbox.
+type actor struct {
+	r     *Router
+	guild store.Guild
+
+	channels map[ID]*store.Channel
+	roles    map[ID]*store.Role
+	members  map[ID]*store.Member
+	users    map[ID]*store.User
+	presence map[ID]*Presence // online members only
+	subs     map[string]*Sub
+	userSubs map[ID]int
+
+	perms       map[[2]ID]uint64 // (user, channel) → permissions, cleared on change
+	lastFullReq map[ID]time.Time // op 8 "all members" rate limit per user
+
+	mbox    chan func(*actor)
+	scratch map[string][]string // fan-out lists per node, reused
+}
+
+func (r *Router) load(ctx context.Context, id ID) (*actor, error) {
+	g, err := r.store.GetGuild(ctx, id)
+	if err == store.ErrNotFound {
+		return nil, ErrUnknownGuild
+	}
+	if err != nil {
+		return nil, err
+	}
+	a := &actor{r: r, guild: g,
+		channels: map[ID]*store.Channel{}, roles: map[ID]*store.Role{}, members: map[ID]*store.Member{},
+		users: map[ID]*store.User{}, presence: map[ID]*Presence{}, subs: map[string]*Sub{},
+		userSubs: map[ID]int{}, perms: map[[2]ID]uint64{}, lastFullReq: map[ID]time.Time{},
+		mbox: make(chan func(*actor), r.cfg.Mailbox), scratch: map[string][]string{}}
+	cs, err := r.store.ListChannels(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	for i := range cs {
+		a.channels[cs[i].ID] = &cs[i]
+	}
+	rs, err := r.store.ListRoles(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	for i := range rs {
+		a.roles[rs[i].ID] = &rs[i]
+	}
+	ms, err := r.store.ListMembers(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	for i := range ms {
+		m := &ms[i]
+		u, err := r.store.GetUser(ctx, m.UserID)
+		if err != nil {
+			continue // a member whose user is gone is not loaded
+		}
+		a.members[m.UserID] = m
+		a.users[m.UserID] = &u
+	}
+	return a, nil
+}
+
+func (a *actor) run() {
+	for fn := range a.mbox {
+		fn(a)
+	}
+}
+
+// permissions returns the user's permissions in a channel, cached.
+func (a *actor) permissions(user ID, c *store.Channel) uint64 {
+	k := [2]ID{user, c.ID}
+	if p, ok := a.perms[k]; ok {
+		return p
+	}
+	m := a.members[user]
+	if m == nil {
+		return 0
+	}
+	p := ChannelPermissions(BasePermissions(a.guild, a.roles, m), a.guild, c, m)
+	a.perms[k] = p
+	return p
+}
+
+func (a *actor) invalidatePerms() { clear(a.perms) }
+
+// fanout delivers ev to every subscribed session for which want is true,
+// one batch per node.
+func (a *actor) fanout(ev *Event, want func(*Sub) bool) {
+	for k := range a.scratch {
+		a.scratch[k] = a.scratch[k][:0]
+	}
+	for _, s := range a.subs {
+		if want(s) {
+			a.scratch[s.Node] = append(a.scratch[s.Node], s.Session)
+		}
+	}
+	for node, ids := range a.scratch {
+		if len(ids) > 0 {
+			a.r.deliver.Deliver(node, ev, ids)
+		}
+	}
+}
+
+// toSub delivers an event to one session.
+func (a *actor) toSub(s *Sub, ev *Event) {
+	a.r.deliver.Deliver(s.Node, ev, []string{s.Session})
+}
+
+// canSee reports whether a subscriber with intent may see an event in channel c.
+func (a *actor) canSee(s *Sub, intent uint64, c *store.Channel) bool {
+	if s.Intents&intent == 0 {
+		return false
+	}
+	return c == nil || a.permissions(s.User, c)&PermViewChannel != 0
+}
+
+func (a *actor) sortedChannels() []*store.Channel {
+	cs := make([]*store.Channel, 0, len(a.channels))
+	for _, c := range a.channels {
+		cs = append(cs, c)
+	}
+	sort.Slice(cs, func(i, j int) bool {
+		if cs[i].Position != cs[j].Position {
+			return cs[i].Position < cs[j].Position
+		}
+		return cs[i].ID < cs[j].ID
+	})
+	return cs
+}
+
+func (a *actor) sortedRoles() []Role {
+	out := make([]Role, 0, len(a.roles))
+	for _, r := range a.roles {
+		out = append(out, RoleObject(r))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+func (a *actor) guildObject() Guild {
+	g := Guild{ID: a.guild.ID, Name: a.guild.Name, OwnerID: a.guild.OwnerID, Roles: a.sortedRoles(),
+		Emojis: []any{}, Stickers: []any{}, Features: []string{}, PreferredLocale: "en-US",
+		AFKTimeout: 300, MaxMembers: 500000}
+	return g
+}
+
+func (a *actor) member(id ID) Member { return MemberObject(a.members[id], a.users[id]) }
+
+// guildCreate builds the GUILD_CREATE for one subscriber (gateway.md §9.3).
+func (a *actor) guildCreate(s *Sub) *Event {
+	gc := GuildCreate{Guild: a.guildObject(), MemberCount: len(a.members), VoiceStates: []any{},
+		Threads: []any{}, StageInstances: []any{}, GuildScheduledEvents: []any{}, SoundboardSounds: []any{},
+		Members: []Member{}, Presences: []Presence{}, Channels: []Channel{}}
+	if m := a.members[s.User]; m != nil {
+		gc.JoinedAt = Timestamp(m.JoinedAt)
+	}
+	gc.Large = len(a.members) > s.LargeThreshold
+	for _, c := range a.sortedChannels() {
+		gc.Channels = append(gc.Channels, ChannelObject(c))
+	}
+	full := s.Intents&IntentGuildPresences != 0 && len(a.members) <= 75000
+	ids := make([]ID, 0, len(a.members))
+	for id := range a.members {
+		if id == s.User || (full && (!gc.Large || a.presence[id] != nil)) {
+			ids = append(ids, id)
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		gc.Members = append(gc.Members, a.member(id))
+		if p := a.presence[id]; p != nil {
+			gc.Presences = append(gc.Presences, *p)
+		}
+	}
+	return NewEvent("GUILD_CREATE", gc)
+}
+
+// setPresence records a user's presence and tells subscribers with the
+// GUILD_PRESENCES intent when it changed.
+func (a *actor) setPresence(user ID, status string, acts []Activity) {
+	if a.members[user] == nil {
+		return
+	}
+	if status == "" || status == "invisible" {
+		status = "offline"
+	}
+	old := a.presence[user]
+	if old == nil && status == "offline" {
+		return
+	}
+	if acts == nil {
+		acts = []Activity{}
+	}
+	gid := a.guild.ID
+	p := &Presence{GuildID: &gid, Status: status, Activities: acts, ClientStatus: map[string]string{}}
+	p.User.ID = user
+	if status != "offline" {
+		p.ClientStatus["desktop"] = status
+		a.presence[user] = p
+	} else {
+		delete(a.presence, user)
+	}
+	ev := NewEvent("PRESENCE_UPDATE", p)
+	a.fanout(ev, func(s *Sub) bool { return s.Intents&IntentGuildPresences != 0 })
+}
+
+func (a *actor) subscribe(s *Sub) error {
+	if a.members[s.User] == nil {
+		return ErrMissingAccess
+	}
+	if old := a.subs[s.Session]; old == nil {
+		a.userSubs[s.User]++
+	}
+	a.subs[s.Session] = s
+	if s.Intents&IntentGuilds != 0 {
+		a.toSub(s, a.guildCreate(s))
+	}
+	if a.presence[s.User] == nil || a.presence[s.User].Status != s.Status {
+		a.setPresence(s.User, s.Status, s.Activities)
+	}
+	return nil
+}
+
+func (a *actor) unsubscribe(session string) {
+	s := a.subs[session]
+	if s == nil {
+		return
+	}
+	delete(a.subs, session)
+	a.userSubs[s.User]--
+	if a.userSubs[s.User] <= 0 {
+		delete(a.userSubs, s.User)
+		a.setPresence(s.User, "offline", nil)
+	}
+}

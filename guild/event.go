@@ -1,0 +1,49 @@
+package guild
+
+import "encoding/json"
+
+// Event is one dispatch, encoded once: each recipient session only wraps
+// it in its own envelope (op, s, t).
+type Event struct {
+	Name string
+	Data []byte
+}
+
+// NewEvent encodes v as the data of a dispatch named name.
+func NewEvent(name string, v any) *Event {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Every payload here is built from our own types; failing to encode
+		// one is a programming error.
+		panic("guild: encode " + name + ": " + err.Error())
+	}
+	return &Event{Name: name, Data: b}
+}
+
+// Deliverer carries one event to sessions on a node. Implementations must not
+// retain sessions after returning: callers reuse the slice.
+type Deliverer interface {
+	Deliver(node string, ev *Event, sessions []string)
+}
+
+// Gateway intents (gateway.md §13).
+const (
+	IntentGuilds             uint64 = 1 << 0
+	IntentGuildMembers       uint64 = 1 << 1
+	IntentGuildVoiceStates   uint64 = 1 << 7
+	IntentGuildPresences     uint64 = 1 << 8
+	IntentGuildMessages      uint64 = 1 << 9
+	IntentGuildMessageTyping uint64 = 1 << 11
+	IntentMessageContent     uint64 = 1 << 15
+)
+
+// Sub is a gateway session subscribed to a guild's events.
+type Sub struct {
+	Node           string
+	Session        string
+	User           ID
+	Intents        uint64
+	LargeThreshold int
+	Status         string
+	Activities     []Activity
+}

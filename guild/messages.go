@@ -1,0 +1,308 @@
+package guild
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+	"unicode/utf8"
+
+	"github.com/chorus-voice/chorus/store"
+)
+
+// NonceWindow is how long enforce_nonce finds an earlier message with the
+// same nonce ("the past few minutes", gateway.md §18.6).
+const NonceWindow = 5 * time.Minute
+
+// MaxContent is the longest message content in characters.
+const MaxContent = 2000
+
+// CreateMessage is a request to post a message.
+type CreateMessage struct {
+	ChannelID    ID
+	AuthorID     ID
+	Content      string
+	Nonce        json.RawMessage // raw JSON string or integer, or nil
+	EnforceNonce bool
+	TTS          bool
+}
+
+// ValidNonce reports whether a raw JSON nonce is a string of at most 25
+// characters or an integer (gateway.md §18.6).
+func ValidNonce(n json.RawMessage) bool {
+	if len(n) == 0 {
+		return true
+	}
+	if n[0] == '"' {
+		var s string
+		return json.Unmarshal(n, &s) == nil && utf8.RuneCountInString(s) <= 25
+	}
+	var i json.Number
+	if json.Unmarshal(n, &i) != nil {
+		return false
+	}
+	_, err := i.Int64()
+	return err == nil && len(n) <= 25
+}
+
+// CreateMessage validates, stores (durably) and fans out a message, and
+// returns it. With EnforceNonce a repeat of an earlier nonce returns the
+// earlier message and creates nothing.
+func (r *Router) CreateMessage(ctx context.Context, req CreateMessage) (Message, error) {
+	if req.Content == "" {
+		return Message{}, ErrEmptyMessage
+	}
+	if utf8.RuneCountInString(req.Content) > MaxContent {
+		return Message{}, InvalidForm("content", "BASE_TYPE_MAX_LENGTH", "Must be 2000 or fewer in length.")
+	}
+	if !ValidNonce(req.Nonce) {
+		return Message{}, InvalidForm("nonce", "BASE_TYPE_MAX_LENGTH", "Must be a string of 25 or fewer characters or an integer.")
+	}
+	gid, err := r.GuildOfChannel(ctx, req.ChannelID)
+	if err != nil {
+		return Message{}, err
+	}
+	var out Message
+	err = r.call(ctx, gid, func(a *actor) error {
+		var err error
+		out, err = a.createMessage(ctx, req)
+		return err
+	})
+	return out, err
+}
+
+func (a *actor) createMessage(ctx context.Context, req CreateMessage) (Message, error) {
+	c := a.channels[req.ChannelID]
+	if c == nil {
+		return Message{}, ErrUnknownChannel
+	}
+	p := a.permissions(req.AuthorID, c)
+	if p&PermViewChannel == 0 {
+		return Message{}, ErrMissingAccess
+	}
+	if p&PermSendMessages == 0 {
+		return Message{}, ErrMissingPermissions
+	}
+	if c.Type != ChannelText && c.Type != ChannelVoice {
+		return Message{}, ErrNotTextChannel
+	}
+	author := a.users[req.AuthorID]
+	if req.EnforceNonce && len(req.Nonce) > 0 {
+		id, err := a.r.store.MessageByNonce(ctx, c.ID, req.AuthorID, req.Nonce, time.Now().Add(-NonceWindow))
+		if err == nil {
+			m, err := a.r.store.GetMessage(ctx, c.ID, id)
+			if err == nil {
+				return MessageObject(&m, *author), nil
+			}
+		}
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return Message{}, err
+		}
+	}
+	m := store.Message{ID: a.r.ids.Next(), ChannelID: c.ID, GuildID: a.guild.ID, AuthorID: req.AuthorID,
+		Content: req.Content, Nonce: req.Nonce, TTS: req.TTS && p&PermSendTTSMessages != 0}
+	if err := a.r.store.CreateMessage(ctx, m); err != nil {
+		return Message{}, err
+	}
+	obj := MessageObject(&m, *author)
+	a.fanoutMessage("MESSAGE_CREATE", c, obj)
+	return obj, nil
+}
+
+// fanoutMessage sends a message event to everyone who can see the channel:
+// one encoding with content and, only if someone lacks MESSAGE_CONTENT,
+// one without (gateway.md §13).
+func (a *actor) fanoutMessage(name string, c *store.Channel, obj Message) {
+	gid := a.guild.ID
+	obj.GuildID = &gid
+	if m := a.members[obj.Author.ID]; m != nil {
+		mo := MemberObject(m, nil)
+		obj.Member = &mo
+	}
+	full := NewEvent(name, obj)
+	needsContent := func(s *Sub) bool {
+		return s.Intents&IntentMessageContent != 0 || s.User == obj.Author.ID
+	}
+	a.fanout(full, func(s *Sub) bool { return needsContent(s) && a.canSee(s, IntentGuildMessages, c) })
+	for _, s := range a.subs {
+		if !needsContent(s) && a.canSee(s, IntentGuildMessages, c) {
+			obj.Content = ""
+			stripped := NewEvent(name, obj)
+			a.fanout(stripped, func(s *Sub) bool { return !needsContent(s) && a.canSee(s, IntentGuildMessages, c) })
+			return
+		}
+	}
+}
+
+// EditMessage changes the content of the author's own message.
+func (r *Router) EditMessage(ctx context.Context, channel, id, user ID, content string) (Message, error) {
+	if utf8.RuneCountInString(content) > MaxContent {
+		return Message{}, InvalidForm("content", "BASE_TYPE_MAX_LENGTH", "Must be 2000 or fewer in length.")
+	}
+	gid, err := r.GuildOfChannel(ctx, channel)
+	if err != nil {
+		return Message{}, err
+	}
+	var out Message
+	err = r.call(ctx, gid, func(a *actor) error {
+		c := a.channels[channel]
+		if c == nil {
+			return ErrUnknownChannel
+		}
+		if a.permissions(user, c)&PermViewChannel == 0 {
+			return ErrMissingAccess
+		}
+		m, err := r.store.GetMessage(ctx, channel, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return ErrUnknownMessage
+		} else if err != nil {
+			return err
+		}
+		if m.AuthorID != user {
+			return ErrNotAuthor
+		}
+		if content == "" {
+			return ErrEmptyMessage
+		}
+		now := time.Now().UTC()
+		m.Content, m.EditedAt = content, &now
+		if err := r.store.UpdateMessage(ctx, m); err != nil {
+			return err
+		}
+		author := a.users[m.AuthorID]
+		if author == nil {
+			author = &store.User{ID: m.AuthorID}
+		}
+		out = MessageObject(&m, *author)
+		a.fanoutMessage("MESSAGE_UPDATE", c, out)
+		return nil
+	})
+	return out, err
+}
+
+// DeleteMessage deletes a message; its author or a member with
+// MANAGE_MESSAGES may.
+func (r *Router) DeleteMessage(ctx context.Context, channel, id, user ID) error {
+	gid, err := r.GuildOfChannel(ctx, channel)
+	if err != nil {
+		return err
+	}
+	return r.call(ctx, gid, func(a *actor) error {
+		c := a.channels[channel]
+		if c == nil {
+			return ErrUnknownChannel
+		}
+		p := a.permissions(user, c)
+		if p&PermViewChannel == 0 {
+			return ErrMissingAccess
+		}
+		m, err := r.store.GetMessage(ctx, channel, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return ErrUnknownMessage
+		} else if err != nil {
+			return err
+		}
+		if m.AuthorID != user && p&PermManageMessages == 0 {
+			return ErrMissingPermissions
+		}
+		if err := r.store.DeleteMessage(ctx, channel, id); err != nil {
+			return err
+		}
+		ev := NewEvent("MESSAGE_DELETE", struct {
+			ID        ID `json:"id"`
+			ChannelID ID `json:"channel_id"`
+			GuildID   ID `json:"guild_id"`
+		}{id, channel, a.guild.ID})
+		a.fanout(ev, func(s *Sub) bool { return a.canSee(s, IntentGuildMessages, c) })
+		return nil
+	})
+}
+
+// ListMessages returns a page of a channel's messages, newest first. Without
+// READ_MESSAGE_HISTORY the page is empty (gateway.md §18.7).
+func (r *Router) ListMessages(ctx context.Context, channel, user ID, p store.Page) ([]Message, error) {
+	gid, err := r.GuildOfChannel(ctx, channel)
+	if err != nil {
+		return nil, err
+	}
+	var perms uint64
+	err = r.call(ctx, gid, func(a *actor) error {
+		c := a.channels[channel]
+		if c == nil {
+			return ErrUnknownChannel
+		}
+		perms = a.permissions(user, c)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if perms&PermViewChannel == 0 {
+		return nil, ErrMissingAccess
+	}
+	out := []Message{}
+	if perms&PermReadMessageHistory == 0 {
+		return out, nil
+	}
+	ms, err := r.store.ListMessages(ctx, channel, p)
+	if err != nil {
+		return nil, err
+	}
+	authors := map[ID]store.User{}
+	for i := range ms {
+		u, ok := authors[ms[i].AuthorID]
+		if !ok {
+			u, err = r.store.GetUser(ctx, ms[i].AuthorID)
+			if err != nil {
+				u = store.User{ID: ms[i].AuthorID, Username: "Deleted User"}
+			}
+			authors[u.ID] = u
+		}
+		out = append(out, MessageObject(&ms[i], u))
+	}
+	return out, nil
+}
+
+// GetMessage returns one message.
+func (r *Router) GetMessage(ctx context.Context, channel, id, user ID) (Message, error) {
+	ms, err := r.ListMessages(ctx, channel, user, store.Page{Around: id, Limit: 1})
+	if err != nil {
+		return Message{}, err
+	}
+	if len(ms) == 0 || ms[0].ID != id {
+		return Message{}, ErrUnknownMessage
+	}
+	return ms[0], nil
+}
+
+// Typing fans out TYPING_START for a user in a channel.
+func (r *Router) Typing(ctx context.Context, channel, user ID) error {
+	gid, err := r.GuildOfChannel(ctx, channel)
+	if err != nil {
+		return err
+	}
+	return r.call(ctx, gid, func(a *actor) error {
+		c := a.channels[channel]
+		if c == nil {
+			return ErrUnknownChannel
+		}
+		p := a.permissions(user, c)
+		if p&PermViewChannel == 0 {
+			return ErrMissingAccess
+		}
+		if p&PermSendMessages == 0 {
+			return ErrMissingPermissions
+		}
+		m := a.member(user)
+		m.User = nil
+		ev := NewEvent("TYPING_START", struct {
+			ChannelID ID     `json:"channel_id"`
+			GuildID   ID     `json:"guild_id"`
+			UserID    ID     `json:"user_id"`
+			Timestamp int64  `json:"timestamp"`
+			Member    Member `json:"member"`
+		}{channel, a.guild.ID, user, time.Now().Unix(), m})
+		a.fanout(ev, func(s *Sub) bool { return a.canSee(s, IntentGuildMessageTyping, c) })
+		return nil
+	})
+}

@@ -1,0 +1,137 @@
+package guild
+
+import (
+	"context"
+	"sync"
+
+	"github.com/chorus-voice/chorus/cluster"
+	"github.com/chorus-voice/chorus/ring"
+	"github.com/chorus-voice/chorus/snowflake"
+	"github.com/chorus-voice/chorus/store"
+)
+
+// Config tunes the guild layer.
+type Config struct {
+	// Mailbox is the bound of each actor's mailbox; a full mailbox answers
+	// ErrOverloaded instead of queueing without limit. Default 4096.
+	Mailbox int
+}
+
+// Router finds the actor that owns a guild: a ring lookup, then a local call
+// (or, once the cluster issue lands, a request to the owning node). Callers
+// use its typed methods and never see where the guild lives.
+type Router struct {
+	cfg     Config
+	node    *cluster.Node
+	store   store.Store
+	deliver Deliverer
+	ids     *snowflake.Generator
+
+	// OnJoin is called after a user became a member of a guild, so that the
+	// gateway can subscribe that user's live sessions. Set before use.
+	OnJoin func(guild, user ID)
+
+	mu    sync.Mutex
+	slots map[ID]*slot
+
+	chanGuild sync.Map // channel id → guild id; channels never change guild
+}
+
+type slot struct {
+	ready chan struct{}
+	a     *actor
+	err   error
+}
+
+// NewRouter returns a router for this node.
+func NewRouter(cfg Config, node *cluster.Node, st store.Store, d Deliverer, ids *snowflake.Generator) *Router {
+	if cfg.Mailbox <= 0 {
+		cfg.Mailbox = 4096
+	}
+	return &Router{cfg: cfg, node: node, store: st, deliver: d, ids: ids, slots: map[ID]*slot{}}
+}
+
+// Store returns the store the router reads and writes.
+func (r *Router) Store() store.Store { return r.store }
+
+func (r *Router) actor(ctx context.Context, id ID) (*actor, error) {
+	if owner, ok := r.node.Ring().Owner(ring.RoleGuild, uint64(id)); !ok || owner.ID != r.node.ID() {
+		return nil, ErrNotOwner
+	}
+	r.mu.Lock()
+	s := r.slots[id]
+	if s == nil {
+		s = &slot{ready: make(chan struct{})}
+		r.slots[id] = s
+		r.mu.Unlock()
+		s.a, s.err = r.load(ctx, id)
+		if s.err != nil {
+			r.mu.Lock()
+			delete(r.slots, id)
+			r.mu.Unlock()
+		} else {
+			go s.a.run()
+		}
+		close(s.ready)
+	} else {
+		r.mu.Unlock()
+	}
+	select {
+	case <-s.ready:
+		return s.a, s.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// call runs fn on the guild's actor and waits for it.
+func (r *Router) call(ctx context.Context, guild ID, fn func(a *actor) error) error {
+	a, err := r.actor(ctx, guild)
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	select {
+	case a.mbox <- func(a *actor) { done <- fn(a) }:
+	default:
+		return ErrOverloaded
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// GuildOfChannel returns the guild a channel belongs to.
+func (r *Router) GuildOfChannel(ctx context.Context, channel ID) (ID, error) {
+	if g, ok := r.chanGuild.Load(channel); ok {
+		return g.(ID), nil
+	}
+	c, err := r.store.GetChannel(ctx, channel)
+	if err == store.ErrNotFound {
+		return 0, ErrUnknownChannel
+	}
+	if err != nil {
+		return 0, err
+	}
+	r.chanGuild.Store(channel, c.GuildID)
+	return c.GuildID, nil
+}
+
+// Subscribe adds a gateway session to a guild; the actor delivers the
+// session's GUILD_CREATE through the Deliverer, ordered before any later event.
+func (r *Router) Subscribe(ctx context.Context, guild ID, s Sub) error {
+	return r.call(ctx, guild, func(a *actor) error { return a.subscribe(&s) })
+}
+
+// Unsubscribe removes a session from a guild.
+func (r *Router) Unsubscribe(ctx context.Context, guild ID, session string) error {
+	return r.call(ctx, guild, func(a *actor) error { a.unsubscribe(session); return nil })
+}
+
+// UpdatePresence sets a user's presence in a guild (gateway op 3).
+func (r *Router) UpdatePresence(ctx context.Context, guild, user ID, status string, acts []Activity) error {
+	return r.call(ctx, guild, func(a *actor) error { a.setPresence(user, status, acts); return nil })
+}
