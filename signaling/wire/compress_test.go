@@ -1,0 +1,153 @@
+package wire
+
+import (
+	"bytes"
+	"compress/zlib"
+	"fmt"
+	"io"
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// syncReader feeds a streaming decompressor one message at a time, the way a
+// client keeps one inflate context for the whole connection.
+type syncReader struct{ msgs [][]byte }
+
+func (r *syncReader) Read(p []byte) (int, error) {
+	for len(r.msgs) > 0 && len(r.msgs[0]) == 0 {
+		r.msgs = r.msgs[1:]
+	}
+	if len(r.msgs) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.msgs[0])
+	r.msgs[0] = r.msgs[0][n:]
+	return n, nil
+}
+
+func payloads() [][]byte {
+	var out [][]byte
+	for i := 0; i < 200; i++ {
+		out = append(out, []byte(fmt.Sprintf(`{"t":"MESSAGE_CREATE","s":%d,"op":0,"d":{"content":"message number %d %s"}}`, i, i, bytes.Repeat([]byte("x"), i*37%5000))))
+	}
+	return out
+}
+
+func TestZlibStreamRoundTrip(t *testing.T) {
+	var z ZlibStream
+	var frames [][]byte
+	for _, p := range payloads() {
+		out, err := z.Compress(nil, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasSuffix(out, []byte{0, 0, 0xFF, 0xFF}) {
+			t.Fatalf("frame does not end in a sync flush: % x", out[len(out)-4:])
+		}
+		frames = append(frames, out)
+	}
+	if frames[0][0] != 0x78 || frames[1][0] == 0x78 && frames[1][1] == 0x9C {
+		t.Fatal("zlib header must appear only at the start of the stream")
+	}
+	// Inflate message by message with one context.
+	src := &syncReader{}
+	src.msgs = append(src.msgs, frames[0])
+	zr, err := zlib.NewReader(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range payloads() {
+		if i > 0 {
+			src.msgs = append(src.msgs, frames[i])
+		}
+		got := make([]byte, len(p))
+		if _, err := io.ReadFull(zr, got); err != nil || !bytes.Equal(got, p) {
+			t.Fatalf("payload %d: %v", i, err)
+		}
+	}
+}
+
+func TestZstdStreamRoundTrip(t *testing.T) {
+	z, err := NewZstdStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A pipe, so the decoder sees each message only after the previous
+	// payload was decoded in full: nothing may depend on later frames.
+	pr, pw := io.Pipe()
+	dec, err := zstd.NewReader(pr, zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	defer pw.Close()
+	for i, p := range payloads() {
+		out, err := z.Compress(nil, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go pw.Write(out)
+		got := make([]byte, len(p))
+		if _, err := io.ReadFull(dec, got); err != nil || !bytes.Equal(got, p) {
+			t.Fatalf("payload %d: %v", i, err)
+		}
+	}
+}
+
+func TestNewCompressor(t *testing.T) {
+	if c, err := NewCompressor(""); c != nil || err != nil {
+		t.Fatal("no compression")
+	}
+	if _, err := NewCompressor("gzip"); err == nil {
+		t.Fatal("unknown mode accepted")
+	}
+}
+
+func FuzzZlibStream(f *testing.F) {
+	f.Add([]byte("hello"), []byte("hello again"))
+	f.Add([]byte{}, bytes.Repeat([]byte{0}, 10000))
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		var z ZlibStream
+		fa, err := z.Compress(nil, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fb, err := z.Compress(nil, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := &syncReader{msgs: [][]byte{fa, fb}}
+		zr, err := zlib.NewReader(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(a)+len(b))
+		if _, err := io.ReadFull(zr, got); err != nil || !bytes.Equal(got, append(append([]byte{}, a...), b...)) {
+			t.Fatalf("round trip failed: %v", err)
+		}
+	})
+}
+
+func TestAppendFrame(t *testing.T) {
+	for _, n := range []int{0, 125, 126, 65535, 65536} {
+		f := AppendFrame(nil, FrameText, make([]byte, n))
+		if f[0] != 0x81 {
+			t.Fatalf("n=%d first byte %x", n, f[0])
+		}
+		hdr := len(f) - n
+		want := map[bool]int{true: 2}[n < 126]
+		if n >= 126 && n <= 65535 {
+			want = 4
+		} else if n > 65535 {
+			want = 10
+		}
+		if hdr != want {
+			t.Fatalf("n=%d header %d want %d", n, hdr, want)
+		}
+	}
+	c := AppendClose(nil, 4004, string(bytes.Repeat([]byte("r"), 300)))
+	if len(c) != 2+125 || c[2] != 0x0F || c[3] != 0xA4 {
+		t.Fatalf("close frame % x", c[:4])
+	}
+}
