@@ -1,0 +1,247 @@
+package signaling
+
+import (
+	"crypto/subtle"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/chorus-voice/chorus/auth"
+	"github.com/chorus-voice/chorus/guild"
+	"github.com/chorus-voice/chorus/signaling/wire"
+	"github.com/chorus-voice/chorus/snowflake"
+	"github.com/chorus-voice/chorus/store"
+)
+
+// The admin API creates what must exist before any client connects: users
+// and bots (with their tokens), guilds, channels, roles and memberships. It
+// is authenticated by the node's admin token ("Authorization: Bearer ...").
+
+func (a *api) admin(mux *http.ServeMux) {
+	h := func(pattern string, fn func(w http.ResponseWriter, r *http.Request) error) {
+		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			tok := auth.StripScheme(r.Header.Get("Authorization"))
+			if a.g.cfg.AdminToken == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(a.g.cfg.AdminToken)) != 1 {
+				a.fail(w, errUnauthorized)
+				return
+			}
+			if err := fn(w, r); err != nil {
+				a.fail(w, err)
+			}
+		})
+	}
+	h("POST /admin/v1/users", a.adminCreateUser)
+	h("GET /admin/v1/users", func(w http.ResponseWriter, r *http.Request) error {
+		us, err := a.g.store.ListUsers(r.Context())
+		if err != nil {
+			return err
+		}
+		out := make([]guild.User, 0, len(us))
+		for _, u := range us {
+			out = append(out, guild.UserObject(u))
+		}
+		writeJSON(w, 200, out)
+		return nil
+	})
+	h("POST /admin/v1/users/{user}/token", a.adminIssueToken)
+	h("POST /admin/v1/guilds", a.adminCreateGuild)
+	h("GET /admin/v1/guilds", func(w http.ResponseWriter, r *http.Request) error {
+		gs, err := a.g.store.ListGuilds(r.Context())
+		if err != nil {
+			return err
+		}
+		if gs == nil {
+			gs = []store.Guild{}
+		}
+		writeJSON(w, 200, gs)
+		return nil
+	})
+	h("POST /admin/v1/guilds/{guild}/channels", a.adminCreateChannel)
+	h("POST /admin/v1/guilds/{guild}/roles", a.adminCreateRole)
+	h("PUT /admin/v1/guilds/{guild}/members/{user}", a.adminPutMember)
+	h("DELETE /admin/v1/guilds/{guild}/members/{user}", a.adminDeleteMember)
+}
+
+type createdUser struct {
+	User  guild.User `json:"user"`
+	Token string     `json:"token"`
+}
+
+func (a *api) adminCreateUser(w http.ResponseWriter, r *http.Request) error {
+	var p struct {
+		Username   string `json:"username"`
+		GlobalName string `json:"global_name"`
+		Bot        bool   `json:"bot"`
+		// Privileged grants a bot the privileged intents (on by default).
+		Privileged *bool `json:"privileged_intents"`
+	}
+	if err := decodeBody(r, &p); err != nil {
+		return err
+	}
+	if len(p.Username) < 2 || len(p.Username) > 32 {
+		return guild.InvalidForm("username", "BASE_TYPE_BAD_LENGTH", "Must be between 2 and 32 in length.")
+	}
+	if _, err := a.g.store.UserByName(r.Context(), p.Username); err == nil {
+		return guild.InvalidForm("username", "USERNAME_ALREADY_TAKEN", "Username is unavailable.")
+	}
+	u := store.User{ID: a.ids.Next(), Username: p.Username, GlobalName: p.GlobalName, Bot: p.Bot}
+	if p.Bot && (p.Privileged == nil || *p.Privileged) {
+		u.AppFlags = wire.AppFlagsAllPrivileged
+	}
+	if err := a.g.store.PutUser(r.Context(), u); err != nil {
+		return err
+	}
+	writeJSON(w, 201, createdUser{User: guild.UserObject(u), Token: a.g.signer.Issue(auth.PurposeUser, u.ID, time.Now())})
+	return nil
+}
+
+// adminIssueToken issues a new token; with ?revoke=true every older token of
+// the user stops working.
+func (a *api) adminIssueToken(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "user")
+	if err != nil {
+		return err
+	}
+	u, err := a.g.store.GetUser(r.Context(), id)
+	if err != nil {
+		return guild.ErrUnknownUser
+	}
+	now := time.Now()
+	if rv, _ := strconv.ParseBool(r.URL.Query().Get("revoke")); rv {
+		u.TokensAfter = now.Unix()
+		if err := a.g.store.PutUser(r.Context(), u); err != nil {
+			return err
+		}
+	}
+	writeJSON(w, 200, createdUser{User: guild.UserObject(u), Token: a.g.signer.Issue(auth.PurposeUser, u.ID, now)})
+	return nil
+}
+
+func (a *api) adminCreateGuild(w http.ResponseWriter, r *http.Request) error {
+	var p struct {
+		Name    string       `json:"name"`
+		OwnerID snowflake.ID `json:"owner_id"`
+	}
+	if err := decodeBody(r, &p); err != nil {
+		return err
+	}
+	g, err := a.g.router.CreateGuild(r.Context(), p.Name, p.OwnerID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 201, g)
+	return nil
+}
+
+func (a *api) adminCreateChannel(w http.ResponseWriter, r *http.Request) error {
+	gid, err := pathID(r, "guild")
+	if err != nil {
+		return err
+	}
+	var p struct {
+		Name       string            `json:"name"`
+		Type       int               `json:"type"`
+		Topic      string            `json:"topic"`
+		ParentID   snowflake.ID      `json:"parent_id"`
+		Position   int               `json:"position"`
+		UserLimit  int               `json:"user_limit"`
+		Bitrate    int               `json:"bitrate"`
+		Overwrites []guild.Overwrite `json:"permission_overwrites"`
+	}
+	if err := decodeBody(r, &p); err != nil {
+		return err
+	}
+	c := store.Channel{GuildID: gid, Name: p.Name, Type: p.Type, Topic: p.Topic, ParentID: p.ParentID,
+		Position: p.Position, UserLimit: p.UserLimit, Bitrate: p.Bitrate}
+	for _, o := range p.Overwrites {
+		allow, err1 := strconv.ParseUint(o.Allow, 10, 64)
+		deny, err2 := strconv.ParseUint(o.Deny, 10, 64)
+		if (o.Allow != "" && err1 != nil) || (o.Deny != "" && err2 != nil) || o.Type < 0 || o.Type > 1 {
+			return guild.InvalidForm("permission_overwrites", "BASE_TYPE_INVALID", "Invalid overwrite.")
+		}
+		c.Overwrites = append(c.Overwrites, store.Overwrite{ID: o.ID, Type: o.Type, Allow: allow, Deny: deny})
+	}
+	out, err := a.g.router.CreateChannel(r.Context(), c)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 201, out)
+	return nil
+}
+
+func (a *api) adminCreateRole(w http.ResponseWriter, r *http.Request) error {
+	gid, err := pathID(r, "guild")
+	if err != nil {
+		return err
+	}
+	var p struct {
+		Name        string `json:"name"`
+		Permissions string `json:"permissions"`
+		Color       int    `json:"color"`
+		Hoist       bool   `json:"hoist"`
+		Mentionable bool   `json:"mentionable"`
+	}
+	if err := decodeBody(r, &p); err != nil {
+		return err
+	}
+	perms, err := strconv.ParseUint(p.Permissions, 10, 64)
+	if p.Permissions != "" && err != nil {
+		return guild.InvalidForm("permissions", "NUMBER_TYPE_COERCE", "Value is not a permission bitfield.")
+	}
+	out, err := a.g.router.CreateRole(r.Context(), store.Role{GuildID: gid, Name: p.Name, Permissions: perms,
+		Color: p.Color, Hoist: p.Hoist, Mentionable: p.Mentionable})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 201, out)
+	return nil
+}
+
+func (a *api) adminPutMember(w http.ResponseWriter, r *http.Request) error {
+	gid, err := pathID(r, "guild")
+	if err != nil {
+		return err
+	}
+	uid, err := pathID(r, "user")
+	if err != nil {
+		return err
+	}
+	var p struct {
+		Roles []snowflake.ID `json:"roles"`
+		Nick  string         `json:"nick"`
+		Mute  bool           `json:"mute"`
+		Deaf  bool           `json:"deaf"`
+	}
+	if r.ContentLength != 0 {
+		if err := decodeBody(r, &p); err != nil {
+			return err
+		}
+	}
+	m, added, err := a.g.router.PutMember(r.Context(), store.Member{GuildID: gid, UserID: uid, Roles: p.Roles,
+		Nick: p.Nick, Mute: p.Mute, Deaf: p.Deaf})
+	if err != nil {
+		return err
+	}
+	status := 200
+	if added {
+		status = 201
+	}
+	writeJSON(w, status, m)
+	return nil
+}
+
+func (a *api) adminDeleteMember(w http.ResponseWriter, r *http.Request) error {
+	gid, err := pathID(r, "guild")
+	if err != nil {
+		return err
+	}
+	uid, err := pathID(r, "user")
+	if err != nil {
+		return err
+	}
+	if err := a.g.router.RemoveMember(r.Context(), gid, uid); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

@@ -1,0 +1,581 @@
+package signaling
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/chorus-voice/chorus/auth"
+	"github.com/chorus-voice/chorus/guild"
+	"github.com/chorus-voice/chorus/signaling/wire"
+	"github.com/chorus-voice/chorus/store"
+)
+
+// Config tunes the client-facing edge. Zero values take the defaults below.
+type Config struct {
+	NodeID string
+	// GatewayURL is what GET /gateway advertises and READY's
+	// resume_gateway_url carries: a bare origin such as ws://127.0.0.1:8080.
+	GatewayURL string
+	// HeartbeatInterval is sent in Hello. Default 41.25 s, Discord's value.
+	HeartbeatInterval time.Duration
+	// ResumeWindow is how long a dropped session can be resumed. Default 3 min.
+	ResumeWindow time.Duration
+	// MaxLog bounds each session's event log (send queue + resume buffer).
+	// Default 1024 events.
+	MaxLog int
+	// PayloadsPerMinute is the per-connection client payload limit. Default 120.
+	PayloadsPerMinute int
+	// IdentifiesPer5s is max_concurrency: identifies per user per 5 s. Default 16.
+	IdentifiesPer5s int
+	// WriteTimeout bounds one socket write; a client that does not read is
+	// dropped after it (resumable). Default 10 s.
+	WriteTimeout time.Duration
+	// RESTRequestsPerSecond is the per-user, per-route REST rate limit. Default 50.
+	RESTRequestsPerSecond int
+	// AdminToken authenticates the admin API.
+	AdminToken string
+	Logger     *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = 41250 * time.Millisecond
+	}
+	if c.ResumeWindow == 0 {
+		c.ResumeWindow = 3 * time.Minute
+	}
+	if c.MaxLog == 0 {
+		c.MaxLog = 1024
+	}
+	if c.PayloadsPerMinute == 0 {
+		c.PayloadsPerMinute = 120
+	}
+	if c.IdentifiesPer5s == 0 {
+		c.IdentifiesPer5s = 16
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.RESTRequestsPerSecond == 0 {
+		c.RESTRequestsPerSecond = 50
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Gateway serves Discord Gateway v10 sessions.
+type Gateway struct {
+	cfg      Config
+	router   *guild.Router
+	store    store.Store
+	signer   *auth.Signer
+	hub      *Hub
+	metrics  *Metrics
+	upgrader websocket.Upgrader
+	limits   *limiter
+	bufs     sync.Pool
+}
+
+// NewGateway returns a gateway; its Hub must be the router's Deliverer for
+// this node (see Hub).
+func NewGateway(cfg Config, st store.Store, signer *auth.Signer) *Gateway {
+	cfg.setDefaults()
+	m := &Metrics{}
+	g := &Gateway{cfg: cfg, store: st, signer: signer, metrics: m, hub: newHub(cfg.MaxLog, m),
+		limits: newLimiter()}
+	g.upgrader = websocket.Upgrader{
+		ReadBufferSize:  1024,
+		WriteBufferPool: &sync.Pool{}, // we write frames ourselves; gorilla keeps no buffer
+		CheckOrigin:     func(*http.Request) bool { return true },
+	}
+	g.bufs.New = func() any { b := make([]byte, wire.MaxPayload+1); return &b }
+	return g
+}
+
+// SetRouter connects the gateway to the guild layer. The router must deliver
+// this node's events through g.Hub().
+func (g *Gateway) SetRouter(r *guild.Router) {
+	g.router = r
+	r.OnJoin = g.onJoin
+}
+
+// Hub returns this node's session table.
+func (g *Gateway) Hub() *Hub { return g.hub }
+
+// Metrics returns the edge's counters.
+func (g *Gateway) Metrics() *Metrics { return g.metrics }
+
+func (g *Gateway) heartbeatTimeout() time.Duration {
+	// One interval plus half of one: the interval already includes slack
+	// (gateway.md §6).
+	return g.cfg.HeartbeatInterval * 3 / 2
+}
+
+// hijackWriter hands gorilla a connection whose writes are serialised with ours.
+type hijackWriter struct {
+	http.ResponseWriter
+	conn *lockedConn
+}
+
+func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, rw, err := h.ResponseWriter.(http.Hijacker).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	h.conn = &lockedConn{Conn: nc}
+	return h.conn, rw, nil
+}
+
+// ServeHTTP upgrades a gateway connection (gateway.md §1) and runs it.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	hw := &hijackWriter{ResponseWriter: w}
+	ws, err := g.upgrader.Upgrade(hw, r, nil)
+	if err != nil {
+		return // gorilla already answered with an HTTP error
+	}
+	c := &conn{g: g, ws: ws, nc: hw.conn, wakeCh: make(chan struct{}, 1), done: make(chan struct{})}
+	c.lastBeat.Store(time.Now().UnixNano())
+	c.tokens, c.refill = float64(g.cfg.PayloadsPerMinute), time.Now()
+	g.metrics.Connections.Add(1)
+	defer g.metrics.Connections.Add(-1)
+
+	// Pings are answered through our writer; the close handler only records.
+	ws.SetPingHandler(func(data string) error {
+		c.queue(ctrlFrame{op: wire.FramePong, p: []byte(data)})
+		return nil
+	})
+	ws.SetCloseHandler(func(int, string) error { return nil })
+
+	switch v := q.Get("v"); v {
+	case "", "9", "10":
+	default:
+		c.closeWith(wire.CloseInvalidAPIVersion, "invalid API version")
+	}
+	if enc := q.Get("encoding"); enc != "" && enc != "json" {
+		c.closeWith(wire.CloseDecodeError, "only encoding=json is supported")
+	}
+	comp, err := wire.NewCompressor(q.Get("compress"))
+	if err != nil {
+		c.closeWith(wire.CloseDecodeError, "unknown compress value")
+	}
+	c.comp = comp
+	c.send(wire.Hello(int(g.cfg.HeartbeatInterval / time.Millisecond)))
+
+	go c.writeLoop()
+	code := g.readLoop(c)
+	close(c.done)
+	c.nc.Close()
+	if s := c.sess.Load(); s != nil && s.detach(c) {
+		if code == websocket.CloseNormalClosure || code == websocket.CloseGoingAway {
+			g.endSession(s) // the client ended it (gateway.md §10)
+		} else {
+			time.AfterFunc(g.cfg.ResumeWindow, func() { g.expire(s) })
+		}
+	}
+}
+
+// readLoop reads client payloads until the connection ends and returns the
+// client's close code, if it sent one.
+func (g *Gateway) readLoop(c *conn) int {
+	for {
+		_, rd, err := c.ws.NextReader()
+		if err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				return ce.Code
+			}
+			return 0
+		}
+		bp := g.bufs.Get().(*[]byte)
+		n, err := io.ReadFull(rd, *bp)
+		switch {
+		case n > wire.MaxPayload:
+			g.bufs.Put(bp)
+			c.closeWith(wire.CloseDecodeError, "payload too large")
+			return drain(c)
+		case err != nil && err != io.ErrUnexpectedEOF && err != io.EOF:
+			g.bufs.Put(bp)
+			return 0
+		}
+		ok := g.handle(c, (*bp)[:n])
+		g.bufs.Put(bp)
+		if !ok {
+			return drain(c)
+		}
+	}
+}
+
+// drain discards input after we decided to close, until the peer goes away
+// or the writer's deadline ends it.
+func drain(c *conn) int {
+	c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		if _, _, err := c.ws.NextReader(); err != nil {
+			return 0
+		}
+	}
+}
+
+// allow applies the 120 payloads per 60 s limit as a token bucket.
+func (c *conn) allow() bool {
+	now := time.Now()
+	per := float64(c.g.cfg.PayloadsPerMinute)
+	c.tokens += now.Sub(c.refill).Seconds() * per / 60
+	c.refill = now
+	if c.tokens > per {
+		c.tokens = per
+	}
+	if c.tokens < 1 {
+		return false
+	}
+	c.tokens--
+	return true
+}
+
+// handle processes one client payload; false once the connection is closing.
+func (g *Gateway) handle(c *conn, p []byte) bool {
+	if !c.allow() {
+		c.closeWith(wire.CloseRateLimited, "rate limited")
+		return false
+	}
+	env, err := wire.DecodeEnvelope(p)
+	if err != nil {
+		if errors.Is(err, wire.ErrSyntax) {
+			c.closeWith(wire.CloseDecodeError, "decode error")
+		} else {
+			c.closeWith(wire.CloseUnknownOpcode, "invalid payload")
+		}
+		return false
+	}
+	s := c.sess.Load()
+	switch env.Op {
+	case wire.OpHeartbeat:
+		if _, err := wire.DecodeHeartbeat(env.D); err != nil {
+			c.closeWith(wire.CloseUnknownOpcode, "invalid heartbeat")
+			return false
+		}
+		c.lastBeat.Store(time.Now().UnixNano())
+		c.send(wire.HeartbeatACK)
+		return true
+	case wire.OpIdentify:
+		if s != nil {
+			c.closeWith(wire.CloseAlreadyAuthenticated, "already authenticated")
+			return false
+		}
+		return g.identify(c, env.D)
+	case wire.OpResume:
+		if s != nil {
+			c.closeWith(wire.CloseAlreadyAuthenticated, "already authenticated")
+			return false
+		}
+		return g.resume(c, env.D)
+	case wire.OpPresenceUpdate, wire.OpVoiceState, wire.OpRequestMembers, wire.OpRequestSounds, wire.OpRequestChanInfo:
+		if s == nil {
+			c.closeWith(wire.CloseNotAuthenticated, "not authenticated")
+			return false
+		}
+	default:
+		c.closeWith(wire.CloseUnknownOpcode, "unknown opcode")
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	switch env.Op {
+	case wire.OpPresenceUpdate:
+		pr, err := wire.DecodePresence(env.D)
+		if err != nil {
+			c.closeWith(wire.CloseUnknownOpcode, "invalid presence")
+			return false
+		}
+		s.mu.Lock()
+		s.status, s.acts = pr.Status, activities(pr.Activities)
+		guilds := append([]guild.ID(nil), s.guilds...)
+		s.mu.Unlock()
+		for _, gid := range guilds {
+			g.router.UpdatePresence(ctx, gid, s.user.ID, pr.Status, activities(pr.Activities))
+		}
+	case wire.OpRequestMembers:
+		req, err := wire.DecodeRequestMembers(env.D)
+		if err != nil {
+			c.closeWith(wire.CloseUnknownOpcode, "invalid request guild members")
+			return false
+		}
+		if !s.inGuild(req.GuildID) {
+			return true
+		}
+		g.router.RequestMembers(ctx, req.GuildID, guild.MembersRequest{Node: g.cfg.NodeID, Session: s.id,
+			User: s.user.ID, Intents: s.intents, Query: req.Query, Limit: req.Limit, UserIDs: req.IDs,
+			Presences: req.Presences, Nonce: req.Nonce})
+	case wire.OpVoiceState:
+		if _, err := wire.DecodeVoiceStateUpdate(env.D); err != nil {
+			c.closeWith(wire.CloseUnknownOpcode, "invalid voice state update")
+			return false
+		}
+		// Voice arrives with the voice issue; the payload is validated and
+		// accepted so that clients are not disconnected.
+	}
+	return true
+}
+
+func (s *Session) inGuild(id guild.ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, g := range s.guilds {
+		if g == id {
+			return true
+		}
+	}
+	return false
+}
+
+func activities(in []wire.Activity) []guild.Activity {
+	out := make([]guild.Activity, 0, len(in))
+	now := time.Now().UnixMilli()
+	for _, a := range in {
+		out = append(out, guild.Activity{Name: a.Name, Type: a.Type, URL: a.URL, State: a.State, CreatedAt: now})
+	}
+	return out
+}
+
+// authenticate resolves a gateway token to its user.
+func (g *Gateway) authenticate(ctx context.Context, token string) (store.User, error) {
+	id, issued, err := g.signer.Verify(auth.PurposeUser, token)
+	if err != nil {
+		return store.User{}, err
+	}
+	u, err := g.store.GetUser(ctx, id)
+	if err != nil {
+		return store.User{}, auth.ErrInvalid
+	}
+	if issued.Unix() < u.TokensAfter {
+		return store.User{}, auth.ErrInvalid
+	}
+	return u, nil
+}
+
+func newSessionID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+type readyPayload struct {
+	V                int                `json:"v"`
+	User             readyUser          `json:"user"`
+	Guilds           []unavailableGuild `json:"guilds"`
+	SessionID        string             `json:"session_id"`
+	SessionType      string             `json:"session_type"`
+	ResumeGatewayURL string             `json:"resume_gateway_url"`
+	Shard            []int              `json:"shard,omitempty"`
+	Application      readyApplication   `json:"application"`
+	PrivateChannels  []any              `json:"private_channels"`
+	Presences        []any              `json:"presences"`
+	Relationships    []any              `json:"relationships"`
+	GuildJoinReqs    []any              `json:"guild_join_requests"`
+}
+
+type readyUser struct {
+	guild.User
+	Verified   bool `json:"verified"`
+	MFAEnabled bool `json:"mfa_enabled"`
+}
+
+type unavailableGuild struct {
+	ID          guild.ID `json:"id"`
+	Unavailable bool     `json:"unavailable"`
+}
+
+type readyApplication struct {
+	ID    guild.ID `json:"id"`
+	Flags int      `json:"flags"`
+}
+
+func (g *Gateway) identify(c *conn, d json.RawMessage) bool {
+	id, err := wire.DecodeIdentify(d)
+	if err != nil {
+		c.closeWith(wire.CloseUnknownOpcode, "invalid identify")
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	u, err := g.authenticate(ctx, id.Token)
+	if err != nil {
+		c.closeWith(wire.CloseAuthenticationFailed, "authentication failed")
+		return false
+	}
+	if id.Intents == nil || *id.Intents&^wire.AllIntents != 0 {
+		c.closeWith(wire.CloseInvalidIntents, "invalid intent(s)")
+		return false
+	}
+	intents := *id.Intents
+	if u.Bot && intents&wire.PrivilegedIntents&^wire.AllowedIntents(u.AppFlags) != 0 {
+		c.closeWith(wire.CloseDisallowedIntents, "disallowed intent(s)")
+		return false
+	}
+	if id.Shard != nil && (len(id.Shard) != 2 || id.Shard[1] < 1 || id.Shard[1] > 4096 || id.Shard[0] < 0 || id.Shard[0] >= id.Shard[1]) {
+		c.closeWith(wire.CloseInvalidShard, "invalid shard")
+		return false
+	}
+	if !g.limits.allow("identify:"+u.ID.String(), g.cfg.IdentifiesPer5s, 5*time.Second) {
+		c.send(wire.InvalidSession)
+		return true
+	}
+	all, err := g.store.UserGuilds(ctx, u.ID)
+	if err != nil {
+		c.closeWith(wire.CloseUnknownError, "store unavailable")
+		return false
+	}
+	var guilds []guild.ID
+	for _, gid := range all {
+		if id.Shard == nil || int((uint64(gid)>>22)%uint64(id.Shard[1])) == id.Shard[0] {
+			guilds = append(guilds, gid)
+		}
+	}
+	if len(guilds) > 2500 {
+		c.closeWith(wire.CloseShardingRequired, "sharding required")
+		return false
+	}
+	s := newSession(newSessionID(), u)
+	s.intents, s.shard, s.guilds, s.large = intents, id.Shard, guilds, 50
+	if id.LargeThreshold != nil {
+		s.large = *id.LargeThreshold
+	}
+	s.status = "online"
+	if id.Presence != nil {
+		s.status, s.acts = id.Presence.Status, activities(id.Presence.Activities)
+	}
+	g.metrics.Identifies.Add(1)
+	g.hub.add(s)
+	s.attach(c, false, 0)
+	c.sess.Store(s)
+
+	ready := readyPayload{V: 10, User: readyUser{User: guild.UserObject(u), Verified: true}, SessionID: s.id,
+		SessionType: "normal", ResumeGatewayURL: g.cfg.GatewayURL, Shard: id.Shard,
+		Application: readyApplication{ID: u.ID, Flags: u.AppFlags}, Guilds: make([]unavailableGuild, 0, len(guilds)),
+		PrivateChannels: []any{}, Presences: []any{}, Relationships: []any{}, GuildJoinReqs: []any{}}
+	for _, gid := range guilds {
+		ready.Guilds = append(ready.Guilds, unavailableGuild{ID: gid, Unavailable: true})
+	}
+	s.push(guild.NewEvent("READY", ready), g.cfg.MaxLog)
+	for _, gid := range guilds {
+		g.subscribe(ctx, s, gid)
+	}
+	return true
+}
+
+func (g *Gateway) subscribe(ctx context.Context, s *Session, gid guild.ID) {
+	s.mu.Lock()
+	sub := guild.Sub{Node: g.cfg.NodeID, Session: s.id, User: s.user.ID, Intents: s.intents,
+		LargeThreshold: s.large, Status: s.status, Activities: s.acts}
+	s.mu.Unlock()
+	if err := g.router.Subscribe(ctx, gid, sub); err != nil {
+		g.cfg.Logger.Warn("subscribe failed", "guild", gid, "session", s.id, "err", err)
+		// The guild stays unavailable for this session (gateway.md §9.3).
+		s.push(guild.NewEvent("GUILD_DELETE", unavailableGuild{ID: gid, Unavailable: true}), g.cfg.MaxLog)
+	}
+}
+
+// onJoin subscribes a user's live sessions to a guild they just joined.
+func (g *Gateway) onJoin(gid, user guild.ID) {
+	for _, s := range g.hub.userSessions(user) {
+		if s.shard != nil && int((uint64(gid)>>22)%uint64(s.shard[1])) != s.shard[0] {
+			continue
+		}
+		s.mu.Lock()
+		if !s.inGuildLocked(gid) {
+			s.guilds = append(s.guilds, gid)
+		}
+		s.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		g.subscribe(ctx, s, gid)
+		cancel()
+	}
+}
+
+func (s *Session) inGuildLocked(id guild.ID) bool {
+	for _, g := range s.guilds {
+		if g == id {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *Gateway) resume(c *conn, d json.RawMessage) bool {
+	r, err := wire.DecodeResume(d)
+	if err != nil {
+		c.closeWith(wire.CloseUnknownOpcode, "invalid resume")
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	u, err := g.authenticate(ctx, r.Token)
+	if err != nil {
+		c.closeWith(wire.CloseAuthenticationFailed, "authentication failed")
+		return false
+	}
+	s := g.hub.get(r.SessionID)
+	if s == nil || s.user.ID != u.ID {
+		g.metrics.ResumeFailed.Add(1)
+		c.send(wire.InvalidSession)
+		return true
+	}
+	old, result := s.attach(c, true, uint64(*r.Seq))
+	switch result {
+	case resumeBadSeq:
+		g.metrics.ResumeFailed.Add(1)
+		c.closeWith(wire.CloseInvalidSeq, "invalid seq")
+		return false
+	case resumeGone:
+		g.metrics.ResumeFailed.Add(1)
+		c.send(wire.InvalidSession)
+		return true
+	}
+	if old != nil {
+		old.closeWith(wire.CloseUnknownError, "session resumed elsewhere")
+	}
+	c.sess.Store(s)
+	g.metrics.Resumes.Add(1)
+	s.push(guild.NewEvent("RESUMED", struct{}{}), g.cfg.MaxLog)
+	c.wake()
+	return true
+}
+
+// expire ends a session that was not resumed in time.
+func (g *Gateway) expire(s *Session) {
+	s.mu.Lock()
+	stale := s.conn == nil && time.Since(s.detached) >= g.cfg.ResumeWindow
+	s.mu.Unlock()
+	if stale {
+		g.endSession(s)
+	}
+}
+
+// endSession forgets a session for good: it leaves its guilds (which marks
+// the user offline where this was their last session).
+func (g *Gateway) endSession(s *Session) {
+	s.invalidate()
+	g.hub.remove(s)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s.mu.Lock()
+	guilds := append([]guild.ID(nil), s.guilds...)
+	s.mu.Unlock()
+	for _, gid := range guilds {
+		g.router.Unsubscribe(ctx, gid, s.id)
+	}
+}

@@ -1,0 +1,423 @@
+package signaling
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/chorus-voice/chorus/guild"
+	"github.com/chorus-voice/chorus/snowflake"
+	"github.com/chorus-voice/chorus/store"
+)
+
+// Handler returns the HTTP handler of the node's client-facing edge: the
+// gateway websocket at "/", the REST subset under /api/v9 and /api/v10
+// (gateway.md §18), the admin API under /admin/v1, and /metrics.
+func (g *Gateway) Handler(ids *snowflake.Generator) http.Handler {
+	mux := http.NewServeMux()
+	a := &api{g: g, ids: ids}
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		if strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+			g.ServeHTTP(w, r)
+			return
+		}
+		fmt.Fprintf(w, "Chorus node %s. Gateway: %s  REST: /api/v10\n", g.cfg.NodeID, g.cfg.GatewayURL)
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		g.metrics.WriteText(w, g.hub.Len())
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+
+	mux.HandleFunc("GET /api/{ver}/gateway", a.public(a.getGateway))
+	a.route(mux, "GET /api/{ver}/gateway/bot", "gateway", a.getGatewayBot)
+	a.route(mux, "GET /api/{ver}/users/@me", "users/@me", a.getMe)
+	a.route(mux, "GET /api/{ver}/oauth2/applications/@me", "applications/@me", a.getApplication)
+	a.route(mux, "GET /api/{ver}/channels/{channel}", "channels", a.getChannel)
+	a.route(mux, "POST /api/{ver}/channels/{channel}/messages", "messages:post", a.postMessage)
+	a.route(mux, "GET /api/{ver}/channels/{channel}/messages", "messages:list", a.listMessages)
+	a.route(mux, "GET /api/{ver}/channels/{channel}/messages/{message}", "messages:get", a.getMessage)
+	a.route(mux, "PATCH /api/{ver}/channels/{channel}/messages/{message}", "messages:patch", a.patchMessage)
+	a.route(mux, "DELETE /api/{ver}/channels/{channel}/messages/{message}", "messages:delete", a.deleteMessage)
+	a.route(mux, "POST /api/{ver}/channels/{channel}/typing", "typing", a.postTyping)
+	a.route(mux, "GET /api/{ver}/guilds/{guild}", "guilds", a.getGuild)
+	a.route(mux, "GET /api/{ver}/guilds/{guild}/channels", "guilds/channels", a.getGuildChannels)
+	a.route(mux, "GET /api/{ver}/guilds/{guild}/members", "guilds/members", a.getGuildMembers)
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, apiError{Message: "404: Not Found", Code: 0})
+	})
+	a.admin(mux)
+	return mux
+}
+
+type api struct {
+	g   *Gateway
+	ids *snowflake.Generator
+}
+
+type apiError struct {
+	Message string `json:"message"`
+	Code    int    `json:"code"`
+	Errors  any    `json:"errors,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+type handlerFunc func(w http.ResponseWriter, r *http.Request, u store.User) error
+
+// errBadVersion answers API versions other than 9 and 10.
+var errBadVersion = &guild.Error{Status: 400, Code: 50041, Message: "Invalid API version provided"}
+
+var errUnauthorized = &guild.Error{Status: 401, Code: 0, Message: "401: Unauthorized"}
+
+func checkVersion(r *http.Request) error {
+	switch r.PathValue("ver") {
+	case "v9", "v10":
+		return nil
+	}
+	return errBadVersion
+}
+
+func (a *api) public(fn func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		a.g.metrics.RESTRequests.Add(1)
+		err := checkVersion(r)
+		if err == nil {
+			err = fn(w, r)
+		}
+		if err != nil {
+			a.fail(w, err)
+		}
+	}
+}
+
+// route registers an authenticated, rate-limited REST route. The bucket is
+// per user, per route and per top-level resource (gateway.md §18.8).
+func (a *api) route(mux *http.ServeMux, pattern, bucket string, fn handlerFunc) {
+	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		a.g.metrics.RESTRequests.Add(1)
+		if err := checkVersion(r); err != nil {
+			a.fail(w, err)
+			return
+		}
+		u, err := a.g.authenticate(r.Context(), r.Header.Get("Authorization"))
+		if err != nil {
+			a.fail(w, errUnauthorized)
+			return
+		}
+		major := r.PathValue("channel") + r.PathValue("guild")
+		limit := a.g.cfg.RESTRequestsPerSecond
+		remaining, reset, ok := a.g.limits.take(u.ID.String()+"|"+bucket+"|"+major, limit, time.Second)
+		h := w.Header()
+		after := time.Until(reset).Seconds()
+		h.Set("X-RateLimit-Limit", strconv.Itoa(limit))
+		h.Set("X-RateLimit-Remaining", strconv.Itoa(remaining))
+		h.Set("X-RateLimit-Reset", strconv.FormatFloat(float64(reset.UnixMilli())/1000, 'f', 3, 64))
+		h.Set("X-RateLimit-Reset-After", strconv.FormatFloat(after, 'f', 3, 64))
+		h.Set("X-RateLimit-Bucket", bucket)
+		if !ok {
+			a.g.metrics.RESTLimited.Add(1)
+			h.Set("Retry-After", strconv.Itoa(int(after+0.999)))
+			h.Set("X-RateLimit-Scope", "user")
+			writeJSON(w, http.StatusTooManyRequests, map[string]any{
+				"message": "You are being rate limited.", "retry_after": after, "global": false})
+			return
+		}
+		if err := fn(w, r, u); err != nil {
+			a.fail(w, err)
+		}
+	})
+}
+
+func (a *api) fail(w http.ResponseWriter, err error) {
+	a.g.metrics.RESTErrors.Add(1)
+	var ge *guild.Error
+	var fe *guild.FormError
+	switch {
+	case errors.As(err, &ge):
+		writeJSON(w, ge.Status, apiError{Message: ge.Message, Code: ge.Code})
+	case errors.As(err, &fe):
+		writeJSON(w, http.StatusBadRequest, apiError{Message: "Invalid Form Body", Code: 50035,
+			Errors: map[string]any{fe.Field: map[string]any{"_errors": []map[string]string{{"code": fe.ErrCode, "message": fe.Msg}}}}})
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		writeJSON(w, http.StatusServiceUnavailable, apiError{Message: "timed out", Code: 0})
+	default:
+		a.g.cfg.Logger.Error("rest", "err", err)
+		writeJSON(w, http.StatusInternalServerError, apiError{Message: "500: Internal Server Error", Code: 0})
+	}
+}
+
+func pathID(r *http.Request, name string) (snowflake.ID, error) {
+	id, err := snowflake.Parse(r.PathValue(name))
+	if err != nil {
+		return 0, guild.InvalidForm(name+"_id", "NUMBER_TYPE_COERCE", "Value is not snowflake.")
+	}
+	return id, nil
+}
+
+func (a *api) getGateway(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, 200, map[string]string{"url": a.g.cfg.GatewayURL})
+	return nil
+}
+
+func (a *api) getGatewayBot(w http.ResponseWriter, r *http.Request, u store.User) error {
+	writeJSON(w, 200, map[string]any{"url": a.g.cfg.GatewayURL, "shards": 1,
+		"session_start_limit": map[string]int{"total": 1000, "remaining": 1000, "reset_after": 86400000,
+			"max_concurrency": a.g.cfg.IdentifiesPer5s}})
+	return nil
+}
+
+func (a *api) getMe(w http.ResponseWriter, r *http.Request, u store.User) error {
+	writeJSON(w, 200, readyUser{User: guild.UserObject(u), Verified: true})
+	return nil
+}
+
+func (a *api) getApplication(w http.ResponseWriter, r *http.Request, u store.User) error {
+	owner := guild.UserObject(u)
+	writeJSON(w, 200, map[string]any{"id": u.ID, "name": u.Username, "description": "", "icon": nil,
+		"bot_public": true, "bot_require_code_grant": false, "owner": owner, "bot": owner, "verify_key": "",
+		"flags": u.AppFlags, "team": nil, "summary": "", "tags": []string{}})
+	return nil
+}
+
+func (a *api) getChannel(w http.ResponseWriter, r *http.Request, u store.User) error {
+	ch, err := pathID(r, "channel")
+	if err != nil {
+		return err
+	}
+	c, err := a.g.router.Channel(r.Context(), ch, u.ID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, c)
+	return nil
+}
+
+type messageParams struct {
+	Content      string          `json:"content"`
+	Nonce        json.RawMessage `json:"nonce"`
+	EnforceNonce bool            `json:"enforce_nonce"`
+	TTS          bool            `json:"tts"`
+}
+
+// decodeBody reads a JSON body, or the payload_json part of a multipart one.
+func decodeBody(r *http.Request, v any) error {
+	ct, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	r.Body = http.MaxBytesReader(nil, r.Body, 8<<20)
+	var data []byte
+	switch ct {
+	case "application/json":
+		if err := json.NewDecoder(r.Body).Decode(v); err != nil {
+			return guild.InvalidForm("_body", "BASE_TYPE_INVALID", "Request body is not valid JSON.")
+		}
+		return nil
+	case "multipart/form-data":
+		if params["boundary"] == "" {
+			break
+		}
+		if err := r.ParseMultipartForm(8 << 20); err != nil {
+			return guild.InvalidForm("_body", "BASE_TYPE_INVALID", "Invalid multipart body.")
+		}
+		data = []byte(r.FormValue("payload_json"))
+		if err := json.Unmarshal(data, v); err != nil {
+			return guild.InvalidForm("payload_json", "BASE_TYPE_INVALID", "Not valid JSON.")
+		}
+		return nil
+	}
+	return guild.InvalidForm("_body", "CONTENT_TYPE_INVALID", "Expected Content-Type application/json.")
+}
+
+func (a *api) postMessage(w http.ResponseWriter, r *http.Request, u store.User) error {
+	ch, err := pathID(r, "channel")
+	if err != nil {
+		return err
+	}
+	var p messageParams
+	if err := decodeBody(r, &p); err != nil {
+		return err
+	}
+	if string(p.Nonce) == "null" {
+		p.Nonce = nil
+	}
+	m, err := a.g.router.CreateMessage(r.Context(), guild.CreateMessage{ChannelID: ch, AuthorID: u.ID,
+		Content: p.Content, Nonce: p.Nonce, EnforceNonce: p.EnforceNonce, TTS: p.TTS})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, m)
+	return nil
+}
+
+func (a *api) listMessages(w http.ResponseWriter, r *http.Request, u store.User) error {
+	ch, err := pathID(r, "channel")
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	page := store.Page{Limit: 50}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 100 {
+			return guild.InvalidForm("limit", "NUMBER_TYPE_MAX", "int value should be between 1 and 100.")
+		}
+		page.Limit = n
+	}
+	anchors := 0
+	for name, dst := range map[string]*snowflake.ID{"before": &page.Before, "after": &page.After, "around": &page.Around} {
+		if v := q.Get(name); v != "" {
+			id, err := snowflake.Parse(v)
+			if err != nil {
+				return guild.InvalidForm(name, "NUMBER_TYPE_COERCE", "Value is not snowflake.")
+			}
+			*dst = id
+			anchors++
+		}
+	}
+	if anchors > 1 {
+		return guild.InvalidForm("_query", "BASE_TYPE_INVALID", "before, after and around are mutually exclusive.")
+	}
+	if page.After == 0 && q.Get("after") != "" {
+		page.After = 1 // after=0: from the very first message (gateway.md §17)
+	}
+	ms, err := a.g.router.ListMessages(r.Context(), ch, u.ID, page)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, ms)
+	return nil
+}
+
+func (a *api) getMessage(w http.ResponseWriter, r *http.Request, u store.User) error {
+	ch, err := pathID(r, "channel")
+	if err != nil {
+		return err
+	}
+	id, err := pathID(r, "message")
+	if err != nil {
+		return err
+	}
+	m, err := a.g.router.GetMessage(r.Context(), ch, id, u.ID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, m)
+	return nil
+}
+
+func (a *api) patchMessage(w http.ResponseWriter, r *http.Request, u store.User) error {
+	ch, err := pathID(r, "channel")
+	if err != nil {
+		return err
+	}
+	id, err := pathID(r, "message")
+	if err != nil {
+		return err
+	}
+	var p struct {
+		Content *string `json:"content"`
+	}
+	if err := decodeBody(r, &p); err != nil {
+		return err
+	}
+	if p.Content == nil {
+		return guild.InvalidForm("content", "BASE_TYPE_REQUIRED", "This field is required.")
+	}
+	m, err := a.g.router.EditMessage(r.Context(), ch, id, u.ID, *p.Content)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, m)
+	return nil
+}
+
+func (a *api) deleteMessage(w http.ResponseWriter, r *http.Request, u store.User) error {
+	ch, err := pathID(r, "channel")
+	if err != nil {
+		return err
+	}
+	id, err := pathID(r, "message")
+	if err != nil {
+		return err
+	}
+	if err := a.g.router.DeleteMessage(r.Context(), ch, id, u.ID); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *api) postTyping(w http.ResponseWriter, r *http.Request, u store.User) error {
+	ch, err := pathID(r, "channel")
+	if err != nil {
+		return err
+	}
+	if err := a.g.router.Typing(r.Context(), ch, u.ID); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (a *api) getGuild(w http.ResponseWriter, r *http.Request, u store.User) error {
+	id, err := pathID(r, "guild")
+	if err != nil {
+		return err
+	}
+	gd, err := a.g.router.GetGuild(r.Context(), id, u.ID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, gd)
+	return nil
+}
+
+func (a *api) getGuildChannels(w http.ResponseWriter, r *http.Request, u store.User) error {
+	id, err := pathID(r, "guild")
+	if err != nil {
+		return err
+	}
+	cs, err := a.g.router.Channels(r.Context(), id, u.ID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, cs)
+	return nil
+}
+
+func (a *api) getGuildMembers(w http.ResponseWriter, r *http.Request, u store.User) error {
+	id, err := pathID(r, "guild")
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	limit := 1
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 1000 {
+			return guild.InvalidForm("limit", "NUMBER_TYPE_MAX", "int value should be between 1 and 1000.")
+		}
+		limit = n
+	}
+	var after snowflake.ID
+	if v := q.Get("after"); v != "" {
+		if after, err = snowflake.Parse(v); err != nil {
+			return guild.InvalidForm("after", "NUMBER_TYPE_COERCE", "Value is not snowflake.")
+		}
+	}
+	ms, err := a.g.router.Members(r.Context(), id, u.ID, after, limit)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, ms)
+	return nil
+}
