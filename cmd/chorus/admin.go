@@ -1,0 +1,266 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const adminUsage = `Usage: chorus admin [connection flags] <what> <verb> [flags]
+
+  user create --name NAME [--bot] [--global-name NAME]
+  user list
+  guild create --name NAME --owner USER
+  guild list
+  channel create --guild ID --name NAME [--type text|voice|category] [--parent ID] [--user-limit N]
+  role create --guild ID --name NAME [--permissions BITS]
+  member add --guild ID --user USER [--roles ID,ID] [--nick NICK]
+  member remove --guild ID --user USER
+
+USER is a user id or a username. The admin API of a running node is used;
+its token is read from <data>/admin.token unless --admin-token is given.
+
+Connection flags:
+`
+
+// adminClient talks to a node's admin API.
+type adminClient struct {
+	base, token string
+	http        *http.Client
+}
+
+func connectionFlags(fs *flag.FlagSet) (server, token, data *string) {
+	server = fs.String("server", "http://127.0.0.1:8080", "base URL of the node")
+	token = fs.String("admin-token", "", "admin token (default: read from <data>/admin.token)")
+	data = fs.String("data", "data", "data directory of the node, for its admin token")
+	return
+}
+
+func newAdminClient(server, token, data string) (*adminClient, error) {
+	if token == "" {
+		b, err := os.ReadFile(filepath.Join(data, "admin.token"))
+		if err != nil {
+			return nil, fmt.Errorf("no --admin-token and cannot read %s: %w", filepath.Join(data, "admin.token"), err)
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	return &adminClient{base: strings.TrimRight(server, "/"), token: token, http: &http.Client{Timeout: 15 * time.Second}}, nil
+}
+
+func (c *adminClient) do(method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, c.base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("is the node running? %w", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))
+	}
+	if out != nil && len(b) > 0 {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+// resolveUser turns a username or an id into an id.
+func (c *adminClient) resolveUser(s string) (string, error) {
+	if _, err := strconv.ParseUint(s, 10, 64); err == nil {
+		return s, nil
+	}
+	var users []struct {
+		ID       string `json:"id"`
+		Username string `json:"username"`
+	}
+	if err := c.do("GET", "/admin/v1/users", nil, &users); err != nil {
+		return "", err
+	}
+	for _, u := range users {
+		if u.Username == s {
+			return u.ID, nil
+		}
+	}
+	return "", fmt.Errorf("no user named %q", s)
+}
+
+func printJSON(v any) {
+	b, _ := json.MarshalIndent(v, "", "  ")
+	fmt.Println(string(b))
+}
+
+func admin(args []string) error {
+	fs := flag.NewFlagSet("admin", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), adminUsage); fs.PrintDefaults() }
+	server, tok, data := connectionFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	rest := fs.Args()
+	if len(rest) < 2 {
+		fs.Usage()
+		return errors.New("admin: say what to do, for example: chorus admin user create --name alice")
+	}
+	c, err := newAdminClient(*server, *tok, *data)
+	if err != nil {
+		return err
+	}
+	what, verb, rest := rest[0], rest[1], rest[2:]
+	sub := flag.NewFlagSet(what+" "+verb, flag.ContinueOnError)
+	var out any
+	switch what + " " + verb {
+	case "user create":
+		name := sub.String("name", "", "username (2-32 characters)")
+		global := sub.String("global-name", "", "display name")
+		bot := sub.Bool("bot", false, "create a bot user (with every privileged intent)")
+		if err := sub.Parse(rest); err != nil {
+			return err
+		}
+		err = c.do("POST", "/admin/v1/users", map[string]any{"username": *name, "global_name": *global, "bot": *bot}, &out)
+	case "user list":
+		err = c.do("GET", "/admin/v1/users", nil, &out)
+	case "guild create":
+		name := sub.String("name", "", "guild name")
+		owner := sub.String("owner", "", "owner (user id or username)")
+		if err := sub.Parse(rest); err != nil {
+			return err
+		}
+		id, err := c.resolveUser(*owner)
+		if err != nil {
+			return err
+		}
+		err = c.do("POST", "/admin/v1/guilds", map[string]any{"name": *name, "owner_id": id}, &out)
+		if err != nil {
+			return err
+		}
+	case "guild list":
+		err = c.do("GET", "/admin/v1/guilds", nil, &out)
+	case "channel create":
+		gid := sub.String("guild", "", "guild id")
+		name := sub.String("name", "", "channel name")
+		typ := sub.String("type", "text", "text, voice or category")
+		parent := sub.String("parent", "", "category id")
+		limit := sub.Int("user-limit", 0, "voice channel user limit (0 = none)")
+		if err := sub.Parse(rest); err != nil {
+			return err
+		}
+		types := map[string]int{"text": 0, "voice": 2, "category": 4}
+		t, ok := types[*typ]
+		if !ok {
+			return fmt.Errorf("--type must be text, voice or category, not %q", *typ)
+		}
+		body := map[string]any{"name": *name, "type": t, "user_limit": *limit}
+		if *parent != "" {
+			body["parent_id"] = *parent
+		}
+		err = c.do("POST", "/admin/v1/guilds/"+*gid+"/channels", body, &out)
+	case "role create":
+		gid := sub.String("guild", "", "guild id")
+		name := sub.String("name", "", "role name")
+		perms := sub.String("permissions", "0", "permission bits (decimal)")
+		if err := sub.Parse(rest); err != nil {
+			return err
+		}
+		err = c.do("POST", "/admin/v1/guilds/"+*gid+"/roles", map[string]any{"name": *name, "permissions": *perms}, &out)
+	case "member add":
+		gid := sub.String("guild", "", "guild id")
+		user := sub.String("user", "", "user id or username")
+		roles := sub.String("roles", "", "comma-separated role ids")
+		nick := sub.String("nick", "", "nickname")
+		if err := sub.Parse(rest); err != nil {
+			return err
+		}
+		id, err := c.resolveUser(*user)
+		if err != nil {
+			return err
+		}
+		rs := []string{}
+		for _, r := range strings.Split(*roles, ",") {
+			if r = strings.TrimSpace(r); r != "" {
+				rs = append(rs, r)
+			}
+		}
+		err = c.do("PUT", "/admin/v1/guilds/"+*gid+"/members/"+id, map[string]any{"roles": rs, "nick": *nick}, &out)
+		if err != nil {
+			return err
+		}
+	case "member remove":
+		gid := sub.String("guild", "", "guild id")
+		user := sub.String("user", "", "user id or username")
+		if err := sub.Parse(rest); err != nil {
+			return err
+		}
+		id, err := c.resolveUser(*user)
+		if err != nil {
+			return err
+		}
+		err = c.do("DELETE", "/admin/v1/guilds/"+*gid+"/members/"+id, nil, nil)
+		if err != nil {
+			return err
+		}
+		out = map[string]string{"removed": id}
+	default:
+		fs.Usage()
+		return fmt.Errorf("admin: unknown command %q", what+" "+verb)
+	}
+	if err != nil {
+		return err
+	}
+	printJSON(out)
+	return nil
+}
+
+func token(args []string) error {
+	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "Usage: chorus token --user USER [--revoke] [connection flags]\n\nIssues a new token for a user (id or username) through a running node.\n\n")
+		fs.PrintDefaults()
+	}
+	server, tok, data := connectionFlags(fs)
+	user := fs.String("user", "", "user id or username")
+	revoke := fs.Bool("revoke", false, "invalidate every earlier token of the user")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *user == "" {
+		fs.Usage()
+		return errors.New("token: --user is required")
+	}
+	c, err := newAdminClient(*server, *tok, *data)
+	if err != nil {
+		return err
+	}
+	id, err := c.resolveUser(*user)
+	if err != nil {
+		return err
+	}
+	var out struct {
+		Token string `json:"token"`
+	}
+	if err := c.do("POST", "/admin/v1/users/"+id+"/token?revoke="+strconv.FormatBool(*revoke), nil, &out); err != nil {
+		return err
+	}
+	fmt.Println(out.Token)
+	return nil
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/chorus-voice/chorus/server"
+)
+
+func serve(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: chorus serve [flags]
+
+Runs a Chorus node. With no flags it listens on loopback only, keeps its data
+under ./data (embedded store, embedded NATS, development CA) and needs nothing
+else installed. Every flag can also be set as an environment variable
+CHORUS_<FLAG> (for example CHORUS_HTTP=0.0.0.0:8080) or as a key of the JSON
+file given with --config.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	cfgPath := fs.String("config", "", "JSON config file whose keys are these flag names")
+	dataDir := fs.String("data", "data", "data directory")
+	httpAddr := fs.String("http", "127.0.0.1:8080", "address for ws:// and http:// (gateway, REST, admin API)")
+	httpsAddr := fs.String("https", "127.0.0.1:8443", `address for wss:// and https://, or "off"`)
+	tlsCert := fs.String("tls-cert", "", "TLS certificate file (default: a development CA under <data>/tls)")
+	tlsKey := fs.String("tls-key", "", "TLS key file")
+	gatewayURL := fs.String("gateway-url", "", "gateway URL announced to clients (default ws://<http>)")
+	nodeID := fs.String("node-id", "node-1", "this node's name in the cluster")
+	nats := fs.String("nats", "", "comma-separated NATS URLs of an external cluster (default: embedded NATS)")
+	demo := fs.Bool("demo", false, "create (once) a demo guild, a bot and two users, and print their tokens")
+	heartbeat := fs.Duration("heartbeat-interval", 41250*time.Millisecond, "gateway heartbeat interval sent in Hello")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := applyConfig(fs, *cfgPath); err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		return fmt.Errorf("--tls-cert and --tls-key go together")
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	cfg := server.Config{DataDir: *dataDir, HTTPAddr: *httpAddr, HTTPSAddr: *httpsAddr, TLSCert: *tlsCert,
+		TLSKey: *tlsKey, GatewayURL: *gatewayURL, NodeID: *nodeID, NATS: *nats, Logger: logger}
+	cfg.Gateway.HeartbeatInterval = *heartbeat
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	n, err := server.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	abs, _ := filepath.Abs(*dataDir)
+	fmt.Printf("Chorus %s node %s is up.\n", version, *nodeID)
+	fmt.Printf("  gateway + REST   http://%s   (gateway %s, REST http://%s/api/v10)\n", n.HTTPAddr, gatewayOr(cfg.GatewayURL, n.HTTPAddr), n.HTTPAddr)
+	if n.HTTPSAddr != "" {
+		fmt.Printf("  TLS              https://%s   (wss://%s)\n", n.HTTPSAddr, n.HTTPSAddr)
+	}
+	if n.CAPath != "" {
+		fmt.Printf("  development CA   %s\n", n.CAPath)
+		fmt.Printf("                   trust it with SSL_CERT_FILE=%s (Go) or NODE_EXTRA_CA_CERTS=%s (Node)\n", n.CAPath, n.CAPath)
+	}
+	fmt.Printf("  data             %s\n", abs)
+	fmt.Printf("  admin token      %s  (also in %s)\n", n.AdminToken, filepath.Join(abs, "admin.token"))
+	if *demo {
+		d, err := n.SeedDemo(ctx)
+		if err != nil {
+			n.Close()
+			return fmt.Errorf("demo: %w", err)
+		}
+		fmt.Printf("\nDemo guild %q (id %s)\n", server.DemoGuildName, d.GuildID)
+		fmt.Printf("  #general %s   #random %s   voice Lounge %s\n", d.General, d.Random, d.Lounge)
+		fmt.Printf("  bot   %-10s id %s  token %s\n", d.Bot.Username, d.Bot.ID, d.BotToken)
+		fmt.Printf("  user  %-10s id %s  token %s\n", d.Alice.Username, d.Alice.ID, d.AliceToken)
+		fmt.Printf("  user  %-10s id %s  token %s\n", d.Bob.Username, d.Bob.ID, d.BobToken)
+		fmt.Printf("\nTry: curl -H 'Authorization: Bot %s' http://%s/api/v10/users/@me\n", d.BotToken, n.HTTPAddr)
+	}
+	<-ctx.Done()
+	fmt.Println("shutting down")
+	return n.Close()
+}
+
+func gatewayOr(url, addr string) string {
+	if url != "" {
+		return url
+	}
+	return "ws://" + addr
+}

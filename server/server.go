@@ -1,0 +1,243 @@
+// Package server assembles one Chorus node from its parts: the store, the
+// cluster node (embedded NATS), the guild router, the gateway and its HTTP
+// listeners. It holds wiring only; the behaviour lives in the parts.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/chorus-voice/chorus/auth"
+	"github.com/chorus-voice/chorus/cluster"
+	"github.com/chorus-voice/chorus/guild"
+	"github.com/chorus-voice/chorus/ring"
+	"github.com/chorus-voice/chorus/signaling"
+	"github.com/chorus-voice/chorus/snowflake"
+	"github.com/chorus-voice/chorus/store"
+)
+
+// Config configures a node. The zero value of each field takes the default
+// documented on it.
+type Config struct {
+	// DataDir holds the store, the embedded NATS files, the development CA
+	// and the admin token. Default "./data".
+	DataDir string
+	// HTTPAddr serves plain ws:// and http:// (gateway, REST, admin).
+	// Default "127.0.0.1:8080"; port 0 picks a free port.
+	HTTPAddr string
+	// HTTPSAddr serves the same over TLS (wss://, https://). Default
+	// "127.0.0.1:8443"; "off" disables it.
+	HTTPSAddr string
+	// TLSCert and TLSKey are a real certificate; without them a development
+	// CA under DataDir/tls signs one for localhost, 127.0.0.1 and ::1.
+	TLSCert, TLSKey string
+	// GatewayURL is the URL clients are told to dial; default ws://HTTPAddr.
+	GatewayURL string
+	// NodeID names this node; default "node-1".
+	NodeID string
+	// NATS joins an external NATS cluster (comma-separated URLs) instead of
+	// starting the embedded server.
+	NATS string
+	// Gateway tunes the edge (heartbeat interval, limits, ...).
+	Gateway signaling.Config
+	Logger  *slog.Logger
+}
+
+// Node is a running Chorus node.
+type Node struct {
+	cfg     Config
+	store   store.Store
+	cluster *cluster.Node
+	router  *guild.Router
+	gateway *signaling.Gateway
+	ids     *snowflake.Generator
+	signer  *auth.Signer
+	servers []*http.Server
+
+	// HTTPAddr and HTTPSAddr are the bound addresses ("" when off).
+	HTTPAddr, HTTPSAddr string
+	// CAPath is the development CA clients must trust ("" with real certs).
+	CAPath string
+	// AdminToken authenticates the admin API.
+	AdminToken string
+}
+
+// Start opens the data directory and starts serving.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	if cfg.DataDir == "" {
+		cfg.DataDir = "data"
+	}
+	if cfg.HTTPAddr == "" {
+		cfg.HTTPAddr = "127.0.0.1:8080"
+	}
+	if cfg.HTTPSAddr == "" {
+		cfg.HTTPSAddr = "127.0.0.1:8443"
+	}
+	if cfg.NodeID == "" {
+		cfg.NodeID = "node-1"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	n := &Node{cfg: cfg}
+	ok := false
+	defer func() {
+		if !ok {
+			n.Close()
+		}
+	}()
+	st, err := store.OpenPebble(filepath.Join(cfg.DataDir, "store"))
+	if err != nil {
+		return nil, err
+	}
+	n.store = st
+	key, err := metaSecret(ctx, st, "signing_key")
+	if err != nil {
+		return nil, err
+	}
+	n.signer = auth.NewSigner(key)
+	if n.AdminToken, err = adminToken(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	h := fnv.New32a()
+	h.Write([]byte(cfg.NodeID))
+	n.ids = snowflake.NewGenerator(uint16(h.Sum32() & 0x3FF))
+
+	httpLn, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
+	}
+	n.HTTPAddr = httpLn.Addr().String()
+	var httpsLn net.Listener
+	if cfg.HTTPSAddr != "off" {
+		if httpsLn, err = net.Listen("tcp", cfg.HTTPSAddr); err != nil {
+			httpLn.Close()
+			return nil, fmt.Errorf("listen %s: %w", cfg.HTTPSAddr, err)
+		}
+		n.HTTPSAddr = httpsLn.Addr().String()
+	}
+
+	n.cluster, err = cluster.Start(cluster.Config{NodeID: cfg.NodeID, Roles: ring.RoleAll, Addr: n.HTTPSAddr,
+		DataDir: cfg.DataDir, NATSURLs: cfg.NATS})
+	if err != nil {
+		httpLn.Close()
+		if httpsLn != nil {
+			httpsLn.Close()
+		}
+		return nil, err
+	}
+	gcfg := cfg.Gateway
+	gcfg.NodeID, gcfg.AdminToken, gcfg.Logger = cfg.NodeID, n.AdminToken, cfg.Logger
+	if gcfg.GatewayURL = cfg.GatewayURL; gcfg.GatewayURL == "" {
+		gcfg.GatewayURL = "ws://" + n.HTTPAddr
+	}
+	n.gateway = signaling.NewGateway(gcfg, st, n.signer)
+	n.router = guild.NewRouter(guild.Config{}, n.cluster, st, n.gateway.Hub(), n.ids)
+	n.gateway.SetRouter(n.router)
+	handler := n.gateway.Handler(n.ids)
+
+	n.serve(httpLn, handler, nil)
+	if httpsLn != nil {
+		var cert tls.Certificate
+		if cfg.TLSCert != "" {
+			cert, err = tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		} else {
+			n.CAPath, cert, err = DevCA(filepath.Join(cfg.DataDir, "tls"), []string{"localhost", "127.0.0.1", "::1"})
+		}
+		if err != nil {
+			httpsLn.Close()
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		n.serve(httpsLn, handler, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	}
+	ok = true
+	return n, nil
+}
+
+func (n *Node) serve(ln net.Listener, h http.Handler, tc *tls.Config) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tc,
+		ErrorLog: slog.NewLogLogger(n.cfg.Logger.Handler(), slog.LevelDebug)}
+	n.servers = append(n.servers, srv)
+	go func() {
+		var err error
+		if tc != nil {
+			err = srv.ServeTLS(ln, "", "")
+		} else {
+			err = srv.Serve(ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.cfg.Logger.Error("http server", "addr", ln.Addr(), "err", err)
+		}
+	}()
+}
+
+// Router returns the node's guild router (for seeding and tests in process).
+func (n *Node) Router() *guild.Router { return n.router }
+
+// Gateway returns the node's gateway.
+func (n *Node) Gateway() *signaling.Gateway { return n.gateway }
+
+// IssueToken issues a gateway/REST token for a user.
+func (n *Node) IssueToken(user snowflake.ID) string {
+	return n.signer.Issue(auth.PurposeUser, user, time.Now())
+}
+
+// IDs returns the node's snowflake generator.
+func (n *Node) IDs() *snowflake.Generator { return n.ids }
+
+// Close stops accepting connections, ends the listeners and closes the
+// cluster node and the store. Hijacked websocket connections end with the
+// process.
+func (n *Node) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, s := range n.servers {
+		s.Shutdown(ctx)
+	}
+	if n.cluster != nil {
+		n.cluster.Close()
+	}
+	if n.store != nil {
+		return n.store.Close()
+	}
+	return nil
+}
+
+func metaSecret(ctx context.Context, st store.Store, name string) ([]byte, error) {
+	k, err := st.GetMeta(ctx, name)
+	if err == nil && len(k) == auth.KeySize {
+		return k, nil
+	}
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	k = auth.NewKey()
+	return k, st.PutMeta(ctx, name, k)
+}
+
+// adminToken reads DataDir/admin.token, creating it on first start.
+func adminToken(dir string) (string, error) {
+	path := filepath.Join(dir, "admin.token")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) >= 16 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	var b [24]byte
+	rand.Read(b[:])
+	tok := hex.EncodeToString(b[:])
+	return tok, os.WriteFile(path, []byte(tok+"\n"), 0o600)
+}
