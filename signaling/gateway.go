@@ -147,7 +147,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // gorilla already answered with an HTTP error
 	}
-	c := &conn{g: g, ws: ws, nc: hw.conn, wakeCh: make(chan struct{}, 1), done: make(chan struct{})}
+	c := &conn{g: g, ws: ws, nc: hw.conn, wakeCh: make(chan struct{}, 1), done: make(chan struct{}),
+		batch: make([]*guild.Event, 0, writeBatch)}
 	c.lastBeat.Store(time.Now().UnixNano())
 	c.tokens, c.refill = float64(g.cfg.PayloadsPerMinute), time.Now()
 	g.metrics.Connections.Add(1)
