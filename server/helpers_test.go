@@ -269,3 +269,23 @@ func (f *fixture) rest(method, path, token string, body any, out any) *http.Resp
 	}
 	return resp
 }
+
+// createBot makes a bot through the admin API, with or without privileged
+// intents, and returns its token.
+func (f *fixture) createBot(t *testing.T, name string, privileged bool) string {
+	t.Helper()
+	var out struct {
+		Token string `json:"token"`
+	}
+	req, _ := http.NewRequest("POST", f.base+"/admin/v1/users",
+		strings.NewReader(fmt.Sprintf(`{"username":%q,"bot":true,"privileged_intents":%v}`, name, privileged)))
+	req.Header.Set("Authorization", "Bearer "+f.node.AdminToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 201 {
+		t.Fatalf("create bot: %v %v", resp, err)
+	}
+	defer resp.Body.Close()
+	json.NewDecoder(resp.Body).Decode(&out)
+	return out.Token
+}

@@ -1,0 +1,136 @@
+package server_test
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/chorus-voice/chorus/signaling"
+)
+
+// Each bad input gets its documented close code (gateway.md §11), is
+// counted, and a bystander session keeps receiving every message.
+func TestBadInputCloseCodes(t *testing.T) {
+	f := start(t, func(c *signaling.Config) { c.PayloadsPerMinute = 10 })
+	bystander := f.dial("v=10")
+	bystander.ready(f.demo.BobToken, allIntents)
+	bystander.waitFor("GUILD_CREATE")
+
+	noFlags := f.createBot(t, "plainbot", false)
+
+	tests := []struct {
+		name   string
+		query  string
+		frames []string
+		code   int
+	}{
+		{"malformed json", "v=10", []string{`{"op":2,"d":`}, 4002},
+		{"not an object", "v=10", []string{`[1,2]`}, 4001},
+		{"unknown opcode", "v=10", []string{`{"op":99,"d":null}`}, 4001},
+		{"server-only opcode", "v=10", []string{`{"op":10,"d":null}`}, 4001},
+		{"oversized payload", "v=10", []string{`{"op":1,"d":null,"x":"` + strings.Repeat("a", 5000) + `"}`}, 4002},
+		{"presence before identify", "v=10", []string{`{"op":3,"d":{"status":"online","activities":[]}}`}, 4003},
+		{"request members before identify", "v=10", []string{`{"op":8,"d":{"guild_id":"1","query":"","limit":0}}`}, 4003},
+		{"invalid token", "v=10", []string{identifyJSON("not-a-token", allIntents)}, 4004},
+		{"forged token", "v=10", []string{identifyJSON(f.demo.BotToken[:len(f.demo.BotToken)-3]+"abc", allIntents)}, 4004},
+		{"second identify", "v=10", []string{identifyJSON(f.demo.AliceToken, allIntents), identifyJSON(f.demo.AliceToken, allIntents)}, 4005},
+		{"undefined intent bits", "v=10", []string{identifyJSON(f.demo.AliceToken, 1<<30)}, 4013},
+		{"missing intents", "v=10", []string{`{"op":2,"d":{"token":"` + f.demo.AliceToken + `"}}`}, 4013},
+		{"privileged intent not granted", "v=10", []string{identifyJSON(noFlags, 1<<15|1)}, 4014},
+		{"invalid shard", "v=10", []string{`{"op":2,"d":{"token":"` + f.demo.AliceToken + `","intents":1,"shard":[3,2]}}`}, 4010},
+		{"large_threshold out of range", "v=10", []string{`{"op":2,"d":{"token":"` + f.demo.AliceToken + `","intents":1,"large_threshold":5}}`}, 4001},
+		{"bad heartbeat", "v=10", []string{`{"op":1,"d":"soon"}`}, 4001},
+		{"rate limit", "v=10", strings.Split(strings.Repeat(`{"op":1,"d":null}|`, 12), "|")[:12], 4008},
+		{"api version 6", "v=6", nil, 4012},
+		{"etf encoding", "v=10&encoding=etf", nil, 4002},
+		{"unknown compression", "v=10&compress=gzip", nil, 4002},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := f.node.Gateway().Metrics().Closes(tt.code)
+			c := f.dial(tt.query)
+			c.t = t
+			for _, fr := range tt.frames {
+				c.send(fr)
+			}
+			c.expectClose(tt.code)
+			if after := f.node.Gateway().Metrics().Closes(tt.code); after != before+1 {
+				t.Fatalf("close %d counted %d times", tt.code, after-before)
+			}
+		})
+	}
+	// Nothing above disturbed the bystander.
+	f.rest("POST", fmt.Sprintf("/api/v10/channels/%s/messages", f.demo.General), f.demo.AliceToken,
+		map[string]any{"content": "still here"}, nil)
+	if m := bystander.waitMessage("still here"); m.Author.ID != f.demo.Alice.ID.String() {
+		t.Fatalf("bystander got %+v", m)
+	}
+}
+
+func identifyJSON(token string, intents int) string {
+	return fmt.Sprintf(`{"op":2,"d":{"token":%q,"intents":%d,"properties":{"os":"linux"}}}`, token, intents)
+}
+
+// An Identify sent before the client read Hello is fine: the server sent
+// Hello first on its side, so there is no "before Hello" it could see.
+func TestIdentifyWithoutWaitingForHello(t *testing.T) {
+	f := start(t, nil)
+	c := f.dial("v=10")
+	c.send(identify(f.demo.AliceToken, allIntents))
+	if fr := c.next(5 * time.Second); fr.Op != 10 {
+		t.Fatalf("first frame op %d", fr.Op)
+	}
+	c.waitFor("READY")
+}
+
+// A client that never reads is closed as a slow consumer with a resumable
+// code; its memory stays bounded, and a reading client misses nothing.
+func TestSlowConsumer(t *testing.T) {
+	f := start(t, func(c *signaling.Config) {
+		c.MaxLog = 64
+		c.WriteTimeout = 300 * time.Millisecond
+		c.RESTRequestsPerSecond = 100000
+	})
+	reader := f.dial("v=10")
+	reader.ready(f.demo.BobToken, allIntents)
+	reader.waitFor("GUILD_CREATE")
+
+	// A client that identifies and then never reads, with a tiny receive buffer.
+	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+		c, err := net.Dial(network, addr)
+		if err == nil {
+			c.(*net.TCPConn).SetReadBuffer(4096)
+		}
+		return c, err
+	}}
+	slow, _, err := d.Dial("ws://"+f.node.HTTPAddr+"/?v=10", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	slow.WriteMessage(websocket.TextMessage, []byte(identifyJSON(f.demo.AliceToken, allIntents)))
+
+	big := strings.Repeat("x", 1900)
+	const n = 3000
+	for i := 0; i < n; i++ {
+		f.rest("POST", fmt.Sprintf("/api/v10/channels/%s/messages", f.demo.General), f.demo.BotToken,
+			map[string]any{"content": fmt.Sprintf("%d %s", i, big)}, nil)
+	}
+	for i := 0; i < n; i++ {
+		m := reader.waitFor("MESSAGE_CREATE")
+		if want := fmt.Sprintf(`"content":"%d `, i); !strings.Contains(string(m.D), want) {
+			t.Fatalf("reader message %d out of order or lost", i)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for f.node.Gateway().Metrics().SlowConsumers.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if f.node.Gateway().Metrics().SlowConsumers.Load() == 0 {
+		t.Fatal("slow consumer not detected")
+	}
+}
