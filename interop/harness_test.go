@@ -74,13 +74,19 @@ func startChorus(t *testing.T, extra ...string) *chorus {
 	}
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
 		select {
-		case <-done:
+		case err := <-done:
+			// The binary is built with the race detector, which makes it
+			// exit with status 66 when it saw a race.
+			if err != nil {
+				t.Errorf("chorus exited with %v after SIGTERM (66 = data race, see stderr)", err)
+			}
 		case <-time.After(10 * time.Second):
 			cmd.Process.Kill()
 			<-done
+			t.Error("chorus did not stop within 10 s of SIGTERM")
 		}
 	})
 	c := &chorus{Tokens: map[string]string{}, IDs: map[string]string{}, Data: data}
