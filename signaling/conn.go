@@ -37,8 +37,10 @@ type ctrlFrame struct {
 }
 
 // conn is one websocket connection. Its reader goroutine parses client
-// payloads; its writer goroutine coalesces control frames and dispatches
-// into one write per wake-up.
+// payloads. A writer goroutine exists only while there is something to
+// write: it coalesces control frames and dispatches into one write per
+// round and exits when the queue is empty, so an idle connection costs one
+// parked goroutine with a small stack.
 type conn struct {
 	g    *Gateway
 	ws   *websocket.Conn
@@ -48,28 +50,33 @@ type conn struct {
 	sess     atomic.Pointer[Session]
 	lastBeat atomic.Int64 // unix nanoseconds
 
-	wakeCh chan struct{}
-	done   chan struct{}
+	writing atomic.Bool // a writer goroutine is running
+	dirty   atomic.Bool // something was queued since the writer last looked
+	hb      *time.Timer // heartbeat deadline (zombie detection)
 
 	mu          sync.Mutex
 	ctrl        []ctrlFrame
 	closeCode   int
 	closeReason string
 
-	// writer-goroutine state
-	wbuf, env, zbuf []byte
+	// writer-goroutine state; the byte buffers come from writeBufs for the
+	// length of one flush, so an idle connection holds none of them.
+	wbuf, env, zbuf *[]byte
 	batch           []*guild.Event
 	spare           []ctrlFrame
 
-	// reader-goroutine state: token bucket of the payload rate limit
-	tokens float64
-	refill time.Time
+	// reader-goroutine state: token bucket of the payload rate limit, and
+	// where the handler goroutine reports back
+	tokens  float64
+	refill  time.Time
+	handled chan bool
 }
 
+// wake makes sure a writer will look at the queues. It never blocks.
 func (c *conn) wake() {
-	select {
-	case c.wakeCh <- struct{}{}:
-	default:
+	c.dirty.Store(true)
+	if c.writing.CompareAndSwap(false, true) {
+		go c.writeLoop()
 	}
 }
 
@@ -97,40 +104,69 @@ func (c *conn) closeWith(code int, reason string) {
 	c.wake()
 }
 
+// writeBufs holds the writers' scratch buffers between flushes.
+var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+func getBuf() *[]byte { return writeBufs.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) <= 256<<10 { // a burst's huge buffer is left to the GC
+		*b = (*b)[:0]
+		writeBufs.Put(b)
+	}
+}
+
 func (c *conn) appendMessage(b, payload []byte) []byte {
 	if c.comp == nil {
 		return wire.AppendFrame(b, wire.FrameText, payload)
 	}
-	out, err := c.comp.Compress(c.zbuf[:0], payload)
+	if c.zbuf == nil {
+		c.zbuf = getBuf()
+	}
+	out, err := c.comp.Compress((*c.zbuf)[:0], payload)
 	if err != nil {
 		return b
 	}
-	c.zbuf = out
+	*c.zbuf = out
 	return wire.AppendFrame(b, wire.FrameBinary, out)
 }
 
-func (c *conn) writeLoop() {
-	timeout := c.g.heartbeatTimeout()
-	hb := time.NewTimer(timeout)
-	defer hb.Stop()
-	for {
-		select {
-		case <-c.wakeCh:
-		case <-hb.C:
-			idle := time.Since(time.Unix(0, c.lastBeat.Load()))
-			if idle >= timeout {
-				// Zombie connection (gateway.md §6); the session stays resumable.
-				c.closeWith(wire.CloseUnknownError, "heartbeat timeout")
-			} else {
-				hb.Reset(timeout - idle)
-			}
-		case <-c.done:
-			return
+// release returns the scratch buffers to the pool.
+func (c *conn) release() {
+	for _, b := range []**[]byte{&c.wbuf, &c.env, &c.zbuf} {
+		if *b != nil {
+			putBuf(*b)
+			*b = nil
 		}
+	}
+}
+
+// writeLoop flushes until nothing is queued, then exits. A waker that
+// queues after the flush either sees writing false and starts a new writer,
+// or this loop sees dirty and goes round again.
+func (c *conn) writeLoop() {
+	for {
+		c.dirty.Store(false)
 		if !c.flush() {
+			return // finished: writing stays true so no writer starts again
+		}
+		c.writing.Store(false)
+		if !c.dirty.Load() || !c.writing.CompareAndSwap(false, true) {
 			return
 		}
 	}
+}
+
+// checkHeartbeat runs when the heartbeat deadline passes.
+func (c *conn) checkHeartbeat() {
+	timeout := c.g.heartbeatTimeout()
+	idle := time.Since(time.Unix(0, c.lastBeat.Load()))
+	if idle >= timeout {
+		// Zombie connection (gateway.md §6); the session stays resumable.
+		c.closeWith(wire.CloseUnknownError, "heartbeat timeout")
+		return
+	}
+	c.hb.Reset(timeout - idle)
 }
 
 // flush writes everything queued; false once the connection is finished.
@@ -143,7 +179,10 @@ func (c *conn) flush() bool {
 		c.mu.Unlock()
 		c.spare = ctrl
 
-		b := c.wbuf[:0]
+		if c.wbuf == nil {
+			c.wbuf, c.env = getBuf(), getBuf()
+		}
+		b := (*c.wbuf)[:0]
 		for _, f := range ctrl {
 			if f.op == 0 {
 				b = c.appendMessage(b, f.p)
@@ -157,8 +196,8 @@ func (c *conn) flush() bool {
 			batch, first := s.pending(c, c.batch[:0])
 			c.batch = batch
 			for i, ev := range batch {
-				c.env = wire.AppendDispatch(c.env[:0], ev.Name, first+uint64(i), ev.Data)
-				b = c.appendMessage(b, c.env)
+				*c.env = wire.AppendDispatch((*c.env)[:0], ev.Name, first+uint64(i), ev.Data)
+				b = c.appendMessage(b, *c.env)
 				batch[i] = nil
 			}
 			if len(batch) > 0 {
@@ -169,26 +208,26 @@ func (c *conn) flush() bool {
 		if code != 0 {
 			b = wire.AppendClose(b, code, reason)
 		}
-		c.wbuf = b
+		*c.wbuf = b
 		if len(b) > 0 {
 			c.nc.SetWriteDeadline(time.Now().Add(c.g.cfg.WriteTimeout))
 			if _, err := c.nc.Write(b); err != nil {
 				c.g.metrics.SlowConsumers.Add(1)
 				c.nc.Close()
+				c.release()
 				return false
 			}
 		}
 		if last != 0 {
 			c.sess.Load().markSent(c, last)
 		}
-		if len(c.wbuf) > 64<<10 {
-			c.wbuf = nil // do not keep a burst's buffer on an idle connection
-		}
 		if code != 0 {
+			c.release()
 			c.finish()
 			return false
 		}
 		if !more {
+			c.release()
 			return true
 		}
 	}

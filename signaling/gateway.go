@@ -97,7 +97,7 @@ func NewGateway(cfg Config, st store.Store, signer *auth.Signer) *Gateway {
 	g := &Gateway{cfg: cfg, store: st, signer: signer, metrics: m, hub: newHub(cfg.MaxLog, m),
 		limits: newLimiter()}
 	g.upgrader = websocket.Upgrader{
-		ReadBufferSize:  1024,
+		ReadBufferSize:  512, // client payloads are small; gorilla's minimum is 125
 		WriteBufferPool: &sync.Pool{}, // we write frames ourselves; gorilla keeps no buffer
 		CheckOrigin:     func(*http.Request) bool { return true },
 	}
@@ -147,12 +147,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // gorilla already answered with an HTTP error
 	}
-	c := &conn{g: g, ws: ws, nc: hw.conn, wakeCh: make(chan struct{}, 1), done: make(chan struct{}),
-		batch: make([]*guild.Event, 0, writeBatch)}
+	c := &conn{g: g, ws: ws, nc: hw.conn, batch: make([]*guild.Event, 0, writeBatch)}
 	c.lastBeat.Store(time.Now().UnixNano())
 	c.tokens, c.refill = float64(g.cfg.PayloadsPerMinute), time.Now()
-	g.metrics.Connections.Add(1)
-	defer g.metrics.Connections.Add(-1)
 
 	// Pings are answered through our writer; the close handler only records.
 	ws.SetPingHandler(func(data string) error {
@@ -176,9 +173,18 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.comp = comp
 	c.send(wire.Hello(int(g.cfg.HeartbeatInterval / time.Millisecond)))
 
-	go c.writeLoop()
+	c.hb = time.AfterFunc(g.heartbeatTimeout(), c.checkHeartbeat)
+	// The connection runs on its own goroutine so that net/http can free
+	// its per-request state (buffers, context) now: an idle session then
+	// costs only what it needs (DESIGN.md, idle memory per session).
+	go g.run(c)
+}
+
+func (g *Gateway) run(c *conn) {
+	g.metrics.Connections.Add(1)
+	defer g.metrics.Connections.Add(-1)
 	code := g.readLoop(c)
-	close(c.done)
+	c.hb.Stop()
 	c.nc.Close()
 	if s := c.sess.Load(); s != nil && s.detach(c) {
 		if code == websocket.CloseNormalClosure || code == websocket.CloseGoingAway {
@@ -212,7 +218,15 @@ func (g *Gateway) readLoop(c *conn) int {
 			g.bufs.Put(bp)
 			return 0
 		}
-		ok := g.handle(c, (*bp)[:n])
+		// Handling (JSON decoding, store and guild calls) runs on a
+		// short-lived goroutine so that its deep stack is not kept by the
+		// long-lived reader of an idle connection. The reader waits, so
+		// payloads are still handled one at a time and in order.
+		if c.handled == nil {
+			c.handled = make(chan bool, 1)
+		}
+		go func(p []byte) { c.handled <- g.handle(c, p) }((*bp)[:n])
+		ok := <-c.handled
 		g.bufs.Put(bp)
 		if !ok {
 			return drain(c)
@@ -265,11 +279,17 @@ func (g *Gateway) handle(c *conn, p []byte) bool {
 	s := c.sess.Load()
 	switch env.Op {
 	case wire.OpHeartbeat:
-		if _, err := wire.DecodeHeartbeat(env.D); err != nil {
+		seq, err := wire.DecodeHeartbeat(env.D)
+		if err != nil {
 			c.closeWith(wire.CloseUnknownOpcode, "invalid heartbeat")
 			return false
 		}
 		c.lastBeat.Store(time.Now().UnixNano())
+		if s != nil && seq > 0 {
+			// The client holds everything up to seq and will never ask for
+			// it again: a resume names a seq at least this high.
+			s.ack(c, uint64(seq))
+		}
 		c.send(wire.HeartbeatACK)
 		return true
 	case wire.OpIdentify:

@@ -34,7 +34,7 @@ type Session struct {
 }
 
 func newSession(id string, u store.User) *Session {
-	return &Session{id: id, user: u, log: make([]*guild.Event, 16), base: 1, next: 1}
+	return &Session{id: id, user: u, log: make([]*guild.Event, minLog), base: 1, next: 1}
 }
 
 // push appends an event and wakes the writer. It never blocks and allocates
@@ -111,6 +111,33 @@ func (s *Session) markSent(c *conn, seq uint64) {
 		s.sent = seq
 	}
 	s.mu.Unlock()
+}
+
+// minLog is the size a session log starts at and shrinks back to.
+const minLog = 16
+
+// ack releases the events through seq, which the client confirmed in a
+// heartbeat, and shrinks a log that a burst had grown.
+func (s *Session) ack(c *conn, seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn != c || seq > s.sent {
+		return
+	}
+	for ; s.base <= seq; s.base++ {
+		s.log[s.base&uint64(len(s.log)-1)] = nil
+	}
+	if live := int(s.next - s.base); len(s.log) > minLog && live <= len(s.log)/4 {
+		n := len(s.log) / 2
+		for n > minLog && live <= n/4 {
+			n /= 2
+		}
+		small := make([]*guild.Event, n)
+		for q := s.base; q < s.next; q++ {
+			small[q&uint64(n-1)] = s.log[q&uint64(len(s.log)-1)]
+		}
+		s.log = small
+	}
 }
 
 // Resume errors.

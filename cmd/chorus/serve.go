@@ -40,6 +40,8 @@ Flags:
 	nats := fs.String("nats", "", "comma-separated NATS URLs of an external cluster (default: embedded NATS)")
 	demo := fs.Bool("demo", false, "create (once) a demo guild, a bot and two users, and print their tokens")
 	heartbeat := fs.Duration("heartbeat-interval", 41250*time.Millisecond, "gateway heartbeat interval sent in Hello")
+	maxConc := fs.Int("max-concurrency", 16, "identifies allowed per user per 5 s (max_concurrency of GET /gateway/bot)")
+	restRate := fs.Int("rest-rate", 50, "REST requests per second per user, route and channel or guild")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -58,6 +60,11 @@ Flags:
 	cfg := server.Config{DataDir: *dataDir, HTTPAddr: *httpAddr, HTTPSAddr: *httpsAddr, TLSCert: *tlsCert,
 		TLSKey: *tlsKey, GatewayURL: *gatewayURL, NodeID: *nodeID, NATS: *nats, Logger: logger}
 	cfg.Gateway.HeartbeatInterval = *heartbeat
+	cfg.Gateway.IdentifiesPer5s = *maxConc
+	cfg.Gateway.RESTRequestsPerSecond = *restRate
+	if *maxConc < 1 || *restRate < 1 || *heartbeat < time.Second {
+		return fmt.Errorf("--max-concurrency and --rest-rate must be at least 1, --heartbeat-interval at least 1s")
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

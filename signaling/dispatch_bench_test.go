@@ -1,0 +1,146 @@
+package signaling
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/chorus-voice/chorus/guild"
+	"github.com/chorus-voice/chorus/signaling/wire"
+	"github.com/chorus-voice/chorus/store"
+)
+
+// newBenchHub returns a hub with n connected sessions whose writers are
+// driven by hand (drain), so the path measured is everything after the
+// event was encoded except the socket write: hub lookup, log push, writer
+// wake-up, envelope stamping and the sent mark.
+func newBenchHub(n int) (*Hub, []string, []*conn) {
+	h := newHub(1024, &Metrics{})
+	g := &Gateway{metrics: h.metrics}
+	ids := make([]string, n)
+	conns := make([]*conn, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("session-%06d", i)
+		s := newSession(ids[i], store.User{ID: guild.ID(i + 1)})
+		c := &conn{g: g, batch: make([]*guild.Event, 0, writeBatch), env: getBuf()}
+		c.writing.Store(true) // drainWriter below is this connection's writer
+		s.attach(c, false, 0)
+		c.sess.Store(s)
+		h.add(s)
+		conns[i] = c
+	}
+	return h, ids, conns
+}
+
+// drainWriter does what the writer does per wake-up, minus the socket write.
+func drainWriter(c *conn) int {
+	c.dirty.Store(false)
+	s := c.sess.Load()
+	batch, first := s.pending(c, c.batch[:0])
+	for i, ev := range batch {
+		*c.env = wire.AppendDispatch((*c.env)[:0], ev.Name, first+uint64(i), ev.Data)
+		batch[i] = nil
+	}
+	if len(batch) > 0 {
+		s.markSent(c, first+uint64(len(batch))-1)
+	}
+	return len(batch)
+}
+
+var benchEvent = guild.NewEvent("MESSAGE_CREATE", map[string]any{
+	"id": "1575916756385935360", "channel_id": "1575916747686948864", "content": "hello, ten thousand sessions",
+	"author": map[string]any{"id": "1575916747678560256", "username": "chorus-bot"},
+})
+
+// BenchmarkDispatch10k fans one encoded event out to 10,000 local sessions
+// and has every session's writer stamp its envelope.
+func BenchmarkDispatch10k(b *testing.B) {
+	const n = 10000
+	h, ids, conns := newBenchHub(n)
+	for i := 0; i < 1100; i++ { // steady state: logs at full size
+		h.Deliver("", benchEvent, ids)
+		for _, c := range conns {
+			drainWriter(c)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		h.Deliver("", benchEvent, ids)
+		for _, c := range conns {
+			drainWriter(c)
+		}
+	}
+	b.StopTimer()
+	deliveries := float64(b.N) * n
+	b.ReportMetric(deliveries/b.Elapsed().Seconds(), "deliveries/s")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/deliveries, "ns/delivery")
+}
+
+// TestDispatchAllocationFree holds the hot path to zero allocations per
+// delivery once the session logs have their steady-state size.
+func TestDispatchAllocationFree(t *testing.T) {
+	h, ids, conns := newBenchHub(100)
+	round := func() {
+		h.Deliver("", benchEvent, ids)
+		for _, c := range conns {
+			if drainWriter(c) != 1 {
+				t.Fatal("event not delivered")
+			}
+		}
+	}
+	// Warm up until every session log reached its full size (the resume
+	// buffer grows to MaxLog entries, then slides).
+	for i := 0; i < 1100; i++ {
+		round()
+	}
+	if a := testing.AllocsPerRun(100, round); a != 0 {
+		t.Fatalf("%v allocations per dispatch to 100 sessions", a)
+	}
+}
+
+// TestSessionLogBounds checks the slow-consumer and resume-window rules.
+func TestSessionLogBounds(t *testing.T) {
+	const max = 64
+	s := newSession("s", store.User{ID: 1})
+	c := &conn{g: &Gateway{metrics: &Metrics{}}, batch: make([]*guild.Event, 0, writeBatch), env: getBuf()}
+	c.writing.Store(true)
+	s.attach(c, false, 0)
+	c.sess.Store(s)
+	// Half the log unsent: the connection is reported slow, nothing is lost.
+	var slow *conn
+	for i := 0; i <= max/2; i++ {
+		slow = s.push(benchEvent, max)
+	}
+	if slow != c {
+		t.Fatal("slow consumer not reported at half the log")
+	}
+	// Everything sent: older events slide out as new ones come (resume window).
+	for drainWriter(c) > 0 {
+	}
+	for i := 0; i < 3*max; i++ {
+		s.push(benchEvent, max)
+		drainWriter(c)
+	}
+	if len(s.log) != max || s.next-s.base != max || s.invalid {
+		t.Fatalf("log %d entries base %d next %d invalid %v", len(s.log), s.base, s.next, s.invalid)
+	}
+	// A resume from before the window is refused; within it, accepted.
+	c2 := &conn{}
+	if _, r := s.attach(c2, true, s.base-2); r != resumeGone {
+		t.Fatalf("resume before the window = %d", r)
+	}
+	if _, r := s.attach(c2, true, s.next); r != resumeBadSeq {
+		t.Fatalf("resume from the future = %d", r)
+	}
+	if old, r := s.attach(c2, true, s.base); r != resumeOK || old != c {
+		t.Fatalf("resume in the window = %d", r)
+	}
+	// A detached session whose log fills with unsent events is invalidated.
+	s.detach(c2)
+	for i := 0; i <= max; i++ {
+		s.push(benchEvent, max)
+	}
+	if !s.invalid {
+		t.Fatal("session with a full log of unsent events not invalidated")
+	}
+}
