@@ -6,8 +6,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/chorus-voice/chorus/guild"
 	"github.com/chorus-voice/chorus/signaling/wire"
 )
@@ -43,8 +41,9 @@ type ctrlFrame struct {
 // parked goroutine with a small stack.
 type conn struct {
 	g    *Gateway
-	ws   *websocket.Conn
-	nc   *lockedConn
+	nc   *lockedConn // writes, deadlines, close
+	rd   net.Conn    // reads (the same socket, without the write lock)
+	hdr  [14]byte    // frame header being read
 	comp wire.Compressor
 
 	sess     atomic.Pointer[Session]
@@ -55,6 +54,7 @@ type conn struct {
 	hb      *time.Timer // heartbeat deadline (zombie detection)
 
 	mu          sync.Mutex
+	done        chan struct{} // closed once the close frame is written
 	ctrl        []ctrlFrame
 	closeCode   int
 	closeReason string
@@ -63,6 +63,7 @@ type conn struct {
 	// length of one flush, so an idle connection holds none of them.
 	wbuf, env, zbuf *[]byte
 	batch           []*guild.Event
+	batchp          *[]*guild.Event // batch's pool entry
 	spare           []ctrlFrame
 
 	// reader-goroutine state: token bucket of the payload rate limit, and
@@ -92,16 +93,39 @@ func (c *conn) queue(f ctrlFrame) {
 	c.wake()
 }
 
-// closeWith asks the writer to send a close frame and end the connection.
-// The first code wins. It never blocks.
-func (c *conn) closeWith(code int, reason string) {
+// closeWith asks the writer to send a close frame and end the connection,
+// and counts the code. The first code wins. It never blocks.
+func (c *conn) closeWith(code int, reason string) { c.closeFrame(code, reason, true) }
+
+func (c *conn) closeFrame(code int, reason string, count bool) {
 	c.mu.Lock()
 	if c.closeCode == 0 {
 		c.closeCode, c.closeReason = code, reason
-		c.g.metrics.countClose(code)
+		if count {
+			c.g.metrics.countClose(code)
+		}
 	}
 	c.mu.Unlock()
 	c.wake()
+}
+
+// waitFinished waits until the writer has sent the close frame, or d.
+func (c *conn) waitFinished(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-c.finished():
+	case <-t.C:
+	}
+}
+
+func (c *conn) finished() chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done == nil {
+		c.done = make(chan struct{})
+	}
+	return c.done
 }
 
 // writeBufs holds the writers' scratch buffers between flushes.
@@ -131,8 +155,15 @@ func (c *conn) appendMessage(b, payload []byte) []byte {
 	return wire.AppendFrame(b, wire.FrameBinary, out)
 }
 
-// release returns the scratch buffers to the pool.
+// batches holds the writers' event batches between flushes.
+var batches = sync.Pool{New: func() any { b := make([]*guild.Event, 0, writeBatch); return &b }}
+
+// release returns the scratch buffers to the pools.
 func (c *conn) release() {
+	if c.batchp != nil {
+		batches.Put(c.batchp)
+		c.batch, c.batchp = nil, nil
+	}
 	for _, b := range []**[]byte{&c.wbuf, &c.env, &c.zbuf} {
 		if *b != nil {
 			putBuf(*b)
@@ -183,16 +214,21 @@ func (c *conn) flush() bool {
 			c.wbuf, c.env = getBuf(), getBuf()
 		}
 		b := (*c.wbuf)[:0]
-		for _, f := range ctrl {
+		for i, f := range ctrl {
 			if f.op == 0 {
 				b = c.appendMessage(b, f.p)
 			} else {
 				b = wire.AppendFrame(b, f.op, f.p)
 			}
+			ctrl[i] = ctrlFrame{} // the spare must not keep payloads alive
 		}
 		var last uint64
 		more := false
 		if s := c.sess.Load(); s != nil && code == 0 {
+			if c.batch == nil {
+				c.batchp = batches.Get().(*[]*guild.Event)
+				c.batch = *c.batchp
+			}
 			batch, first := s.pending(c, c.batch[:0])
 			c.batch = batch
 			for i, ev := range batch {
@@ -236,6 +272,7 @@ func (c *conn) flush() bool {
 // finish half-closes after a close frame so the peer reads it before the
 // connection goes away, then lets the reader drain for a moment.
 func (c *conn) finish() {
+	close(c.finished())
 	if tc, ok := c.nc.Conn.(interface{ CloseWrite() error }); ok {
 		tc.CloseWrite()
 	}

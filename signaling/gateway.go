@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -87,6 +86,7 @@ type Gateway struct {
 	upgrader websocket.Upgrader
 	limits   *limiter
 	bufs     sync.Pool
+	hello    []byte
 }
 
 // NewGateway returns a gateway; its Hub must be the router's Deliverer for
@@ -97,11 +97,12 @@ func NewGateway(cfg Config, st store.Store, signer *auth.Signer) *Gateway {
 	g := &Gateway{cfg: cfg, store: st, signer: signer, metrics: m, hub: newHub(cfg.MaxLog, m),
 		limits: newLimiter()}
 	g.upgrader = websocket.Upgrader{
-		ReadBufferSize:  512, // client payloads are small; gorilla's minimum is 125
+		ReadBufferSize:  512,          // client payloads are small; gorilla's minimum is 125
 		WriteBufferPool: &sync.Pool{}, // we write frames ourselves; gorilla keeps no buffer
 		CheckOrigin:     func(*http.Request) bool { return true },
 	}
 	g.bufs.New = func() any { b := make([]byte, wire.MaxPayload+1); return &b }
+	g.hello = wire.Hello(int(cfg.HeartbeatInterval / time.Millisecond))
 	return g
 }
 
@@ -143,20 +144,13 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	hw := &hijackWriter{ResponseWriter: w}
-	ws, err := g.upgrader.Upgrade(hw, r, nil)
-	if err != nil {
+	if _, err := g.upgrader.Upgrade(hw, r, nil); err != nil {
 		return // gorilla already answered with an HTTP error
 	}
-	c := &conn{g: g, ws: ws, nc: hw.conn, batch: make([]*guild.Event, 0, writeBatch)}
+	// From here on the socket is ours: reader.go reads frames, conn.go writes.
+	c := &conn{g: g, nc: hw.conn, rd: hw.conn.Conn}
 	c.lastBeat.Store(time.Now().UnixNano())
 	c.tokens, c.refill = float64(g.cfg.PayloadsPerMinute), time.Now()
-
-	// Pings are answered through our writer; the close handler only records.
-	ws.SetPingHandler(func(data string) error {
-		c.queue(ctrlFrame{op: wire.FramePong, p: []byte(data)})
-		return nil
-	})
-	ws.SetCloseHandler(func(int, string) error { return nil })
 
 	switch v := q.Get("v"); v {
 	case "", "9", "10":
@@ -171,7 +165,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.closeWith(wire.CloseDecodeError, "unknown compress value")
 	}
 	c.comp = comp
-	c.send(wire.Hello(int(g.cfg.HeartbeatInterval / time.Millisecond)))
+	c.send(g.hello)
 
 	c.hb = time.AfterFunc(g.heartbeatTimeout(), c.checkHeartbeat)
 	// The connection runs on its own goroutine so that net/http can free
@@ -187,60 +181,10 @@ func (g *Gateway) run(c *conn) {
 	c.hb.Stop()
 	c.nc.Close()
 	if s := c.sess.Load(); s != nil && s.detach(c) {
-		if code == websocket.CloseNormalClosure || code == websocket.CloseGoingAway {
+		if code == closeNormal || code == closeGoingAway {
 			g.endSession(s) // the client ended it (gateway.md §10)
 		} else {
 			time.AfterFunc(g.cfg.ResumeWindow, func() { g.expire(s) })
-		}
-	}
-}
-
-// readLoop reads client payloads until the connection ends and returns the
-// client's close code, if it sent one.
-func (g *Gateway) readLoop(c *conn) int {
-	for {
-		_, rd, err := c.ws.NextReader()
-		if err != nil {
-			var ce *websocket.CloseError
-			if errors.As(err, &ce) {
-				return ce.Code
-			}
-			return 0
-		}
-		bp := g.bufs.Get().(*[]byte)
-		n, err := io.ReadFull(rd, *bp)
-		switch {
-		case n > wire.MaxPayload:
-			g.bufs.Put(bp)
-			c.closeWith(wire.CloseDecodeError, "payload too large")
-			return drain(c)
-		case err != nil && err != io.ErrUnexpectedEOF && err != io.EOF:
-			g.bufs.Put(bp)
-			return 0
-		}
-		// Handling (JSON decoding, store and guild calls) runs on a
-		// short-lived goroutine so that its deep stack is not kept by the
-		// long-lived reader of an idle connection. The reader waits, so
-		// payloads are still handled one at a time and in order.
-		if c.handled == nil {
-			c.handled = make(chan bool, 1)
-		}
-		go func(p []byte) { c.handled <- g.handle(c, p) }((*bp)[:n])
-		ok := <-c.handled
-		g.bufs.Put(bp)
-		if !ok {
-			return drain(c)
-		}
-	}
-}
-
-// drain discards input after we decided to close, until the peer goes away
-// or the writer's deadline ends it.
-func drain(c *conn) int {
-	c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for {
-		if _, _, err := c.ws.NextReader(); err != nil {
-			return 0
 		}
 	}
 }

@@ -151,3 +151,73 @@ func TestAppendFrame(t *testing.T) {
 		t.Fatalf("close frame % x", c[:4])
 	}
 }
+
+// clientFrame builds a masked client frame.
+func clientFrame(fin bool, op byte, payload []byte, key [4]byte) []byte {
+	b := AppendFrame(nil, op, payload)
+	if !fin {
+		b[0] &^= 0x80
+	}
+	hdr := len(b) - len(payload)
+	b[1] |= 0x80
+	out := append(append(append([]byte{}, b[:hdr]...), key[:]...), payload...)
+	Unmask(out[hdr+4:], key, 0)
+	return out
+}
+
+func TestParseFrameHeader(t *testing.T) {
+	key := [4]byte{1, 2, 3, 4}
+	payload := []byte(`{"op":1,"d":null}`)
+	f := clientFrame(true, FrameText, payload, key)
+	h, err := ParseFrameHeader(f)
+	if err != nil || !h.Fin || h.Opcode != FrameText || h.Length != uint64(len(payload)) || h.Size != 6 || h.Mask != key {
+		t.Fatalf("%+v %v", h, err)
+	}
+	p := append([]byte{}, f[h.Size:]...)
+	Unmask(p, h.Mask, 0)
+	if !bytes.Equal(p, payload) {
+		t.Fatalf("unmasked %q", p)
+	}
+	big := clientFrame(true, FrameBinary, make([]byte, 70000), key)
+	if h, err := ParseFrameHeader(big); err != nil || h.Length != 70000 || h.Size != 14 {
+		t.Fatalf("64-bit length: %+v %v", h, err)
+	}
+	if _, err := ParseFrameHeader(f[:1]); err != ErrShortHeader {
+		t.Fatal("short header")
+	}
+	for name, tc := range map[string]struct {
+		b   []byte
+		err error
+	}{
+		"unmasked":         {AppendFrame(nil, FrameText, payload), ErrUnmasked},
+		"reserved bit":     {append([]byte{0xC1}, f[1:]...), ErrReservedBits},
+		"reserved opcode":  {append([]byte{0x83}, f[1:]...), ErrBadOpcode},
+		"fragmented ping":  {clientFrame(false, FramePing, nil, key), ErrControlFrame},
+		"long close":       {clientFrame(true, FrameClose, make([]byte, 126), key), ErrControlFrame},
+		"non-minimal 16":   {[]byte{0x81, 0xFE, 0, 5, 1, 2, 3, 4}, ErrLengthEncoded},
+		"non-minimal 64":   {[]byte{0x81, 0xFF, 0, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4}, ErrLengthEncoded},
+		"top bit of 64bit": {[]byte{0x81, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4}, ErrLengthEncoded},
+	} {
+		if _, err := ParseFrameHeader(tc.b); err != tc.err {
+			t.Errorf("%s: %v, want %v", name, err, tc.err)
+		}
+	}
+}
+
+func FuzzParseFrameHeader(f *testing.F) {
+	f.Add(clientFrame(true, FrameText, []byte("hi"), [4]byte{9, 8, 7, 6}))
+	f.Add(clientFrame(true, FrameBinary, make([]byte, 300), [4]byte{}))
+	f.Add([]byte{0x88, 0x82, 0, 0, 0, 0, 3, 0xE8})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, err := ParseFrameHeader(b)
+		if err != nil {
+			return
+		}
+		if h.Size != HeaderSize(b[1]) || h.Size > len(b) || !h.Masked {
+			t.Fatalf("bad header %+v from % x", h, b)
+		}
+		if h.Opcode >= 8 && (h.Length > 125 || !h.Fin) {
+			t.Fatalf("invalid control frame accepted: %+v", h)
+		}
+	})
+}

@@ -1,6 +1,9 @@
 package wire
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"errors"
+)
 
 // WebSocket opcodes (RFC 6455 §5.2).
 const (
@@ -38,4 +41,93 @@ func AppendClose(b []byte, code int, reason string) []byte {
 	binary.BigEndian.PutUint16(p[:2], uint16(code))
 	n := 2 + copy(p[2:], reason)
 	return AppendFrame(b, FrameClose, p[:n])
+}
+
+// FrameHeader is a decoded client frame header (RFC 6455 §5.2).
+type FrameHeader struct {
+	Fin    bool
+	Opcode byte
+	Masked bool
+	Length uint64
+	Mask   [4]byte
+	// Size is the number of header bytes, extended length and mask included.
+	Size int
+}
+
+// Frame header errors. Each one is a protocol error (close 1002) except
+// ErrShortHeader, which asks the caller for more bytes.
+var (
+	ErrShortHeader   = errors.New("wire: frame header incomplete")
+	ErrReservedBits  = errors.New("wire: reserved bits set")
+	ErrUnmasked      = errors.New("wire: client frame not masked")
+	ErrBadOpcode     = errors.New("wire: reserved opcode")
+	ErrControlFrame  = errors.New("wire: control frame fragmented or longer than 125 bytes")
+	ErrLengthEncoded = errors.New("wire: frame length not minimally encoded")
+)
+
+// HeaderSize returns how many header bytes a frame whose first two bytes
+// are b0 and b1 has in total.
+func HeaderSize(b1 byte) int {
+	n := 2
+	switch b1 & 0x7F {
+	case 126:
+		n += 2
+	case 127:
+		n += 8
+	}
+	if b1&0x80 != 0 {
+		n += 4
+	}
+	return n
+}
+
+// ParseFrameHeader decodes the header of a frame a client sent. Clients
+// must mask every frame (RFC 6455 §5.1) and no extension is negotiated, so
+// reserved bits are errors.
+func ParseFrameHeader(b []byte) (FrameHeader, error) {
+	if len(b) < 2 {
+		return FrameHeader{}, ErrShortHeader
+	}
+	h := FrameHeader{Fin: b[0]&0x80 != 0, Opcode: b[0] & 0x0F, Masked: b[1]&0x80 != 0, Size: HeaderSize(b[1])}
+	if len(b) < h.Size {
+		return h, ErrShortHeader
+	}
+	if b[0]&0x70 != 0 {
+		return h, ErrReservedBits
+	}
+	switch h.Opcode {
+	case 0x0, FrameText, FrameBinary:
+	case FrameClose, FramePing, FramePong:
+		if !h.Fin || b[1]&0x7F > 125 {
+			return h, ErrControlFrame
+		}
+	default:
+		return h, ErrBadOpcode
+	}
+	if !h.Masked {
+		return h, ErrUnmasked
+	}
+	switch n := b[1] & 0x7F; n {
+	case 126:
+		h.Length = uint64(binary.BigEndian.Uint16(b[2:4]))
+		if h.Length < 126 {
+			return h, ErrLengthEncoded
+		}
+	case 127:
+		h.Length = binary.BigEndian.Uint64(b[2:10])
+		if h.Length <= 0xFFFF || h.Length>>63 != 0 {
+			return h, ErrLengthEncoded
+		}
+	default:
+		h.Length = uint64(n)
+	}
+	copy(h.Mask[:], b[h.Size-4:h.Size])
+	return h, nil
+}
+
+// Unmask XORs p with the mask key, p starting at offset pos of the payload.
+func Unmask(p []byte, key [4]byte, pos int) {
+	for i := range p {
+		p[i] ^= key[(pos+i)&3]
+	}
 }
