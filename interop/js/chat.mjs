@@ -34,6 +34,8 @@ const proxy = net.createServer((client) => {
 });
 await new Promise((res) => proxy.listen(PROXY_PORT, '127.0.0.1', res));
 
+const t0 = Date.now();
+const step = (what) => { if (process.env.CHORUS_DEBUG) console.error(`${Date.now() - t0} ms: ${what}`); };
 const timeout = (ms, what) => new Promise((_, rej) => setTimeout(() => rej(new Error(`timeout: ${what}`)), ms));
 const within = (p, ms, what) => Promise.race([p, timeout(ms, what)]);
 
@@ -76,6 +78,7 @@ try {
   if (!guild.members.cache.get(BOT_ID)) throw new Error('bot member not cached');
   if (bot.user.id !== BOT_ID) throw new Error(`bot user ${bot.user.id}`);
   results.ready = true;
+  step('results.ready = true;');
 
   // Bot -> alice.
   const botGeneral = await bot.channels.fetch(GENERAL);
@@ -90,12 +93,14 @@ try {
   const got2 = await nextMessage(bot, 'hello from alice (discord.js)');
   if (got2.author.id !== ALICE_ID || got2.nonce !== 'djs-nonce-2') throw new Error('bot got wrong message');
   results.messages = true;
+  step('results.messages = true;');
 
   // enforce_nonce.
   const a = await botGeneral.send({ content: 'once only', nonce: 'djs-enforce', enforceNonce: true });
   const b = await botGeneral.send({ content: 'once only', nonce: 'djs-enforce', enforceNonce: true });
   if (a.id !== b.id) throw new Error(`enforce_nonce gave ${a.id} and ${b.id}`);
   results.enforceNonce = true;
+  step('results.enforceNonce = true;');
 
   // Cut alice's connection, send while she is away, expect a resume that
   // replays exactly the missed messages.
@@ -104,6 +109,7 @@ try {
   for (const s of sockets) s.destroy();
   for (let i = 0; i < 5; i++) await botGeneral.send({ content: `missed ${i}` });
   const replayed = await resumed;
+  step('const replayed = await resumed;');
   await botGeneral.send({ content: 'after resume' });
   await nextMessage(alice, 'after resume');
   const contents = alice.received.map((m) => m.content);
@@ -112,13 +118,20 @@ try {
     throw new Error(`after resume got ${JSON.stringify(contents)}`);
   }
   results.resume = { replayed };
+  step('results.resume = { replayed };');
   console.log(JSON.stringify({ ok: true, results }));
 } catch (err) {
   console.log(JSON.stringify({ ok: false, error: String(err && err.stack || err), results }));
   process.exitCode = 1;
 } finally {
+  step('destroying');
   await bot.destroy();
+  step('bot destroyed');
   await alice.destroy();
+  step('alice destroyed');
   proxy.close();
   for (const s of sockets) s.destroy();
+  // discord.js keeps REST keep-alive sockets and timers for about 30 s;
+  // the verdict is in, so do not wait for them.
+  process.exit();
 }
