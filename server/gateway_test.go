@@ -3,8 +3,11 @@ package server_test
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/chorus-voice/chorus/signaling"
 )
@@ -242,5 +245,36 @@ func TestCleanCloseEndsSession(t *testing.T) {
 	r.send(map[string]any{"op": 6, "d": map[string]any{"token": f.demo.AliceToken, "session_id": ready["session_id"], "seq": 1}})
 	if fr := r.next(5 * time.Second); fr.Op != 9 {
 		t.Fatalf("resume after a 1000 close answered %+v", fr)
+	}
+}
+
+func TestShutdownSendsReconnect(t *testing.T) {
+	f := start(t, nil)
+	c := f.dial("v=10")
+	c.ready(f.demo.AliceToken, allIntents)
+	c.waitFor("GUILD_CREATE")
+	go f.node.Close()
+	for {
+		fr := c.next(5 * time.Second)
+		if fr.Op == 7 {
+			break
+		}
+	}
+	c.expectClose(4000)
+}
+
+func TestGatewayPathWithExtraSlash(t *testing.T) {
+	// Some libraries append "/" to the gateway URL (clients.md §2).
+	f := start(t, nil)
+	for _, path := range []string{"/?v=10", "//?v=10"} {
+		ws, _, err := websocket.DefaultDialer.Dial("ws://"+f.node.HTTPAddr+path, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		_, msg, err := ws.ReadMessage()
+		if err != nil || !strings.Contains(string(msg), `"op":10`) {
+			t.Fatalf("%s: first frame %s %v", path, msg, err)
+		}
+		ws.Close()
 	}
 }

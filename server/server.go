@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/chorus-voice/chorus/auth"
@@ -65,6 +66,8 @@ type Node struct {
 	ids     *snowflake.Generator
 	signer  *auth.Signer
 	servers []*http.Server
+
+	closeOnce sync.Once
 
 	// HTTPAddr and HTTPSAddr are the bound addresses ("" when off).
 	HTTPAddr, HTTPSAddr string
@@ -200,12 +203,20 @@ func (n *Node) IssueToken(user snowflake.ID) string {
 // IDs returns the node's snowflake generator.
 func (n *Node) IDs() *snowflake.Generator { return n.ids }
 
-// Close stops accepting connections, ends the listeners and closes the
-// cluster node and the store. Hijacked websocket connections end with the
-// process.
+// Close tells connected gateway clients to reconnect (op 7) and closes
+// them, stops the listeners, and closes the cluster node and the store.
 func (n *Node) Close() error {
+	var err error
+	n.closeOnce.Do(func() { err = n.close() })
+	return err
+}
+
+func (n *Node) close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if n.gateway != nil {
+		n.gateway.Shutdown(ctx)
+	}
 	for _, s := range n.servers {
 		s.Shutdown(ctx)
 	}

@@ -87,6 +87,11 @@ type Gateway struct {
 	limits   *limiter
 	bufs     sync.Pool
 	hello    []byte
+
+	connsMu sync.Mutex
+	conns   map[*conn]struct{}
+	closing bool
+	running sync.WaitGroup
 }
 
 // NewGateway returns a gateway; its Hub must be the router's Deliverer for
@@ -95,7 +100,7 @@ func NewGateway(cfg Config, st store.Store, signer *auth.Signer) *Gateway {
 	cfg.setDefaults()
 	m := &Metrics{}
 	g := &Gateway{cfg: cfg, store: st, signer: signer, metrics: m, hub: newHub(cfg.MaxLog, m),
-		limits: newLimiter()}
+		limits: newLimiter(), conns: map[*conn]struct{}{}}
 	g.upgrader = websocket.Upgrader{
 		ReadBufferSize:  512,          // client payloads are small; gorilla's minimum is 125
 		WriteBufferPool: &sync.Pool{}, // we write frames ourselves; gorilla keeps no buffer
@@ -167,6 +172,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.comp = comp
 	c.send(g.hello)
 
+	g.connsMu.Lock()
+	if g.closing {
+		g.connsMu.Unlock()
+		c.nc.Close()
+		return
+	}
+	g.conns[c] = struct{}{}
+	g.running.Add(1)
+	g.connsMu.Unlock()
 	c.hb = time.AfterFunc(g.heartbeatTimeout(), c.checkHeartbeat)
 	// The connection runs on its own goroutine so that net/http can free
 	// its per-request state (buffers, context) now: an idle session then
@@ -176,7 +190,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (g *Gateway) run(c *conn) {
 	g.metrics.Connections.Add(1)
-	defer g.metrics.Connections.Add(-1)
+	defer func() {
+		g.metrics.Connections.Add(-1)
+		g.connsMu.Lock()
+		delete(g.conns, c)
+		g.connsMu.Unlock()
+		g.running.Done()
+	}()
 	code := g.readLoop(c)
 	c.hb.Stop()
 	c.nc.Close()
@@ -542,5 +562,34 @@ func (g *Gateway) endSession(s *Session) {
 	s.mu.Unlock()
 	for _, gid := range guilds {
 		g.router.Unsubscribe(ctx, gid, s.id)
+	}
+}
+
+// Shutdown tells every connected client to reconnect (op 7, gateway.md §10),
+// closes its connection with a resumable code, and waits until every
+// connection has ended; at ctx's end the rest are cut.
+func (g *Gateway) Shutdown(ctx context.Context) {
+	g.connsMu.Lock()
+	g.closing = true
+	conns := make([]*conn, 0, len(g.conns))
+	for c := range g.conns {
+		conns = append(conns, c)
+	}
+	g.connsMu.Unlock()
+	for _, c := range conns {
+		if c.sess.Load() != nil {
+			c.send(wire.Reconnect)
+		}
+		c.closeFrame(wire.CloseUnknownError, "server shutting down", false)
+	}
+	done := make(chan struct{})
+	go func() { g.running.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		for _, c := range conns {
+			c.nc.Close()
+		}
+		<-done
 	}
 }

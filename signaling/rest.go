@@ -23,10 +23,6 @@ func (g *Gateway) Handler(ids *snowflake.Generator) http.Handler {
 	mux := http.NewServeMux()
 	a := &api{g: g, ids: ids}
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		if strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
-			g.ServeHTTP(w, r)
-			return
-		}
 		fmt.Fprintf(w, "Chorus node %s. Gateway: %s  REST: /api/v10\n", g.cfg.NodeID, g.cfg.GatewayURL)
 	})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
@@ -53,7 +49,17 @@ func (g *Gateway) Handler(ids *snowflake.Generator) http.Handler {
 		writeJSON(w, http.StatusNotFound, apiError{Message: "404: Not Found", Code: 0})
 	})
 	a.admin(mux)
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The gateway lives at "/". Some libraries append "/" to the URL
+		// they were given (clients.md §2); "//" would make the mux redirect,
+		// which no websocket client follows, so any all-slash path with an
+		// upgrade goes to the gateway directly.
+		if strings.Trim(r.URL.Path, "/") == "" && strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+			g.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 type api struct {
