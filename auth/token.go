@@ -3,10 +3,12 @@
 // A token has the shape Discord's bot tokens have, because client libraries
 // read the user id out of it (clients.md §10):
 //
-//	base64(decimal user id) "." base64url(issued unix seconds) "." base64url(HMAC-SHA256)
+//	base64(decimal user id) "." base64url(8-byte stamp) "." base64url(HMAC-SHA256)
 //
 // The first segment uses standard base64 without padding, which is what
-// disgo and discord.js decode. The MAC covers the first two segments and a
+// disgo and discord.js decode. The stamp means what the purpose says: for
+// user tokens it is the user's token generation (raising it revokes every
+// older token); for short-lived tokens it is the expiry in Unix milliseconds. The MAC covers the first two segments and a
 // purpose string, so a token of one purpose (gateway, voice) never passes as
 // another.
 package auth
@@ -19,7 +21,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"strings"
-	"time"
 
 	"github.com/chorus-voice/chorus/snowflake"
 )
@@ -54,10 +55,10 @@ func NewKey() []byte {
 // NewSigner returns a signer for key (KeySize bytes).
 func NewSigner(key []byte) *Signer { return &Signer{key: append([]byte(nil), key...)} }
 
-// Issue returns a token for user, issued at t, for purpose.
-func (s *Signer) Issue(purpose string, user snowflake.ID, t time.Time) string {
+// Issue returns a token for user and purpose carrying stamp.
+func (s *Signer) Issue(purpose string, user snowflake.ID, stamp uint64) string {
 	head := base64.RawStdEncoding.EncodeToString([]byte(user.String())) + "." +
-		base64.RawURLEncoding.EncodeToString(binary.BigEndian.AppendUint64(nil, uint64(t.Unix())))
+		base64.RawURLEncoding.EncodeToString(binary.BigEndian.AppendUint64(nil, stamp))
 	return head + "." + base64.RawURLEncoding.EncodeToString(s.mac(purpose, head))
 }
 
@@ -69,36 +70,36 @@ func (s *Signer) mac(purpose, head string) []byte {
 	return m.Sum(nil)
 }
 
-// Verify checks a token of purpose and returns its user and issue time.
+// Verify checks a token of purpose and returns its user and stamp.
 // A "Bot " or "Bearer " prefix is stripped (clients.md §10).
-func (s *Signer) Verify(purpose, token string) (snowflake.ID, time.Time, error) {
+func (s *Signer) Verify(purpose, token string) (snowflake.ID, uint64, error) {
 	token = StripScheme(token)
 	i := strings.LastIndexByte(token, '.')
 	if i < 0 || len(token) > 256 {
-		return 0, time.Time{}, ErrInvalid
+		return 0, 0, ErrInvalid
 	}
 	head, sig := token[:i], token[i+1:]
 	got, err := base64.RawURLEncoding.DecodeString(sig)
 	if err != nil || !hmac.Equal(got, s.mac(purpose, head)) {
-		return 0, time.Time{}, ErrInvalid
+		return 0, 0, ErrInvalid
 	}
 	j := strings.IndexByte(head, '.')
 	if j < 0 {
-		return 0, time.Time{}, ErrInvalid
+		return 0, 0, ErrInvalid
 	}
 	idText, err := base64.RawStdEncoding.DecodeString(head[:j])
 	if err != nil {
-		return 0, time.Time{}, ErrInvalid
+		return 0, 0, ErrInvalid
 	}
 	id, err := snowflake.Parse(string(idText))
 	if err != nil {
-		return 0, time.Time{}, ErrInvalid
+		return 0, 0, ErrInvalid
 	}
 	ts, err := base64.RawURLEncoding.DecodeString(head[j+1:])
 	if err != nil || len(ts) != 8 {
-		return 0, time.Time{}, ErrInvalid
+		return 0, 0, ErrInvalid
 	}
-	return id, time.Unix(int64(binary.BigEndian.Uint64(ts)), 0), nil
+	return id, binary.BigEndian.Uint64(ts), nil
 }
 
 // StripScheme removes a leading "Bot " or "Bearer " from a token.

@@ -39,7 +39,7 @@ func (n *Node) SeedDemo(ctx context.Context) (Demo, error) {
 	if d.Bob, err = n.ensureUser(ctx, "bob", "Bob", false); err != nil {
 		return d, err
 	}
-	d.BotToken, d.AliceToken, d.BobToken = n.IssueToken(d.Bot.ID), n.IssueToken(d.Alice.ID), n.IssueToken(d.Bob.ID)
+	d.BotToken, d.AliceToken, d.BobToken = n.IssueToken(d.Bot), n.IssueToken(d.Alice), n.IssueToken(d.Bob)
 
 	gs, err := n.store.ListGuilds(ctx)
 	if err != nil {

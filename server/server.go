@@ -195,9 +195,9 @@ func (n *Node) Router() *guild.Router { return n.router }
 // Gateway returns the node's gateway.
 func (n *Node) Gateway() *signaling.Gateway { return n.gateway }
 
-// IssueToken issues a gateway/REST token for a user.
-func (n *Node) IssueToken(user snowflake.ID) string {
-	return n.signer.Issue(auth.PurposeUser, user, time.Now())
+// IssueToken issues a gateway/REST token of the user's current generation.
+func (n *Node) IssueToken(u store.User) string {
+	return n.signer.Issue(auth.PurposeUser, u.ID, u.TokenGen)
 }
 
 // IDs returns the node's snowflake generator.

@@ -4,7 +4,6 @@ import (
 	"crypto/subtle"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/chorus-voice/chorus/auth"
 	"github.com/chorus-voice/chorus/guild"
@@ -91,7 +90,7 @@ func (a *api) adminCreateUser(w http.ResponseWriter, r *http.Request) error {
 	if err := a.g.store.PutUser(r.Context(), u); err != nil {
 		return err
 	}
-	writeJSON(w, 201, createdUser{User: guild.UserObject(u), Token: a.g.signer.Issue(auth.PurposeUser, u.ID, time.Now())})
+	writeJSON(w, 201, createdUser{User: guild.UserObject(u), Token: a.g.signer.Issue(auth.PurposeUser, u.ID, u.TokenGen)})
 	return nil
 }
 
@@ -106,14 +105,13 @@ func (a *api) adminIssueToken(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return guild.ErrUnknownUser
 	}
-	now := time.Now()
 	if rv, _ := strconv.ParseBool(r.URL.Query().Get("revoke")); rv {
-		u.TokensAfter = now.Unix()
+		u.TokenGen++
 		if err := a.g.store.PutUser(r.Context(), u); err != nil {
 			return err
 		}
 	}
-	writeJSON(w, 200, createdUser{User: guild.UserObject(u), Token: a.g.signer.Issue(auth.PurposeUser, u.ID, now)})
+	writeJSON(w, 200, createdUser{User: guild.UserObject(u), Token: a.g.signer.Issue(auth.PurposeUser, u.ID, u.TokenGen)})
 	return nil
 }
 

@@ -338,7 +338,7 @@ func activities(in []wire.Activity) []guild.Activity {
 
 // authenticate resolves a gateway token to its user.
 func (g *Gateway) authenticate(ctx context.Context, token string) (store.User, error) {
-	id, issued, err := g.signer.Verify(auth.PurposeUser, token)
+	id, gen, err := g.signer.Verify(auth.PurposeUser, token)
 	if err != nil {
 		return store.User{}, err
 	}
@@ -346,7 +346,7 @@ func (g *Gateway) authenticate(ctx context.Context, token string) (store.User, e
 	if err != nil {
 		return store.User{}, auth.ErrInvalid
 	}
-	if issued.Unix() < u.TokensAfter {
+	if gen != u.TokenGen {
 		return store.User{}, auth.ErrInvalid
 	}
 	return u, nil

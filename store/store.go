@@ -28,8 +28,9 @@ type User struct {
 	// AppFlags are the application flags of a bot (privileged intents,
 	// gateway.md §13), reported in READY's application object.
 	AppFlags int `json:"app_flags,omitempty"`
-	// TokensAfter revokes every token issued before this Unix second.
-	TokensAfter int64 `json:"tokens_after,omitempty"`
+	// TokenGen is the generation of the user's tokens; tokens of an older
+	// generation are revoked.
+	TokenGen uint64 `json:"token_gen,omitempty"`
 }
 
 // Guild is a server (community).

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/chorus-voice/chorus/server"
+)
+
+func TestConfigPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "chorus.json")
+	os.WriteFile(cfgPath, []byte(`{"http":"from-file:1","data":"file-data","demo":true}`), 0o600)
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.String("config", "", "")
+	httpAddr := fs.String("http", "default:1", "")
+	data := fs.String("data", "default-data", "")
+	demo := fs.Bool("demo", false, "")
+	node := fs.String("node-id", "default-node", "")
+	t.Setenv("CHORUS_DATA", "env-data")
+	t.Setenv("CHORUS_NODE_ID", "env-node")
+	if err := fs.Parse([]string{"--http", "flag:1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyConfig(fs, cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	if *httpAddr != "flag:1" || *data != "env-data" || *node != "env-node" || !*demo {
+		t.Fatalf("http=%s data=%s node=%s demo=%v", *httpAddr, *data, *node, *demo)
+	}
+
+	os.WriteFile(cfgPath, []byte(`{"htp":"typo"}`), 0o600)
+	if err := applyConfig(fs, cfgPath); err == nil || !strings.Contains(err.Error(), "htp") {
+		t.Fatalf("unknown key: %v", err)
+	}
+	os.WriteFile(cfgPath, []byte(`{"demo":"maybe"}`), 0o600)
+	fs2 := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs2.Bool("demo", false, "")
+	if err := applyConfig(fs2, cfgPath); err == nil {
+		t.Fatal("bad boolean accepted")
+	}
+	if err := applyConfig(fs2, filepath.Join(dir, "missing.json")); err == nil {
+		t.Fatal("missing config file accepted")
+	}
+}
+
+// capture runs fn with stdout redirected and returns what it printed.
+func capture(t *testing.T, fn func() error) (string, error) {
+	t.Helper()
+	r, w, _ := os.Pipe()
+	old := os.Stdout
+	os.Stdout = w
+	err := fn()
+	w.Close()
+	os.Stdout = old
+	b, _ := io.ReadAll(r)
+	return string(b), err
+}
+
+func TestAdminCommands(t *testing.T) {
+	data := t.TempDir()
+	n, err := server.Start(context.Background(), server.Config{DataDir: data, HTTPAddr: "127.0.0.1:0", HTTPSAddr: "off"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	conn := []string{"--server", "http://" + n.HTTPAddr, "--data", data}
+	run := func(args ...string) map[string]any {
+		t.Helper()
+		out, err := capture(t, func() error { return admin(append(append([]string{}, conn...), args...)) })
+		if err != nil {
+			t.Fatalf("admin %v: %v", args, err)
+		}
+		var v map[string]any
+		json.Unmarshal([]byte(out), &v)
+		return v
+	}
+	u := run("user", "create", "--name", "dave")
+	if u["token"] == nil {
+		t.Fatalf("user create printed %v", u)
+	}
+	run("user", "create", "--name", "davebot", "--bot")
+	g := run("guild", "create", "--name", "Dave's", "--owner", "dave")
+	gid := g["id"].(string)
+	ch := run("channel", "create", "--guild", gid, "--name", "talk", "--type", "voice", "--user-limit", "5")
+	if ch["type"].(float64) != 2 || ch["user_limit"].(float64) != 5 {
+		t.Fatalf("channel %v", ch)
+	}
+	r := run("role", "create", "--guild", gid, "--name", "mods", "--permissions", "8192")
+	run("member", "add", "--guild", gid, "--user", "davebot", "--roles", r["id"].(string))
+	run("member", "remove", "--guild", gid, "--user", "davebot")
+	tok, err := capture(t, func() error { return token(append(append([]string{}, conn...), "--user", "dave", "--revoke")) })
+	if err != nil || strings.Count(tok, ".") != 2 {
+		t.Fatalf("token: %q %v", tok, err)
+	}
+	me := func(token string) int {
+		req, _ := http.NewRequest("GET", "http://"+n.HTTPAddr+"/api/v10/users/@me", nil)
+		req.Header.Set("Authorization", "Bot "+strings.TrimSpace(token))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := me(u["token"].(string)); code != 401 {
+		t.Fatalf("revoked token answered %d", code)
+	}
+	if code := me(tok); code != 200 {
+		t.Fatalf("new token answered %d", code)
+	}
+	// Bad input gets a clear error.
+	for _, args := range [][]string{
+		{"user", "create", "--name", "x"},                       // too short
+		{"guild", "create", "--name", "g", "--owner", "nobody"}, // unknown user
+		{"channel", "create", "--guild", gid, "--name", "c", "--type", "stage"},
+		{"frobnicate", "now"},
+	} {
+		if _, err := capture(t, func() error { return admin(append(append([]string{}, conn...), args...)) }); err == nil {
+			t.Errorf("admin %v succeeded", args)
+		}
+	}
+	if _, err := capture(t, func() error {
+		return admin([]string{"--server", "http://" + n.HTTPAddr, "--admin-token", "wrong", "user", "list"})
+	}); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("wrong admin token: %v", err)
+	}
+}
+
+func TestDemoIsIdempotent(t *testing.T) {
+	data := t.TempDir()
+	cfg := server.Config{DataDir: data, HTTPAddr: "127.0.0.1:0", HTTPSAddr: "off"}
+	n, err := server.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d1, err := n.SeedDemo(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Close()
+	n, err = server.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	d2, err := n.SeedDemo(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d1.GuildID != d2.GuildID || d1.General != d2.General || d1.Lounge != d2.Lounge || d1.Bot.ID != d2.Bot.ID || d1.Moderator != d2.Moderator {
+		t.Fatalf("second seed made new records: %+v vs %+v", d1, d2)
+	}
+	gs, _ := n.Router().Store().ListGuilds(context.Background())
+	if len(gs) != 1 {
+		t.Fatalf("%d guilds after two seeds", len(gs))
+	}
+}
