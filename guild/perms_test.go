@@ -55,3 +55,38 @@ func TestPermissions(t *testing.T) {
 		}
 	}
 }
+
+// FuzzChannelPermissions checks the invariants of the permission algorithm
+// for arbitrary roles and overwrites.
+func FuzzChannelPermissions(f *testing.F) {
+	f.Add(PermDefaultEveryone, uint64(0), uint64(0), uint64(PermViewChannel), uint64(0), uint64(PermSendMessages), false)
+	f.Add(uint64(0), PermAdministrator, uint64(PermViewChannel), uint64(0), uint64(0), uint64(0), false)
+	f.Add(PermViewChannel, uint64(0), uint64(0), uint64(0), uint64(PermViewChannel), uint64(0), true)
+	f.Fuzz(func(t *testing.T, everyone, role, evDeny, roleAllow, memberDeny, memberAllow uint64, owner bool) {
+		g := store.Guild{ID: 1, OwnerID: 50}
+		roles := map[store.ID]*store.Role{1: {ID: 1, Permissions: everyone}, 2: {ID: 2, Permissions: role}}
+		m := &store.Member{UserID: 10, Roles: []store.ID{2}}
+		if owner {
+			m.UserID = 50
+		}
+		c := &store.Channel{Overwrites: []store.Overwrite{
+			{ID: 1, Type: 0, Deny: evDeny},
+			{ID: 2, Type: 0, Allow: roleAllow},
+			{ID: 10, Type: 1, Allow: memberAllow, Deny: memberDeny},
+		}}
+		base := BasePermissions(g, roles, m)
+		p := ChannelPermissions(base, g, c, m)
+		switch {
+		case owner || (everyone|role)&PermAdministrator != 0:
+			if p != PermAll {
+				t.Fatalf("owner/admin got %x", p)
+			}
+		case p != 0 && p&PermViewChannel == 0:
+			t.Fatalf("permissions %x without VIEW_CHANNEL", p)
+		case p&PermViewChannel != 0 && p&memberAllow != memberAllow:
+			t.Fatalf("member allow %x not applied: %x", memberAllow, p)
+		case p&memberDeny&^memberAllow != 0:
+			t.Fatalf("member deny %x not applied: %x", memberDeny, p)
+		}
+	})
+}
