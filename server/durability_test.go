@@ -1,0 +1,98 @@
+package server_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/chorus-voice/chorus/server"
+)
+
+// A message is durable before the REST call answers: it is there after the
+// node stops and starts again on the same data directory.
+func TestMessagesSurviveRestart(t *testing.T) {
+	data := t.TempDir()
+	cfg := server.Config{DataDir: data, HTTPAddr: "127.0.0.1:0", HTTPSAddr: "off"}
+	n, err := server.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := n.SeedDemo(context.Background())
+	f := &fixture{t: t, node: n, demo: d, base: "http://" + n.HTTPAddr}
+	var ids []string
+	for i := 0; i < 20; i++ {
+		var m messageEvent
+		f.rest("POST", fmt.Sprintf("/api/v10/channels/%s/messages", d.General), d.BotToken, map[string]any{"content": fmt.Sprint(i)}, &m)
+		ids = append(ids, m.ID)
+	}
+	n.Close()
+
+	n, err = server.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	d2, _ := n.SeedDemo(context.Background())
+	f = &fixture{t: t, node: n, demo: d2, base: "http://" + n.HTTPAddr}
+	var ms []messageEvent
+	f.rest("GET", fmt.Sprintf("/api/v10/channels/%s/messages?limit=100", d.General), d2.BotToken, nil, &ms)
+	if len(ms) != 20 || ms[0].ID != ids[19] || ms[19].ID != ids[0] {
+		t.Fatalf("after restart: %d messages", len(ms))
+	}
+	// The signing key survived too: the old token still works.
+	if r := f.rest("GET", "/api/v10/users/@me", d.BotToken, nil, nil); r.StatusCode != 200 {
+		t.Fatalf("old token after restart: %d", r.StatusCode)
+	}
+}
+
+// wss:// and https:// work with the development CA and nothing else
+// configured (clients.md §1).
+func TestTLSWithDevelopmentCA(t *testing.T) {
+	n, err := server.Start(context.Background(), server.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", HTTPSAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	d, _ := n.SeedDemo(context.Background())
+	pem, err := os.ReadFile(n.CAPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		t.Fatal("CA file holds no certificate")
+	}
+	_, port, _ := net.SplitHostPort(n.HTTPSAddr)
+	for _, host := range []string{"127.0.0.1", "localhost"} {
+		dialer := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}, HandshakeTimeout: 5 * time.Second}
+		ws, _, err := dialer.Dial("wss://"+host+":"+port+"/?v=10", nil)
+		if err != nil {
+			t.Fatalf("wss://%s: %v", host, err)
+		}
+		c := &client{t: t, ws: ws, frames: make(chan frame, 64), closed: make(chan error, 1)}
+		go c.read("")
+		c.ready(d.AliceToken, allIntents)
+		c.waitFor("GUILD_CREATE")
+		ws.Close()
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	req, _ := http.NewRequest("GET", "https://localhost:"+port+"/api/v10/users/@me", nil)
+	req.Header.Set("Authorization", "Bot "+d.BotToken)
+	resp, err := hc.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("https REST: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	// Without the CA the handshake fails: the certificate is not a public one.
+	if _, _, err := websocket.DefaultDialer.Dial("wss://127.0.0.1:"+port+"/?v=10", nil); err == nil {
+		t.Fatal("TLS handshake succeeded without trusting the development CA")
+	}
+}
