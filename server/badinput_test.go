@@ -138,3 +138,32 @@ func TestSlowConsumer(t *testing.T) {
 		t.Fatal("slow consumer not detected")
 	}
 }
+
+// A session with more guilds than one shard may carry is refused with 4011;
+// the same identify with shards that split the guilds works.
+func TestShardingRequired(t *testing.T) {
+	f := start(t, func(c *signaling.Config) { c.MaxGuildsPerSession = 1 })
+	var g struct {
+		ID string `json:"id"`
+	}
+	f.admin(t, "POST", "/admin/v1/guilds", map[string]any{"name": "second", "owner_id": f.demo.Alice.ID.String()}, &g)
+	c := f.dial("v=10")
+	c.send(identify(f.demo.AliceToken, allIntents))
+	c.expectClose(4011)
+	// Find a shard count that puts the two guilds on different shards.
+	for n := 2; n < 64; n++ {
+		a := (uint64(f.demo.GuildID) >> 22) % uint64(n)
+		var gid uint64
+		fmt.Sscan(g.ID, &gid)
+		if b := (gid >> 22) % uint64(n); a != b {
+			s := f.dial("v=10")
+			s.send(fmt.Sprintf(`{"op":2,"d":{"token":%q,"intents":1,"shard":[%d,%d]}}`, f.demo.AliceToken, a, n))
+			ready := s.waitFor("READY")
+			if !strings.Contains(string(ready.D), f.demo.GuildID.String()) || strings.Contains(string(ready.D), g.ID) {
+				t.Fatalf("shard %d/%d READY guilds wrong: %s", a, n, ready.D)
+			}
+			return
+		}
+	}
+	t.Fatal("no shard count separates the guilds")
+}

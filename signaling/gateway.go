@@ -43,6 +43,9 @@ type Config struct {
 	WriteTimeout time.Duration
 	// RESTRequestsPerSecond is the per-user, per-route REST rate limit. Default 50.
 	RESTRequestsPerSecond int
+	// MaxGuildsPerSession is how many guilds one session (shard) may carry
+	// before Identify is refused with 4011. Default 2500, Discord's limit.
+	MaxGuildsPerSession int
 	// AdminToken authenticates the admin API.
 	AdminToken string
 	Logger     *slog.Logger
@@ -69,6 +72,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RESTRequestsPerSecond == 0 {
 		c.RESTRequestsPerSecond = 50
+	}
+	if c.MaxGuildsPerSession == 0 {
+		c.MaxGuildsPerSession = 2500
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -430,7 +436,7 @@ func (g *Gateway) identify(c *conn, d json.RawMessage) bool {
 			guilds = append(guilds, gid)
 		}
 	}
-	if len(guilds) > 2500 {
+	if len(guilds) > g.cfg.MaxGuildsPerSession {
 		c.closeWith(wire.CloseShardingRequired, "sharding required")
 		return false
 	}
