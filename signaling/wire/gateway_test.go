@@ -97,7 +97,7 @@ func TestDecodeRequestMembers(t *testing.T) {
 	}
 }
 
-func TestAppendDispatchAllocs(t *testing.T) {
+func TestAppendDispatchAllocationFree(t *testing.T) {
 	buf := make([]byte, 0, 512)
 	data := []byte(`{"content":"hi"}`)
 	got := AppendDispatch(buf, "MESSAGE_CREATE", 42, data)

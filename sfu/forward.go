@@ -1,0 +1,114 @@
+package sfu
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	mrand "math/rand/v2"
+	"net/netip"
+
+	"github.com/chorus-voice/chorus/transport"
+)
+
+// Datagram is one packet for the transport to write.
+type Datagram struct {
+	Buf  []byte
+	Addr netip.AddrPort
+}
+
+// Forwarder holds the scratch buffers of one forwarding goroutine. Its
+// zero value is ready; after warming up it allocates nothing per packet.
+type Forwarder struct {
+	plain, fwd []byte
+	recv       []*Participant
+	bufs       [][]byte
+	out        []Datagram
+	nonce      [24]byte
+	// rng makes the 24-byte nonces of the suffix mode: ChaCha8 seeded from
+	// crypto/rand, so unpredictable and unique without a system call or an
+	// allocation per packet.
+	rng *mrand.ChaCha8
+}
+
+// Forward processes one RTP packet that arrived from addr for sender (found
+// by SSRC): it opens it once with the sender's key, checks the replay
+// window, the SSRC and the latched address, normalises the header
+// (transport.AppendForward) and seals a copy for every receiver with the
+// receiver's own cipher and nonce counter. The returned datagrams alias f's
+// buffers and are valid until the next call.
+func (f *Forwarder) Forward(room *Room, sender *Participant, addr netip.AddrPort, pkt []byte) ([]Datagram, error) {
+	c := sender.cipher.Load()
+	if c == nil {
+		return nil, ErrNoCipher
+	}
+	if latched := sender.addr.Load(); latched != nil && *latched != addr {
+		// Checked before decrypting too: another host sending with this
+		// SSRC costs us no crypto.
+		return nil, ErrAddress
+	}
+	plain, nonce, err := c.Open(f.plain[:0], pkt)
+	f.plain = plain[:0]
+	if err != nil {
+		return nil, err
+	}
+	h, err := transport.ParseRTP(plain)
+	if err != nil {
+		return nil, err
+	}
+	if h.SSRC != sender.SSRC {
+		return nil, ErrSSRC
+	}
+	sender.mu.Lock()
+	fresh := sender.window.Fresh(nonce)
+	sender.mu.Unlock()
+	if !fresh {
+		return nil, ErrReplay
+	}
+	if sender.addr.Load() == nil {
+		// Latch the address of the first authenticated packet; never the
+		// one Select Protocol claims (clients.md §11).
+		a := addr
+		sender.addr.CompareAndSwap(nil, &a)
+		if *sender.addr.Load() != addr {
+			return nil, ErrAddress
+		}
+	}
+	if !CanSend(sender.Flags()) {
+		return nil, ErrMuted
+	}
+	fwd, err := transport.AppendForward(f.fwd[:0], plain, h)
+	f.fwd = fwd[:0]
+	if err != nil {
+		return nil, err
+	}
+	f.recv = room.Receivers(f.recv[:0], sender)
+	f.out = f.out[:0]
+	for i, r := range f.recv {
+		rc := r.cipher.Load()
+		ra := r.addr.Load()
+		if rc == nil || ra == nil {
+			continue
+		}
+		if i == len(f.bufs) {
+			f.bufs = append(f.bufs, make([]byte, 0, len(fwd)+64))
+		}
+		n := rc.Mode().NonceSize()
+		switch n {
+		case 4:
+			binary.BigEndian.PutUint32(f.nonce[:4], r.counter.Add(1))
+		case 24:
+			if f.rng == nil {
+				var seed [32]byte
+				rand.Read(seed[:])
+				f.rng = mrand.NewChaCha8(seed)
+			}
+			f.rng.Read(f.nonce[:])
+		}
+		buf, err := rc.Seal(f.bufs[i][:0], fwd, f.nonce[:n])
+		if err != nil {
+			continue
+		}
+		f.bufs[i] = buf
+		f.out = append(f.out, Datagram{Buf: buf, Addr: *ra})
+	}
+	return f.out, nil
+}
