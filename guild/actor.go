@@ -22,6 +22,7 @@ type actor struct {
 	subs     map[string]*Sub
 	userSubs map[ID]int
 
+	voice       map[ID]*VoiceState
 	perms       map[[2]ID]uint64 // (user, channel) → permissions, cleared on change
 	lastFullReq map[ID]time.Time // op 8 "all members" rate limit per user
 
@@ -40,7 +41,7 @@ func (r *Router) load(ctx context.Context, id ID) (*actor, error) {
 	a := &actor{r: r, guild: g,
 		channels: map[ID]*store.Channel{}, roles: map[ID]*store.Role{}, members: map[ID]*store.Member{},
 		users: map[ID]*store.User{}, presence: map[ID]*Presence{}, subs: map[string]*Sub{},
-		userSubs: map[ID]int{}, perms: map[[2]ID]uint64{}, lastFullReq: map[ID]time.Time{},
+		userSubs: map[ID]int{}, voice: map[ID]*VoiceState{}, perms: map[[2]ID]uint64{}, lastFullReq: map[ID]time.Time{},
 		mbox: make(chan func(*actor), r.cfg.Mailbox), scratch: map[string][]string{}}
 	cs, err := r.store.ListChannels(ctx, id)
 	if err != nil {
@@ -160,20 +161,23 @@ func (a *actor) member(id ID) Member { return MemberObject(a.members[id], a.user
 
 // guildCreate builds the GUILD_CREATE for one subscriber (gateway.md §9.3).
 func (a *actor) guildCreate(s *Sub) *Event {
-	gc := GuildCreate{Guild: a.guildObject(), MemberCount: len(a.members), VoiceStates: []any{},
+	gc := GuildCreate{Guild: a.guildObject(), MemberCount: len(a.members), VoiceStates: make([]any, 0, len(a.voice)),
 		Threads: []any{}, StageInstances: []any{}, GuildScheduledEvents: []any{}, SoundboardSounds: []any{},
 		Members: []Member{}, Presences: []Presence{}, Channels: []Channel{}}
 	if m := a.members[s.User]; m != nil {
 		gc.JoinedAt = Timestamp(m.JoinedAt)
 	}
 	gc.Large = len(a.members) > s.LargeThreshold
+	for _, v := range a.voice {
+		gc.VoiceStates = append(gc.VoiceStates, a.voiceObject(v, false))
+	}
 	for _, c := range a.sortedChannels() {
 		gc.Channels = append(gc.Channels, ChannelObject(c))
 	}
 	full := s.Intents&IntentGuildPresences != 0 && len(a.members) <= 75000
 	ids := make([]ID, 0, len(a.members))
 	for id := range a.members {
-		if id == s.User || (full && (!gc.Large || a.presence[id] != nil)) {
+		if id == s.User || a.voice[id] != nil || (full && (!gc.Large || a.presence[id] != nil)) {
 			ids = append(ids, id)
 		}
 	}
@@ -239,6 +243,10 @@ func (a *actor) unsubscribe(session string) {
 		return
 	}
 	delete(a.subs, session)
+	if v := a.voice[s.User]; v != nil && v.SessionID == session {
+		// The gateway session that joined voice is gone: so is the voice state.
+		a.updateVoice(VoiceUpdate{User: s.User})
+	}
 	a.userSubs[s.User]--
 	if a.userSubs[s.User] <= 0 {
 		delete(a.userSubs, s.User)

@@ -159,6 +159,9 @@ func (r *Router) RemoveMember(ctx context.Context, guild, user ID) error {
 		if err := r.store.DeleteMember(ctx, guild, user); err != nil {
 			return err
 		}
+		if a.voice[user] != nil {
+			a.updateVoice(VoiceUpdate{User: user})
+		}
 		for id, s := range a.subs {
 			if s.User == user {
 				a.toSub(s, NewEvent("GUILD_DELETE", struct {

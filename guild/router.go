@@ -30,6 +30,10 @@ type Router struct {
 	// OnJoin is called after a user became a member of a guild, so that the
 	// gateway can subscribe that user's live sessions. Set before use.
 	OnJoin func(guild, user ID)
+	// VoiceServer places voice rooms and issues voice tokens; OnVoice hears
+	// every voice state change (it must not block). Set before use.
+	VoiceServer VoiceServer
+	OnVoice     func(VoiceChange)
 
 	mu    sync.Mutex
 	slots map[ID]*slot

@@ -312,12 +312,19 @@ func (g *Gateway) handle(c *conn, p []byte) bool {
 			User: s.user.ID, Intents: s.intents, Query: req.Query, Limit: req.Limit, UserIDs: req.IDs,
 			Presences: req.Presences, Nonce: req.Nonce})
 	case wire.OpVoiceState:
-		if _, err := wire.DecodeVoiceStateUpdate(env.D); err != nil {
+		v, err := wire.DecodeVoiceStateUpdate(env.D)
+		if err != nil {
 			c.closeWith(wire.CloseUnknownOpcode, "invalid voice state update")
 			return false
 		}
-		// Voice arrives with the voice issue; the payload is validated and
-		// accepted so that clients are not disconnected.
+		if !s.inGuild(v.GuildID) {
+			return true
+		}
+		u := guild.VoiceUpdate{Node: g.cfg.NodeID, Session: s.id, User: s.user.ID, SelfMute: v.SelfMute, SelfDeaf: v.SelfDeaf}
+		if v.ChannelID != nil {
+			u.ChannelID = *v.ChannelID
+		}
+		g.router.UpdateVoiceState(ctx, v.GuildID, u)
 	}
 	return true
 }

@@ -45,6 +45,7 @@ func (g *Gateway) Handler(ids *snowflake.Generator) http.Handler {
 	a.route(mux, "GET /api/{ver}/guilds/{guild}", "guilds", a.getGuild)
 	a.route(mux, "GET /api/{ver}/guilds/{guild}/channels", "guilds/channels", a.getGuildChannels)
 	a.route(mux, "GET /api/{ver}/guilds/{guild}/members", "guilds/members", a.getGuildMembers)
+	a.route(mux, "PATCH /api/{ver}/guilds/{guild}/members/{user}", "guilds/members:patch", a.patchGuildMember)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{Message: "404: Not Found", Code: 0})
 	})
@@ -425,5 +426,32 @@ func (a *api) getGuildMembers(w http.ResponseWriter, r *http.Request, u store.Us
 		return err
 	}
 	writeJSON(w, 200, ms)
+	return nil
+}
+
+// patchGuildMember is PATCH /guilds/{id}/members/{user}: server mute,
+// deafen and nick, enforced in the SFU at once.
+func (a *api) patchGuildMember(w http.ResponseWriter, r *http.Request, u store.User) error {
+	gid, err := pathID(r, "guild")
+	if err != nil {
+		return err
+	}
+	uid, err := pathID(r, "user")
+	if err != nil {
+		return err
+	}
+	var p struct {
+		Mute *bool   `json:"mute"`
+		Deaf *bool   `json:"deaf"`
+		Nick *string `json:"nick"`
+	}
+	if err := decodeBody(r, &p); err != nil {
+		return err
+	}
+	m, err := a.g.router.ModifyMember(r.Context(), gid, u.ID, uid, p.Mute, p.Deaf, p.Nick)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, m)
 	return nil
 }

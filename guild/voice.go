@@ -1,0 +1,229 @@
+package guild
+
+import (
+	"context"
+)
+
+// VoiceState is a user's presence in a voice channel (gateway.md §14).
+type VoiceState struct {
+	UserID    ID
+	ChannelID ID
+	// SessionID is the gateway session that joined; the voice gateway's
+	// Identify must present it.
+	SessionID          string
+	SelfMute, SelfDeaf bool
+}
+
+// VoiceUpdate is gateway op 4 from one session (gateway.md §16.2).
+type VoiceUpdate struct {
+	Node, Session      string
+	User               ID
+	ChannelID          ID // 0 leaves
+	SelfMute, SelfDeaf bool
+}
+
+// VoiceChange tells the voice side what changed for a user, so it can
+// apply mute and deafen to live media or end a voice connection.
+type VoiceChange struct {
+	Guild, User ID
+	// ChannelID is 0 when the user left voice.
+	ChannelID ID
+	SessionID string
+	// Flags as the SFU needs them.
+	Mute, Deaf, SelfMute, SelfDeaf, MaySpeak bool
+}
+
+// VoiceServer answers where a voice room lives and with what token its
+// voice gateway admits the user. Set by the server wiring.
+type VoiceServer func(guild, channel, user ID) (endpoint, token string, ok bool)
+
+type voiceStateObject struct {
+	GuildID                 *ID     `json:"guild_id,omitempty"`
+	ChannelID               *ID     `json:"channel_id"`
+	UserID                  ID      `json:"user_id"`
+	Member                  *Member `json:"member,omitempty"`
+	SessionID               string  `json:"session_id"`
+	Deaf                    bool    `json:"deaf"`
+	Mute                    bool    `json:"mute"`
+	SelfDeaf                bool    `json:"self_deaf"`
+	SelfMute                bool    `json:"self_mute"`
+	SelfStream              bool    `json:"self_stream"`
+	SelfVideo               bool    `json:"self_video"`
+	Suppress                bool    `json:"suppress"`
+	RequestToSpeakTimestamp *string `json:"request_to_speak_timestamp"`
+}
+
+func (a *actor) voiceObject(v *VoiceState, withGuild bool) voiceStateObject {
+	m := a.members[v.UserID]
+	o := voiceStateObject{UserID: v.UserID, SessionID: v.SessionID, SelfDeaf: v.SelfDeaf, SelfMute: v.SelfMute}
+	if v.ChannelID != 0 {
+		ch := v.ChannelID
+		o.ChannelID = &ch
+	}
+	if m != nil {
+		o.Mute, o.Deaf = m.Mute, m.Deaf
+		mo := a.member(v.UserID)
+		o.Member = &mo
+	}
+	if withGuild {
+		g := a.guild.ID
+		o.GuildID = &g
+	}
+	return o
+}
+
+// UpdateVoiceState applies op 4: join, move, leave, self mute and deafen.
+// The user's own session gets VOICE_STATE_UPDATE first and then, on a
+// join or move, VOICE_SERVER_UPDATE (clients.md §3). A join the user may
+// not make (no CONNECT, channel full) produces neither, as on Discord.
+func (r *Router) UpdateVoiceState(ctx context.Context, guild ID, u VoiceUpdate) error {
+	return r.call(ctx, guild, func(a *actor) error { a.updateVoice(u); return nil })
+}
+
+func (a *actor) updateVoice(u VoiceUpdate) {
+	m := a.members[u.User]
+	if m == nil {
+		return
+	}
+	old := a.voice[u.User]
+	if u.ChannelID == 0 {
+		if old == nil {
+			return
+		}
+		delete(a.voice, u.User)
+		left := *old
+		left.ChannelID = 0
+		a.fanoutVoice(&left)
+		a.notifyVoice(&left)
+		return
+	}
+	c := a.channels[u.ChannelID]
+	if c == nil || c.Type != ChannelVoice {
+		return
+	}
+	p := a.permissions(u.User, c)
+	if p&PermConnect == 0 {
+		return
+	}
+	moving := old == nil || old.ChannelID != c.ID || old.SessionID != u.Session
+	if moving && c.UserLimit > 0 && p&PermMoveMembers == 0 && a.voiceCount(c.ID, u.User) >= c.UserLimit {
+		return
+	}
+	v := &VoiceState{UserID: u.User, ChannelID: c.ID, SessionID: u.Session, SelfMute: u.SelfMute, SelfDeaf: u.SelfDeaf}
+	a.voice[u.User] = v
+	a.fanoutVoice(v)
+	if moving && a.r.VoiceServer != nil {
+		if endpoint, token, ok := a.r.VoiceServer(a.guild.ID, c.ID, u.User); ok {
+			a.toSub(&Sub{Node: u.Node, Session: u.Session}, NewEvent("VOICE_SERVER_UPDATE", struct {
+				Token    string `json:"token"`
+				GuildID  ID     `json:"guild_id"`
+				Endpoint string `json:"endpoint"`
+			}{token, a.guild.ID, endpoint}))
+		}
+	}
+	a.notifyVoice(v)
+}
+
+func (a *actor) voiceCount(channel, except ID) int {
+	n := 0
+	for id, v := range a.voice {
+		if v.ChannelID == channel && id != except {
+			n++
+		}
+	}
+	return n
+}
+
+// fanoutVoice sends VOICE_STATE_UPDATE to subscribers with the intent, and
+// always to the user's own sessions (gateway.md §15.7).
+func (a *actor) fanoutVoice(v *VoiceState) {
+	ev := NewEvent("VOICE_STATE_UPDATE", a.voiceObject(v, true))
+	a.fanout(ev, func(s *Sub) bool { return s.Intents&IntentGuildVoiceStates != 0 || s.User == v.UserID })
+}
+
+func (a *actor) notifyVoice(v *VoiceState) {
+	if a.r.OnVoice == nil {
+		return
+	}
+	ch := VoiceChange{Guild: a.guild.ID, User: v.UserID, ChannelID: v.ChannelID, SessionID: v.SessionID,
+		SelfMute: v.SelfMute, SelfDeaf: v.SelfDeaf}
+	if m := a.members[v.UserID]; m != nil {
+		ch.Mute, ch.Deaf = m.Mute, m.Deaf
+		if c := a.channels[v.ChannelID]; c != nil {
+			ch.MaySpeak = a.permissions(v.UserID, c)&PermSpeak != 0
+		}
+	}
+	a.r.OnVoice(ch)
+}
+
+// VoiceStateOf returns a user's voice state and what the SFU needs to know
+// about it, for the voice gateway's Identify.
+func (r *Router) VoiceStateOf(ctx context.Context, guild, user ID) (VoiceChange, bool, error) {
+	var out VoiceChange
+	var ok bool
+	err := r.call(ctx, guild, func(a *actor) error {
+		v := a.voice[user]
+		if v == nil {
+			return nil
+		}
+		ok = true
+		out = VoiceChange{Guild: guild, User: user, ChannelID: v.ChannelID, SessionID: v.SessionID,
+			SelfMute: v.SelfMute, SelfDeaf: v.SelfDeaf}
+		if m := a.members[user]; m != nil {
+			out.Mute, out.Deaf = m.Mute, m.Deaf
+			if c := a.channels[v.ChannelID]; c != nil {
+				out.MaySpeak = a.permissions(user, c)&PermSpeak != 0
+			}
+		}
+		return nil
+	})
+	return out, ok, err
+}
+
+// ModifyMember applies a moderator's PATCH /guilds/{id}/members/{user}:
+// server mute and deafen (MUTE_MEMBERS, DEAFEN_MEMBERS) and nick. The SFU
+// enforces mute and deafen at once through OnVoice.
+func (r *Router) ModifyMember(ctx context.Context, guild, actorUser, user ID, mute, deaf *bool, nick *string) (Member, error) {
+	var out Member
+	err := r.call(ctx, guild, func(a *actor) error {
+		m := a.members[user]
+		if m == nil {
+			return ErrUnknownMember
+		}
+		if a.members[actorUser] == nil {
+			return ErrMissingAccess
+		}
+		base := BasePermissions(a.guild, a.roles, a.members[actorUser])
+		if (mute != nil && base&PermMuteMembers == 0) || (deaf != nil && base&PermDeafenMembers == 0) {
+			return ErrMissingPermissions
+		}
+		if nick != nil && actorUser != user && base&PermManageGuild == 0 {
+			return ErrMissingPermissions
+		}
+		next := *m
+		if mute != nil {
+			next.Mute = *mute
+		}
+		if deaf != nil {
+			next.Deaf = *deaf
+		}
+		if nick != nil {
+			next.Nick = *nick
+		}
+		if err := r.store.PutMember(ctx, next); err != nil {
+			return err
+		}
+		*m = next
+		out = a.member(user)
+		a.fanout(NewEvent("GUILD_MEMBER_UPDATE", struct {
+			Member
+			GuildID ID `json:"guild_id"`
+		}{out, a.guild.ID}), func(s *Sub) bool { return s.Intents&IntentGuildMembers != 0 || s.User == user })
+		if v := a.voice[user]; v != nil {
+			a.fanoutVoice(v)
+			a.notifyVoice(v)
+		}
+		return nil
+	})
+	return out, err
+}
