@@ -62,7 +62,7 @@ var (
 func startChorus(t *testing.T, extra ...string) *chorus {
 	t.Helper()
 	data := t.TempDir()
-	args := append([]string{"serve", "--demo", "--data", data, "--http", "127.0.0.1:0", "--https", "127.0.0.1:0"}, extra...)
+	args := append([]string{"serve", "--demo", "--data", data, "--http", "127.0.0.1:0", "--https", "127.0.0.1:0", "--voice", "127.0.0.1:0"}, extra...)
 	cmd := exec.Command(chorusBin, args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -56,7 +56,7 @@ func TestMessagesSurviveRestart(t *testing.T) {
 // wss:// and https:// work with the development CA and nothing else
 // configured (clients.md §1).
 func TestTLSWithDevelopmentCA(t *testing.T) {
-	n, err := server.Start(context.Background(), server.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", HTTPSAddr: "127.0.0.1:0"})
+	n, err := server.Start(context.Background(), server.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", HTTPSAddr: "127.0.0.1:0", VoiceAddr: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,9 +24,11 @@ import (
 	"github.com/chorus-voice/chorus/cluster"
 	"github.com/chorus-voice/chorus/guild"
 	"github.com/chorus-voice/chorus/ring"
+	"github.com/chorus-voice/chorus/sfu"
 	"github.com/chorus-voice/chorus/signaling"
 	"github.com/chorus-voice/chorus/snowflake"
 	"github.com/chorus-voice/chorus/store"
+	"github.com/chorus-voice/chorus/transport"
 )
 
 // Config configures a node. The zero value of each field takes the default
@@ -46,6 +48,11 @@ type Config struct {
 	TLSCert, TLSKey string
 	// GatewayURL is the URL clients are told to dial; default ws://HTTPAddr.
 	GatewayURL string
+	// VoiceAddr serves the voice gateway over TLS (clients always dial
+	// wss://, clients.md §1). Default "127.0.0.1:8444"; "off" disables voice.
+	VoiceAddr string
+	// VoiceUDP is the voice media socket; default: VoiceAddr's host and port.
+	VoiceUDP string
 	// NodeID names this node; default "node-1".
 	NodeID string
 	// NATS joins an external NATS cluster (comma-separated URLs) instead of
@@ -66,11 +73,16 @@ type Node struct {
 	ids     *snowflake.Generator
 	signer  *auth.Signer
 	servers []*http.Server
+	voice   *signaling.VoiceGateway
+	udp     *transport.Server
+	sfu     *sfu.Node
 
 	closeOnce sync.Once
 
 	// HTTPAddr and HTTPSAddr are the bound addresses ("" when off).
 	HTTPAddr, HTTPSAddr string
+	// VoiceAddr and VoiceUDP are the voice gateway and media addresses.
+	VoiceAddr, VoiceUDP string
 	// CAPath is the development CA clients must trust ("" with real certs).
 	CAPath string
 	// AdminToken authenticates the admin API.
@@ -90,6 +102,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if cfg.NodeID == "" {
 		cfg.NodeID = "node-1"
+	}
+	if cfg.VoiceAddr == "" {
+		cfg.VoiceAddr = "127.0.0.1:8444"
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -167,6 +182,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("tls: %w", err)
 		}
 		n.serve(httpsLn, handler, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		if cfg.VoiceAddr != "off" {
+			if err := n.startVoice(cfg, cert); err != nil {
+				return nil, err
+			}
+		}
 	}
 	ok = true
 	return n, nil
@@ -188,6 +208,45 @@ func (n *Node) serve(ln net.Listener, h http.Handler, tc *tls.Config) {
 		}
 	}()
 }
+
+// startVoice starts the voice gateway (TLS) and the media socket, and
+// connects them to the guild router.
+func (n *Node) startVoice(cfg Config, cert tls.Certificate) error {
+	ln, err := net.Listen("tcp", cfg.VoiceAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.VoiceAddr, err)
+	}
+	n.VoiceAddr = ln.Addr().String()
+	udpAddr := cfg.VoiceUDP
+	if udpAddr == "" {
+		udpAddr = n.VoiceAddr
+	}
+	n.sfu = sfu.NewNode(1)
+	if n.udp, err = transport.Listen(udpAddr, n.sfu); err != nil {
+		ln.Close()
+		return fmt.Errorf("voice udp %s: %w", udpAddr, err)
+	}
+	n.VoiceUDP = n.udp.Addr().String()
+	go n.udp.Serve(0)
+	n.voice = signaling.NewVoiceGateway(signaling.VoiceConfig{UDP: n.udp.Addr(), HeartbeatInterval: cfg.Gateway.HeartbeatInterval},
+		n.router, n.signer, n.sfu)
+	endpoint := n.VoiceAddr
+	n.router.VoiceServer = func(guild, channel, user snowflake.ID) (string, string, bool) {
+		return endpoint, n.voice.IssueToken(user), true
+	}
+	n.router.OnVoice = n.voice.OnVoiceChange
+	n.serve(ln, n.voice, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	return nil
+}
+
+// Voice returns the voice gateway, nil when voice is off.
+func (n *Node) Voice() *signaling.VoiceGateway { return n.voice }
+
+// SFU returns the voice node, nil when voice is off.
+func (n *Node) SFU() *sfu.Node { return n.sfu }
+
+// UDP returns the media socket, nil when voice is off.
+func (n *Node) UDP() *transport.Server { return n.udp }
 
 // Router returns the node's guild router (for seeding and tests in process).
 func (n *Node) Router() *guild.Router { return n.router }
@@ -219,6 +278,9 @@ func (n *Node) close() error {
 	}
 	for _, s := range n.servers {
 		s.Shutdown(ctx)
+	}
+	if n.udp != nil {
+		n.udp.Close()
 	}
 	if n.cluster != nil {
 		n.cluster.Close()

@@ -10,10 +10,7 @@ import (
 )
 
 // Datagram is one packet for the transport to write.
-type Datagram struct {
-	Buf  []byte
-	Addr netip.AddrPort
-}
+type Datagram = transport.Datagram
 
 // Forwarder holds the scratch buffers of one forwarding goroutine. Its
 // zero value is ready; after warming up it allocates nothing per packet.
@@ -84,7 +81,7 @@ func (f *Forwarder) Forward(room *Room, sender *Participant, addr netip.AddrPort
 	f.out = f.out[:0]
 	for i, r := range f.recv {
 		rc := r.cipher.Load()
-		ra := r.addr.Load()
+		ra := r.dest()
 		if rc == nil || ra == nil {
 			continue
 		}

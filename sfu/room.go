@@ -36,11 +36,13 @@ type Participant struct {
 
 	cipher  atomic.Pointer[crypto.Cipher]  // nil until Select Protocol
 	addr    atomic.Pointer[netip.AddrPort] // latched from the first authenticated packet
+	hint    atomic.Pointer[netip.AddrPort] // from IP discovery, until addr is latched
 	counter atomic.Uint32                  // nonce counter of packets sent to this participant
 	flags   atomic.Uint32
 
 	mu     sync.Mutex // guards window
 	window crypto.ReplayWindow
+	room   *Room
 }
 
 // NewParticipant returns a participant with the given SSRC.
@@ -54,13 +56,21 @@ func (p *Participant) SetCipher(c *crypto.Cipher) { p.cipher.Store(c) }
 // Cipher returns the participant's cipher, nil before Select Protocol.
 func (p *Participant) Cipher() *crypto.Cipher { return p.cipher.Load() }
 
-// Addr returns the latched UDP address.
+// Addr returns where the participant receives media: the latched address,
+// else the IP discovery source.
 func (p *Participant) Addr() (netip.AddrPort, bool) {
-	a := p.addr.Load()
+	a := p.dest()
 	if a == nil {
 		return netip.AddrPort{}, false
 	}
 	return *a, true
+}
+
+func (p *Participant) dest() *netip.AddrPort {
+	if a := p.addr.Load(); a != nil {
+		return a
+	}
+	return p.hint.Load()
 }
 
 // SetFlags sets and clears flags atomically.
@@ -137,7 +147,7 @@ func (r *Room) Members() []*Participant {
 // everyone else who can hear and has a key and an address.
 func (r *Room) Receivers(dst []*Participant, sender *Participant) []*Participant {
 	for _, p := range r.Members() {
-		if p == sender || !CanHear(p.Flags()) || p.cipher.Load() == nil || p.addr.Load() == nil {
+		if p == sender || !CanHear(p.Flags()) || p.cipher.Load() == nil || p.dest() == nil {
 			continue
 		}
 		dst = append(dst, p)

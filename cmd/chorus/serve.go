@@ -33,6 +33,8 @@ Flags:
 	dataDir := fs.String("data", "data", "data directory")
 	httpAddr := fs.String("http", "127.0.0.1:8080", "address for ws:// and http:// (gateway, REST, admin API)")
 	httpsAddr := fs.String("https", "127.0.0.1:8443", `address for wss:// and https://, or "off"`)
+	voiceAddr := fs.String("voice", "127.0.0.1:8444", `voice gateway (wss://) address; the media UDP socket uses the same port, or "off"`)
+	voiceUDP := fs.String("voice-udp", "", "voice media UDP address (default: the --voice address)")
 	tlsCert := fs.String("tls-cert", "", "TLS certificate file (default: a development CA under <data>/tls)")
 	tlsKey := fs.String("tls-key", "", "TLS key file")
 	gatewayURL := fs.String("gateway-url", "", "gateway URL announced to clients (default ws://<http>)")
@@ -58,7 +60,8 @@ Flags:
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg := server.Config{DataDir: *dataDir, HTTPAddr: *httpAddr, HTTPSAddr: *httpsAddr, TLSCert: *tlsCert,
-		TLSKey: *tlsKey, GatewayURL: *gatewayURL, NodeID: *nodeID, NATS: *nats, Logger: logger}
+		TLSKey: *tlsKey, GatewayURL: *gatewayURL, NodeID: *nodeID, NATS: *nats, Logger: logger,
+		VoiceAddr: *voiceAddr, VoiceUDP: *voiceUDP}
 	cfg.Gateway.HeartbeatInterval = *heartbeat
 	cfg.Gateway.IdentifiesPer5s = *maxConc
 	cfg.Gateway.RESTRequestsPerSecond = *restRate
@@ -81,6 +84,9 @@ Flags:
 	if n.CAPath != "" {
 		fmt.Printf("  development CA   %s\n", n.CAPath)
 		fmt.Printf("                   trust it with SSL_CERT_FILE=%s (Go) or NODE_EXTRA_CA_CERTS=%s (Node)\n", n.CAPath, n.CAPath)
+	}
+	if n.VoiceAddr != "" {
+		fmt.Printf("  voice            wss://%s   (media UDP %s)\n", n.VoiceAddr, n.VoiceUDP)
 	}
 	fmt.Printf("  data             %s\n", abs)
 	fmt.Printf("  admin token      %s  (also in %s)\n", n.AdminToken, filepath.Join(abs, "admin.token"))

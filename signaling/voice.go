@@ -1,0 +1,412 @@
+package signaling
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/chorus-voice/chorus/auth"
+	"github.com/chorus-voice/chorus/crypto"
+	"github.com/chorus-voice/chorus/guild"
+	"github.com/chorus-voice/chorus/sfu"
+	"github.com/chorus-voice/chorus/signaling/wire"
+)
+
+// VoiceConfig configures the voice gateway.
+type VoiceConfig struct {
+	// UDP is the media address announced in Ready (IPv4, voice.md §3).
+	UDP netip.AddrPort
+	// HeartbeatInterval is sent in Hello and Ready. Default 41.25 s.
+	HeartbeatInterval time.Duration
+}
+
+// VoiceGateway serves the Voice Gateway (v8, and the legacy forms of
+// voice.md §2) over websockets and drives the SFU node.
+type VoiceGateway struct {
+	cfg      VoiceConfig
+	router   *guild.Router
+	signer   *auth.Signer
+	node     *sfu.Node
+	upgrader websocket.Upgrader
+
+	mu    sync.Mutex
+	conns map[*sfu.Participant]*voiceConn
+
+	closes [32]atomic.Uint64 // by code-4000
+}
+
+// NewVoiceGateway returns a voice gateway for node.
+func NewVoiceGateway(cfg VoiceConfig, r *guild.Router, signer *auth.Signer, node *sfu.Node) *VoiceGateway {
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = 41250 * time.Millisecond
+	}
+	return &VoiceGateway{cfg: cfg, router: r, signer: signer, node: node, conns: map[*sfu.Participant]*voiceConn{},
+		upgrader: websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}}
+}
+
+// Closes returns how many voice connections were closed with code.
+func (v *VoiceGateway) Closes(code int) uint64 {
+	if code >= 4000 && code < 4032 {
+		return v.closes[code-4000].Load()
+	}
+	return 0
+}
+
+// VoiceTokenTTL is how long a voice token from VOICE_SERVER_UPDATE admits.
+const VoiceTokenTTL = 5 * time.Minute
+
+// IssueToken returns the token VOICE_SERVER_UPDATE carries for user.
+func (v *VoiceGateway) IssueToken(user guild.ID) string {
+	return v.signer.Issue(auth.PurposeVoice, user, uint64(time.Now().Add(VoiceTokenTTL).UnixMilli()))
+}
+
+type voiceConn struct {
+	g       *VoiceGateway
+	ws      *websocket.Conn
+	version int // 0 when the client named none
+
+	wmu  sync.Mutex // serialises writes
+	seq  int
+	done bool
+
+	p     *sfu.Participant
+	guild guild.ID
+	user  guild.ID
+	beat  atomic.Int64
+}
+
+// send writes one frame; messages that v8 may re-deliver carry "seq".
+func (c *voiceConn) send(op int, d any, sequenced bool) {
+	b, err := json.Marshal(d)
+	if err != nil {
+		return
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.done {
+		return
+	}
+	seq := -1
+	if sequenced && c.version >= 8 {
+		c.seq = (c.seq + 1) & 0xFFFF
+		seq = c.seq
+	}
+	c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if c.ws.WriteMessage(websocket.TextMessage, wire.AppendVoiceFrame(nil, op, b, seq)) != nil {
+		c.ws.Close()
+	}
+}
+
+func (c *voiceConn) close(code int, reason string) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.done {
+		return
+	}
+	c.done = true
+	if code >= 4000 && code < 4032 {
+		c.g.closes[code-4000].Add(1)
+	}
+	c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+	c.ws.Close()
+}
+
+// ServeHTTP upgrades a voice connection (voice.md §3: path /, ?v=N or none).
+func (v *VoiceGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ws, err := v.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	c := &voiceConn{g: v, ws: ws}
+	c.version, _ = strconv.Atoi(r.URL.Query().Get("v"))
+	c.beat.Store(time.Now().UnixNano())
+	interval := int(v.cfg.HeartbeatInterval / time.Millisecond)
+	hello := map[string]int{"heartbeat_interval": interval}
+	if c.version > 0 {
+		hello["v"] = c.version
+	}
+	c.send(wire.VoiceHello, hello, false)
+	timeout := v.cfg.HeartbeatInterval * 3 / 2
+	hb := time.AfterFunc(timeout, nil)
+	var check func()
+	check = func() {
+		if idle := time.Since(time.Unix(0, c.beat.Load())); idle >= timeout {
+			c.close(wire.VoiceCloseSessionTimeout, "heartbeat timeout")
+		} else {
+			hb.Reset(timeout - idle)
+		}
+	}
+	hb.Stop()
+	hb = time.AfterFunc(timeout, check)
+	go func() {
+		defer hb.Stop()
+		v.readLoop(c)
+		c.close(1000, "")
+		v.leave(c)
+	}()
+}
+
+func (v *VoiceGateway) readLoop(c *voiceConn) {
+	buf := make([]byte, wire.MaxPayload+1)
+	for {
+		mt, rd, err := c.ws.NextReader()
+		if err != nil {
+			return
+		}
+		n, err := io.ReadFull(rd, buf)
+		if n > wire.MaxPayload {
+			c.close(wire.VoiceCloseDecodeError, "payload too large")
+			return
+		}
+		if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+			return
+		}
+		if mt == websocket.BinaryMessage {
+			continue // DAVE binary opcodes: never negotiated, ignored (voice.md §7)
+		}
+		if !v.handle(c, buf[:n]) {
+			return
+		}
+	}
+}
+
+func (v *VoiceGateway) handle(c *voiceConn, p []byte) bool {
+	env, err := wire.DecodeEnvelope(p)
+	if err != nil {
+		c.close(wire.VoiceCloseDecodeError, "decode error")
+		return false
+	}
+	switch env.Op {
+	case wire.VoiceHeartbeat:
+		hb, err := wire.DecodeVoiceHeartbeat(env.D)
+		if err != nil {
+			c.close(wire.VoiceCloseDecodeError, "invalid heartbeat")
+			return false
+		}
+		c.beat.Store(time.Now().UnixNano())
+		// Echo t exactly as it came (clients.md §17), in the form it came.
+		if hb.Legacy {
+			c.send(wire.VoiceHeartbeatACK, hb.T, false)
+		} else {
+			c.send(wire.VoiceHeartbeatACK, map[string]json.RawMessage{"t": hb.T}, false)
+		}
+		return true
+	case wire.VoiceIdentify:
+		if c.p != nil {
+			c.close(wire.VoiceCloseAlreadyAuthed, "already authenticated")
+			return false
+		}
+		return v.identify(c, env.D)
+	case wire.VoiceResume:
+		// Voice sessions do not survive their websocket yet: the client
+		// starts over (voice.md §5.8 allows closing with 4006).
+		c.close(wire.VoiceCloseSessionInvalid, "session no longer valid")
+		return false
+	case wire.VoiceSelectProtocol, wire.VoiceSpeaking:
+		if c.p == nil {
+			c.close(wire.VoiceCloseNotAuthenticated, "not authenticated")
+			return false
+		}
+		if env.Op == wire.VoiceSelectProtocol {
+			return v.selectProtocol(c, env.D)
+		}
+		return v.speaking(c, env.D)
+	}
+	// Unknown and DAVE opcodes are ignored silently (voice.md §4.2, §7).
+	return true
+}
+
+func (v *VoiceGateway) identify(c *voiceConn, d json.RawMessage) bool {
+	id, err := wire.DecodeVoiceIdentify(d)
+	if err != nil {
+		c.close(wire.VoiceCloseDecodeError, "invalid identify")
+		return false
+	}
+	user, expires, err := v.signer.Verify(auth.PurposeVoice, id.Token)
+	if err != nil || user != id.UserID || time.Now().UnixMilli() > int64(expires) {
+		c.close(wire.VoiceCloseAuthFailed, "authentication failed")
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, ok, err := v.router.VoiceStateOf(ctx, id.ServerID, user)
+	if err != nil {
+		c.close(wire.VoiceCloseServerNotFound, "server not found")
+		return false
+	}
+	if !ok || st.SessionID != id.SessionID {
+		c.close(wire.VoiceCloseSessionInvalid, "session no longer valid")
+		return false
+	}
+	p, old := v.node.Join(sfu.Key{Guild: uint64(id.ServerID), Channel: uint64(st.ChannelID)}, uint64(user))
+	applyFlags(p, st)
+	c.p, c.guild, c.user = p, id.ServerID, user
+	v.mu.Lock()
+	var oldConn *voiceConn
+	if old != nil {
+		oldConn = v.conns[old]
+		delete(v.conns, old)
+	}
+	v.conns[p] = c
+	v.mu.Unlock()
+	if oldConn != nil {
+		oldConn.close(wire.VoiceCloseDisconnected, "replaced by a new connection")
+	}
+	modes := make([]string, len(crypto.Offered))
+	for i, m := range crypto.Offered {
+		modes[i] = m.String()
+	}
+	c.send(wire.VoiceReady, map[string]any{"ssrc": p.SSRC, "ip": v.cfg.UDP.Addr().String(), "port": v.cfg.UDP.Port(),
+		"modes": modes, "heartbeat_interval": int(v.cfg.HeartbeatInterval / time.Millisecond), "experiments": []string{}}, false)
+
+	// The roster both ways, and the SSRCs already known (voice.md §5.7, §5.9).
+	var others []string
+	for _, q := range p.Room().Members() {
+		if q == p {
+			continue
+		}
+		others = append(others, strconv.FormatUint(q.UserID, 10))
+		if q.Flags()&sfu.FlagAnnounced != 0 {
+			c.send(wire.VoiceSpeaking, speakingOut{UserID: strconv.FormatUint(q.UserID, 10), SSRC: q.SSRC, Speaking: speakingOf(q)}, true)
+		}
+		if oc := v.conn(q); oc != nil {
+			oc.send(wire.VoiceClientsConnect, map[string][]string{"user_ids": {user.String()}}, true)
+		}
+	}
+	if len(others) > 0 {
+		c.send(wire.VoiceClientsConnect, map[string][]string{"user_ids": others}, true)
+	}
+	return true
+}
+
+func (v *VoiceGateway) conn(p *sfu.Participant) *voiceConn {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.conns[p]
+}
+
+type speakingOut struct {
+	UserID   string `json:"user_id"`
+	SSRC     uint32 `json:"ssrc"`
+	Speaking int    `json:"speaking"`
+}
+
+// speakingOf is the last speaking bitmask a participant sent.
+func speakingOf(p *sfu.Participant) int { return int(p.Flags() >> 16 & 0x7) }
+
+func (v *VoiceGateway) selectProtocol(c *voiceConn, d json.RawMessage) bool {
+	sp, err := wire.DecodeSelectProtocol(d)
+	if err != nil {
+		c.close(wire.VoiceCloseDecodeError, "invalid select protocol")
+		return false
+	}
+	if sp.Protocol != "udp" {
+		c.close(wire.VoiceCloseUnknownProtocol, "unknown protocol")
+		return false
+	}
+	mode, err := crypto.ParseMode(sp.Data.Mode)
+	if err != nil {
+		c.close(wire.VoiceCloseUnknownEncryption, "unknown encryption mode")
+		return false
+	}
+	key := make([]byte, 32)
+	rand.Read(key)
+	ci, err := crypto.NewCipher(mode, key)
+	if err != nil {
+		c.close(wire.VoiceCloseUnknownEncryption, "unknown encryption mode")
+		return false
+	}
+	c.p.SetCipher(ci)
+	ints := make([]int, 32)
+	for i, b := range key {
+		ints[i] = int(b)
+	}
+	// dave_protocol_version 0 keeps the call out of DAVE (voice.md §7).
+	c.send(wire.VoiceSessionDescription, map[string]any{"mode": mode.String(), "secret_key": ints,
+		"dave_protocol_version": 0, "audio_codec": "opus"}, false)
+	return true
+}
+
+func (v *VoiceGateway) speaking(c *voiceConn, d json.RawMessage) bool {
+	sp, err := wire.DecodeSpeaking(d)
+	if err != nil {
+		c.close(wire.VoiceCloseDecodeError, "invalid speaking")
+		return false
+	}
+	p := c.p
+	before := p.Flags()
+	p.SetFlags(uint32(sp.Speaking)<<16, 0x7<<16)
+	if before&sfu.FlagAnnounced != 0 && speakingOf(p) == int(before>>16&0x7) {
+		return true
+	}
+	// Tell everyone else the SSRC's owner before any of its audio can
+	// reach them (clients.md §15): announce, then allow forwarding.
+	out := speakingOut{UserID: c.user.String(), SSRC: p.SSRC, Speaking: sp.Speaking}
+	for _, q := range p.Room().Members() {
+		if oc := v.conn(q); q != p && oc != nil {
+			oc.send(wire.VoiceSpeaking, out, true)
+		}
+	}
+	p.SetFlags(sfu.FlagAnnounced, 0)
+	return true
+}
+
+// leave removes a closed connection's participant and tells the room.
+func (v *VoiceGateway) leave(c *voiceConn) {
+	if c.p == nil {
+		return
+	}
+	v.mu.Lock()
+	if v.conns[c.p] == c {
+		delete(v.conns, c.p)
+	}
+	v.mu.Unlock()
+	v.node.Leave(c.p)
+	for _, q := range c.p.Room().Members() {
+		if oc := v.conn(q); oc != nil {
+			oc.send(wire.VoiceClientDisconnect, map[string]string{"user_id": c.user.String()}, true)
+		}
+	}
+}
+
+func applyFlags(p *sfu.Participant, st guild.VoiceChange) {
+	var set, clear uint32
+	for _, f := range []struct {
+		on   bool
+		flag uint32
+	}{{st.Mute, sfu.FlagServerMute}, {st.Deaf, sfu.FlagServerDeaf}, {st.SelfMute, sfu.FlagSelfMute},
+		{st.SelfDeaf, sfu.FlagSelfDeaf}, {st.MaySpeak, sfu.FlagMaySpeak}} {
+		if f.on {
+			set |= f.flag
+		} else {
+			clear |= f.flag
+		}
+	}
+	p.SetFlags(set, clear)
+}
+
+// OnVoiceChange applies a voice state change from the guild layer: new
+// mute and deafen flags at once, or the end of a connection whose user left
+// or moved (4014: the client then follows its new VOICE_SERVER_UPDATE).
+func (v *VoiceGateway) OnVoiceChange(ch guild.VoiceChange) {
+	p := v.node.Participant(uint64(ch.Guild), uint64(ch.User))
+	if p == nil {
+		return
+	}
+	if ch.ChannelID == 0 || uint64(ch.ChannelID) != p.Room().Key.Channel {
+		if c := v.conn(p); c != nil {
+			go c.close(wire.VoiceCloseDisconnected, "disconnected")
+		}
+		return
+	}
+	applyFlags(p, ch)
+}
