@@ -74,3 +74,19 @@ func TestDiscordJSChat(t *testing.T) {
 	}, 3*time.Minute)
 	t.Logf("discord.js: %v", res["results"])
 }
+
+func TestDiscordJSVoice(t *testing.T) {
+	needNode(t)
+	c := startChorus(t)
+	res := runNode(t, "js/voice.mjs", []string{
+		"NODE_EXTRA_CA_CERTS=" + c.CA,
+		"CHORUS_HTTP=" + c.HTTP,
+		"CHORUS_GUILD=" + c.GuildID,
+		"CHORUS_LOUNGE=" + c.Lounge,
+		"CHORUS_BOT_ID=" + c.IDs["bot"],
+		"CHORUS_ALICE_ID=" + c.IDs["alice"],
+		"CHORUS_BOT_TOKEN=" + c.Tokens["bot"],
+		"CHORUS_ALICE_TOKEN=" + c.Tokens["alice"],
+	}, 3*time.Minute)
+	t.Logf("@discordjs/voice: %v", res["results"])
+}

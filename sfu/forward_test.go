@@ -117,13 +117,15 @@ func TestForwardDecisions(t *testing.T) {
 		t.Fatalf("server-deafened receiver: %v", out)
 	}
 	a.SetFlags(0, FlagServerDeaf)
-	for _, fl := range []uint32{FlagServerMute, FlagSelfMute} {
-		s.SetFlags(fl, 0)
-		if _, err := send(); !errors.Is(err, ErrMuted) {
-			t.Fatalf("muted sender: %v", err)
-		}
-		s.SetFlags(0, fl)
+	s.SetFlags(FlagServerMute, 0)
+	if _, err := send(); !errors.Is(err, ErrMuted) {
+		t.Fatalf("server-muted sender: %v", err)
 	}
+	s.SetFlags(FlagSelfMute, FlagServerMute)
+	if out, err := send(); err != nil || len(out) != 2 {
+		t.Fatalf("self-muted sender still plays: %v %v", out, err)
+	}
+	s.SetFlags(0, FlagSelfMute)
 	s.SetFlags(0, FlagMaySpeak)
 	if _, err := send(); !errors.Is(err, ErrMuted) {
 		t.Fatalf("sender without SPEAK: %v", err)

@@ -87,8 +87,11 @@ func (p *Participant) SetFlags(set, clear uint32) {
 func (p *Participant) Flags() uint32 { return p.flags.Load() }
 
 // CanSend reports whether the participant's audio is forwarded at all.
+// Self mute is the client's own business (it stops sending; libraries
+// join self-muted by default and still play): only server mute, the SPEAK
+// permission and the SSRC announcement gate forwarding.
 func CanSend(flags uint32) bool {
-	return flags&(FlagServerMute|FlagSelfMute) == 0 && flags&FlagMaySpeak != 0 && flags&FlagAnnounced != 0
+	return flags&FlagServerMute == 0 && flags&FlagMaySpeak != 0 && flags&FlagAnnounced != 0
 }
 
 // CanHear reports whether the participant receives audio.

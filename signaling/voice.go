@@ -285,7 +285,23 @@ func (v *VoiceGateway) identify(c *voiceConn, d json.RawMessage) bool {
 	if len(others) > 0 {
 		c.send(wire.VoiceClientsConnect, map[string][]string{"user_ids": others}, true)
 	}
+	// The SSRC is known now: tell everyone whose it is, long before any
+	// audio can follow it (clients.md §15; a receiver drops packets of
+	// SSRCs it cannot map). Only then may the SFU forward it.
+	v.announce(c, 0)
 	return true
+}
+
+// announce sends op 5 for c's participant to everyone else in the room and
+// marks the SSRC as announced.
+func (v *VoiceGateway) announce(c *voiceConn, speaking int) {
+	out := speakingOut{UserID: c.user.String(), SSRC: c.p.SSRC, Speaking: speaking}
+	for _, q := range c.p.Room().Members() {
+		if oc := v.conn(q); q != c.p && oc != nil {
+			oc.send(wire.VoiceSpeaking, out, true)
+		}
+	}
+	c.p.SetFlags(sfu.FlagAnnounced, 0)
 }
 
 func (v *VoiceGateway) conn(p *sfu.Participant) *voiceConn {
@@ -343,20 +359,11 @@ func (v *VoiceGateway) speaking(c *voiceConn, d json.RawMessage) bool {
 		return false
 	}
 	p := c.p
-	before := p.Flags()
+	before := speakingOf(p)
 	p.SetFlags(uint32(sp.Speaking)<<16, 0x7<<16)
-	if before&sfu.FlagAnnounced != 0 && speakingOf(p) == int(before>>16&0x7) {
-		return true
+	if sp.Speaking != before {
+		v.announce(c, sp.Speaking)
 	}
-	// Tell everyone else the SSRC's owner before any of its audio can
-	// reach them (clients.md §15): announce, then allow forwarding.
-	out := speakingOut{UserID: c.user.String(), SSRC: p.SSRC, Speaking: sp.Speaking}
-	for _, q := range p.Room().Members() {
-		if oc := v.conn(q); q != p && oc != nil {
-			oc.send(wire.VoiceSpeaking, out, true)
-		}
-	}
-	p.SetFlags(sfu.FlagAnnounced, 0)
 	return true
 }
 
