@@ -77,16 +77,23 @@ func TestDiscordJSChat(t *testing.T) {
 
 func TestDiscordJSVoice(t *testing.T) {
 	needNode(t)
-	c := startChorus(t)
-	res := runNode(t, "js/voice.mjs", []string{
-		"NODE_EXTRA_CA_CERTS=" + c.CA,
-		"CHORUS_HTTP=" + c.HTTP,
-		"CHORUS_GUILD=" + c.GuildID,
-		"CHORUS_LOUNGE=" + c.Lounge,
-		"CHORUS_BOT_ID=" + c.IDs["bot"],
-		"CHORUS_ALICE_ID=" + c.IDs["alice"],
-		"CHORUS_BOT_TOKEN=" + c.Tokens["bot"],
-		"CHORUS_ALICE_TOKEN=" + c.Tokens["alice"],
-	}, 3*time.Minute)
-	t.Logf("@discordjs/voice: %v", res["results"])
+	// Every mode @discordjs/voice can select: AES-GCM (node's crypto) and
+	// XChaCha20 (libsodium-wrappers). The server offers one at a time.
+	for _, mode := range []string{"aead_aes256_gcm_rtpsize", "aead_xchacha20_poly1305_rtpsize"} {
+		t.Run(mode, func(t *testing.T) {
+			c := startChorus(t, "--voice-modes", mode)
+			res := runNode(t, "js/voice.mjs", []string{
+				"NODE_EXTRA_CA_CERTS=" + c.CA,
+				"CHORUS_HTTP=" + c.HTTP,
+				"CHORUS_GUILD=" + c.GuildID,
+				"CHORUS_LOUNGE=" + c.Lounge,
+				"CHORUS_BOT_ID=" + c.IDs["bot"],
+				"CHORUS_ALICE_ID=" + c.IDs["alice"],
+				"CHORUS_BOT_TOKEN=" + c.Tokens["bot"],
+				"CHORUS_ALICE_TOKEN=" + c.Tokens["alice"],
+				"CHORUS_EXPECT_MODE=" + mode,
+			}, 3*time.Minute)
+			t.Logf("@discordjs/voice: %v", res["results"])
+		})
+	}
 }

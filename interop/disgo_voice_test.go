@@ -111,7 +111,14 @@ func voiceBot(t *testing.T, c *chorus, token string, pool *x509.CertPool) *bot.C
 }
 
 func TestDisgoVoice(t *testing.T) {
-	c := startChorus(t)
+	// Both modes disgo implements; the server offers one at a time.
+	for _, mode := range []string{"aead_aes256_gcm_rtpsize", "aead_xchacha20_poly1305_rtpsize"} {
+		t.Run(mode, func(t *testing.T) { testDisgoVoice(t, mode) })
+	}
+}
+
+func testDisgoVoice(t *testing.T, mode string) {
+	c := startChorus(t, "--voice-modes", mode)
 	pem, err := os.ReadFile(c.CA)
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/chorus-voice/chorus/auth"
 	"github.com/chorus-voice/chorus/cluster"
+	"github.com/chorus-voice/chorus/crypto"
 	"github.com/chorus-voice/chorus/guild"
 	"github.com/chorus-voice/chorus/ring"
 	"github.com/chorus-voice/chorus/sfu"
@@ -53,6 +54,9 @@ type Config struct {
 	VoiceAddr string
 	// VoiceUDP is the voice media socket; default: VoiceAddr's host and port.
 	VoiceUDP string
+	// VoiceModes are the voice encryption modes offered, in order; default
+	// all, AES-GCM first.
+	VoiceModes []crypto.Mode
 	// NodeID names this node; default "node-1".
 	NodeID string
 	// NATS joins an external NATS cluster (comma-separated URLs) instead of
@@ -228,7 +232,8 @@ func (n *Node) startVoice(cfg Config, cert tls.Certificate) error {
 	}
 	n.VoiceUDP = n.udp.Addr().String()
 	go n.udp.Serve(0)
-	n.voice = signaling.NewVoiceGateway(signaling.VoiceConfig{UDP: n.udp.Addr(), HeartbeatInterval: cfg.Gateway.HeartbeatInterval},
+	n.voice = signaling.NewVoiceGateway(signaling.VoiceConfig{UDP: n.udp.Addr(), HeartbeatInterval: cfg.Gateway.HeartbeatInterval,
+		Modes: cfg.VoiceModes},
 		n.router, n.signer, n.sfu)
 	endpoint := n.VoiceAddr
 	n.router.VoiceServer = func(guild, channel, user snowflake.ID) (string, string, bool) {

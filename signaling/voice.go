@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,9 @@ type VoiceConfig struct {
 	UDP netip.AddrPort
 	// HeartbeatInterval is sent in Hello and Ready. Default 41.25 s.
 	HeartbeatInterval time.Duration
+	// Modes are the encryption modes offered in Ready, in order; others are
+	// refused with 4016. Default crypto.Offered.
+	Modes []crypto.Mode
 }
 
 // VoiceGateway serves the Voice Gateway (v8, and the legacy forms of
@@ -48,6 +52,9 @@ type VoiceGateway struct {
 func NewVoiceGateway(cfg VoiceConfig, r *guild.Router, signer *auth.Signer, node *sfu.Node) *VoiceGateway {
 	if cfg.HeartbeatInterval == 0 {
 		cfg.HeartbeatInterval = 41250 * time.Millisecond
+	}
+	if len(cfg.Modes) == 0 {
+		cfg.Modes = crypto.Offered
 	}
 	return &VoiceGateway{cfg: cfg, router: r, signer: signer, node: node, conns: map[*sfu.Participant]*voiceConn{},
 		upgrader: websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}}
@@ -261,8 +268,8 @@ func (v *VoiceGateway) identify(c *voiceConn, d json.RawMessage) bool {
 	if oldConn != nil {
 		oldConn.close(wire.VoiceCloseDisconnected, "replaced by a new connection")
 	}
-	modes := make([]string, len(crypto.Offered))
-	for i, m := range crypto.Offered {
+	modes := make([]string, len(v.cfg.Modes))
+	for i, m := range v.cfg.Modes {
 		modes[i] = m.String()
 	}
 	c.send(wire.VoiceReady, map[string]any{"ssrc": p.SSRC, "ip": v.cfg.UDP.Addr().String(), "port": v.cfg.UDP.Port(),
@@ -330,7 +337,7 @@ func (v *VoiceGateway) selectProtocol(c *voiceConn, d json.RawMessage) bool {
 		return false
 	}
 	mode, err := crypto.ParseMode(sp.Data.Mode)
-	if err != nil {
+	if err != nil || !slices.Contains(v.cfg.Modes, mode) {
 		c.close(wire.VoiceCloseUnknownEncryption, "unknown encryption mode")
 		return false
 	}

@@ -8,9 +8,11 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/chorus-voice/chorus/crypto"
 	"github.com/chorus-voice/chorus/server"
 )
 
@@ -35,6 +37,7 @@ Flags:
 	httpsAddr := fs.String("https", "127.0.0.1:8443", `address for wss:// and https://, or "off"`)
 	voiceAddr := fs.String("voice", "127.0.0.1:8444", `voice gateway (wss://) address; the media UDP socket uses the same port, or "off"`)
 	voiceUDP := fs.String("voice-udp", "", "voice media UDP address (default: the --voice address)")
+	voiceModes := fs.String("voice-modes", "", "comma-separated voice encryption modes to offer, in order (default: all, aead_aes256_gcm_rtpsize first)")
 	tlsCert := fs.String("tls-cert", "", "TLS certificate file (default: a development CA under <data>/tls)")
 	tlsKey := fs.String("tls-key", "", "TLS key file")
 	gatewayURL := fs.String("gateway-url", "", "gateway URL announced to clients (default ws://<http>)")
@@ -62,6 +65,15 @@ Flags:
 	cfg := server.Config{DataDir: *dataDir, HTTPAddr: *httpAddr, HTTPSAddr: *httpsAddr, TLSCert: *tlsCert,
 		TLSKey: *tlsKey, GatewayURL: *gatewayURL, NodeID: *nodeID, NATS: *nats, Logger: logger,
 		VoiceAddr: *voiceAddr, VoiceUDP: *voiceUDP}
+	if *voiceModes != "" {
+		for _, name := range strings.Split(*voiceModes, ",") {
+			m, err := crypto.ParseMode(strings.TrimSpace(name))
+			if err != nil {
+				return fmt.Errorf("--voice-modes: %q is not a voice encryption mode", name)
+			}
+			cfg.VoiceModes = append(cfg.VoiceModes, m)
+		}
+	}
 	cfg.Gateway.HeartbeatInterval = *heartbeat
 	cfg.Gateway.IdentifiesPer5s = *maxConc
 	cfg.Gateway.RESTRequestsPerSecond = *restRate

@@ -69,6 +69,7 @@ try {
   botConn = await join(bot);
   aliceConn = await join(alice);
   results.mode = botConn.state.networking?.state?.connectionData?.encryptionMode;
+  if (results.mode !== env('CHORUS_EXPECT_MODE')) throw new Error(`selected ${results.mode}`);
   results.ready = true;
 
   const atAlice = collect(aliceConn, env('CHORUS_BOT_ID'));
