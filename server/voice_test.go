@@ -54,7 +54,11 @@ type voiceClient struct {
 
 // joinVoice has the gateway client join the Lounge, connects to the voice
 // gateway it is sent to and completes the handshake with mode.
-func joinVoice(t *testing.T, f *fixture, pool *x509.CertPool, gw *client, user string, mode crypto.Mode) *voiceClient {
+// voiceServer has the gateway client join the Lounge and returns what
+// VOICE_STATE_UPDATE and VOICE_SERVER_UPDATE gave it.
+type voiceServer struct{ SessionID, Token, Endpoint string }
+
+func joinLounge(t *testing.T, f *fixture, gw *client, user string) voiceServer {
 	t.Helper()
 	gw.send(map[string]any{"op": 4, "d": map[string]any{"guild_id": f.demo.GuildID.String(), "channel_id": f.demo.Lounge.String(),
 		"self_mute": false, "self_deaf": false}})
@@ -90,6 +94,14 @@ func joinVoice(t *testing.T, f *fixture, pool *x509.CertPool, gw *client, user s
 	if vsu.Endpoint != f.node.VoiceAddr || vsu.Token == "" {
 		t.Fatalf("VOICE_SERVER_UPDATE %s", fr.D)
 	}
+	return voiceServer{SessionID: sessionID, Token: vsu.Token, Endpoint: vsu.Endpoint}
+}
+
+func joinVoice(t *testing.T, f *fixture, pool *x509.CertPool, gw *client, user string, mode crypto.Mode) *voiceClient {
+	t.Helper()
+	vs := joinLounge(t, f, gw, user)
+	sessionID := vs.SessionID
+	vsu := vs
 	d := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}}
 	ws, _, err := d.Dial("wss://"+vsu.Endpoint+"/?v=8", nil)
 	if err != nil {

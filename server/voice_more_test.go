@@ -1,0 +1,216 @@
+package server_test
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/chorus-voice/chorus/crypto"
+	"github.com/chorus-voice/chorus/transport"
+)
+
+// Every encryption mode, with our own client on both ends: each receiver
+// gets the sender's frames sealed in its own mode.
+func TestVoiceEveryMode(t *testing.T) {
+	f, pool := voiceFixture(t)
+	aliceGW := f.dial("v=10")
+	aliceGW.ready(f.demo.AliceToken, allIntents)
+	aliceGW.waitFor("GUILD_CREATE")
+	bobGW := f.dial("v=10")
+	bobGW.ready(f.demo.BobToken, allIntents)
+	bobGW.waitFor("GUILD_CREATE")
+	for i, mode := range crypto.Offered {
+		other := crypto.Offered[(i+3)%len(crypto.Offered)]
+		t.Run(mode.String()+"_to_"+other.String(), func(t *testing.T) {
+			alice := joinVoice(t, f, pool, aliceGW, f.demo.Alice.ID.String(), mode)
+			bob := joinVoice(t, f, pool, bobGW, f.demo.Bob.ID.String(), other)
+			for j := 0; j < 5; j++ {
+				payload := []byte(fmt.Sprintf("%s %d", mode, j))
+				alice.sendAudio(payload)
+				got := bob.receive(5 * time.Second)
+				if got == nil {
+					t.Fatalf("frame %d lost", j)
+				}
+				h, _ := transport.ParseRTP(got)
+				if string(got[h.Len:]) != string(payload) {
+					t.Fatalf("frame %d = %q", j, got[h.Len:])
+				}
+			}
+			// Leave, so the next round joins afresh.
+			for _, gw := range []*client{aliceGW, bobGW} {
+				gw.send(map[string]any{"op": 4, "d": map[string]any{"guild_id": f.demo.GuildID.String(), "channel_id": nil}})
+			}
+		})
+	}
+}
+
+func dialVoice(t *testing.T, pool *x509.CertPool, endpoint, query string) *websocket.Conn {
+	t.Helper()
+	d := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	ws, _, err := d.Dial("wss://"+endpoint+"/"+query, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	return ws
+}
+
+// readOp reads frames until one with op arrives; it returns d.
+func readOp(t *testing.T, ws *websocket.Conn, op int) json.RawMessage {
+	t.Helper()
+	for {
+		var m struct {
+			Op int             `json:"op"`
+			D  json.RawMessage `json:"d"`
+		}
+		if err := ws.ReadJSON(&m); err != nil {
+			t.Fatalf("waiting for op %d: %v", op, err)
+		}
+		if m.Op == op {
+			return m.D
+		}
+	}
+}
+
+// closeCode reads until the server closes and returns its code.
+func closeCode(t *testing.T, ws *websocket.Conn) int {
+	t.Helper()
+	for {
+		if _, _, err := ws.ReadMessage(); err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				return ce.Code
+			}
+			t.Fatalf("connection ended without a close frame: %v", err)
+		}
+	}
+}
+
+func TestVoiceCloseCodes(t *testing.T) {
+	f, pool := voiceFixture(t)
+	gw := f.dial("v=10")
+	gw.ready(f.demo.AliceToken, allIntents)
+	gw.waitFor("GUILD_CREATE")
+	vs := joinLounge(t, f, gw, f.demo.Alice.ID.String())
+	guild, alice := f.demo.GuildID.String(), f.demo.Alice.ID.String()
+	identify := func(server, user, session, token string) map[string]any {
+		return map[string]any{"op": 0, "d": map[string]any{"server_id": server, "user_id": user, "session_id": session, "token": token}}
+	}
+	good := identify(guild, alice, vs.SessionID, vs.Token)
+	selectProto := func(proto, mode string) map[string]any {
+		return map[string]any{"op": 1, "d": map[string]any{"protocol": proto, "data": map[string]any{"address": "127.0.0.1", "port": 1, "mode": mode}}}
+	}
+	tests := []struct {
+		name   string
+		frames []any
+		code   int
+	}{
+		{"select before identify", []any{selectProto("udp", "aead_aes256_gcm_rtpsize")}, 4003},
+		{"speaking before identify", []any{map[string]any{"op": 5, "d": map[string]any{"speaking": 1}}}, 4003},
+		{"malformed json", []any{"{"}, 4002},
+		{"identify missing token", []any{map[string]any{"op": 0, "d": map[string]any{"server_id": guild}}}, 4002},
+		{"forged token", []any{identify(guild, alice, vs.SessionID, vs.Token[:len(vs.Token)-2]+"xx")}, 4004},
+		{"someone else's token", []any{identify(guild, f.demo.Bob.ID.String(), vs.SessionID, vs.Token)}, 4004},
+		{"gateway token instead of voice token", []any{identify(guild, alice, vs.SessionID, f.demo.AliceToken)}, 4004},
+		{"wrong session", []any{identify(guild, alice, "not-the-session", vs.Token)}, 4006},
+		{"unknown server", []any{identify("123456", alice, vs.SessionID, vs.Token)}, 4011},
+		{"second identify", []any{good, good}, 4005},
+		{"unknown protocol", []any{good, selectProto("carrier-pigeon", "aead_aes256_gcm_rtpsize")}, 4012},
+		{"unknown mode", []any{good, selectProto("udp", "rot13")}, 4016},
+		{"resume", []any{map[string]any{"op": 7, "d": map[string]any{"server_id": guild, "session_id": vs.SessionID, "token": vs.Token, "seq_ack": 1}}}, 4006},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := f.node.Voice().Closes(tt.code)
+			ws := dialVoice(t, pool, vs.Endpoint, "?v=8")
+			readOp(t, ws, 8)
+			for _, fr := range tt.frames {
+				if s, ok := fr.(string); ok {
+					ws.WriteMessage(websocket.TextMessage, []byte(s))
+				} else {
+					ws.WriteJSON(fr)
+				}
+			}
+			if code := closeCode(t, ws); code != tt.code {
+				t.Fatalf("closed with %d, want %d", code, tt.code)
+			}
+			if f.node.Voice().Closes(tt.code) != before+1 {
+				t.Fatalf("close %d not counted", tt.code)
+			}
+		})
+	}
+	// Unknown opcodes (Discord's own clients send several) and binary
+	// frames are ignored, not fatal (voice.md §4.2, §7).
+	ws := dialVoice(t, pool, vs.Endpoint, "?v=8")
+	readOp(t, ws, 8)
+	ws.WriteJSON(map[string]any{"op": 12, "d": map[string]any{"audio_ssrc": 1}})
+	ws.WriteMessage(websocket.BinaryMessage, []byte{26, 1, 2, 3})
+	ws.WriteJSON(map[string]any{"op": 3, "d": map[string]any{"t": 42, "seq_ack": -1}})
+	var ack struct {
+		T int64 `json:"t"`
+	}
+	json.Unmarshal(readOp(t, ws, 6), &ack)
+	if ack.T != 42 {
+		t.Fatalf("v8 heartbeat ACK t = %d", ack.T)
+	}
+}
+
+// The legacy forms of voice.md §2: no version, integer heartbeats echoed as
+// integers, boolean speaking without ssrc, heartbeat_interval in Ready.
+func TestVoiceLegacyForms(t *testing.T) {
+	f, pool := voiceFixture(t)
+	gw := f.dial("v=9")
+	gw.ready(f.demo.AliceToken, allIntents)
+	gw.waitFor("GUILD_CREATE")
+	vs := joinLounge(t, f, gw, f.demo.Alice.ID.String())
+	bobGW := f.dial("v=10")
+	bobGW.ready(f.demo.BobToken, allIntents)
+	bobGW.waitFor("GUILD_CREATE")
+	bob := joinVoice(t, f, pool, bobGW, f.demo.Bob.ID.String(), crypto.AES256GCMRTPSize)
+
+	ws := dialVoice(t, pool, vs.Endpoint, "") // discordgo: no ?v=
+	var hello struct {
+		Interval int  `json:"heartbeat_interval"`
+		V        *int `json:"v"`
+	}
+	json.Unmarshal(readOp(t, ws, 8), &hello)
+	if hello.Interval == 0 || hello.V != nil {
+		t.Fatalf("legacy hello %+v", hello)
+	}
+	ws.WriteJSON(map[string]any{"op": 0, "d": map[string]any{"server_id": f.demo.GuildID.String(),
+		"user_id": f.demo.Alice.ID.String(), "session_id": vs.SessionID, "token": vs.Token}})
+	var ready struct {
+		SSRC     uint32 `json:"ssrc"`
+		Interval int    `json:"heartbeat_interval"`
+	}
+	json.Unmarshal(readOp(t, ws, 2), &ready)
+	if ready.Interval != hello.Interval {
+		t.Fatalf("Ready heartbeat_interval %d (discordgo reads only this one)", ready.Interval)
+	}
+	ws.WriteJSON(map[string]any{"op": 3, "d": 1501184119561})
+	if d := readOp(t, ws, 6); string(d) != "1501184119561" {
+		t.Fatalf("legacy heartbeat ACK d = %s", d)
+	}
+	ws.WriteJSON(map[string]any{"op": 5, "d": map[string]any{"speaking": true, "delay": 0}})
+	for {
+		var sp struct {
+			UserID   string `json:"user_id"`
+			SSRC     uint32 `json:"ssrc"`
+			Speaking int    `json:"speaking"`
+		}
+		json.Unmarshal(bob.wait(5), &sp)
+		if sp.UserID == f.demo.Alice.ID.String() && sp.Speaking == 1 {
+			if sp.SSRC != ready.SSRC {
+				t.Fatalf("speaking ssrc %d, Ready gave %d", sp.SSRC, ready.SSRC)
+			}
+			break
+		}
+	}
+}
