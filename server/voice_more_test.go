@@ -214,3 +214,77 @@ func TestVoiceLegacyForms(t *testing.T) {
 		}
 	}
 }
+
+// A v8 voice session survives a dropped websocket: Resume gets op 9 and
+// every sequenced message sent meanwhile, and media never stopped.
+func TestVoiceResume(t *testing.T) {
+	f, pool := voiceFixture(t)
+	aliceGW := f.dial("v=10")
+	aliceGW.ready(f.demo.AliceToken, allIntents)
+	aliceGW.waitFor("GUILD_CREATE")
+	vs := joinLounge(t, f, aliceGW, f.demo.Alice.ID.String())
+	ws := dialVoice(t, pool, vs.Endpoint, "?v=8")
+	readOp(t, ws, 8)
+	ws.WriteJSON(map[string]any{"op": 0, "d": map[string]any{"server_id": f.demo.GuildID.String(),
+		"user_id": f.demo.Alice.ID.String(), "session_id": vs.SessionID, "token": vs.Token}})
+	readOp(t, ws, 2)
+
+	bobGW := f.dial("v=10")
+	bobGW.ready(f.demo.BobToken, allIntents)
+	bobGW.waitFor("GUILD_CREATE")
+	bob := joinVoice(t, f, pool, bobGW, f.demo.Bob.ID.String(), crypto.AES256GCMRTPSize)
+	// Alice sees bob connect (op 11, sequenced) and his SSRC (op 5).
+	var lastSeq int
+	for seen := 0; seen < 2; {
+		var m struct {
+			Op  int `json:"op"`
+			Seq int `json:"seq"`
+		}
+		if err := ws.ReadJSON(&m); err != nil {
+			t.Fatal(err)
+		}
+		if m.Op == 11 || m.Op == 5 {
+			seen++
+			lastSeq = m.Seq
+		}
+	}
+	ws.UnderlyingConn().Close() // dropped, no close frame
+	time.Sleep(100 * time.Millisecond)
+	bob.ws.WriteJSON(map[string]any{"op": 5, "d": map[string]any{"speaking": 1, "ssrc": bob.ssrc}})
+	time.Sleep(100 * time.Millisecond)
+
+	bad := dialVoice(t, pool, vs.Endpoint, "?v=8")
+	readOp(t, bad, 8)
+	bad.WriteJSON(map[string]any{"op": 7, "d": map[string]any{"server_id": f.demo.GuildID.String(),
+		"session_id": vs.SessionID, "token": "wrong", "seq_ack": lastSeq}})
+	if code := closeCode(t, bad); code != 4004 {
+		t.Fatalf("resume with a wrong token closed with %d", code)
+	}
+
+	ws2 := dialVoice(t, pool, vs.Endpoint, "?v=8")
+	readOp(t, ws2, 8)
+	ws2.WriteJSON(map[string]any{"op": 7, "d": map[string]any{"server_id": f.demo.GuildID.String(),
+		"session_id": vs.SessionID, "token": vs.Token, "seq_ack": lastSeq}})
+	var first struct {
+		Op int `json:"op"`
+	}
+	ws2.ReadJSON(&first)
+	if first.Op != 9 {
+		t.Fatalf("resume answered op %d", first.Op)
+	}
+	var missed struct {
+		Op  int `json:"op"`
+		Seq int `json:"seq"`
+		D   struct {
+			UserID   string `json:"user_id"`
+			Speaking int    `json:"speaking"`
+		} `json:"d"`
+	}
+	ws2.ReadJSON(&missed)
+	if missed.Op != 5 || missed.Seq != lastSeq+1 || missed.D.UserID != f.demo.Bob.ID.String() || missed.D.Speaking != 1 {
+		t.Fatalf("replayed %+v", missed)
+	}
+	// The session is alive: heartbeats are answered on the new websocket.
+	ws2.WriteJSON(map[string]any{"op": 3, "d": map[string]any{"t": 7, "seq_ack": missed.Seq}})
+	readOp(t, ws2, 6)
+}

@@ -3,7 +3,9 @@ package signaling
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/netip"
@@ -81,15 +83,31 @@ type voiceConn struct {
 	ws      *websocket.Conn
 	version int // 0 when the client named none
 
-	wmu  sync.Mutex // serialises writes
+	wmu  sync.Mutex // serialises writes; guards ws, seq, done, sent
 	seq  int
 	done bool
+	sent []sentFrame // the last sequenced frames, for a v8 resume (voice.md §6)
 
-	p     *sfu.Participant
-	guild guild.ID
-	user  guild.ID
-	beat  atomic.Int64
+	p         *sfu.Participant
+	guild     guild.ID
+	user      guild.ID
+	sessionID string
+	token     string
+	beat      atomic.Int64
+	resumed   *voiceConn // set by resume: the session this websocket now serves
 }
+
+type sentFrame struct {
+	seq   int
+	frame []byte
+}
+
+// resumeBuffer is how many sequenced messages a voice session keeps.
+const resumeBuffer = 64
+
+// VoiceResumeWindow is how long a voice session whose websocket dropped
+// waits for a Resume before its participant leaves the room.
+const VoiceResumeWindow = 30 * time.Second
 
 // send writes one frame; messages that v8 may re-deliver carry "seq".
 func (c *voiceConn) send(op int, d any, sequenced bool) {
@@ -107,8 +125,24 @@ func (c *voiceConn) send(op int, d any, sequenced bool) {
 		c.seq = (c.seq + 1) & 0xFFFF
 		seq = c.seq
 	}
+	frame := wire.AppendVoiceFrame(nil, op, b, seq)
+	if seq >= 0 {
+		if len(c.sent) == resumeBuffer {
+			copy(c.sent, c.sent[1:])
+			c.sent = c.sent[:resumeBuffer-1]
+		}
+		c.sent = append(c.sent, sentFrame{seq, frame})
+	}
+	c.write(frame)
+}
+
+// write sends a frame on the current websocket, if any. Caller holds wmu.
+func (c *voiceConn) write(frame []byte) {
+	if c.ws == nil {
+		return // detached: the frame waits in sent for a resume
+	}
 	c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if c.ws.WriteMessage(websocket.TextMessage, wire.AppendVoiceFrame(nil, op, b, seq)) != nil {
+	if c.ws.WriteMessage(websocket.TextMessage, frame) != nil {
 		c.ws.Close()
 	}
 }
@@ -123,8 +157,10 @@ func (c *voiceConn) close(code int, reason string) {
 	if code >= 4000 && code < 4032 {
 		c.g.closes[code-4000].Add(1)
 	}
-	c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
-	c.ws.Close()
+	if c.ws != nil {
+		c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+		c.ws.Close()
+	}
 }
 
 // ServeHTTP upgrades a voice connection (voice.md §3: path /, ?v=N or none).
@@ -142,51 +178,103 @@ func (v *VoiceGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hello["v"] = c.version
 	}
 	c.send(wire.VoiceHello, hello, false)
+	// cur is the session this websocket serves: c, or after a Resume the
+	// session it took over.
+	var cur atomic.Pointer[voiceConn]
+	cur.Store(c)
 	timeout := v.cfg.HeartbeatInterval * 3 / 2
-	hb := time.AfterFunc(timeout, nil)
-	var check func()
-	check = func() {
-		if idle := time.Since(time.Unix(0, c.beat.Load())); idle >= timeout {
-			c.close(wire.VoiceCloseSessionTimeout, "heartbeat timeout")
+	var hb *time.Timer
+	hb = time.AfterFunc(timeout, func() {
+		s := cur.Load()
+		if idle := time.Since(time.Unix(0, s.beat.Load())); idle >= timeout {
+			s.close(wire.VoiceCloseSessionTimeout, "heartbeat timeout")
 		} else {
 			hb.Reset(timeout - idle)
 		}
-	}
-	hb.Stop()
-	hb = time.AfterFunc(timeout, check)
+	})
 	go func() {
-		defer hb.Stop()
-		v.readLoop(c)
-		c.close(1000, "")
-		v.leave(c)
+		code := v.readLoop(ws, &cur)
+		hb.Stop()
+		v.disconnected(cur.Load(), ws, code)
 	}()
 }
 
-func (v *VoiceGateway) readLoop(c *voiceConn) {
+// readLoop reads one websocket until it ends and returns the client's close
+// code (0 when there was none).
+func (v *VoiceGateway) readLoop(ws *websocket.Conn, cur *atomic.Pointer[voiceConn]) int {
 	buf := make([]byte, wire.MaxPayload+1)
 	for {
-		mt, rd, err := c.ws.NextReader()
+		mt, rd, err := ws.NextReader()
 		if err != nil {
-			return
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				return ce.Code
+			}
+			return 0
 		}
 		n, err := io.ReadFull(rd, buf)
 		if n > wire.MaxPayload {
-			c.close(wire.VoiceCloseDecodeError, "payload too large")
-			return
+			cur.Load().close(wire.VoiceCloseDecodeError, "payload too large")
+			return 0
 		}
 		if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
-			return
+			return 0
 		}
 		if mt == websocket.BinaryMessage {
 			continue // DAVE binary opcodes: never negotiated, ignored (voice.md §7)
 		}
-		if !v.handle(c, buf[:n]) {
-			return
+		next, ok := v.handle(cur.Load(), buf[:n])
+		if !ok {
+			return 0
 		}
+		cur.Store(next)
 	}
 }
 
-func (v *VoiceGateway) handle(c *voiceConn, p []byte) bool {
+// disconnected runs when a websocket ended. A session the client or the
+// server ended leaves its room; one that merely dropped waits
+// VoiceResumeWindow for a Resume.
+func (v *VoiceGateway) disconnected(c *voiceConn, ws *websocket.Conn, code int) {
+	ws.Close()
+	c.wmu.Lock()
+	if c.ws != ws {
+		c.wmu.Unlock()
+		return // a Resume on another websocket took this session over
+	}
+	c.ws = nil
+	ended := c.done || c.p == nil || code == websocket.CloseNormalClosure || code == websocket.CloseGoingAway
+	c.done = c.done || ended
+	c.wmu.Unlock()
+	if ended {
+		v.leave(c)
+		return
+	}
+	time.AfterFunc(VoiceResumeWindow, func() {
+		c.wmu.Lock()
+		stale := c.ws == nil && !c.done
+		if stale {
+			c.done = true
+		}
+		c.wmu.Unlock()
+		if stale {
+			v.leave(c)
+		}
+	})
+}
+
+// handle processes one payload and returns the session the websocket now
+// serves, and false once it is closing.
+func (v *VoiceGateway) handle(c *voiceConn, p []byte) (*voiceConn, bool) {
+	ok := v.handleOp(c, p)
+	if c.resumed != nil {
+		next := c.resumed
+		c.resumed = nil
+		return next, ok
+	}
+	return c, ok
+}
+
+func (v *VoiceGateway) handleOp(c *voiceConn, p []byte) bool {
 	env, err := wire.DecodeEnvelope(p)
 	if err != nil {
 		c.close(wire.VoiceCloseDecodeError, "decode error")
@@ -214,10 +302,11 @@ func (v *VoiceGateway) handle(c *voiceConn, p []byte) bool {
 		}
 		return v.identify(c, env.D)
 	case wire.VoiceResume:
-		// Voice sessions do not survive their websocket yet: the client
-		// starts over (voice.md §5.8 allows closing with 4006).
-		c.close(wire.VoiceCloseSessionInvalid, "session no longer valid")
-		return false
+		if c.p != nil {
+			c.close(wire.VoiceCloseAlreadyAuthed, "already authenticated")
+			return false
+		}
+		return v.resume(c, env.D)
 	case wire.VoiceSelectProtocol, wire.VoiceSpeaking:
 		if c.p == nil {
 			c.close(wire.VoiceCloseNotAuthenticated, "not authenticated")
@@ -256,7 +345,7 @@ func (v *VoiceGateway) identify(c *voiceConn, d json.RawMessage) bool {
 	}
 	p, old := v.node.Join(sfu.Key{Guild: uint64(id.ServerID), Channel: uint64(st.ChannelID)}, uint64(user))
 	applyFlags(p, st)
-	c.p, c.guild, c.user = p, id.ServerID, user
+	c.p, c.guild, c.user, c.sessionID, c.token = p, id.ServerID, user, id.SessionID, id.Token
 	v.mu.Lock()
 	var oldConn *voiceConn
 	if old != nil {
@@ -385,6 +474,9 @@ func (v *VoiceGateway) leave(c *voiceConn) {
 	}
 	v.mu.Unlock()
 	v.node.Leave(c.p)
+	if v.node.Participant(uint64(c.guild), uint64(c.user)) != nil {
+		return // the user is back on a newer connection: not a departure
+	}
 	for _, q := range c.p.Room().Members() {
 		if oc := v.conn(q); oc != nil {
 			oc.send(wire.VoiceClientDisconnect, map[string]string{"user_id": c.user.String()}, true)
@@ -423,4 +515,67 @@ func (v *VoiceGateway) OnVoiceChange(ch guild.VoiceChange) {
 		return
 	}
 	applyFlags(p, ch)
+}
+
+// resume lets a new websocket take over a dropped voice session (op 7):
+// op 9 Resumed, then every buffered message after seq_ack (voice.md §5.8,
+// §6). The UDP side never stopped. A session that is gone, or whose
+// buffer no longer reaches back to seq_ack, is closed with 4006.
+func (v *VoiceGateway) resume(c *voiceConn, d json.RawMessage) bool {
+	r, err := wire.DecodeVoiceResume(d)
+	if err != nil {
+		c.close(wire.VoiceCloseDecodeError, "invalid resume")
+		return false
+	}
+	var s *voiceConn
+	v.mu.Lock()
+	for _, sc := range v.conns {
+		if sc.guild == r.ServerID && sc.sessionID == r.SessionID {
+			s = sc
+		}
+	}
+	v.mu.Unlock()
+	if s == nil {
+		c.close(wire.VoiceCloseSessionInvalid, "session no longer valid")
+		return false
+	}
+	if subtle.ConstantTimeCompare([]byte(s.token), []byte(r.Token)) != 1 {
+		c.close(wire.VoiceCloseAuthFailed, "authentication failed")
+		return false
+	}
+	s.wmu.Lock()
+	var replay [][]byte
+	ok := !s.done
+	if ok && r.SeqAck != nil && *r.SeqAck >= 0 {
+		ack := int(*r.SeqAck) & 0xFFFF
+		after := func(seq int) bool { d := (seq - ack) & 0xFFFF; return d != 0 && d < 0x8000 }
+		for _, f := range s.sent {
+			if after(f.seq) {
+				replay = append(replay, f.frame)
+			}
+		}
+		// The oldest kept message must directly follow what the client has.
+		if len(replay) > 0 && len(replay) == len(s.sent) && (s.sent[0].seq-ack)&0xFFFF != 1 {
+			ok = false
+		}
+	}
+	if !ok {
+		s.wmu.Unlock()
+		c.close(wire.VoiceCloseSessionInvalid, "session no longer valid")
+		return false
+	}
+	old := s.ws
+	s.ws = c.ws
+	s.version = max(s.version, c.version)
+	s.beat.Store(time.Now().UnixNano())
+	s.write(wire.AppendVoiceFrame(nil, wire.VoiceResumed, []byte("null"), -1))
+	for _, f := range replay {
+		s.write(f)
+	}
+	s.wmu.Unlock()
+	if old != nil {
+		old.Close() // its read loop sees the session taken over and leaves it be
+	}
+	c.resumed = s
+	return true
 }
