@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -225,13 +226,15 @@ func (n *Node) startVoice(cfg Config, cert tls.Certificate) error {
 	if udpAddr == "" {
 		udpAddr = n.VoiceAddr
 	}
-	n.sfu = sfu.NewNode(1)
-	if n.udp, err = transport.Listen(udpAddr, n.sfu); err != nil {
+	// One media socket and worker per core, up to 8 (SO_REUSEPORT).
+	workers := min(max(runtime.GOMAXPROCS(0), 1), 8)
+	n.sfu = sfu.NewNode(workers)
+	if n.udp, err = transport.Listen(udpAddr, n.sfu, workers); err != nil {
 		ln.Close()
 		return fmt.Errorf("voice udp %s: %w", udpAddr, err)
 	}
 	n.VoiceUDP = n.udp.Addr().String()
-	go n.udp.Serve(0)
+	n.udp.Serve()
 	n.voice = signaling.NewVoiceGateway(signaling.VoiceConfig{UDP: n.udp.Addr(), HeartbeatInterval: cfg.Gateway.HeartbeatInterval,
 		Modes: cfg.VoiceModes},
 		n.router, n.signer, n.sfu)

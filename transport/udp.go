@@ -1,9 +1,11 @@
 package transport
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 )
 
@@ -31,88 +33,132 @@ type Stats struct {
 	Sent, SendErrors                          atomic.Uint64
 }
 
-// Server reads one UDP socket and answers or dispatches each datagram.
+// Server reads the voice UDP sockets: several bound to one address with
+// SO_REUSEPORT, one worker goroutine each, so that more cores can carry
+// media; the kernel keeps each sender on one socket.
 type Server struct {
-	conn  *net.UDPConn
+	conns []*net.UDPConn
 	media Media
 	Stats Stats
+	wg    sync.WaitGroup
 }
 
-// Listen opens the voice UDP socket on addr.
-func Listen(addr string, m Media) (*Server, error) {
-	ua, err := net.ResolveUDPAddr("udp4", addr)
-	if err != nil {
-		return nil, err
+// BatchSize is how many datagrams one system call reads or writes at most.
+const BatchSize = 64
+
+// Listen opens sockets UDP sockets on addr (IPv4).
+func Listen(addr string, m Media, sockets int) (*Server, error) {
+	if sockets < 1 {
+		sockets = 1
 	}
-	c, err := net.ListenUDP("udp4", ua)
-	if err != nil {
-		return nil, err
+	lc := net.ListenConfig{Control: reusePort}
+	s := &Server{media: m}
+	for i := 0; i < sockets; i++ {
+		pc, err := lc.ListenPacket(context.Background(), "udp4", addr)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		c := pc.(*net.UDPConn)
+		c.SetReadBuffer(4 << 20)
+		c.SetWriteBuffer(4 << 20)
+		s.conns = append(s.conns, c)
+		addr = c.LocalAddr().String() // the others join the port the first one got
 	}
-	c.SetReadBuffer(4 << 20)
-	c.SetWriteBuffer(4 << 20)
-	return &Server{conn: c, media: m}, nil
+	return s, nil
 }
 
 // Addr returns the bound address.
-func (s *Server) Addr() netip.AddrPort { return s.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
+func (s *Server) Addr() netip.AddrPort { return s.conns[0].LocalAddr().(*net.UDPAddr).AddrPort() }
+
+// Workers is the number of sockets, and so of Media workers.
+func (s *Server) Workers() int { return len(s.conns) }
 
 // Close stops Serve.
-func (s *Server) Close() error { return s.conn.Close() }
+func (s *Server) Close() error {
+	for _, c := range s.conns {
+		c.Close()
+	}
+	s.wg.Wait()
+	return nil
+}
 
 // MaxDatagram is the largest datagram read; larger ones are truncated and
 // then fail authentication.
 const MaxDatagram = 1500
 
-// Serve runs the read loop of one worker until the socket is closed. Reads
-// and writes are one system call per datagram with no allocation; the
-// datagrams of one forwarded packet are written back to back.
-func (s *Server) Serve(worker int) error {
-	buf := make([]byte, MaxDatagram)
+// Serve starts one worker per socket and returns at once.
+func (s *Server) Serve() {
+	for i, c := range s.conns {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serve(i, c)
+		}()
+	}
+}
+
+// serve is one worker: batched reads, and each forwarded packet's copies
+// written with one batched write. Nothing is allocated per datagram.
+func (s *Server) serve(worker int, c *net.UDPConn) {
+	in, err := newBatch(c, BatchSize)
+	if err != nil {
+		return
+	}
+	out, err := newBatch(c, BatchSize)
+	if err != nil {
+		return
+	}
+	one := make([]Datagram, 1)
 	resp := make([]byte, 0, DiscoverySize)
 	for {
-		n, from, err := s.conn.ReadFromUDPAddrPort(buf)
+		n, err := in.read()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
-				return nil
+				return
 			}
 			continue
 		}
-		s.Stats.Received.Add(1)
-		pkt := buf[:n]
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		switch Classify(pkt) {
-		case KindDiscovery:
-			ssrc, ok := ParseDiscoveryRequest(pkt)
-			if !ok || !s.media.Discovery(ssrc, from) {
-				s.Stats.DroppedDiscovery.Add(1)
-				continue
+		for i := 0; i < n; i++ {
+			pkt, from := in.datagram(i)
+			s.Stats.Received.Add(1)
+			switch Classify(pkt) {
+			case KindDiscovery:
+				ssrc, ok := ParseDiscoveryRequest(pkt)
+				if !ok || !s.media.Discovery(ssrc, from) {
+					s.Stats.DroppedDiscovery.Add(1)
+					continue
+				}
+				s.Stats.Discovery.Add(1)
+				if r, err := AppendDiscoveryResponse(resp[:0], ssrc, from); err == nil {
+					one[0] = Datagram{Buf: r, Addr: from}
+					s.send(out, one)
+				}
+			case KindKeepAlive:
+				// Echo, which refreshes NAT bindings and is what older
+				// @discordjs/voice waited for (voice.md §9.2).
+				s.Stats.KeepAlive.Add(1)
+				one[0] = Datagram{Buf: pkt, Addr: from}
+				s.send(out, one)
+			case KindRTP:
+				s.Stats.RTP.Add(1)
+				s.send(out, s.media.RTP(worker, pkt, from))
+			case KindRTCP:
+				s.Stats.RTCP.Add(1) // bot clients never need ours (voice.md §11)
+			default:
+				s.Stats.DroppedUnknown.Add(1)
 			}
-			s.Stats.Discovery.Add(1)
-			if r, err := AppendDiscoveryResponse(resp[:0], ssrc, from); err == nil {
-				s.send(r, from)
-			}
-		case KindKeepAlive:
-			// Echo, which refreshes NAT bindings and is what older
-			// @discordjs/voice waited for (voice.md §9.2).
-			s.Stats.KeepAlive.Add(1)
-			s.send(pkt, from)
-		case KindRTP:
-			s.Stats.RTP.Add(1)
-			for _, d := range s.media.RTP(worker, pkt, from) {
-				s.send(d.Buf, d.Addr)
-			}
-		case KindRTCP:
-			s.Stats.RTCP.Add(1) // bot clients never need ours (voice.md §11)
-		default:
-			s.Stats.DroppedUnknown.Add(1)
 		}
 	}
 }
 
-func (s *Server) send(b []byte, to netip.AddrPort) {
-	if _, err := s.conn.WriteToUDPAddrPort(b, to); err != nil {
-		s.Stats.SendErrors.Add(1)
+func (s *Server) send(b *batch, ds []Datagram) {
+	if len(ds) == 0 {
 		return
 	}
-	s.Stats.Sent.Add(1)
+	n, _ := b.write(ds)
+	s.Stats.Sent.Add(uint64(n))
+	if n < len(ds) {
+		s.Stats.SendErrors.Add(uint64(len(ds) - n))
+	}
 }
