@@ -119,6 +119,8 @@ func TestVoiceCloseCodes(t *testing.T) {
 		{"forged token", []any{identify(guild, alice, vs.SessionID, vs.Token[:len(vs.Token)-2]+"xx")}, 4004},
 		{"someone else's token", []any{identify(guild, f.demo.Bob.ID.String(), vs.SessionID, vs.Token)}, 4004},
 		{"gateway token instead of voice token", []any{identify(guild, alice, vs.SessionID, f.demo.AliceToken)}, 4004},
+		{"expired token", []any{identify(guild, alice, vs.SessionID,
+			f.node.Voice().IssueTokenUntil(f.demo.Alice.ID, time.Now().Add(-time.Second)))}, 4004},
 		{"wrong session", []any{identify(guild, alice, "not-the-session", vs.Token)}, 4006},
 		{"unknown server", []any{identify("123456", alice, vs.SessionID, vs.Token)}, 4011},
 		{"second identify", []any{good, good}, 4005},

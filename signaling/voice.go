@@ -75,7 +75,12 @@ const VoiceTokenTTL = 5 * time.Minute
 
 // IssueToken returns the token VOICE_SERVER_UPDATE carries for user.
 func (v *VoiceGateway) IssueToken(user guild.ID) string {
-	return v.signer.Issue(auth.PurposeVoice, user, uint64(time.Now().Add(VoiceTokenTTL).UnixMilli()))
+	return v.IssueTokenUntil(user, time.Now().Add(VoiceTokenTTL))
+}
+
+// IssueTokenUntil returns a voice token that admits user until expires.
+func (v *VoiceGateway) IssueTokenUntil(user guild.ID, expires time.Time) string {
+	return v.signer.Issue(auth.PurposeVoice, user, uint64(expires.UnixMilli()))
 }
 
 type voiceConn struct {
