@@ -145,12 +145,9 @@ func (r *Router) EditMessage(ctx context.Context, channel, id, user ID, content 
 	}
 	var out Message
 	err = r.call(ctx, gid, func(a *actor) error {
-		c := a.channels[channel]
-		if c == nil {
-			return ErrUnknownChannel
-		}
-		if a.permissions(user, c)&PermViewChannel == 0 {
-			return ErrMissingAccess
+		c, _, err := a.viewable(channel, user)
+		if err != nil {
+			return err
 		}
 		m, err := r.store.GetMessage(ctx, channel, id)
 		if errors.Is(err, store.ErrNotFound) {
@@ -183,18 +180,10 @@ func (r *Router) EditMessage(ctx context.Context, channel, id, user ID, content 
 // DeleteMessage deletes a message; its author or a member with
 // MANAGE_MESSAGES may.
 func (r *Router) DeleteMessage(ctx context.Context, channel, id, user ID) error {
-	gid, err := r.GuildOfChannel(ctx, channel)
-	if err != nil {
-		return err
-	}
-	return r.call(ctx, gid, func(a *actor) error {
-		c := a.channels[channel]
-		if c == nil {
-			return ErrUnknownChannel
-		}
-		p := a.permissions(user, c)
-		if p&PermViewChannel == 0 {
-			return ErrMissingAccess
+	return r.callChannel(ctx, channel, func(a *actor) error {
+		c, p, err := a.viewable(channel, user)
+		if err != nil {
+			return err
 		}
 		m, err := r.store.GetMessage(ctx, channel, id)
 		if errors.Is(err, store.ErrNotFound) {
@@ -277,18 +266,10 @@ func (r *Router) GetMessage(ctx context.Context, channel, id, user ID) (Message,
 
 // Typing fans out TYPING_START for a user in a channel.
 func (r *Router) Typing(ctx context.Context, channel, user ID) error {
-	gid, err := r.GuildOfChannel(ctx, channel)
-	if err != nil {
-		return err
-	}
-	return r.call(ctx, gid, func(a *actor) error {
-		c := a.channels[channel]
-		if c == nil {
-			return ErrUnknownChannel
-		}
-		p := a.permissions(user, c)
-		if p&PermViewChannel == 0 {
-			return ErrMissingAccess
+	return r.callChannel(ctx, channel, func(a *actor) error {
+		c, p, err := a.viewable(channel, user)
+		if err != nil {
+			return err
 		}
 		if p&PermSendMessages == 0 {
 			return ErrMissingPermissions
@@ -305,4 +286,27 @@ func (r *Router) Typing(ctx context.Context, channel, user ID) error {
 		a.fanout(ev, func(s *Sub) bool { return a.canSee(s, IntentGuildMessageTyping, c) })
 		return nil
 	})
+}
+
+// viewable returns a channel of the guild and the user's permissions in it,
+// or the error for a channel that does not exist or that the user cannot see.
+func (a *actor) viewable(channel, user ID) (*store.Channel, uint64, error) {
+	c := a.channels[channel]
+	if c == nil {
+		return nil, 0, ErrUnknownChannel
+	}
+	p := a.permissions(user, c)
+	if p&PermViewChannel == 0 {
+		return nil, 0, ErrMissingAccess
+	}
+	return c, p, nil
+}
+
+// callChannel runs fn on the actor of the guild that owns channel.
+func (r *Router) callChannel(ctx context.Context, channel ID, fn func(a *actor) error) error {
+	gid, err := r.GuildOfChannel(ctx, channel)
+	if err != nil {
+		return err
+	}
+	return r.call(ctx, gid, fn)
 }

@@ -196,14 +196,11 @@ func (a *api) adminCreateRole(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *api) adminPutMember(w http.ResponseWriter, r *http.Request) error {
-	gid, err := pathID(r, "guild")
+	ids, err := pathIDs(r, "guild", "user")
 	if err != nil {
 		return err
 	}
-	uid, err := pathID(r, "user")
-	if err != nil {
-		return err
-	}
+	gid, uid := ids[0], ids[1]
 	var p struct {
 		Roles []snowflake.ID `json:"roles"`
 		Nick  string         `json:"nick"`
@@ -229,14 +226,11 @@ func (a *api) adminPutMember(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *api) adminDeleteMember(w http.ResponseWriter, r *http.Request) error {
-	gid, err := pathID(r, "guild")
+	ids, err := pathIDs(r, "guild", "user")
 	if err != nil {
 		return err
 	}
-	uid, err := pathID(r, "user")
-	if err != nil {
-		return err
-	}
+	gid, uid := ids[0], ids[1]
 	if err := a.g.router.RemoveMember(r.Context(), gid, uid); err != nil {
 		return err
 	}

@@ -172,6 +172,19 @@ func pathID(r *http.Request, name string) (snowflake.ID, error) {
 	return id, nil
 }
 
+// pathIDs parses several path segments as snowflakes, in order.
+func pathIDs(r *http.Request, names ...string) ([]snowflake.ID, error) {
+	out := make([]snowflake.ID, len(names))
+	for i, n := range names {
+		id, err := pathID(r, n)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = id
+	}
+	return out, nil
+}
+
 func (a *api) getGateway(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, 200, map[string]string{"url": a.g.cfg.GatewayURL})
 	return nil
@@ -305,14 +318,11 @@ func (a *api) listMessages(w http.ResponseWriter, r *http.Request, u store.User)
 }
 
 func (a *api) getMessage(w http.ResponseWriter, r *http.Request, u store.User) error {
-	ch, err := pathID(r, "channel")
+	ids, err := pathIDs(r, "channel", "message")
 	if err != nil {
 		return err
 	}
-	id, err := pathID(r, "message")
-	if err != nil {
-		return err
-	}
+	ch, id := ids[0], ids[1]
 	m, err := a.g.router.GetMessage(r.Context(), ch, id, u.ID)
 	if err != nil {
 		return err
@@ -322,14 +332,11 @@ func (a *api) getMessage(w http.ResponseWriter, r *http.Request, u store.User) e
 }
 
 func (a *api) patchMessage(w http.ResponseWriter, r *http.Request, u store.User) error {
-	ch, err := pathID(r, "channel")
+	ids, err := pathIDs(r, "channel", "message")
 	if err != nil {
 		return err
 	}
-	id, err := pathID(r, "message")
-	if err != nil {
-		return err
-	}
+	ch, id := ids[0], ids[1]
 	var p struct {
 		Content *string `json:"content"`
 	}
@@ -348,14 +355,11 @@ func (a *api) patchMessage(w http.ResponseWriter, r *http.Request, u store.User)
 }
 
 func (a *api) deleteMessage(w http.ResponseWriter, r *http.Request, u store.User) error {
-	ch, err := pathID(r, "channel")
+	ids, err := pathIDs(r, "channel", "message")
 	if err != nil {
 		return err
 	}
-	id, err := pathID(r, "message")
-	if err != nil {
-		return err
-	}
+	ch, id := ids[0], ids[1]
 	if err := a.g.router.DeleteMessage(r.Context(), ch, id, u.ID); err != nil {
 		return err
 	}
@@ -432,14 +436,11 @@ func (a *api) getGuildMembers(w http.ResponseWriter, r *http.Request, u store.Us
 // patchGuildMember is PATCH /guilds/{id}/members/{user}: server mute,
 // deafen and nick, enforced in the SFU at once.
 func (a *api) patchGuildMember(w http.ResponseWriter, r *http.Request, u store.User) error {
-	gid, err := pathID(r, "guild")
+	ids, err := pathIDs(r, "guild", "user")
 	if err != nil {
 		return err
 	}
-	uid, err := pathID(r, "user")
-	if err != nil {
-		return err
-	}
+	gid, uid := ids[0], ids[1]
 	var p struct {
 		Mute *bool   `json:"mute"`
 		Deaf *bool   `json:"deaf"`
