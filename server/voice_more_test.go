@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/chorus-voice/chorus/crypto"
+	"github.com/chorus-voice/chorus/sfu"
 	"github.com/chorus-voice/chorus/transport"
 )
 
@@ -289,4 +290,107 @@ func TestVoiceResume(t *testing.T) {
 	// The session is alive: heartbeats are answered on the new websocket.
 	ws2.WriteJSON(map[string]any{"op": 3, "d": map[string]any{"t": 7, "seq_ack": missed.Seq}})
 	readOp(t, ws2, 6)
+}
+
+// CONNECT and the user limit gate joins (no events at all when refused, as
+// on Discord); SPEAK gates forwarding; a move closes the old voice
+// connection with 4014 and hands out a new VOICE_SERVER_UPDATE.
+func TestVoicePermissionsLimitsAndMoves(t *testing.T) {
+	f, pool := voiceFixture(t)
+	guild := f.demo.GuildID.String()
+	var small, noConnect, muteRoom struct {
+		ID string `json:"id"`
+	}
+	f.admin(t, "POST", "/admin/v1/guilds/"+guild+"/channels", map[string]any{"name": "duo", "type": 2, "user_limit": 1}, &small)
+	f.admin(t, "POST", "/admin/v1/guilds/"+guild+"/channels", map[string]any{"name": "closed", "type": 2,
+		"permission_overwrites": []map[string]any{{"id": guild, "type": 0, "allow": "0", "deny": "1048576"}}}, &noConnect) // CONNECT
+	f.admin(t, "POST", "/admin/v1/guilds/"+guild+"/channels", map[string]any{"name": "listen-only", "type": 2,
+		"permission_overwrites": []map[string]any{{"id": guild, "type": 0, "allow": "0", "deny": "2097152"}}}, &muteRoom) // SPEAK
+
+	bobGW := f.dial("v=10")
+	bobGW.ready(f.demo.BobToken, allIntents)
+	bobGW.waitFor("GUILD_CREATE")
+	join := func(gw *client, channel string) {
+		gw.send(map[string]any{"op": 4, "d": map[string]any{"guild_id": guild, "channel_id": channel}})
+	}
+	expectNothing := func(gw *client, what string) {
+		select {
+		case fr := <-gw.frames:
+			if fr.name() == "VOICE_STATE_UPDATE" || fr.name() == "VOICE_SERVER_UPDATE" {
+				t.Fatalf("%s: got %s", what, fr.name())
+			}
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	join(bobGW, noConnect.ID)
+	expectNothing(bobGW, "join without CONNECT")
+
+	// The bot fills the one-seat channel; bob (no MOVE_MEMBERS) cannot follow.
+	botGW := f.dial("v=10")
+	botGW.ready(f.demo.BotToken, allIntents)
+	botGW.waitFor("GUILD_CREATE")
+	join(botGW, small.ID)
+	botGW.waitFor("VOICE_SERVER_UPDATE")
+	for len(bobGW.frames) > 0 {
+		<-bobGW.frames
+	}
+	join(bobGW, small.ID)
+	deadline := time.After(500 * time.Millisecond)
+	for done := false; !done; {
+		select {
+		case fr := <-bobGW.frames:
+			if fr.name() == "VOICE_SERVER_UPDATE" {
+				t.Fatal("joined a full channel")
+			}
+		case <-deadline:
+			done = true
+		}
+	}
+
+	// Bob in the listen-only channel: connected, but his audio is not forwarded.
+	alice := f.dial("v=10")
+	alice.ready(f.demo.AliceToken, allIntents)
+	alice.waitFor("GUILD_CREATE")
+	listenerVS := func(gw *client, user string, channel string) voiceServer {
+		join(gw, channel)
+		var vs voiceServer
+		for vs.Token == "" {
+			fr := gw.next(5 * time.Second)
+			switch fr.name() {
+			case "VOICE_STATE_UPDATE":
+				var v struct {
+					UserID    string `json:"user_id"`
+					SessionID string `json:"session_id"`
+				}
+				json.Unmarshal(fr.D, &v)
+				if v.UserID == user {
+					vs.SessionID = v.SessionID
+				}
+			case "VOICE_SERVER_UPDATE":
+				var v struct{ Token, Endpoint string }
+				json.Unmarshal(fr.D, &v)
+				vs.Token, vs.Endpoint = v.Token, v.Endpoint
+			}
+		}
+		return vs
+	}
+	first := listenerVS(bobGW, f.demo.Bob.ID.String(), muteRoom.ID)
+	ws := dialVoice(t, pool, first.Endpoint, "?v=8")
+	readOp(t, ws, 8)
+	ws.WriteJSON(map[string]any{"op": 0, "d": map[string]any{"server_id": guild, "user_id": f.demo.Bob.ID.String(),
+		"session_id": first.SessionID, "token": first.Token}})
+	readOp(t, ws, 2)
+	p := f.node.SFU().Participant(uint64(f.demo.GuildID), uint64(f.demo.Bob.ID))
+	if p == nil || p.Flags()&sfu.FlagMaySpeak != 0 {
+		t.Fatal("bob may speak in a channel that denies SPEAK")
+	}
+	// Moving to the Lounge: the old voice connection is closed with 4014 and
+	// a new VOICE_SERVER_UPDATE (new token) follows.
+	second := listenerVS(bobGW, f.demo.Bob.ID.String(), f.demo.Lounge.String())
+	if second.Token == first.Token {
+		t.Fatal("a move reused the voice token")
+	}
+	if code := closeCode(t, ws); code != 4014 {
+		t.Fatalf("old voice connection closed with %d", code)
+	}
 }
