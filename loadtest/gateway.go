@@ -1,0 +1,148 @@
+// Package loadtest drives a Chorus deployment the way real clients do,
+// over the wire only: it never imports server packages, only the pure
+// protocol codecs (crypto, transport framing) a client needs too.
+package loadtest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Dispatch is one gateway event.
+type Dispatch struct {
+	Op   int             `json:"op"`
+	S    int64           `json:"s"`
+	T    string          `json:"t"`
+	D    json.RawMessage `json:"d"`
+	Seen time.Time       `json:"-"`
+}
+
+// GatewayClient is a minimal Gateway v10 client: it identifies, answers
+// heartbeats and hands dispatches out on Events.
+type GatewayClient struct {
+	ws     *websocket.Conn
+	wmu    sync.Mutex
+	Events chan Dispatch
+	Ready  json.RawMessage
+	lastS  int64
+	smu    sync.Mutex
+	done   chan struct{}
+}
+
+// DialGateway connects to url (ws:// or wss://), identifies with token and
+// intents and waits for READY.
+func DialGateway(ctx context.Context, d *websocket.Dialer, url, token string, intents int) (*GatewayClient, error) {
+	if d == nil {
+		d = websocket.DefaultDialer
+	}
+	ws, _, err := d.DialContext(ctx, url+"/?v=10&encoding=json", nil)
+	if err != nil {
+		return nil, err
+	}
+	c := &GatewayClient{ws: ws, Events: make(chan Dispatch, 1024), done: make(chan struct{})}
+	var hello struct {
+		Op int `json:"op"`
+		D  struct {
+			Interval int `json:"heartbeat_interval"`
+		} `json:"d"`
+	}
+	if err := ws.ReadJSON(&hello); err != nil || hello.Op != 10 {
+		ws.Close()
+		return nil, fmt.Errorf("loadtest: no Hello: %v", err)
+	}
+	c.Send(2, map[string]any{"token": token, "intents": intents,
+		"properties": map[string]string{"os": "linux", "browser": "chorus-loadtest", "device": "chorus-loadtest"}})
+	go c.read()
+	go c.heartbeat(time.Duration(hello.D.Interval) * time.Millisecond)
+	for {
+		select {
+		case ev, ok := <-c.Events:
+			if !ok {
+				return nil, errors.New("loadtest: gateway closed before READY")
+			}
+			if ev.T == "READY" {
+				c.Ready = ev.D
+				return c, nil
+			}
+		case <-ctx.Done():
+			ws.Close()
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Send writes one payload.
+func (c *GatewayClient) Send(op int, d any) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.ws.WriteJSON(map[string]any{"op": op, "d": d})
+}
+
+func (c *GatewayClient) read() {
+	defer close(c.Events)
+	defer close(c.done)
+	for {
+		var d Dispatch
+		if err := c.ws.ReadJSON(&d); err != nil {
+			return
+		}
+		if d.Op != 0 {
+			continue
+		}
+		d.Seen = time.Now()
+		c.smu.Lock()
+		c.lastS = d.S
+		c.smu.Unlock()
+		c.Events <- d
+	}
+}
+
+func (c *GatewayClient) heartbeat(every time.Duration) {
+	if every <= 0 {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			c.smu.Lock()
+			s := c.lastS
+			c.smu.Unlock()
+			c.Send(1, s)
+		case <-c.done:
+			return
+		}
+	}
+}
+
+// Next returns the next dispatch named name, skipping others.
+func (c *GatewayClient) Next(ctx context.Context, name string) (Dispatch, error) {
+	for {
+		select {
+		case ev, ok := <-c.Events:
+			if !ok {
+				return Dispatch{}, errors.New("loadtest: gateway closed")
+			}
+			if ev.T == name {
+				return ev, nil
+			}
+		case <-ctx.Done():
+			return Dispatch{}, ctx.Err()
+		}
+	}
+}
+
+// Close ends the session (close 1000).
+func (c *GatewayClient) Close() error {
+	c.wmu.Lock()
+	c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""), time.Now().Add(time.Second))
+	c.wmu.Unlock()
+	return c.ws.Close()
+}

@@ -1,0 +1,275 @@
+package loadtest
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/chorus-voice/chorus/crypto"
+	"github.com/chorus-voice/chorus/transport"
+)
+
+// VoiceClient is a voice connection of our own: voice gateway plus UDP,
+// in any encryption mode, including the xsalsa20 family no library we
+// test with still selects.
+type VoiceClient struct {
+	ws     *websocket.Conn
+	wmu    sync.Mutex
+	UDP    *net.UDPConn
+	SSRC   uint32
+	cipher *crypto.Cipher
+	// Speaking maps other users' SSRCs to their user ids (voice op 5).
+	mu       sync.Mutex
+	speakers map[uint32]string
+	counter  uint32
+	seq      uint16
+	ts       uint32
+	readBuf  []byte
+}
+
+// JoinVoice sends op 4 for channel on gw, follows VOICE_SERVER_UPDATE to
+// the voice gateway (dialled with d, which must trust its certificate),
+// and completes Identify, IP discovery and Select Protocol with mode.
+func JoinVoice(ctx context.Context, gw *GatewayClient, d *websocket.Dialer, guild, channel, user string, mode crypto.Mode) (*VoiceClient, error) {
+	if err := gw.Send(4, map[string]any{"guild_id": guild, "channel_id": channel, "self_mute": false, "self_deaf": false}); err != nil {
+		return nil, err
+	}
+	var session, token, endpoint string
+	for token == "" {
+		var ev Dispatch
+		select {
+		case e, ok := <-gw.Events:
+			if !ok {
+				return nil, errors.New("loadtest: gateway closed during voice join")
+			}
+			ev = e
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		switch ev.T {
+		case "VOICE_STATE_UPDATE":
+			var v struct {
+				UserID    string `json:"user_id"`
+				SessionID string `json:"session_id"`
+			}
+			json.Unmarshal(ev.D, &v)
+			if v.UserID == user {
+				session = v.SessionID
+			}
+		case "VOICE_SERVER_UPDATE":
+			var v struct{ Token, Endpoint string }
+			json.Unmarshal(ev.D, &v)
+			token, endpoint = v.Token, v.Endpoint
+		}
+	}
+	if session == "" {
+		return nil, errors.New("loadtest: VOICE_SERVER_UPDATE before our VOICE_STATE_UPDATE")
+	}
+	ws, _, err := d.DialContext(ctx, "wss://"+endpoint+"/?v=8", nil)
+	if err != nil {
+		return nil, err
+	}
+	vc := &VoiceClient{ws: ws, speakers: map[uint32]string{}, readBuf: make([]byte, transport.MaxDatagram)}
+	if _, err := vc.wait(8); err != nil {
+		ws.Close()
+		return nil, err
+	}
+	vc.send(0, map[string]any{"server_id": guild, "user_id": user, "session_id": session, "token": token})
+	raw, err := vc.wait(2)
+	if err != nil {
+		ws.Close()
+		return nil, err
+	}
+	var ready struct {
+		SSRC uint32 `json:"ssrc"`
+		IP   string `json:"ip"`
+		Port uint16 `json:"port"`
+	}
+	json.Unmarshal(raw, &ready)
+	vc.SSRC = ready.SSRC
+	server, err := netip.ParseAddrPort(fmt.Sprintf("%s:%d", ready.IP, ready.Port))
+	if err != nil {
+		ws.Close()
+		return nil, err
+	}
+	if vc.UDP, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(server)); err != nil {
+		ws.Close()
+		return nil, err
+	}
+	// IP discovery (voice.md §9.1), also what tells the server where a
+	// listening-only client receives.
+	req := make([]byte, transport.DiscoverySize)
+	binary.BigEndian.PutUint16(req, 1)
+	binary.BigEndian.PutUint16(req[2:], 70)
+	binary.BigEndian.PutUint32(req[4:], vc.SSRC)
+	vc.UDP.Write(req)
+	vc.UDP.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := vc.UDP.Read(vc.readBuf)
+	if err != nil || n != transport.DiscoverySize {
+		vc.Close()
+		return nil, fmt.Errorf("loadtest: IP discovery: %d bytes, %v", n, err)
+	}
+	vc.send(1, map[string]any{"protocol": "udp", "data": map[string]any{"address": "127.0.0.1",
+		"port": binary.BigEndian.Uint16(vc.readBuf[72:]), "mode": mode.String()}})
+	raw, err = vc.wait(4)
+	if err != nil {
+		vc.Close()
+		return nil, err
+	}
+	var desc struct {
+		Key []int `json:"secret_key"`
+	}
+	json.Unmarshal(raw, &desc)
+	key := make([]byte, len(desc.Key))
+	for i, b := range desc.Key {
+		key[i] = byte(b)
+	}
+	if vc.cipher, err = crypto.NewCipher(mode, key); err != nil {
+		vc.Close()
+		return nil, err
+	}
+	go vc.readGateway()
+	return vc, nil
+}
+
+func (vc *VoiceClient) send(op int, d any) error {
+	vc.wmu.Lock()
+	defer vc.wmu.Unlock()
+	return vc.ws.WriteJSON(map[string]any{"op": op, "d": d})
+}
+
+// wait reads voice frames until op arrives (before readGateway runs).
+func (vc *VoiceClient) wait(op int) (json.RawMessage, error) {
+	vc.ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	defer vc.ws.SetReadDeadline(time.Time{})
+	for {
+		var m struct {
+			Op int             `json:"op"`
+			D  json.RawMessage `json:"d"`
+		}
+		if err := vc.ws.ReadJSON(&m); err != nil {
+			return nil, err
+		}
+		vc.noteSpeaking(m.Op, m.D)
+		if m.Op == op {
+			return m.D, nil
+		}
+	}
+}
+
+func (vc *VoiceClient) noteSpeaking(op int, d json.RawMessage) {
+	if op != 5 {
+		return
+	}
+	var s struct {
+		UserID string `json:"user_id"`
+		SSRC   uint32 `json:"ssrc"`
+	}
+	if json.Unmarshal(d, &s) == nil && s.UserID != "" {
+		vc.mu.Lock()
+		vc.speakers[s.SSRC] = s.UserID
+		vc.mu.Unlock()
+	}
+}
+
+// readGateway keeps the voice websocket read (speaking map) and alive.
+func (vc *VoiceClient) readGateway() {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	go func() {
+		for range t.C {
+			if vc.send(3, map[string]any{"t": time.Now().UnixMilli(), "seq_ack": -1}) != nil {
+				return
+			}
+		}
+	}()
+	for {
+		var m struct {
+			Op int             `json:"op"`
+			D  json.RawMessage `json:"d"`
+		}
+		if err := vc.ws.ReadJSON(&m); err != nil {
+			return
+		}
+		vc.noteSpeaking(m.Op, m.D)
+	}
+}
+
+// Speaker returns the user an SSRC belongs to, as op 5 announced it.
+func (vc *VoiceClient) Speaker(ssrc uint32) string {
+	vc.mu.Lock()
+	defer vc.mu.Unlock()
+	return vc.speakers[ssrc]
+}
+
+// SetSpeaking sends voice op 5.
+func (vc *VoiceClient) SetSpeaking(flags int) error {
+	return vc.send(5, map[string]any{"speaking": flags, "delay": 0, "ssrc": vc.SSRC})
+}
+
+// SendOpus sends one Opus frame as the next RTP packet (20 ms later).
+func (vc *VoiceClient) SendOpus(frame []byte) error {
+	vc.seq++
+	vc.ts += 960
+	vc.counter++
+	pkt := make([]byte, 12, 12+len(frame))
+	pkt[0], pkt[1] = 0x80, 0x78
+	binary.BigEndian.PutUint16(pkt[2:], vc.seq)
+	binary.BigEndian.PutUint32(pkt[4:], vc.ts)
+	binary.BigEndian.PutUint32(pkt[8:], vc.SSRC)
+	pkt = append(pkt, frame...)
+	nonce := make([]byte, vc.cipher.Mode().NonceSize())
+	if len(nonce) > 0 {
+		binary.BigEndian.PutUint32(nonce, vc.counter)
+	}
+	out, err := vc.cipher.Seal(nil, pkt, nonce)
+	if err != nil {
+		return err
+	}
+	_, err = vc.UDP.Write(out)
+	return err
+}
+
+// Receive returns the next Opus frame and its SSRC, skipping non-RTP
+// datagrams, or an error after timeout.
+func (vc *VoiceClient) Receive(timeout time.Duration) (ssrc uint32, opus []byte, err error) {
+	for {
+		vc.UDP.SetReadDeadline(time.Now().Add(timeout))
+		n, err := vc.UDP.Read(vc.readBuf)
+		if err != nil {
+			return 0, nil, err
+		}
+		if transport.Classify(vc.readBuf[:n]) != transport.KindRTP {
+			continue
+		}
+		plain, _, err := vc.cipher.Open(nil, vc.readBuf[:n])
+		if err != nil {
+			return 0, nil, err
+		}
+		h, err := transport.ParseRTP(plain)
+		if err != nil {
+			return 0, nil, err
+		}
+		p, err := transport.Payload(plain, h)
+		if err != nil {
+			return 0, nil, err
+		}
+		return h.SSRC, p, nil
+	}
+}
+
+// Close ends the voice connection.
+func (vc *VoiceClient) Close() error {
+	if vc.UDP != nil {
+		vc.UDP.Close()
+	}
+	return vc.ws.Close()
+}
