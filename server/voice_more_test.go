@@ -1,18 +1,23 @@
 package server_test
 
 import (
+	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 
 	"github.com/chorus-voice/chorus/crypto"
+	"github.com/chorus-voice/chorus/server"
 	"github.com/chorus-voice/chorus/sfu"
+	"github.com/chorus-voice/chorus/signaling"
 	"github.com/chorus-voice/chorus/transport"
 )
 
@@ -392,5 +397,100 @@ func TestVoicePermissionsLimitsAndMoves(t *testing.T) {
 	}
 	if code := closeCode(t, ws); code != 4014 {
 		t.Fatalf("old voice connection closed with %d", code)
+	}
+}
+
+// More of voice.md's obligations over the wire: voice_states in a later
+// GUILD_CREATE, server deafen, replays and oversized datagrams dropped, a
+// vanished receiver not stalling the others, and 4009 without heartbeats.
+func TestVoiceRoomBehaviour(t *testing.T) {
+	f, pool := voiceFixture(t)
+	gws := map[string]*client{}
+	for name, tok := range map[string]string{"alice": f.demo.AliceToken, "bob": f.demo.BobToken, "bot": f.demo.BotToken} {
+		gws[name] = f.dial("v=10")
+		gws[name].ready(tok, allIntents)
+		gws[name].waitFor("GUILD_CREATE")
+	}
+	alice := joinVoice(t, f, pool, gws["alice"], f.demo.Alice.ID.String(), crypto.AES256GCMRTPSize)
+	bob := joinVoice(t, f, pool, gws["bob"], f.demo.Bob.ID.String(), crypto.AES256GCMRTPSize)
+	bot := joinVoice(t, f, pool, gws["bot"], f.demo.Bot.ID.String(), crypto.XChaCha20Poly1305RTPSize)
+
+	// A session that connects now sees who is in voice.
+	late := f.dial("v=10")
+	late.ready(f.demo.BotToken, allIntents)
+	var gc struct {
+		VoiceStates []map[string]any `json:"voice_states"`
+	}
+	json.Unmarshal(late.waitFor("GUILD_CREATE").D, &gc)
+	if len(gc.VoiceStates) != 3 {
+		t.Fatalf("GUILD_CREATE voice_states: %v", gc.VoiceStates)
+	}
+	for _, vs := range gc.VoiceStates {
+		if _, has := vs["guild_id"]; has || vs["channel_id"] != f.demo.Lounge.String() || vs["session_id"] == "" {
+			t.Fatalf("voice state %v", vs)
+		}
+	}
+
+	both := func(payload string) {
+		t.Helper()
+		alice.sendAudio([]byte(payload))
+		for _, r := range []*voiceClient{bob, bot} {
+			if got := r.receive(5 * time.Second); got == nil || !bytes.HasSuffix(got, []byte(payload)) {
+				t.Fatalf("%q not received", payload)
+			}
+		}
+	}
+	both("hello both")
+
+	// A replayed packet is dropped; an oversized datagram too.
+	drops := &f.node.SFU().Drops
+	replays := drops.Replay.Load()
+	alice.n--
+	alice.sendAudio([]byte("replay"))
+	alice.udp.Write(make([]byte, 2000))
+	if got := bob.receive(300 * time.Millisecond); got != nil {
+		t.Fatalf("replay or oversized datagram forwarded: %q", got)
+	}
+	waitCount(t, func() bool { return drops.Replay.Load() > replays })
+	alice.n++
+	both("after the replay")
+
+	// Server deafen: bob receives nothing, the bot still does.
+	var m map[string]any
+	f.rest("PATCH", fmt.Sprintf("/api/v10/guilds/%s/members/%s", f.demo.GuildID, f.demo.Bob.ID), f.demo.BotToken, map[string]any{"deaf": true}, &m)
+	alice.sendAudio([]byte("not for bob"))
+	if got := bot.receive(5 * time.Second); got == nil {
+		t.Fatal("bot lost audio while bob is deafened")
+	}
+	if got := bob.receive(300 * time.Millisecond); got != nil {
+		t.Fatal("deafened bob received audio")
+	}
+	f.rest("PATCH", fmt.Sprintf("/api/v10/guilds/%s/members/%s", f.demo.GuildID, f.demo.Bob.ID), f.demo.BotToken, map[string]any{"deaf": false}, &m)
+	both("bob hears again")
+
+	// Bob's UDP socket vanishes: the bot keeps receiving every packet.
+	bob.udp.Close()
+	for i := 0; i < 20; i++ {
+		alice.sendAudio([]byte(fmt.Sprintf("after bob left %d", i)))
+		if got := bot.receive(5 * time.Second); got == nil {
+			t.Fatalf("packet %d lost after a receiver vanished", i)
+		}
+	}
+}
+
+func TestVoiceHeartbeatTimeout(t *testing.T) {
+	n, err := server.Start(context.Background(), server.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0",
+		HTTPSAddr: "127.0.0.1:0", VoiceAddr: "127.0.0.1:0", Gateway: signaling.Config{HeartbeatInterval: 300 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	pem, _ := os.ReadFile(n.CAPath)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	ws := dialVoice(t, pool, n.VoiceAddr, "?v=8")
+	readOp(t, ws, 8)
+	if code := closeCode(t, ws); code != 4009 {
+		t.Fatalf("silent voice connection closed with %d", code)
 	}
 }

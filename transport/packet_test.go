@@ -151,3 +151,27 @@ func FuzzDiscovery(f *testing.F) {
 		}
 	})
 }
+
+// FuzzClassify checks the demultiplexing rule of voice.md §9.3 and the
+// RTCP sender field on arbitrary datagrams.
+func FuzzClassify(f *testing.F) {
+	f.Add(h("80c8000612345678"))
+	f.Add(h("80780001000003c012345678f8fffe"))
+	f.Add(make([]byte, 8))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		switch Classify(b) {
+		case KindRTCP:
+			if ssrc, ok := RTCPSenderSSRC(b); !ok || b[0]>>6 != 2 || b[1] < 200 || b[1] > 204 || len(b) < 12 {
+				t.Fatalf("RTCP %x (ssrc %d)", b, ssrc)
+			}
+		case KindRTP:
+			if len(b) < 12 || b[0]>>6 != 2 || (b[1] >= 200 && b[1] <= 204) {
+				t.Fatalf("RTP %x", b)
+			}
+		case KindDiscovery:
+			if len(b) != DiscoverySize {
+				t.Fatal("discovery of the wrong size")
+			}
+		}
+	})
+}
