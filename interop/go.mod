@@ -1,6 +1,6 @@
 module github.com/chorus-voice/chorus/interop
 
-go 1.26
+go 1.26.8
 
 require (
 	github.com/disgoorg/disgo v0.19.6
@@ -9,13 +9,14 @@ require (
 )
 
 require (
+	github.com/chorus-voice/chorus v0.0.0-00010101000000-000000000000
 	github.com/disgoorg/godave v0.1.0 // indirect
 	github.com/disgoorg/json/v2 v2.0.0 // indirect
 	github.com/disgoorg/omit v1.0.0 // indirect
-	github.com/klauspost/compress v1.18.4 // indirect
+	github.com/klauspost/compress v1.20.4 // indirect
 	github.com/sasha-s/go-csync v0.0.0-20240107134140-fcbab37b09ad // indirect
-	golang.org/x/crypto v0.48.0 // indirect
-	golang.org/x/sys v0.41.0 // indirect
+	golang.org/x/crypto v0.59.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
 )
 
 replace github.com/chorus-voice/chorus => ../

@@ -46,6 +46,7 @@ type chorus struct {
 	Tokens          map[string]string // bot, alice, bob
 	IDs             map[string]string
 	Data            string
+	PID             int
 }
 
 var (
@@ -61,9 +62,26 @@ var (
 // printed its addresses and tokens.
 func startChorus(t *testing.T, extra ...string) *chorus {
 	t.Helper()
+	return startChorusWith(t, chorusBin, extra...)
+}
+
+// buildPlain builds chorus without the race detector, for measurements.
+func buildPlain(tb testing.TB) string {
+	tb.Helper()
+	bin := filepath.Join(tb.TempDir(), "chorus")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/chorus")
+	build.Dir = ".."
+	if out, err := build.CombinedOutput(); err != nil {
+		tb.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func startChorusWith(t testing.TB, bin string, extra ...string) *chorus {
+	t.Helper()
 	data := t.TempDir()
 	args := append([]string{"serve", "--demo", "--data", data, "--http", "127.0.0.1:0", "--https", "127.0.0.1:0", "--voice", "127.0.0.1:0"}, extra...)
-	cmd := exec.Command(chorusBin, args...)
+	cmd := exec.Command(bin, args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +107,7 @@ func startChorus(t *testing.T, extra ...string) *chorus {
 			t.Error("chorus did not stop within 10 s of SIGTERM")
 		}
 	})
-	c := &chorus{Tokens: map[string]string{}, IDs: map[string]string{}, Data: data}
+	c := &chorus{Tokens: map[string]string{}, IDs: map[string]string{}, Data: data, PID: cmd.Process.Pid}
 	lines := make(chan string, 64)
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -130,7 +148,7 @@ func startChorus(t *testing.T, extra ...string) *chorus {
 	return c
 }
 
-func within(t *testing.T, d time.Duration) context.Context {
+func within(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
