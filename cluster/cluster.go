@@ -45,7 +45,9 @@ type Node struct {
 	ring *ring.Ring
 }
 
-// ErrExternalNATS is returned while multi-node clusters are not implemented.
+// ErrExternalNATS is returned for an external NATS cluster: this build
+// runs as a single node on its embedded server, and says so rather than
+// half-joining a cluster.
 var ErrExternalNATS = errors.New("cluster: joining an external NATS cluster is not supported yet")
 
 // Start starts the node: the embedded NATS server and an in-process

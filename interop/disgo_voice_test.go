@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/binary"
 	"io"
 	"os"
 	"sync"
@@ -21,23 +20,9 @@ import (
 	"github.com/disgoorg/disgo/voice"
 	"github.com/disgoorg/snowflake/v2"
 	"github.com/gorilla/websocket"
-)
 
-// readFrames reads an Opus fixture: 2-byte big-endian length + frame.
-func readFrames(t *testing.T, path string) [][]byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out [][]byte
-	for len(b) >= 2 {
-		n := int(binary.BigEndian.Uint16(b))
-		out = append(out, b[2:2+n])
-		b = b[2+n:]
-	}
-	return out
-}
+	"github.com/chorus-voice/chorus/loadtest"
+)
 
 // frameSource plays fixture frames, then reports the end.
 type frameSource struct {
@@ -135,7 +120,11 @@ func testDisgoVoice(t *testing.T, mode string) {
 	}
 	join := func(token, fixture string) *side {
 		client := voiceBot(t, c, token, pool)
-		s := &side{sink: &frameSink{got: map[snowflake.ID][][]byte{}}, sent: readFrames(t, fixture)}
+		frames, err := loadtest.OpusFrames(fixture)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &side{sink: &frameSink{got: map[snowflake.ID][][]byte{}}, sent: frames}
 		s.conn = client.VoiceManager.CreateConn(guildID)
 		if err := s.conn.Open(within(t, 20*time.Second), lounge, false, false); err != nil {
 			t.Fatalf("voice open: %v", err)
@@ -145,8 +134,8 @@ func testDisgoVoice(t *testing.T, mode string) {
 		t.Cleanup(func() { s.conn.Close(context.Background()) })
 		return s
 	}
-	b := join(c.Tokens["bot"], "testdata/opus/a.frames")
-	a := join(c.Tokens["alice"], "testdata/opus/b.frames")
+	b := join(c.Tokens["bot"], "a")
+	a := join(c.Tokens["alice"], "b")
 	b.conn.SetOpusFrameProvider(&frameSource{frames: b.sent})
 	a.conn.SetOpusFrameProvider(&frameSource{frames: a.sent})
 

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/binary"
-	"os"
 	"testing"
 	"time"
 
@@ -15,27 +13,16 @@ import (
 	"github.com/chorus-voice/chorus/loadtest"
 )
 
-func opusFixture(t *testing.T, path string) [][]byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out [][]byte
-	for len(b) >= 2 {
-		n := int(binary.BigEndian.Uint16(b))
-		out = append(out, b[2:2+n])
-		b = b[2+n:]
-	}
-	return out
-}
-
 // The load tester's own voice client (wire only) carries real Opus frames
 // in the modes no library we test with selects any more: the xsalsa20
 // family and non-rtpsize AES-GCM.
 func TestOwnVoiceClientDeprecatedModes(t *testing.T) {
 	f, pool := voiceFixture(t)
-	frames := opusFixture(t, "../interop/testdata/opus/a.frames")[:50]
+	frames, err := loadtest.OpusFrames("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	frames = frames[:50]
 	dialer := &websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -1,7 +1,7 @@
 // Voice acceptance test of discord.js 14 + @discordjs/voice against a
 // running Chorus (started by discordjs_voice_test.go). The bot and alice
 // join the demo voice channel; each plays its own Opus fixture (frames
-// encoded once with opusenc, testdata/opus) and receives the other's; the
+// encoded once with opusenc, loadtest/opus) and receives the other's; the
 // received frames must equal the sent ones byte for byte, attributed to the
 // right user. Exits 0 only if every check passed.
 import fs from 'node:fs';
@@ -62,8 +62,8 @@ function play(conn, packets) {
 const results = {};
 let bot, alice, botConn, aliceConn;
 try {
-  const sentByBot = frames('testdata/opus/a.frames');
-  const sentByAlice = frames('testdata/opus/b.frames');
+  const sentByBot = frames('../loadtest/opus/a.frames');
+  const sentByAlice = frames('../loadtest/opus/b.frames');
   bot = await login(env('CHORUS_BOT_TOKEN'));
   alice = await login(env('CHORUS_ALICE_TOKEN'));
   botConn = await join(bot);
