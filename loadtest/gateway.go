@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -33,6 +34,11 @@ type GatewayClient struct {
 	lastS  int64
 	smu    sync.Mutex
 	done   chan struct{}
+	// Err is why the connection ended, valid once Events is closed.
+	Err error
+	// Discard drops dispatches instead of queueing them on Events, for
+	// sessions that only idle (a full Events would stall the reader).
+	Discard atomic.Bool
 }
 
 // DialGateway connects to url (ws:// or wss://), identifies with token and
@@ -45,7 +51,7 @@ func DialGateway(ctx context.Context, d *websocket.Dialer, url, token string, in
 	if err != nil {
 		return nil, err
 	}
-	c := &GatewayClient{ws: ws, Events: make(chan Dispatch, 1024), done: make(chan struct{})}
+	c := &GatewayClient{ws: ws, Events: make(chan Dispatch, 64), done: make(chan struct{})}
 	var hello struct {
 		Op int `json:"op"`
 		D  struct {
@@ -64,6 +70,9 @@ func DialGateway(ctx context.Context, d *websocket.Dialer, url, token string, in
 		select {
 		case ev, ok := <-c.Events:
 			if !ok {
+				if c.Err != nil {
+					return nil, c.Err
+				}
 				return nil, errors.New("loadtest: gateway closed before READY")
 			}
 			if ev.T == "READY" {
@@ -90,6 +99,7 @@ func (c *GatewayClient) read() {
 	for {
 		var d Dispatch
 		if err := c.ws.ReadJSON(&d); err != nil {
+			c.Err = err
 			return
 		}
 		if d.Op != 0 {
@@ -99,6 +109,9 @@ func (c *GatewayClient) read() {
 		c.smu.Lock()
 		c.lastS = d.S
 		c.smu.Unlock()
+		if c.Discard.Load() {
+			continue
+		}
 		c.Events <- d
 	}
 }

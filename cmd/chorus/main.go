@@ -17,6 +17,7 @@ Usage:
   chorus serve [flags]      run a node (embedded store and NATS by default)
   chorus token [flags]      issue a token for a user through a running node
   chorus admin <what> ...   create users, guilds, channels, roles, members
+  chorus loadtest <scenario> drive a deployment over the wire and report
   chorus version            print the version
 
 Run "chorus <command> -h" for the flags of a command.
@@ -35,6 +36,8 @@ func main() {
 		err = token(args)
 	case "admin":
 		err = admin(args)
+	case "loadtest":
+		err = runLoadtest(args)
 	case "version", "-version", "--version":
 		fmt.Println("chorus", version)
 	case "help", "-h", "--help":

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/chorus-voice/chorus/loadtest"
+)
+
+const loadtestUsage = `Usage: chorus loadtest <scenario> [flags]
+
+Drives a Chorus deployment over the wire, the way client libraries do, and
+reports what it measured as a table and a JSON file. --slo bounds make the
+exit code non-zero when missed, for CI and operators.
+
+Scenarios:
+  gateway   open sessions at a rate, hold them idle; identify latency,
+            failures by close code, memory per session (server and client)
+
+Run "chorus loadtest <scenario> -h" for its flags.
+`
+
+// sloFlags collects repeated --slo values.
+type sloFlags []loadtest.SLO
+
+func (s *sloFlags) String() string { return fmt.Sprint(len(*s)) }
+
+func (s *sloFlags) Set(v string) error {
+	slo, err := loadtest.ParseSLO(v)
+	if err != nil {
+		return err
+	}
+	*s = append(*s, slo)
+	return nil
+}
+
+// errSLO makes the process exit non-zero without another message.
+var errSLO = errors.New("an SLO was missed")
+
+func runLoadtest(args []string) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(os.Stderr, loadtestUsage)
+		return errors.New("loadtest: name a scenario")
+	}
+	scenario, args := args[0], args[1:]
+	fs := flag.NewFlagSet("loadtest "+scenario, flag.ContinueOnError)
+	base := fs.String("url", "http://127.0.0.1:8080", "HTTP base URL of the node under test")
+	out := fs.String("json", "loadtest-"+scenario+".json", "where to write the JSON result")
+	var slos sloFlags
+	fs.Var(&slos, "slo", `a bound such as "identify.p99<=250ms" or "failed<=0" (repeatable)`)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var run func() (*loadtest.Result, error)
+	switch scenario {
+	case "gateway":
+		token := fs.String("token", "", "token every session identifies with (required)")
+		sessions := fs.Int("sessions", 1000, "sessions to open")
+		rate := fs.Float64("rate", 200, "identifies per second")
+		hold := fs.Duration("hold", 10*time.Second, "how long to hold the sessions open")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if *token == "" {
+			return errors.New("loadtest gateway: --token is required (for example the demo bot's)")
+		}
+		run = func() (*loadtest.Result, error) {
+			return loadtest.RunGateway(ctx, loadtest.GatewayOptions{URL: *base, Token: *token, Sessions: *sessions,
+				Rate: *rate, Hold: *hold, Progress: func(done, failed int) {
+					fmt.Fprintf(os.Stderr, "\r%d/%d connected, %d failed   ", done, *sessions, failed)
+				}})
+		}
+	default:
+		fmt.Fprint(os.Stderr, loadtestUsage)
+		return fmt.Errorf("loadtest: unknown scenario %q", scenario)
+	}
+	r, err := run()
+	fmt.Fprintln(os.Stderr)
+	if err != nil {
+		return err
+	}
+	met := r.Check(slos)
+	r.WriteSummary(os.Stdout)
+	if err := r.WriteJSON(*out); err != nil {
+		return err
+	}
+	fmt.Printf("\nresult written to %s\n", *out)
+	if !met {
+		return errSLO
+	}
+	return nil
+}
+

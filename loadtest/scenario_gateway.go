@@ -1,0 +1,187 @@
+package loadtest
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// GatewayOptions configures the gateway scenario.
+type GatewayOptions struct {
+	// URL is the node's HTTP base, e.g. http://127.0.0.1:8080.
+	URL string
+	// Token identifies every session (a bot token; the server's
+	// --max-concurrency must allow the identify rate).
+	Token string
+	// Sessions to open, at Rate identifies per second, then held for Hold.
+	Sessions int
+	Rate     float64
+	Hold     time.Duration
+	Intents  int
+	// Progress, if set, is called about once a second.
+	Progress func(done, failed int)
+}
+
+// dialers spread connections over many loopback source addresses so that a
+// large run never runs out of ephemeral ports (64k per source address).
+func dialers(target string) []*websocket.Dialer {
+	host := target
+	if u, err := url.Parse(target); err == nil {
+		host = u.Hostname()
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() || ip.To4() == nil {
+		return []*websocket.Dialer{{HandshakeTimeout: 30 * time.Second}}
+	}
+	var ds []*websocket.Dialer
+	for i := 1; i <= 200; i++ {
+		local := &net.TCPAddr{IP: net.IPv4(127, 0, byte(i/250), byte(1+i%250))}
+		nd := &net.Dialer{LocalAddr: local, Timeout: 30 * time.Second}
+		ds = append(ds, &websocket.Dialer{NetDialContext: nd.DialContext, HandshakeTimeout: 30 * time.Second,
+			ReadBufferSize: 1024, WriteBufferSize: 512})
+	}
+	return ds
+}
+
+// ServerMemory reads the Go heap and stacks in use from the node's /metrics.
+func ServerMemory(base string) (int64, error) {
+	resp, err := http.Get(strings.TrimRight(base, "/") + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var total int64
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 2 && (f[0] == "chorus_go_heap_inuse_bytes" || f[0] == "chorus_go_stack_inuse_bytes") {
+			v, _ := strconv.ParseInt(f[1], 10, 64)
+			total += v
+		}
+	}
+	return total, sc.Err()
+}
+
+func wsURL(base string) string {
+	return "ws" + strings.TrimPrefix(strings.TrimRight(base, "/"), "http")
+}
+
+// failureKey names why a connection failed: the close code when there was one.
+func failureKey(err error) string {
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) {
+		return "close-" + strconv.Itoa(ce.Code)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "timeout"
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return "network"
+	}
+	return "other"
+}
+
+// RunGateway opens Sessions sessions at Rate, holds them, and reports
+// identify latency, failures by close code, and memory per session on both
+// sides.
+func RunGateway(ctx context.Context, o GatewayOptions) (*Result, error) {
+	if o.Sessions <= 0 || o.Rate <= 0 {
+		return nil, errors.New("loadtest: sessions and rate must be positive")
+	}
+	if o.Intents == 0 {
+		o.Intents = 1 | 1<<9
+	}
+	r := newResult("gateway", map[string]any{"url": o.URL, "sessions": o.Sessions, "rate": o.Rate, "hold_s": o.Hold.Seconds()})
+	serverBefore, err := ServerMemory(o.URL)
+	if err != nil {
+		return nil, fmt.Errorf("loadtest: reading %s/metrics: %w", o.URL, err)
+	}
+	runtime.GC()
+	var ms0 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+
+	ds := dialers(o.URL)
+	target := wsURL(o.URL)
+	identify := &Histogram{}
+	var mu sync.Mutex
+	clients := make([]*GatewayClient, 0, o.Sessions)
+	var done, failed atomic.Int64
+	start := time.Now()
+	interval := time.Duration(float64(time.Second) / o.Rate)
+	var wg sync.WaitGroup
+	ticker := time.NewTicker(time.Second)
+	defer ticker.Stop()
+	go func() {
+		for range ticker.C {
+			if o.Progress != nil {
+				o.Progress(int(done.Load()), int(failed.Load()))
+			}
+		}
+	}()
+	for i := 0; i < o.Sessions; i++ {
+		if ctx.Err() != nil {
+			break
+		}
+		if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
+			time.Sleep(wait)
+		}
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			t0 := time.Now()
+			cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+			c, err := DialGateway(cctx, ds[i%len(ds)], target, o.Token, o.Intents)
+			cancel()
+			if err != nil {
+				failed.Add(1)
+				mu.Lock()
+				r.Failures[failureKey(err)]++
+				mu.Unlock()
+				return
+			}
+			identify.Record(time.Since(t0))
+			c.Discard.Store(true)
+			done.Add(1)
+			mu.Lock()
+			clients = append(clients, c)
+			mu.Unlock()
+		}(i)
+	}
+	wg.Wait()
+	connectedIn := time.Since(start)
+	select {
+	case <-time.After(o.Hold):
+	case <-ctx.Done():
+	}
+	serverAfter, _ := ServerMemory(o.URL)
+	runtime.GC()
+	var ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms1)
+	n := float64(len(clients))
+	r.Counters["connected"] = n
+	r.Counters["failed"] = float64(failed.Load())
+	r.Counters["identifies_per_s"] = n / connectedIn.Seconds()
+	if n > 0 {
+		r.Counters["server_bytes_per_session"] = float64(serverAfter-serverBefore) / n
+		r.Counters["client_bytes_per_session"] = float64(int64(ms1.HeapInuse+ms1.StackInuse)-int64(ms0.HeapInuse+ms0.StackInuse)) / n
+	}
+	r.Latency["identify"] = identify.Summarize()
+	for _, c := range clients {
+		c.Close()
+	}
+	r.Seconds = time.Since(start).Seconds()
+	return r, nil
+}
