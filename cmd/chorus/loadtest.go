@@ -95,4 +95,3 @@ func runLoadtest(args []string) error {
 	}
 	return nil
 }
-
