@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -22,6 +24,8 @@ exit code non-zero when missed, for CI and operators.
 Scenarios:
   gateway   open sessions at a rate, hold them idle; identify latency,
             failures by close code, memory per session (server and client)
+  chat      one huge guild and many small ones, members posting at a rate;
+            delivery latency (huge and small guilds apart), lost, duplicated
 
 Run "chorus loadtest <scenario> -h" for its flags.
 `
@@ -73,6 +77,31 @@ func runLoadtest(args []string) error {
 			return loadtest.RunGateway(ctx, loadtest.GatewayOptions{URL: *base, Token: *token, Sessions: *sessions,
 				Rate: *rate, Hold: *hold, Progress: func(done, failed int) {
 					fmt.Fprintf(os.Stderr, "\r%d/%d connected, %d failed   ", done, *sessions, failed)
+				}})
+		}
+	case "chat":
+		adminToken := fs.String("admin-token", "", "admin token of the node (default: read from <data>/admin.token)")
+		data := fs.String("data", "data", "data directory of the node, for its admin token")
+		sessions := fs.Int("sessions", 1000, "users, one gateway session each")
+		guilds := fs.Int("guilds", 50, "guilds: one huge, the rest small")
+		huge := fs.Float64("huge-share", 0.3, "share of the sessions in the huge guild")
+		rate := fs.Float64("rate", 100, "messages per second over all guilds")
+		duration := fs.Duration("duration", 20*time.Second, "how long to send")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		tok := *adminToken
+		if tok == "" {
+			b, err := os.ReadFile(filepath.Join(*data, "admin.token"))
+			if err != nil {
+				return fmt.Errorf("loadtest chat: no --admin-token and %v", err)
+			}
+			tok = strings.TrimSpace(string(b))
+		}
+		run = func() (*loadtest.Result, error) {
+			return loadtest.RunChat(ctx, loadtest.ChatOptions{URL: *base, AdminToken: tok, Sessions: *sessions, Guilds: *guilds,
+				HugeShare: *huge, Rate: *rate, Duration: *duration, Progress: func(sent, delivered int64) {
+					fmt.Fprintf(os.Stderr, "\r%d sent, %d delivered   ", sent, delivered)
 				}})
 		}
 	default:

@@ -1,0 +1,269 @@
+package loadtest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	mrand "math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ChatOptions configures the chat scenario.
+type ChatOptions struct {
+	URL        string // HTTP base of the node
+	AdminToken string // to create the users, guilds and channels
+	Sessions   int     // users, one gateway session each
+	Guilds     int     // one huge guild plus Guilds-1 small ones
+	HugeShare  float64 // share of the sessions in the huge guild
+	Rate       float64 // messages per second over all guilds
+	Duration   time.Duration
+	Progress   func(sent, delivered int64)
+}
+
+// admin is a small client of the admin API.
+type admin struct {
+	base, token string
+	hc          *http.Client
+}
+
+func (a *admin) do(method, path string, body, out any) error {
+	b, _ := json.Marshal(body)
+	req, err := http.NewRequest(method, a.base+path, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := a.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s %s: %s %s", method, path, resp.Status, data)
+	}
+	if out != nil {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+type chatUser struct {
+	id, token string
+	guild     *chatGuild
+	gw        *GatewayClient
+}
+
+type chatGuild struct {
+	id, channel string
+	members     []*chatUser
+	huge        bool
+}
+
+// RunChat builds guilds of realistic sizes (one huge, many small), connects
+// every member, has members post at Rate, and measures delivery latency
+// from send to every member's receipt, separately for the huge guild and
+// the small ones, with lost and duplicated deliveries.
+func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
+	if o.Sessions < 2 || o.Guilds < 1 || o.Rate <= 0 || o.HugeShare < 0 || o.HugeShare > 1 {
+		return nil, errors.New("loadtest: chat needs sessions >= 2, guilds >= 1, rate > 0, 0 <= huge share <= 1")
+	}
+	base := strings.TrimRight(o.URL, "/")
+	ad := &admin{base: base, token: o.AdminToken, hc: &http.Client{Timeout: 30 * time.Second}}
+	r := newResult("chat", map[string]any{"url": o.URL, "sessions": o.Sessions, "guilds": o.Guilds,
+		"huge_share": o.HugeShare, "rate": o.Rate, "duration_s": o.Duration.Seconds()})
+	start := time.Now()
+
+	// Users, then guild membership: the huge guild first, then round robin.
+	var run [4]byte
+	rand.Read(run[:])
+	users := make([]*chatUser, o.Sessions)
+	for i := range users {
+		var u struct {
+			User  struct{ ID string } `json:"user"`
+			Token string              `json:"token"`
+		}
+		if err := ad.do("POST", "/admin/v1/users", map[string]any{"username": fmt.Sprintf("lt%s%05d", hex.EncodeToString(run[:]), i)}, &u); err != nil {
+			return nil, err
+		}
+		users[i] = &chatUser{id: u.User.ID, token: u.Token}
+	}
+	guilds := make([]*chatGuild, o.Guilds)
+	for i := range guilds {
+		guilds[i] = &chatGuild{huge: i == 0}
+	}
+	huge := int(math.Round(o.HugeShare * float64(o.Sessions)))
+	if o.Guilds == 1 {
+		huge = o.Sessions
+	}
+	for i, u := range users {
+		g := guilds[0]
+		if i >= huge {
+			g = guilds[1+(i-huge)%(o.Guilds-1)]
+		}
+		u.guild = g
+		g.members = append(g.members, u)
+	}
+	for i, g := range guilds {
+		if len(g.members) == 0 {
+			continue
+		}
+		var gg struct{ ID string }
+		if err := ad.do("POST", "/admin/v1/guilds", map[string]any{"name": fmt.Sprintf("load %d", i), "owner_id": g.members[0].id}, &gg); err != nil {
+			return nil, err
+		}
+		g.id = gg.ID
+		var ch struct{ ID string }
+		if err := ad.do("POST", "/admin/v1/guilds/"+g.id+"/channels", map[string]any{"name": "load", "type": 0}, &ch); err != nil {
+			return nil, err
+		}
+		g.channel = ch.ID
+		for _, m := range g.members[1:] {
+			if err := ad.do("PUT", "/admin/v1/guilds/"+g.id+"/members/"+m.id, map[string]any{}, nil); err != nil {
+				return nil, err
+			}
+		}
+	}
+
+	// Every member connects and records what it receives.
+	small, hugeH, all := &Histogram{}, &Histogram{}, &Histogram{}
+	var delivered, duplicated atomic.Int64
+	ds := dialers(base)
+	var wg sync.WaitGroup
+	for i, u := range users {
+		cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		gw, err := DialGateway(cctx, ds[i%len(ds)], wsURL(base), u.token, 1|1<<9|1<<15)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("loadtest: session %d: %w", i, err)
+		}
+		u.gw = gw
+		wg.Add(1)
+		go func(u *chatUser) {
+			defer wg.Done()
+			seen := map[uint64]bool{}
+			for ev := range u.gw.Events {
+				if ev.T != "MESSAGE_CREATE" {
+					continue
+				}
+				var m struct {
+					Content string `json:"content"`
+				}
+				json.Unmarshal(ev.D, &m)
+				f := strings.Fields(m.Content)
+				if len(f) != 3 || f[0] != "lt" {
+					continue
+				}
+				sentAt, _ := strconv.ParseInt(f[1], 10, 64)
+				seq, _ := strconv.ParseUint(f[2], 10, 64)
+				if seen[seq] {
+					duplicated.Add(1)
+					continue
+				}
+				seen[seq] = true
+				lat := ev.Seen.Sub(time.Unix(0, sentAt))
+				all.Record(lat)
+				if u.guild.huge {
+					hugeH.Record(lat)
+				} else {
+					small.Record(lat)
+				}
+				delivered.Add(1)
+			}
+		}(u)
+	}
+
+	// Senders: Rate messages per second from random members.
+	var sent, expected, failed atomic.Int64
+	hc := &http.Client{Timeout: 30 * time.Second}
+	interval := time.Duration(float64(time.Second) / o.Rate)
+	rng := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	sendStart := time.Now()
+	var swg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	progress := time.NewTicker(time.Second)
+	defer progress.Stop()
+	for seq := uint64(1); time.Since(sendStart) < o.Duration && ctx.Err() == nil; seq++ {
+		if wait := time.Until(sendStart.Add(time.Duration(seq-1) * interval)); wait > 0 {
+			time.Sleep(wait)
+		}
+		select {
+		case <-progress.C:
+			if o.Progress != nil {
+				o.Progress(sent.Load(), delivered.Load())
+			}
+		default:
+		}
+		u := users[rng.IntN(len(users))]
+		sem <- struct{}{}
+		swg.Add(1)
+		go func(u *chatUser, seq uint64) {
+			defer swg.Done()
+			defer func() { <-sem }()
+			body, _ := json.Marshal(map[string]any{"content": fmt.Sprintf("lt %d %d", time.Now().UnixNano(), seq), "nonce": strconv.FormatUint(seq, 10)})
+			req, _ := http.NewRequest("POST", base+"/api/v10/channels/"+u.guild.channel+"/messages", bytes.NewReader(body))
+			req.Header.Set("Authorization", "Bot "+u.token)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := hc.Do(req)
+			if err != nil {
+				failed.Add(1)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				failed.Add(1)
+				r.addFailure(fmt.Sprintf("http-%d", resp.StatusCode))
+				return
+			}
+			sent.Add(1)
+			expected.Add(int64(len(u.guild.members)))
+		}(u, seq)
+	}
+	swg.Wait()
+	sendTime := time.Since(sendStart)
+	// Drain: wait until every expected delivery arrived or 5 s passed.
+	deadline := time.Now().Add(5 * time.Second)
+	for delivered.Load() < expected.Load() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, u := range users {
+		u.gw.Close()
+	}
+	wg.Wait()
+
+	r.Counters["sessions"] = float64(len(users))
+	r.Counters["sent"] = float64(sent.Load())
+	r.Counters["send_failed"] = float64(failed.Load())
+	r.Counters["expected_deliveries"] = float64(expected.Load())
+	r.Counters["delivered"] = float64(delivered.Load())
+	r.Counters["lost"] = float64(expected.Load() - delivered.Load())
+	r.Counters["duplicated"] = float64(duplicated.Load())
+	r.Counters["deliveries_per_s"] = float64(delivered.Load()) / sendTime.Seconds()
+	r.Counters["huge_guild_members"] = float64(len(guilds[0].members))
+	r.Latency["delivery"] = all.Summarize()
+	r.Latency["delivery_huge"] = hugeH.Summarize()
+	r.Latency["delivery_small"] = small.Summarize()
+	r.Seconds = time.Since(start).Seconds()
+	return r, nil
+}
+
+var failMu sync.Mutex
+
+func (r *Result) addFailure(key string) {
+	failMu.Lock()
+	r.Failures[key]++
+	failMu.Unlock()
+}

@@ -1,0 +1,44 @@
+package loadtest
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestChatScenarioLossless(t *testing.T) {
+	n := startNode(t)
+	tok, err := os.ReadFile(filepath.Join(n.data, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := RunChat(ctx, ChatOptions{URL: n.base, AdminToken: strings.TrimSpace(string(tok)), Sessions: 60, Guilds: 6,
+		HugeShare: 0.5, Rate: 40, Duration: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := r.Counters
+	if c["sent"] < 60 || c["send_failed"] != 0 || c["huge_guild_members"] != 30 {
+		t.Fatalf("counters %v failures %v", c, r.Failures)
+	}
+	// A lossless run: every member got every message of its guild once.
+	if c["lost"] != 0 || c["duplicated"] != 0 || c["delivered"] != c["expected_deliveries"] || c["delivered"] == 0 {
+		t.Fatalf("lost %v duplicated %v delivered %v expected %v", c["lost"], c["duplicated"], c["delivered"], c["expected_deliveries"])
+	}
+	if r.Latency["delivery_huge"].Count == 0 || r.Latency["delivery_small"].Count == 0 ||
+		r.Latency["delivery"].Count != uint64(c["delivered"]) {
+		t.Fatalf("latency %+v", r.Latency)
+	}
+	if !r.Check([]SLO{mustSLO(t, "lost<=0"), mustSLO(t, "duplicated<=0")}) {
+		t.Fatal("lossless SLOs missed")
+	}
+	// Wrong admin token: a clear error, not a hang.
+	if _, err := RunChat(ctx, ChatOptions{URL: n.base, AdminToken: "nope", Sessions: 2, Guilds: 1, Rate: 1, Duration: time.Second}); err == nil {
+		t.Fatal("bad admin token accepted")
+	}
+}
