@@ -4,10 +4,12 @@
 package loadtest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,7 +67,7 @@ func DialGateway(ctx context.Context, d *websocket.Dialer, url, token string, in
 	c.Send(2, map[string]any{"token": token, "intents": intents,
 		"properties": map[string]string{"os": "linux", "browser": "chorus-loadtest", "device": "chorus-loadtest"}})
 	go c.read()
-	go c.heartbeat(time.Duration(hello.D.Interval) * time.Millisecond)
+	c.heartbeat(time.Duration(hello.D.Interval) * time.Millisecond)
 	for {
 		select {
 		case ev, ok := <-c.Events:
@@ -97,42 +99,68 @@ func (c *GatewayClient) read() {
 	defer close(c.Events)
 	defer close(c.done)
 	for {
-		var d Dispatch
-		if err := c.ws.ReadJSON(&d); err != nil {
+		// ReadMessage parks in a shallow frame, so an idle client's stack
+		// stays small; decoding happens after, and not at all for an idle
+		// session, which only needs the sequence number.
+		_, b, err := c.ws.ReadMessage()
+		if err != nil {
 			c.Err = err
 			return
 		}
-		if d.Op != 0 {
+		if c.Discard.Load() {
+			if s, ok := seqOf(b); ok {
+				c.smu.Lock()
+				c.lastS = s
+				c.smu.Unlock()
+			}
+			continue
+		}
+		var d Dispatch
+		if json.Unmarshal(b, &d) != nil || d.Op != 0 {
 			continue
 		}
 		d.Seen = time.Now()
 		c.smu.Lock()
 		c.lastS = d.S
 		c.smu.Unlock()
-		if c.Discard.Load() {
-			continue
-		}
 		c.Events <- d
 	}
 }
 
+// seqOf finds the "s" of a dispatch envelope without decoding it.
+func seqOf(b []byte) (int64, bool) {
+	i := bytes.Index(b, []byte(`"s":`))
+	if i < 0 {
+		return 0, false
+	}
+	j := i + 4
+	k := j
+	for k < len(b) && b[k] >= '0' && b[k] <= '9' {
+		k++
+	}
+	v, err := strconv.ParseInt(string(b[j:k]), 10, 64)
+	return v, err == nil
+}
+
+// heartbeat beats every interval from a timer, so an idle client parks no
+// goroutine for it.
 func (c *GatewayClient) heartbeat(every time.Duration) {
 	if every <= 0 {
 		return
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
+	var t *time.Timer
+	t = time.AfterFunc(every, func() {
 		select {
-		case <-t.C:
-			c.smu.Lock()
-			s := c.lastS
-			c.smu.Unlock()
-			c.Send(1, s)
 		case <-c.done:
 			return
+		default:
 		}
-	}
+		c.smu.Lock()
+		s := c.lastS
+		c.smu.Unlock()
+		c.Send(1, s)
+		t.Reset(every)
+	})
 }
 
 // Next returns the next dispatch named name, skipping others.

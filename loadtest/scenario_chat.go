@@ -21,8 +21,8 @@ import (
 
 // ChatOptions configures the chat scenario.
 type ChatOptions struct {
-	URL        string // HTTP base of the node
-	AdminToken string // to create the users, guilds and channels
+	URL        string  // HTTP base of the node
+	AdminToken string  // to create the users, guilds and channels
 	Sessions   int     // users, one gateway session each
 	Guilds     int     // one huge guild plus Guilds-1 small ones
 	HugeShare  float64 // share of the sessions in the huge guild
