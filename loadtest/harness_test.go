@@ -36,13 +36,14 @@ func TestMain(m *testing.M) {
 }
 
 type node struct {
-	base, botToken, data string
-	cmd                  *exec.Cmd
+	base, botToken, data, ca string
+	cmd                      *exec.Cmd
 }
 
 var (
 	reBase = regexp.MustCompile(`gateway \+ REST\s+(http://\S+)`)
 	reBot  = regexp.MustCompile(`bot\s+chorus-bot\s+id \d+\s+token (\S+)`)
+	reCA   = regexp.MustCompile(`development CA\s+(\S+)`)
 )
 
 func startNode(t *testing.T, extra ...string) *node {
@@ -74,6 +75,9 @@ func startNode(t *testing.T, extra ...string) *node {
 		}
 		if m := reBot.FindStringSubmatch(sc.Text()); m != nil {
 			n.botToken = m[1]
+		}
+		if m := reCA.FindStringSubmatch(sc.Text()); m != nil {
+			n.ca = m[1]
 		}
 	}
 	if n.base == "" || n.botToken == "" {

@@ -33,6 +33,7 @@ type VoiceClient struct {
 	seq      uint16
 	ts       uint32
 	readBuf  []byte
+	plain    []byte
 }
 
 // JoinVoice sends op 4 for channel on gw, follows VOICE_SERVER_UPDATE to
@@ -217,6 +218,12 @@ func (vc *VoiceClient) SetSpeaking(flags int) error {
 
 // SendOpus sends one Opus frame as the next RTP packet (20 ms later).
 func (vc *VoiceClient) SendOpus(frame []byte) error {
+	_, err := vc.SendOpusSeq(frame)
+	return err
+}
+
+// SendOpusSeq is SendOpus returning the packet's RTP sequence number.
+func (vc *VoiceClient) SendOpusSeq(frame []byte) (uint16, error) {
 	vc.seq++
 	vc.ts += 960
 	vc.counter++
@@ -232,37 +239,44 @@ func (vc *VoiceClient) SendOpus(frame []byte) error {
 	}
 	out, err := vc.cipher.Seal(nil, pkt, nonce)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	_, err = vc.UDP.Write(out)
-	return err
+	return vc.seq, err
 }
 
 // Receive returns the next Opus frame and its SSRC, skipping non-RTP
 // datagrams, or an error after timeout.
 func (vc *VoiceClient) Receive(timeout time.Duration) (ssrc uint32, opus []byte, err error) {
+	ssrc, _, opus, err = vc.ReceivePacket(timeout)
+	return ssrc, opus, err
+}
+
+// ReceivePacket is Receive with the RTP sequence number.
+func (vc *VoiceClient) ReceivePacket(timeout time.Duration) (ssrc uint32, seq uint16, opus []byte, err error) {
 	for {
 		vc.UDP.SetReadDeadline(time.Now().Add(timeout))
 		n, err := vc.UDP.Read(vc.readBuf)
 		if err != nil {
-			return 0, nil, err
+			return 0, 0, nil, err
 		}
 		if transport.Classify(vc.readBuf[:n]) != transport.KindRTP {
 			continue
 		}
-		plain, _, err := vc.cipher.Open(nil, vc.readBuf[:n])
+		plain, _, err := vc.cipher.Open(vc.plain[:0], vc.readBuf[:n])
 		if err != nil {
-			return 0, nil, err
+			return 0, 0, nil, err
 		}
+		vc.plain = plain
 		h, err := transport.ParseRTP(plain)
 		if err != nil {
-			return 0, nil, err
+			return 0, 0, nil, err
 		}
 		p, err := transport.Payload(plain, h)
 		if err != nil {
-			return 0, nil, err
+			return 0, 0, nil, err
 		}
-		return h.SSRC, p, nil
+		return h.SSRC, h.Sequence, p, nil
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"io"
 	"runtime"
 	"sync/atomic"
+	"syscall"
+	"time"
 )
 
 // Metrics counts what the edge saw. Every rejected input is counted here.
@@ -58,4 +60,9 @@ func (m *Metrics) WriteText(w io.Writer, sessions int) {
 	fmt.Fprintf(w, "chorus_go_stack_inuse_bytes %d\n", ms.StackInuse)
 	fmt.Fprintf(w, "chorus_go_sys_bytes %d\n", ms.Sys)
 	fmt.Fprintf(w, "chorus_go_goroutines %d\n", runtime.NumGoroutine())
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		fmt.Fprintf(w, "chorus_process_cpu_seconds_total %.6f\n", cpu.Seconds())
+	}
 }
