@@ -126,3 +126,52 @@ func (h *Histogram) Summarize() Summary {
 	h.mu.Unlock()
 	return s
 }
+
+// Timed is a Histogram that also keeps one histogram per second since
+// Start, for latency-over-time charts.
+type Timed struct {
+	Histogram
+	Start time.Time
+	mu    sync.Mutex
+	secs  []*Histogram
+}
+
+// NewTimed starts a timed histogram now.
+func NewTimed() *Timed { return &Timed{Start: time.Now()} }
+
+// RecordAt adds an observation made at time at.
+func (t *Timed) RecordAt(at time.Time, d time.Duration) {
+	t.Record(d)
+	s := int(at.Sub(t.Start) / time.Second)
+	if s < 0 {
+		s = 0
+	}
+	t.mu.Lock()
+	for len(t.secs) <= s {
+		t.secs = append(t.secs, &Histogram{})
+	}
+	h := t.secs[s]
+	t.mu.Unlock()
+	h.Record(d)
+}
+
+// TimePoint is one second of a timeline.
+type TimePoint struct {
+	Second int     `json:"second"`
+	Count  uint64  `json:"count"`
+	P50    float64 `json:"p50_ms"`
+	P99    float64 `json:"p99_ms"`
+	Max    float64 `json:"max_ms"`
+}
+
+// Timeline returns the per-second points.
+func (t *Timed) Timeline() []TimePoint {
+	t.mu.Lock()
+	secs := append([]*Histogram(nil), t.secs...)
+	t.mu.Unlock()
+	out := make([]TimePoint, 0, len(secs))
+	for i, h := range secs {
+		out = append(out, TimePoint{Second: i, Count: h.Count(), P50: ms(h.Quantile(0.5)), P99: ms(h.Quantile(0.99)), Max: ms(h.Quantile(1))})
+	}
+	return out
+}

@@ -22,6 +22,9 @@ type Result struct {
 	Latency  map[string]Summary `json:"latency_ms"`
 	Failures map[string]int     `json:"failures"`
 	SLOs     []SLOResult        `json:"slos,omitempty"`
+	// Timeline is the main latency per second of the run.
+	TimelineOf string      `json:"timeline_of,omitempty"`
+	Timeline   []TimePoint `json:"timeline,omitempty"`
 }
 
 func newResult(scenario string, params map[string]any) *Result {

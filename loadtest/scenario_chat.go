@@ -138,7 +138,7 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 	}
 
 	// Every member connects and records what it receives.
-	small, hugeH, all := &Histogram{}, &Histogram{}, &Histogram{}
+	small, hugeH, all := &Histogram{}, &Histogram{}, NewTimed()
 	var delivered, duplicated atomic.Int64
 	ds := dialers(base)
 	var wg sync.WaitGroup
@@ -174,7 +174,7 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 				}
 				seen[seq] = true
 				lat := ev.Seen.Sub(time.Unix(0, sentAt))
-				all.Record(lat)
+				all.RecordAt(ev.Seen, lat)
 				if u.guild.huge {
 					hugeH.Record(lat)
 				} else {
@@ -254,6 +254,7 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 	r.Counters["deliveries_per_s"] = float64(delivered.Load()) / sendTime.Seconds()
 	r.Counters["huge_guild_members"] = float64(len(guilds[0].members))
 	r.Latency["delivery"] = all.Summarize()
+	r.TimelineOf, r.Timeline = "delivery", all.Timeline()
 	r.Latency["delivery_huge"] = hugeH.Summarize()
 	r.Latency["delivery_small"] = small.Summarize()
 	r.Seconds = time.Since(start).Seconds()

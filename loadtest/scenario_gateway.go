@@ -115,7 +115,7 @@ func RunGateway(ctx context.Context, o GatewayOptions) (*Result, error) {
 
 	ds := dialers(o.URL)
 	target := wsURL(o.URL)
-	identify := &Histogram{}
+	identify := NewTimed()
 	var mu sync.Mutex
 	clients := make([]*GatewayClient, 0, o.Sessions)
 	var done, failed atomic.Int64
@@ -152,7 +152,7 @@ func RunGateway(ctx context.Context, o GatewayOptions) (*Result, error) {
 				mu.Unlock()
 				return
 			}
-			identify.Record(time.Since(t0))
+			identify.RecordAt(time.Now(), time.Since(t0))
 			c.Discard.Store(true)
 			done.Add(1)
 			mu.Lock()
@@ -179,6 +179,7 @@ func RunGateway(ctx context.Context, o GatewayOptions) (*Result, error) {
 		r.Counters["client_bytes_per_session"] = float64(int64(ms1.HeapInuse+ms1.StackInuse)-int64(ms0.HeapInuse+ms0.StackInuse)) / n
 	}
 	r.Latency["identify"] = identify.Summarize()
+	r.TimelineOf, r.Timeline = "identify", identify.Timeline()
 	for _, c := range clients {
 		c.Close()
 	}

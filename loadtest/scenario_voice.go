@@ -195,7 +195,7 @@ func RunVoice(ctx context.Context, o VoiceOptions) (*Result, error) {
 	time.Sleep(300 * time.Millisecond) // op 5 reaches everyone
 
 	cpu0, cpuErr := ServerCPU(base)
-	latency := &Histogram{}
+	latency := NewTimed()
 	var sent, expected, received, late atomic.Int64
 	var jitterSum, jitterN atomic.Int64
 	stop := make(chan struct{})
@@ -230,8 +230,9 @@ func RunVoice(ctx context.Context, o VoiceOptions) (*Result, error) {
 					late.Add(1)
 					continue
 				}
-				transit := time.Since(time.Unix(0, at))
-				latency.Record(transit)
+				now := time.Now()
+				transit := now.Sub(time.Unix(0, at))
+				latency.RecordAt(now, transit)
 				// RFC 3550 §6.4.1 interarrival jitter, per stream.
 				st := streams[ssrc]
 				if st == nil {
@@ -323,6 +324,7 @@ func RunVoice(ctx context.Context, o VoiceOptions) (*Result, error) {
 		r.Counters["server_cpu_us_per_forwarded_packet"] = float64((cpu1-cpu0)/time.Microsecond) / float64(rc)
 	}
 	r.Latency["forwarding"] = latency.Summarize()
+	r.TimelineOf, r.Timeline = "forwarding", latency.Timeline()
 	r.Seconds = time.Since(start).Seconds()
 	return r, nil
 }

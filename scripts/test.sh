@@ -5,6 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The load tester's HTML report is checked in Debian's headless Chromium.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "== installing chromium (Debian package) for the HTML report test"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+  else
+    echo "chromium is missing and cannot be installed here: install Debian's chromium package" >&2
+  fi
+fi
+
 echo "== go vet"
 go vet ./...
 echo "== go test (race detector on)"

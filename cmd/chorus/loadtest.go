@@ -60,6 +60,7 @@ func runLoadtest(args []string) error {
 	fs := flag.NewFlagSet("loadtest "+scenario, flag.ContinueOnError)
 	base := fs.String("url", "http://127.0.0.1:8080", "HTTP base URL of the node under test")
 	out := fs.String("json", "loadtest-"+scenario+".json", "where to write the JSON result")
+	htmlOut := fs.String("html", "loadtest-"+scenario+".html", "where to write the self-contained HTML report")
 	var slos sloFlags
 	fs.Var(&slos, "slo", `a bound such as "identify.p99<=250ms" or "failed<=0" (repeatable)`)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -165,7 +166,10 @@ func runLoadtest(args []string) error {
 	if err := r.WriteJSON(*out); err != nil {
 		return err
 	}
-	fmt.Printf("\nresult written to %s\n", *out)
+	if err := r.WriteHTMLFile(*htmlOut); err != nil {
+		return err
+	}
+	fmt.Printf("\nresult written to %s and %s\n", *out, *htmlOut)
 	if !met {
 		return errSLO
 	}
