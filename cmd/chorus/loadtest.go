@@ -66,6 +66,7 @@ func runLoadtest(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var run func() (*loadtest.Result, error)
+	var bar *progress
 	switch scenario {
 	case "gateway":
 		token := fs.String("token", "", "token every session identifies with (required)")
@@ -78,10 +79,11 @@ func runLoadtest(args []string) error {
 		if *token == "" {
 			return errors.New("loadtest gateway: --token is required (for example the demo bot's)")
 		}
+		bar = newProgress("gateway", int64(*sessions))
 		run = func() (*loadtest.Result, error) {
 			return loadtest.RunGateway(ctx, loadtest.GatewayOptions{URL: *base, Token: *token, Sessions: *sessions,
 				Rate: *rate, Hold: *hold, Progress: func(done, failed int) {
-					fmt.Fprintf(os.Stderr, "\r%d/%d connected, %d failed   ", done, *sessions, failed)
+					bar.counts(int64(done+failed), "connected", int64(done), "attempted", int64(done+failed), "failed", int64(failed))
 				}})
 		}
 	case "chat":
@@ -103,10 +105,12 @@ func runLoadtest(args []string) error {
 			}
 			tok = strings.TrimSpace(string(b))
 		}
+		bar = newProgress("chat", int64(duration.Seconds()))
+		started := time.Now()
 		run = func() (*loadtest.Result, error) {
 			return loadtest.RunChat(ctx, loadtest.ChatOptions{URL: *base, AdminToken: tok, Sessions: *sessions, Guilds: *guilds,
 				HugeShare: *huge, Rate: *rate, Duration: *duration, Progress: func(sent, delivered int64) {
-					fmt.Fprintf(os.Stderr, "\r%d sent, %d delivered   ", sent, delivered)
+					bar.counts(int64(time.Since(started).Seconds()), "sent", sent, "delivered", delivered, "errors", 0)
 				}})
 		}
 	case "voice":
@@ -145,11 +149,13 @@ func runLoadtest(args []string) error {
 			}
 			ms = append(ms, m)
 		}
+		bar = newProgress("voice", int64(duration.Seconds()))
+		started := time.Now()
 		run = func() (*loadtest.Result, error) {
 			return loadtest.RunVoice(ctx, loadtest.VoiceOptions{URL: *base, AdminToken: tok, CAFile: caFile, Rooms: *rooms,
 				Participants: *participants, Speakers: *speakers, Modes: ms, Duration: *duration, TalkOn: *on, TalkOff: *off,
 				Progress: func(sent, received int64) {
-					fmt.Fprintf(os.Stderr, "\r%d packets sent, %d received   ", sent, received)
+					bar.counts(int64(time.Since(started).Seconds()), "packets sent", sent, "received", received, "errors", 0)
 				}})
 		}
 	default:
@@ -157,7 +163,7 @@ func runLoadtest(args []string) error {
 		return fmt.Errorf("loadtest: unknown scenario %q", scenario)
 	}
 	r, err := run()
-	fmt.Fprintln(os.Stderr)
+	bar.finish()
 	if err != nil {
 		return err
 	}
