@@ -41,7 +41,27 @@ type GatewayClient struct {
 	// Discard drops dispatches instead of queueing them on Events, for
 	// sessions that only idle (a full Events would stall the reader).
 	Discard atomic.Bool
+	// Resumable keeps Events open when the connection drops, so that
+	// Resume can continue the same stream (the churn scenario).
+	Resumable atomic.Bool
+	// Resumed and Invalidated count RESUMED dispatches and op 9 answers.
+	Resumed, Invalidated atomic.Int64
+
+	dialer         *websocket.Dialer
+	token          string
+	sessionID      string
+	resumeURL      string
+	closing        atomic.Bool
+	heartbeatEvery time.Duration
+	doneOnce       sync.Once
 }
+
+// Done is closed when the session ended for good (Close, or a drop of a
+// session that is not Resumable). Consumers of a Resumable session's
+// Events select on it: those Events are never closed.
+func (c *GatewayClient) Done() <-chan struct{} { return c.done }
+
+func (c *GatewayClient) finish() { c.doneOnce.Do(func() { close(c.done) }) }
 
 // DialGateway connects to url (ws:// or wss://), identifies with token and
 // intents and waits for READY.
@@ -53,7 +73,7 @@ func DialGateway(ctx context.Context, d *websocket.Dialer, url, token string, in
 	if err != nil {
 		return nil, err
 	}
-	c := &GatewayClient{ws: ws, Events: make(chan Dispatch, 64), done: make(chan struct{})}
+	c := &GatewayClient{ws: ws, Events: make(chan Dispatch, 64), done: make(chan struct{}), dialer: d, token: token}
 	var hello struct {
 		Op int `json:"op"`
 		D  struct {
@@ -66,8 +86,9 @@ func DialGateway(ctx context.Context, d *websocket.Dialer, url, token string, in
 	}
 	c.Send(2, map[string]any{"token": token, "intents": intents,
 		"properties": map[string]string{"os": "linux", "browser": "chorus-loadtest", "device": "chorus-loadtest"}})
-	go c.read()
-	c.heartbeat(time.Duration(hello.D.Interval) * time.Millisecond)
+	go c.read(ws)
+	c.heartbeatEvery = time.Duration(hello.D.Interval) * time.Millisecond
+	c.heartbeat(c.heartbeatEvery)
 	for {
 		select {
 		case ev, ok := <-c.Events:
@@ -79,6 +100,12 @@ func DialGateway(ctx context.Context, d *websocket.Dialer, url, token string, in
 			}
 			if ev.T == "READY" {
 				c.Ready = ev.D
+				var r struct {
+					SessionID string `json:"session_id"`
+					ResumeURL string `json:"resume_gateway_url"`
+				}
+				json.Unmarshal(ev.D, &r)
+				c.sessionID, c.resumeURL = r.SessionID, r.ResumeURL
 				return c, nil
 			}
 		case <-ctx.Done():
@@ -95,16 +122,21 @@ func (c *GatewayClient) Send(op int, d any) error {
 	return c.ws.WriteJSON(map[string]any{"op": op, "d": d})
 }
 
-func (c *GatewayClient) read() {
-	defer close(c.Events)
-	defer close(c.done)
+func (c *GatewayClient) read(ws *websocket.Conn) {
 	for {
 		// ReadMessage parks in a shallow frame, so an idle client's stack
 		// stays small; decoding happens after, and not at all for an idle
 		// session, which only needs the sequence number.
-		_, b, err := c.ws.ReadMessage()
+		_, b, err := ws.ReadMessage()
 		if err != nil {
+			if c.Resumable.Load() && !c.closing.Load() {
+				return // dropped: Resume continues the stream on Events
+			}
 			c.Err = err
+			c.finish()
+			if !c.Resumable.Load() {
+				close(c.Events)
+			}
 			return
 		}
 		if c.Discard.Load() {
@@ -116,15 +148,59 @@ func (c *GatewayClient) read() {
 			continue
 		}
 		var d Dispatch
-		if json.Unmarshal(b, &d) != nil || d.Op != 0 {
+		if json.Unmarshal(b, &d) != nil {
+			continue
+		}
+		if d.Op == 9 {
+			c.Invalidated.Add(1)
+			continue
+		}
+		if d.Op != 0 {
 			continue
 		}
 		d.Seen = time.Now()
 		c.smu.Lock()
 		c.lastS = d.S
 		c.smu.Unlock()
+		if d.T == "RESUMED" {
+			c.Resumed.Add(1)
+		}
 		c.Events <- d
 	}
+}
+
+// Drop cuts the connection the way a network does: no close frame.
+func (c *GatewayClient) Drop() {
+	c.wmu.Lock()
+	c.ws.UnderlyingConn().Close()
+	c.wmu.Unlock()
+}
+
+// Resume reconnects to resume_gateway_url and resumes the session from
+// the last sequence number seen (gateway.md §10). The replayed events and
+// RESUMED arrive on Events.
+func (c *GatewayClient) Resume(ctx context.Context) error {
+	ws, _, err := c.dialer.DialContext(ctx, c.resumeURL+"/?v=10&encoding=json", nil)
+	if err != nil {
+		return err
+	}
+	var hello struct{ Op int }
+	if err := ws.ReadJSON(&hello); err != nil || hello.Op != 10 {
+		ws.Close()
+		return fmt.Errorf("loadtest: no Hello on resume: %v", err)
+	}
+	c.smu.Lock()
+	seq := c.lastS
+	c.smu.Unlock()
+	c.wmu.Lock()
+	c.ws = ws
+	err = ws.WriteJSON(map[string]any{"op": 6, "d": map[string]any{"token": c.token, "session_id": c.sessionID, "seq": seq}})
+	c.wmu.Unlock()
+	if err != nil {
+		return err
+	}
+	go c.read(ws)
+	return nil
 }
 
 // seqOf finds the "s" of a dispatch envelope without decoding it.
@@ -182,6 +258,12 @@ func (c *GatewayClient) Next(ctx context.Context, name string) (Dispatch, error)
 
 // Close ends the session (close 1000).
 func (c *GatewayClient) Close() error {
+	if c.closing.Swap(true) {
+		return nil
+	}
+	if c.Resumable.Load() {
+		c.finish()
+	}
 	c.wmu.Lock()
 	c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""), time.Now().Add(time.Second))
 	c.wmu.Unlock()

@@ -28,7 +28,12 @@ type ChatOptions struct {
 	HugeShare  float64 // share of the sessions in the huge guild
 	Rate       float64 // messages per second over all guilds
 	Duration   time.Duration
-	Progress   func(sent, delivered int64)
+	// ChurnPerSecond drops that many random sessions per second (no close
+	// frame) and resumes each a moment later: the churn scenario. Every
+	// event a dropped session missed must arrive after its resume, so lost
+	// and duplicated stay 0.
+	ChurnPerSecond float64
+	Progress       func(sent, delivered int64)
 }
 
 // admin is a small client of the admin API.
@@ -64,6 +69,7 @@ type chatUser struct {
 	id, token string
 	guild     *chatGuild
 	gw        *GatewayClient
+	churning  atomic.Bool // a drop and resume is under way
 }
 
 type chatGuild struct {
@@ -150,11 +156,22 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 			return nil, fmt.Errorf("loadtest: session %d: %w", i, err)
 		}
 		u.gw = gw
+		gw.Resumable.Store(o.ChurnPerSecond > 0)
 		wg.Add(1)
 		go func(u *chatUser) {
 			defer wg.Done()
 			seen := map[uint64]bool{}
-			for ev := range u.gw.Events {
+			for {
+				var ev Dispatch
+				select {
+				case e, ok := <-u.gw.Events:
+					if !ok {
+						return
+					}
+					ev = e
+				case <-u.gw.Done():
+					return
+				}
 				if ev.T != "MESSAGE_CREATE" {
 					continue
 				}
@@ -195,6 +212,40 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 	sem := make(chan struct{}, 64)
 	progress := time.NewTicker(time.Second)
 	defer progress.Stop()
+	var drops, resumeErrors atomic.Int64
+	churnDone := make(chan struct{})
+	if o.ChurnPerSecond > 0 {
+		go func() {
+			defer close(churnDone)
+			crng := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 3))
+			every := time.Duration(float64(time.Second) / o.ChurnPerSecond)
+			var cwg sync.WaitGroup
+			for time.Since(sendStart) < o.Duration && ctx.Err() == nil {
+				time.Sleep(every)
+				u := users[crng.IntN(len(users))]
+				pause := time.Duration(50+crng.IntN(150)) * time.Millisecond
+				if !u.churning.CompareAndSwap(false, true) {
+					continue // one drop at a time per session, as a real client
+				}
+				cwg.Add(1)
+				go func() {
+					defer cwg.Done()
+					defer u.churning.Store(false)
+					u.gw.Drop()
+					drops.Add(1)
+					time.Sleep(pause)
+					rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+					defer cancel()
+					if err := u.gw.Resume(rctx); err != nil {
+						resumeErrors.Add(1)
+					}
+				}()
+			}
+			cwg.Wait()
+		}()
+	} else {
+		close(churnDone)
+	}
 	for seq := uint64(1); time.Since(sendStart) < o.Duration && ctx.Err() == nil; seq++ {
 		if wait := time.Until(sendStart.Add(time.Duration(seq-1) * interval)); wait > 0 {
 			time.Sleep(wait)
@@ -233,10 +284,19 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 		}(u, seq)
 	}
 	swg.Wait()
+	<-churnDone
 	sendTime := time.Since(sendStart)
-	// Drain: wait until every expected delivery arrived or 5 s passed.
+	// Drain: wait until every expected delivery (and every RESUMED) arrived,
+	// or 5 s passed.
+	resumedAll := func() int64 {
+		var n int64
+		for _, u := range users {
+			n += u.gw.Resumed.Load()
+		}
+		return n
+	}
 	deadline := time.Now().Add(5 * time.Second)
-	for delivered.Load() < expected.Load() && time.Now().Before(deadline) {
+	for (delivered.Load() < expected.Load() || resumedAll() < drops.Load()-resumeErrors.Load()) && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	for _, u := range users {
@@ -253,6 +313,18 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 	r.Counters["duplicated"] = float64(duplicated.Load())
 	r.Counters["deliveries_per_s"] = float64(delivered.Load()) / sendTime.Seconds()
 	r.Counters["huge_guild_members"] = float64(len(guilds[0].members))
+	if o.ChurnPerSecond > 0 {
+		r.Scenario = "churn"
+		resumed, invalidated := resumedAll(), int64(0)
+		for _, u := range users {
+			invalidated += u.gw.Invalidated.Load()
+		}
+		r.Counters["drops"] = float64(drops.Load())
+		r.Counters["resumed"] = float64(resumed)
+		r.Counters["resume_errors"] = float64(resumeErrors.Load())
+		r.Counters["invalid_sessions"] = float64(invalidated)
+		r.Counters["missed_after_resume"] = r.Counters["lost"]
+	}
 	r.Latency["delivery"] = all.Summarize()
 	r.TimelineOf, r.Timeline = "delivery", all.Timeline()
 	r.Latency["delivery_huge"] = hugeH.Summarize()

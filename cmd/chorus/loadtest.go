@@ -27,6 +27,8 @@ Scenarios:
             failures by close code, memory per session (server and client)
   chat      one huge guild and many small ones, members posting at a rate;
             delivery latency (huge and small guilds apart), lost, duplicated
+  churn     chat while sessions drop and resume; resumes, and events missed
+            after a resume (lost, duplicated: both must be 0)
   voice     rooms of participants, speakers sending real Opus frames every
             20 ms in talk spurts; forwarded packets/s, loss, jitter, one-way
             latency, server CPU per forwarded packet
@@ -86,7 +88,12 @@ func runLoadtest(args []string) error {
 					bar.counts(int64(done+failed), "connected", int64(done), "attempted", int64(done+failed), "failed", int64(failed))
 				}})
 		}
-	case "chat":
+	case "chat", "churn":
+		churnDefault := 0.0
+		if scenario == "churn" {
+			churnDefault = 10
+		}
+		churn := fs.Float64("churn", churnDefault, "sessions dropped (no close frame) and resumed per second")
 		adminToken := fs.String("admin-token", "", "admin token of the node (default: read from <data>/admin.token)")
 		data := fs.String("data", "data", "data directory of the node, for its admin token")
 		sessions := fs.Int("sessions", 1000, "users, one gateway session each")
@@ -105,11 +112,11 @@ func runLoadtest(args []string) error {
 			}
 			tok = strings.TrimSpace(string(b))
 		}
-		bar = newProgress("chat", int64(duration.Seconds()))
+		bar = newProgress(scenario, int64(duration.Seconds()))
 		started := time.Now()
 		run = func() (*loadtest.Result, error) {
 			return loadtest.RunChat(ctx, loadtest.ChatOptions{URL: *base, AdminToken: tok, Sessions: *sessions, Guilds: *guilds,
-				HugeShare: *huge, Rate: *rate, Duration: *duration, Progress: func(sent, delivered int64) {
+				HugeShare: *huge, Rate: *rate, Duration: *duration, ChurnPerSecond: *churn, Progress: func(sent, delivered int64) {
 					bar.counts(int64(time.Since(started).Seconds()), "sent", sent, "delivered", delivered, "errors", 0)
 				}})
 		}
