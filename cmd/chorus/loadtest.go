@@ -104,13 +104,9 @@ func runLoadtest(args []string) error {
 		if err := fs.Parse(args); err != nil {
 			return err
 		}
-		tok := *adminToken
-		if tok == "" {
-			b, err := os.ReadFile(filepath.Join(*data, "admin.token"))
-			if err != nil {
-				return fmt.Errorf("loadtest chat: no --admin-token and %v", err)
-			}
-			tok = strings.TrimSpace(string(b))
+		tok, err := adminTokenOf(*adminToken, *data)
+		if err != nil {
+			return err
 		}
 		bar = newProgress(scenario, int64(duration.Seconds()))
 		started := time.Now()
@@ -134,13 +130,9 @@ func runLoadtest(args []string) error {
 		if err := fs.Parse(args); err != nil {
 			return err
 		}
-		tok := *adminToken
-		if tok == "" {
-			b, err := os.ReadFile(filepath.Join(*data, "admin.token"))
-			if err != nil {
-				return fmt.Errorf("loadtest voice: no --admin-token and %v", err)
-			}
-			tok = strings.TrimSpace(string(b))
+		tok, err := adminTokenOf(*adminToken, *data)
+		if err != nil {
+			return err
 		}
 		caFile := *ca
 		if caFile == "" {
@@ -192,4 +184,16 @@ func runLoadtest(args []string) error {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// adminTokenOf returns the admin token given, or the one in data/admin.token.
+func adminTokenOf(given, data string) (string, error) {
+	if given != "" {
+		return given, nil
+	}
+	b, err := os.ReadFile(filepath.Join(data, "admin.token"))
+	if err != nil {
+		return "", fmt.Errorf("loadtest: no --admin-token, and %v", err)
+	}
+	return strings.TrimSpace(string(b)), nil
 }
