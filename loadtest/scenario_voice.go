@@ -11,6 +11,7 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"net/http"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -40,6 +41,9 @@ type VoiceOptions struct {
 	// (exponentially distributed); TalkOff 0 means speakers never pause.
 	TalkOn, TalkOff time.Duration
 	Progress        func(sent, received int64)
+	// Route, if set, sends every client's media to Route(server) instead:
+	// a proxy that injects loss or delay.
+	Route func(netip.AddrPort) netip.AddrPort
 }
 
 // sendLog remembers when each recent packet of a speaker was sent, by RTP
@@ -155,7 +159,7 @@ func RunVoice(ctx context.Context, o VoiceOptions) (*Result, error) {
 				return
 			}
 			m.gw = gw
-			vc, err := JoinVoice(cctx, gw, dialer, g.ID, channels[i/o.Participants], m.id, o.Modes[i%len(o.Modes)])
+			vc, err := JoinVoiceVia(cctx, gw, dialer, g.ID, channels[i/o.Participants], m.id, o.Modes[i%len(o.Modes)], o.Route)
 			if err != nil {
 				errs <- err
 				return

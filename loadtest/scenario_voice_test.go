@@ -2,9 +2,11 @@ package loadtest
 
 import (
 	"context"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,5 +31,36 @@ func TestVoiceScenario(t *testing.T) {
 	}
 	if r.Latency["forwarding"].Count == 0 || c["server_cpu_us_per_forwarded_packet"] <= 0 || c["forwarded_packets_per_s"] <= 0 {
 		t.Fatalf("latency %+v counters %v", r.Latency, c)
+	}
+}
+
+// Loss injected by a proxy (every 10th RTP packet a speaker sends) shows up
+// in the report as exactly that loss.
+func TestVoiceScenarioReportsInjectedLoss(t *testing.T) {
+	n := startNode(t, "--https", "127.0.0.1:0", "--voice", "127.0.0.1:0")
+	tok, _ := os.ReadFile(filepath.Join(n.data, "admin.token"))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var proxy *lossProxy
+	var once sync.Once
+	r, err := RunVoice(ctx, VoiceOptions{URL: n.base, AdminToken: strings.TrimSpace(string(tok)), CAFile: n.ca,
+		Rooms: 2, Participants: 3, Speakers: 1, Duration: 2 * time.Second,
+		Route: func(server netip.AddrPort) netip.AddrPort {
+			once.Do(func() { proxy = newLossProxy(t, server, 10) })
+			return proxy.addr()
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := r.Counters
+	dropped := float64(proxy.dropped.Load())
+	lost := c["expected_packets"] - c["received_packets"]
+	// Each dropped packet was due at the 2 other participants of its room.
+	if dropped < 10 || lost != 2*dropped {
+		t.Fatalf("proxy dropped %v packets, report says %v lost (%v)", dropped, lost, c)
+	}
+	want := 100 * lost / c["expected_packets"]
+	if got := c["loss_percent"]; got < want-0.001 || got > want+0.001 {
+		t.Fatalf("loss_percent %v, want %v", got, want)
 	}
 }

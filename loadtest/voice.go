@@ -40,6 +40,13 @@ type VoiceClient struct {
 // the voice gateway (dialled with d, which must trust its certificate),
 // and completes Identify, IP discovery and Select Protocol with mode.
 func JoinVoice(ctx context.Context, gw *GatewayClient, d *websocket.Dialer, guild, channel, user string, mode crypto.Mode) (*VoiceClient, error) {
+	return JoinVoiceVia(ctx, gw, d, guild, channel, user, mode, nil)
+}
+
+// JoinVoiceVia is JoinVoice with the media sent to route(server) instead
+// of the server's UDP address, for a proxy that injects loss in tests.
+func JoinVoiceVia(ctx context.Context, gw *GatewayClient, d *websocket.Dialer, guild, channel, user string, mode crypto.Mode,
+	route func(netip.AddrPort) netip.AddrPort) (*VoiceClient, error) {
 	if err := gw.Send(4, map[string]any{"guild_id": guild, "channel_id": channel, "self_mute": false, "self_deaf": false}); err != nil {
 		return nil, err
 	}
@@ -100,6 +107,9 @@ func JoinVoice(ctx context.Context, gw *GatewayClient, d *websocket.Dialer, guil
 	if err != nil {
 		ws.Close()
 		return nil, err
+	}
+	if route != nil {
+		server = route(server)
 	}
 	if vc.UDP, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(server)); err != nil {
 		ws.Close()
