@@ -33,7 +33,11 @@ type ChatOptions struct {
 	// event a dropped session missed must arrive after its resume, so lost
 	// and duplicated stay 0.
 	ChurnPerSecond float64
-	Progress       func(sent, delivered int64)
+	// HugeMessages is the share of messages posted in the huge guild; the
+	// rest go to a random small guild (default 0.5). Each message comes
+	// from a random member of its guild.
+	HugeMessages float64
+	Progress     func(sent, delivered int64)
 }
 
 // admin is a small client of the admin API.
@@ -89,7 +93,7 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 	base := strings.TrimRight(o.URL, "/")
 	ad := &admin{base: base, token: o.AdminToken, hc: &http.Client{Timeout: 30 * time.Second}}
 	r := newResult("chat", map[string]any{"url": o.URL, "sessions": o.Sessions, "guilds": o.Guilds,
-		"huge_share": o.HugeShare, "rate": o.Rate, "duration_s": o.Duration.Seconds()})
+		"huge_share": o.HugeShare, "huge_messages": o.HugeMessages, "rate": o.Rate, "duration_s": o.Duration.Seconds()})
 	start := time.Now()
 
 	// Users, then guild membership: the huge guild first, then round robin.
@@ -202,7 +206,18 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 		}(u)
 	}
 
-	// Senders: Rate messages per second from random members.
+	// Senders: Rate messages per second, HugeMessages of them in the huge
+	// guild, each from a random member of its guild.
+	var smallGuilds []*chatGuild
+	for _, g := range guilds[1:] {
+		if len(g.members) > 0 {
+			smallGuilds = append(smallGuilds, g)
+		}
+	}
+	hugeMessages := o.HugeMessages
+	if hugeMessages <= 0 || hugeMessages > 1 {
+		hugeMessages = 0.5
+	}
 	var sent, expected, failed atomic.Int64
 	hc := &http.Client{Timeout: 30 * time.Second}
 	interval := time.Duration(float64(time.Second) / o.Rate)
@@ -257,7 +272,11 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 			}
 		default:
 		}
-		u := users[rng.IntN(len(users))]
+		g := guilds[0]
+		if len(smallGuilds) > 0 && (len(g.members) == 0 || rng.Float64() >= hugeMessages) {
+			g = smallGuilds[rng.IntN(len(smallGuilds))]
+		}
+		u := g.members[rng.IntN(len(g.members))]
 		sem <- struct{}{}
 		swg.Add(1)
 		go func(u *chatUser, seq uint64) {

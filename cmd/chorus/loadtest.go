@@ -99,6 +99,7 @@ func runLoadtest(args []string) error {
 		sessions := fs.Int("sessions", 1000, "users, one gateway session each")
 		guilds := fs.Int("guilds", 50, "guilds: one huge, the rest small")
 		huge := fs.Float64("huge-share", 0.3, "share of the sessions in the huge guild")
+		hugeMsgs := fs.Float64("huge-messages", 0.5, "share of the messages posted in the huge guild")
 		rate := fs.Float64("rate", 100, "messages per second over all guilds")
 		duration := fs.Duration("duration", 20*time.Second, "how long to send")
 		if err := fs.Parse(args); err != nil {
@@ -112,7 +113,7 @@ func runLoadtest(args []string) error {
 		started := time.Now()
 		run = func() (*loadtest.Result, error) {
 			return loadtest.RunChat(ctx, loadtest.ChatOptions{URL: *base, AdminToken: tok, Sessions: *sessions, Guilds: *guilds,
-				HugeShare: *huge, Rate: *rate, Duration: *duration, ChurnPerSecond: *churn, Progress: func(sent, delivered int64) {
+				HugeShare: *huge, Rate: *rate, Duration: *duration, ChurnPerSecond: *churn, HugeMessages: *hugeMsgs, Progress: func(sent, delivered int64) {
 					bar.counts(int64(time.Since(started).Seconds()), "sent", sent, "delivered", delivered, "errors", 0)
 				}})
 		}
