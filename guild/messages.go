@@ -139,20 +139,14 @@ func (r *Router) EditMessage(ctx context.Context, channel, id, user ID, content 
 	if utf8.RuneCountInString(content) > MaxContent {
 		return Message{}, InvalidForm("content", "BASE_TYPE_MAX_LENGTH", "Must be 2000 or fewer in length.")
 	}
-	gid, err := r.GuildOfChannel(ctx, channel)
-	if err != nil {
-		return Message{}, err
-	}
 	var out Message
-	err = r.call(ctx, gid, func(a *actor) error {
+	err := r.callChannel(ctx, channel, func(a *actor) error {
 		c, _, err := a.viewable(channel, user)
 		if err != nil {
 			return err
 		}
-		m, err := r.store.GetMessage(ctx, channel, id)
-		if errors.Is(err, store.ErrNotFound) {
-			return ErrUnknownMessage
-		} else if err != nil {
+		m, err := a.message(ctx, channel, id)
+		if err != nil {
 			return err
 		}
 		if m.AuthorID != user {
@@ -185,10 +179,8 @@ func (r *Router) DeleteMessage(ctx context.Context, channel, id, user ID) error 
 		if err != nil {
 			return err
 		}
-		m, err := r.store.GetMessage(ctx, channel, id)
-		if errors.Is(err, store.ErrNotFound) {
-			return ErrUnknownMessage
-		} else if err != nil {
+		m, err := a.message(ctx, channel, id)
+		if err != nil {
 			return err
 		}
 		if m.AuthorID != user && p&PermManageMessages == 0 {
@@ -300,6 +292,15 @@ func (a *actor) viewable(channel, user ID) (*store.Channel, uint64, error) {
 		return nil, 0, ErrMissingAccess
 	}
 	return c, p, nil
+}
+
+// message loads one message of a channel; a missing one is ErrUnknownMessage.
+func (a *actor) message(ctx context.Context, channel, id ID) (store.Message, error) {
+	m, err := a.r.store.GetMessage(ctx, channel, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return m, ErrUnknownMessage
+	}
+	return m, err
 }
 
 // callChannel runs fn on the actor of the guild that owns channel.
