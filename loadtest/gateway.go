@@ -46,9 +46,28 @@ type GatewayClient struct {
 	Resumable atomic.Bool
 	// Resumed and Invalidated count RESUMED dispatches and op 9 answers.
 	Resumed, Invalidated atomic.Int64
+	// Reconnect makes the client recover from a lost connection by itself,
+	// as client libraries do (gateway.md §10): it resumes at
+	// resume_gateway_url, retrying with backoff while the node is
+	// unreachable, and identifies afresh after op 9. It also treats a
+	// heartbeat that was never acknowledged as a dead connection (a zombie,
+	// gateway.md §4). Reconnect implies Resumable.
+	Reconnect atomic.Bool
+	// ReconnectFor bounds how long a Reconnect client keeps trying before
+	// the session ends (default 60 s).
+	ReconnectFor time.Duration
+	// Drops counts lost connections; Reidentified counts fresh READYs after
+	// a drop.
+	Drops, Reidentified atomic.Int64
 
 	dialer         *websocket.Dialer
+	url            string
 	token          string
+	intents        int
+	droppedAt      atomic.Int64 // unix ns of the drop under repair, 0 when live
+	backAt         atomic.Int64 // unix ns the session was last re-established
+	ackPending     atomic.Bool
+	pendingGuilds  atomic.Int64 // GUILD_CREATEs still owed after READY
 	sessionID      string
 	resumeURL      string
 	closing        atomic.Bool
@@ -73,7 +92,7 @@ func DialGateway(ctx context.Context, d *websocket.Dialer, url, token string, in
 	if err != nil {
 		return nil, err
 	}
-	c := &GatewayClient{ws: ws, Events: make(chan Dispatch, 64), done: make(chan struct{}), dialer: d, token: token}
+	c := &GatewayClient{ws: ws, Events: make(chan Dispatch, 64), done: make(chan struct{}), dialer: d, url: url, token: token, intents: intents}
 	var hello struct {
 		Op int `json:"op"`
 		D  struct {
@@ -84,8 +103,7 @@ func DialGateway(ctx context.Context, d *websocket.Dialer, url, token string, in
 		ws.Close()
 		return nil, fmt.Errorf("loadtest: no Hello: %v", err)
 	}
-	c.Send(2, map[string]any{"token": token, "intents": intents,
-		"properties": map[string]string{"os": "linux", "browser": "chorus-loadtest", "device": "chorus-loadtest"}})
+	c.identify()
 	go c.read(ws)
 	c.heartbeatEvery = time.Duration(hello.D.Interval) * time.Millisecond
 	c.heartbeat(c.heartbeatEvery)
@@ -100,12 +118,6 @@ func DialGateway(ctx context.Context, d *websocket.Dialer, url, token string, in
 			}
 			if ev.T == "READY" {
 				c.Ready = ev.D
-				var r struct {
-					SessionID string `json:"session_id"`
-					ResumeURL string `json:"resume_gateway_url"`
-				}
-				json.Unmarshal(ev.D, &r)
-				c.sessionID, c.resumeURL = r.SessionID, r.ResumeURL
 				return c, nil
 			}
 		case <-ctx.Done():
@@ -113,6 +125,12 @@ func DialGateway(ctx context.Context, d *websocket.Dialer, url, token string, in
 			return nil, ctx.Err()
 		}
 	}
+}
+
+func (c *GatewayClient) identify() error {
+	c.ackPending.Store(false)
+	return c.Send(2, map[string]any{"token": c.token, "intents": c.intents,
+		"properties": map[string]string{"os": "linux", "browser": "chorus-loadtest", "device": "chorus-loadtest"}})
 }
 
 // Send writes one payload.
@@ -126,24 +144,20 @@ func (c *GatewayClient) read(ws *websocket.Conn) {
 	for {
 		// ReadMessage parks in a shallow frame, so an idle client's stack
 		// stays small; decoding happens after, and not at all for an idle
-		// session, which only needs the sequence number.
+		// session, which only needs the sequence number and the opcode.
 		_, b, err := ws.ReadMessage()
 		if err != nil {
-			if c.Resumable.Load() && !c.closing.Load() {
-				return // dropped: Resume continues the stream on Events
-			}
-			c.Err = err
-			c.finish()
-			if !c.Resumable.Load() {
-				close(c.Events)
-			}
+			c.lost(ws, err)
 			return
 		}
 		if c.Discard.Load() {
-			if s, ok := seqOf(b); ok {
+			if s, ok := numField(b, `"s":`); ok {
 				c.smu.Lock()
 				c.lastS = s
 				c.smu.Unlock()
+			}
+			if op, ok := numField(b, `"op":`); ok && op != 0 {
+				c.control(int(op))
 			}
 			continue
 		}
@@ -151,21 +165,128 @@ func (c *GatewayClient) read(ws *websocket.Conn) {
 		if json.Unmarshal(b, &d) != nil {
 			continue
 		}
-		if d.Op == 9 {
-			c.Invalidated.Add(1)
-			continue
-		}
 		if d.Op != 0 {
+			c.control(d.Op)
 			continue
 		}
 		d.Seen = time.Now()
 		c.smu.Lock()
 		c.lastS = d.S
 		c.smu.Unlock()
-		if d.T == "RESUMED" {
+		switch d.T {
+		case "READY":
+			var r struct {
+				SessionID string            `json:"session_id"`
+				ResumeURL string            `json:"resume_gateway_url"`
+				Guilds    []json.RawMessage `json:"guilds"`
+			}
+			json.Unmarshal(d.D, &r)
+			c.smu.Lock()
+			c.sessionID, c.resumeURL = r.SessionID, r.ResumeURL
+			c.smu.Unlock()
+			if c.droppedAt.Load() != 0 {
+				c.Reidentified.Add(1)
+			}
+			// A fresh session is live once every guild it is in has arrived:
+			// events of a guild follow its GUILD_CREATE (gateway.md §9.3).
+			if c.pendingGuilds.Store(int64(len(r.Guilds))); len(r.Guilds) == 0 {
+				c.back(d.Seen)
+			}
+		case "GUILD_CREATE":
+			if c.pendingGuilds.Add(-1) == 0 {
+				c.back(d.Seen)
+			}
+		case "RESUMED":
 			c.Resumed.Add(1)
+			c.back(d.Seen)
 		}
 		c.Events <- d
+	}
+}
+
+// control handles the opcodes a client must act on besides dispatches.
+func (c *GatewayClient) control(op int) {
+	switch op {
+	case 11: // Heartbeat ACK
+		c.ackPending.Store(false)
+	case 9: // Invalid Session: identify afresh on this connection (gateway.md §10)
+		c.Invalidated.Add(1)
+		if c.Reconnect.Load() {
+			go c.identify()
+		}
+	}
+}
+
+// lost handles the end of connection ws: a Resumable session waits for
+// Resume (from the caller, or from itself when Reconnect is set); any
+// other ends for good.
+func (c *GatewayClient) lost(ws *websocket.Conn, err error) {
+	c.wmu.Lock()
+	current := c.ws == ws
+	c.wmu.Unlock()
+	if !current {
+		return // an older connection, already replaced by a resume
+	}
+	if (c.Resumable.Load() || c.Reconnect.Load()) && !c.closing.Load() {
+		c.Drops.Add(1)
+		if c.Reconnect.Load() && c.droppedAt.CompareAndSwap(0, time.Now().UnixNano()) {
+			go c.reconnect()
+		}
+		return
+	}
+	c.Err = err
+	c.finish()
+	if !c.Resumable.Load() && !c.Reconnect.Load() {
+		close(c.Events)
+	}
+}
+
+// back records that the session is live again after a drop; it reports
+// whether there was one.
+func (c *GatewayClient) back(at time.Time) bool {
+	if c.droppedAt.Swap(0) == 0 {
+		return false
+	}
+	c.backAt.Store(at.UnixNano())
+	return true
+}
+
+// Recovering reports whether the session lost its connection and is not
+// yet live again; BackAt is when it was last re-established.
+func (c *GatewayClient) Recovering() bool { return c.droppedAt.Load() != 0 }
+
+// BackAt is when the session was last re-established after a drop (RESUMED
+// or a fresh READY received), zero if it never dropped.
+func (c *GatewayClient) BackAt() time.Time {
+	if ns := c.backAt.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
+// reconnect resumes the session with exponential backoff (50 ms to 1 s)
+// until a connection is accepted; what the node answers (RESUMED, or op 9
+// and then a fresh identify) arrives on the new connection's read loop.
+func (c *GatewayClient) reconnect() {
+	limit := c.ReconnectFor
+	if limit <= 0 {
+		limit = time.Minute
+	}
+	deadline := time.Now().Add(limit)
+	backoff := 50 * time.Millisecond
+	for !c.closing.Load() && time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := c.Resume(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		time.Sleep(backoff)
+		backoff = min(2*backoff, time.Second)
+	}
+	if !c.closing.Load() {
+		c.Err = errors.New("loadtest: gave up reconnecting")
+		c.finish()
 	}
 }
 
@@ -180,7 +301,10 @@ func (c *GatewayClient) Drop() {
 // the last sequence number seen (gateway.md §10). The replayed events and
 // RESUMED arrive on Events.
 func (c *GatewayClient) Resume(ctx context.Context) error {
-	ws, _, err := c.dialer.DialContext(ctx, c.resumeURL+"/?v=10&encoding=json", nil)
+	c.smu.Lock()
+	seq, sessionID, resumeURL := c.lastS, c.sessionID, c.resumeURL
+	c.smu.Unlock()
+	ws, _, err := c.dialer.DialContext(ctx, resumeURL+"/?v=10&encoding=json", nil)
 	if err != nil {
 		return err
 	}
@@ -189,13 +313,14 @@ func (c *GatewayClient) Resume(ctx context.Context) error {
 		ws.Close()
 		return fmt.Errorf("loadtest: no Hello on resume: %v", err)
 	}
-	c.smu.Lock()
-	seq := c.lastS
-	c.smu.Unlock()
 	c.wmu.Lock()
 	c.ws = ws
-	err = ws.WriteJSON(map[string]any{"op": 6, "d": map[string]any{"token": c.token, "session_id": c.sessionID, "seq": seq}})
+	c.ackPending.Store(false)
+	err = ws.WriteJSON(map[string]any{"op": 6, "d": map[string]any{"token": c.token, "session_id": sessionID, "seq": seq}})
 	c.wmu.Unlock()
+	if c.closing.Load() {
+		ws.Close() // Close ran while this resume was being dialled
+	}
 	if err != nil {
 		return err
 	}
@@ -203,13 +328,15 @@ func (c *GatewayClient) Resume(ctx context.Context) error {
 	return nil
 }
 
-// seqOf finds the "s" of a dispatch envelope without decoding it.
-func seqOf(b []byte) (int64, bool) {
-	i := bytes.Index(b, []byte(`"s":`))
+// numField finds a top-level number such as "s": or "op": in a gateway
+// payload without decoding it. Dispatch envelopes put op, s and t before d
+// (as the node encodes them), so a match inside d is not reached first.
+func numField(b []byte, key string) (int64, bool) {
+	i := bytes.Index(b, []byte(key))
 	if i < 0 {
 		return 0, false
 	}
-	j := i + 4
+	j := i + len(key)
 	k := j
 	for k < len(b) && b[k] >= '0' && b[k] <= '9' {
 		k++
@@ -234,7 +361,11 @@ func (c *GatewayClient) heartbeat(every time.Duration) {
 		c.smu.Lock()
 		s := c.lastS
 		c.smu.Unlock()
-		c.Send(1, s)
+		if c.Reconnect.Load() && c.ackPending.Swap(true) {
+			c.Drop() // the last beat was never acknowledged: a zombie connection
+		} else {
+			c.Send(1, s)
+		}
 		t.Reset(every)
 	})
 }
@@ -261,7 +392,7 @@ func (c *GatewayClient) Close() error {
 	if c.closing.Swap(true) {
 		return nil
 	}
-	if c.Resumable.Load() {
+	if c.Resumable.Load() || c.Reconnect.Load() {
 		c.finish()
 	}
 	c.wmu.Lock()

@@ -13,13 +13,13 @@ import (
 // The HTML report is one self-contained file: no script, no CDN; the
 // charts are inline SVG drawn here.
 
-const chartW, chartH, padL, padB = 640.0, 260.0, 56.0, 32.0
+const chartW, chartH, padL, padB = 660.0, 260.0, 68.0, 32.0
 
 var palette = []string{"#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2"}
 
 // svgLines draws series of (x, y) points on a linear x axis and a log y
 // axis (milliseconds), with labelled ticks.
-func svgLines(title string, xLabels []string, series []namedSeries) template.HTML {
+func svgLines(title string, xLabels []string, series []namedSeries, marks ...Mark) template.HTML {
 	var b strings.Builder
 	lo, hi := math.Inf(1), math.Inf(-1)
 	for _, s := range series {
@@ -59,6 +59,14 @@ func svgLines(title string, xLabels []string, series []namedSeries) template.HTM
 	step := max(1, n/10)
 	for i := 0; i < n; i += step {
 		fmt.Fprintf(&b, `<text x="%.1f" y="%g" font-size="11" text-anchor="middle" fill="#444">%s</text>`, x(i), chartH-padB+16, template.HTMLEscapeString(xLabels[i]))
+	}
+	for i, m := range marks {
+		mx := padL
+		if n > 1 {
+			mx = padL + m.Second/float64(n-1)*(chartW-padL-20)
+		}
+		fmt.Fprintf(&b, `<line class="mark" x1="%.1f" x2="%.1f" y1="10" y2="%g" stroke="#b91c1c" stroke-dasharray="4 3"/><text x="%.1f" y="%d" font-size="11" fill="#b91c1c">%s</text>`,
+			mx, mx, chartH-padB, mx+3, 20+14*i, template.HTMLEscapeString(m.Label))
 	}
 	for si, s := range series {
 		color := palette[si%len(palette)]
@@ -130,7 +138,7 @@ func (r *Result) WriteHTML(w io.Writer) error {
 			labels[i] = fmt.Sprintf("%ds", p.Second)
 			p50[i], p99[i], mx[i] = p.P50, p.P99, p.Max
 		}
-		data.Timeline = svgLines("latency over time", labels, []namedSeries{{"p50", p50}, {"p99", p99}, {"max", mx}})
+		data.Timeline = svgLines("latency over time", labels, []namedSeries{{"p50", p50}, {"p99", p99}, {"max", mx}}, r.Marks...)
 	}
 	return reportTmpl.Execute(w, data)
 }

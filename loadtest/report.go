@@ -25,6 +25,15 @@ type Result struct {
 	// Timeline is the main latency per second of the run.
 	TimelineOf string      `json:"timeline_of,omitempty"`
 	Timeline   []TimePoint `json:"timeline,omitempty"`
+	// Marks are moments on the timeline worth a line of their own, such as
+	// a fault and the recovery from it.
+	Marks []Mark `json:"marks,omitempty"`
+}
+
+// Mark is a labelled moment, in seconds on the timeline's axis.
+type Mark struct {
+	Second float64 `json:"second"`
+	Label  string  `json:"label"`
 }
 
 func newResult(scenario string, params map[string]any) *Result {

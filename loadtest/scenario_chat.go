@@ -37,7 +37,12 @@ type ChatOptions struct {
 	// rest go to a random small guild (default 0.5). Each message comes
 	// from a random member of its guild.
 	HugeMessages float64
-	Progress     func(sent, delivered int64)
+	// Fault, if set, runs an operator command while chat runs (the fault
+	// scenario): sessions reconnect by themselves, senders retry with
+	// their nonce, and the result says when service recovered and what
+	// was lost.
+	Fault    *Fault
+	Progress func(sent, delivered int64)
 }
 
 // admin is a small client of the admin API.
@@ -73,7 +78,8 @@ type chatUser struct {
 	id, token string
 	guild     *chatGuild
 	gw        *GatewayClient
-	churning  atomic.Bool // a drop and resume is under way
+	churning  atomic.Bool     // a drop and resume is under way
+	seen      map[uint64]bool // message seqs received; read after the run
 }
 
 type chatGuild struct {
@@ -89,6 +95,9 @@ type chatGuild struct {
 func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 	if o.Sessions < 2 || o.Guilds < 1 || o.Rate <= 0 || o.HugeShare < 0 || o.HugeShare > 1 {
 		return nil, errors.New("loadtest: chat needs sessions >= 2, guilds >= 1, rate > 0, 0 <= huge share <= 1")
+	}
+	if err := o.Fault.validate(o); err != nil {
+		return nil, err
 	}
 	base := strings.TrimRight(o.URL, "/")
 	ad := &admin{base: base, token: o.AdminToken, hc: &http.Client{Timeout: 30 * time.Second}}
@@ -161,10 +170,15 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 		}
 		u.gw = gw
 		gw.Resumable.Store(o.ChurnPerSecond > 0)
+		if o.Fault != nil {
+			gw.ReconnectFor = o.Fault.recoverWithin()
+			gw.Reconnect.Store(true)
+		}
+		u.seen = map[uint64]bool{}
 		wg.Add(1)
 		go func(u *chatUser) {
 			defer wg.Done()
-			seen := map[uint64]bool{}
+			seen := u.seen
 			for {
 				var ev Dispatch
 				select {
@@ -220,9 +234,50 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 	}
 	var sent, expected, failed atomic.Int64
 	hc := &http.Client{Timeout: 30 * time.Second}
+	var sendStart time.Time
+	var fr *faultRun
+	if o.Fault != nil {
+		fr = &faultRun{Fault: *o.Fault}
+	}
+	// post sends message seq from u with its nonce enforced, so that a
+	// retry after a lost answer cannot post it twice; under a fault it
+	// retries until the fault's recovery bound. It returns the last HTTP
+	// status (0: no answer).
+	post := func(u *chatUser, seq uint64) (bool, int) {
+		content := fmt.Sprintf("lt %d %d", time.Now().UnixNano(), seq)
+		body, _ := json.Marshal(map[string]any{"content": content, "nonce": strconv.FormatUint(seq, 10), "enforce_nonce": true})
+		backoff := 50 * time.Millisecond
+		for attempt := 0; ; attempt++ {
+			status, began := 0, time.Now()
+			req, _ := http.NewRequestWithContext(ctx, "POST", base+"/api/v10/channels/"+u.guild.channel+"/messages", bytes.NewReader(body))
+			req.Header.Set("Authorization", "Bot "+u.token)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := hc.Do(req)
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				status = resp.StatusCode
+			}
+			if fr == nil {
+				return status == 200, status
+			}
+			at := time.Now()
+			fr.attempt(seq, u.guild, began, at, status == 200)
+			// 4xx other than 429 will not change on a retry.
+			if status == 200 || (status >= 400 && status < 500 && status != 429) || ctx.Err() != nil ||
+				at.After(sendStart.Add(o.Duration+fr.recoverWithin())) {
+				return status == 200, status
+			}
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
+		}
+	}
 	interval := time.Duration(float64(time.Second) / o.Rate)
 	rng := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 1))
-	sendStart := time.Now()
+	sendStart = time.Now()
+	if fr != nil {
+		fr.start(ctx, sendStart)
+	}
 	var swg sync.WaitGroup
 	sem := make(chan struct{}, 64)
 	progress := time.NewTicker(time.Second)
@@ -282,20 +337,12 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 		go func(u *chatUser, seq uint64) {
 			defer swg.Done()
 			defer func() { <-sem }()
-			body, _ := json.Marshal(map[string]any{"content": fmt.Sprintf("lt %d %d", time.Now().UnixNano(), seq), "nonce": strconv.FormatUint(seq, 10)})
-			req, _ := http.NewRequest("POST", base+"/api/v10/channels/"+u.guild.channel+"/messages", bytes.NewReader(body))
-			req.Header.Set("Authorization", "Bot "+u.token)
-			req.Header.Set("Content-Type", "application/json")
-			resp, err := hc.Do(req)
-			if err != nil {
+			ok, status := post(u, seq)
+			if !ok {
 				failed.Add(1)
-				return
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				failed.Add(1)
-				r.addFailure(fmt.Sprintf("http-%d", resp.StatusCode))
+				if status != 0 {
+					r.addFailure(fmt.Sprintf("http-%d", status))
+				}
 				return
 			}
 			sent.Add(1)
@@ -314,9 +361,13 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 		}
 		return n
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for (delivered.Load() < expected.Load() || resumedAll() < drops.Load()-resumeErrors.Load()) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
+	if fr != nil {
+		fr.settle(ctx, users, delivered.Load)
+	} else {
+		deadline := time.Now().Add(5 * time.Second)
+		for (delivered.Load() < expected.Load() || resumedAll() < drops.Load()-resumeErrors.Load()) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 	for _, u := range users {
 		u.gw.Close()
@@ -343,6 +394,11 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 		r.Counters["resume_errors"] = float64(resumeErrors.Load())
 		r.Counters["invalid_sessions"] = float64(invalidated)
 		r.Counters["missed_after_resume"] = r.Counters["lost"]
+	}
+	if fr != nil {
+		if err := fr.report(ctx, r, base, sendStart, all, users, guilds); err != nil {
+			return nil, err
+		}
 	}
 	r.Latency["delivery"] = all.Summarize()
 	r.TimelineOf, r.Timeline = "delivery", all.Timeline()

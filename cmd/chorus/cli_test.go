@@ -163,3 +163,24 @@ func TestDemoIsIdempotent(t *testing.T) {
 		t.Fatalf("%d guilds after two seeds", len(gs))
 	}
 }
+
+// Bad loadtest invocations fail at once with a message naming the fix,
+// before any load is sent.
+func TestLoadtestBadInvocations(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"nonsense"}, "unknown scenario"},
+		{[]string{"fault", "--admin-token", "x", "--command-log", filepath.Join(dir, "f.log")}, "--command is required"},
+		{[]string{"chat", "--data", filepath.Join(dir, "missing")}, "no --admin-token"},
+		{[]string{"gateway"}, "--token is required"},
+		{[]string{"voice", "--admin-token", "x", "--modes", "rot13"}, "not a voice encryption mode"},
+	} {
+		err := runLoadtest(tc.args)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("loadtest %v: got %v, want an error containing %q", tc.args, err, tc.want)
+		}
+	}
+}

@@ -29,6 +29,10 @@ Scenarios:
             delivery latency (huge and small guilds apart), lost, duplicated
   churn     chat while sessions drop and resume; resumes, and events missed
             after a resume (lost, duplicated: both must be 0)
+  fault     chat while an operator command runs at a given time (say, kill
+            a node and start it again); time until service recovered,
+            acknowledged messages lost or stored twice (read back from
+            history), deliveries missed after recovery
   voice     rooms of participants, speakers sending real Opus frames every
             20 ms in talk spurts; forwarded packets/s, loss, jitter, one-way
             latency, server CPU per forwarded packet
@@ -88,7 +92,7 @@ func runLoadtest(args []string) error {
 					bar.counts(int64(done+failed), "connected", int64(done), "attempted", int64(done+failed), "failed", int64(failed))
 				}})
 		}
-	case "chat", "churn":
+	case "chat", "churn", "fault":
 		churnDefault := 0.0
 		if scenario == "churn" {
 			churnDefault = 10
@@ -102,6 +106,15 @@ func runLoadtest(args []string) error {
 		hugeMsgs := fs.Float64("huge-messages", 0.5, "share of the messages posted in the huge guild")
 		rate := fs.Float64("rate", 100, "messages per second over all guilds")
 		duration := fs.Duration("duration", 20*time.Second, "how long to send")
+		var fault *loadtest.Fault
+		var command, commandLog *string
+		var at, within *time.Duration
+		if scenario == "fault" {
+			command = fs.String("command", "", `operator command run under "sh -c" at --at (required), e.g. "systemctl restart chorus"`)
+			at = fs.Duration("at", 5*time.Second, "when to run the command, after sending started")
+			within = fs.Duration("recover-within", time.Minute, "how long clients keep reconnecting and the run waits for them")
+			commandLog = fs.String("command-log", "loadtest-fault.log", "where the command's output goes")
+		}
 		if err := fs.Parse(args); err != nil {
 			return err
 		}
@@ -109,11 +122,22 @@ func runLoadtest(args []string) error {
 		if err != nil {
 			return err
 		}
+		if scenario == "fault" {
+			if strings.TrimSpace(*command) == "" {
+				return errors.New("loadtest fault: --command is required (what to run at --at, e.g. a node restart)")
+			}
+			logFile, err := os.Create(*commandLog)
+			if err != nil {
+				return fmt.Errorf("loadtest fault: --command-log: %w", err)
+			}
+			defer logFile.Close()
+			fault = &loadtest.Fault{Command: *command, At: *at, RecoverWithin: *within, Output: logFile}
+		}
 		bar = newProgress(scenario, int64(duration.Seconds()))
 		started := time.Now()
 		run = func() (*loadtest.Result, error) {
 			return loadtest.RunChat(ctx, loadtest.ChatOptions{URL: *base, AdminToken: tok, Sessions: *sessions, Guilds: *guilds,
-				HugeShare: *huge, Rate: *rate, Duration: *duration, ChurnPerSecond: *churn, HugeMessages: *hugeMsgs, Progress: func(sent, delivered int64) {
+				HugeShare: *huge, Rate: *rate, Duration: *duration, ChurnPerSecond: *churn, HugeMessages: *hugeMsgs, Fault: fault, Progress: func(sent, delivered int64) {
 					bar.counts(int64(time.Since(started).Seconds()), "sent", sent, "delivered", delivered, "errors", 0)
 				}})
 		}

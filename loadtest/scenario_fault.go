@@ -1,0 +1,323 @@
+package loadtest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Fault is an operator command run at a given moment while the chat
+// scenario runs: the fault scenario. "Kill a node and start it again" is
+// the typical one. Clients behave as client libraries do meanwhile:
+// sessions resume or identify afresh by themselves (GatewayClient.Reconnect)
+// and senders retry each message with its nonce enforced, so a retry after
+// a lost answer cannot post it twice.
+type Fault struct {
+	// Command runs under "sh -c" At after sending started. Its output goes
+	// to Output when set (the CLI uses a log file): a command that starts a
+	// server in the background must not keep a pipe of ours open.
+	Command string
+	At      time.Duration
+	Output  *os.File
+	// RecoverWithin bounds how long after the fault clients keep trying,
+	// and how long the run waits for them (default 60 s).
+	RecoverWithin time.Duration
+}
+
+func (f *Fault) validate(o ChatOptions) error {
+	if f == nil {
+		return nil
+	}
+	switch {
+	case strings.TrimSpace(f.Command) == "":
+		return errors.New("loadtest fault: a command to run is required")
+	case f.At < 0 || f.At >= o.Duration:
+		return fmt.Errorf("loadtest fault: the fault time %v must fall inside the run (duration %v)", f.At, o.Duration)
+	case o.ChurnPerSecond > 0:
+		return errors.New("loadtest fault: runs under chat without churn, so that every drop is the fault's")
+	}
+	return nil
+}
+
+func (f *Fault) recoverWithin() time.Duration {
+	if f == nil || f.RecoverWithin <= 0 {
+		return time.Minute
+	}
+	return f.RecoverWithin
+}
+
+// faultRun is one fault under way: the command's outcome and every send
+// attempt, from which the time to recovery follows.
+type faultRun struct {
+	Fault
+	started, ended time.Time
+	exitCode       int
+	cmdErr         error
+	done           chan struct{}
+
+	mu       sync.Mutex
+	lastFail time.Time // the latest failed send attempt after the fault
+	acks     []ack     // every acknowledged message, in order of answer
+	retries  int
+}
+
+// ack is one acknowledged message: its request began at sent and its
+// answer arrived at at.
+type ack struct {
+	seq      uint64
+	guild    *chatGuild
+	sent, at time.Time
+}
+
+// attempt records one send attempt of message seq.
+func (f *faultRun) attempt(seq uint64, g *chatGuild, sent, at time.Time, ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if ok {
+		f.acks = append(f.acks, ack{seq, g, sent, at})
+		return
+	}
+	f.retries++
+	if !f.started.IsZero() && at.After(f.started) && at.After(f.lastFail) {
+		f.lastFail = at
+	}
+}
+
+// start runs the command At after sendStart, on its own goroutine.
+func (f *faultRun) start(ctx context.Context, sendStart time.Time) {
+	f.done = make(chan struct{})
+	go func() {
+		defer close(f.done)
+		select {
+		case <-time.After(time.Until(sendStart.Add(f.At))):
+		case <-ctx.Done():
+			f.cmdErr = ctx.Err()
+			return
+		}
+		cmd := exec.CommandContext(ctx, "sh", "-c", f.Command)
+		if f.Output != nil {
+			cmd.Stdout, cmd.Stderr = f.Output, f.Output
+		}
+		// A background child may inherit our descriptors; do not wait on
+		// it past the command itself.
+		cmd.WaitDelay = time.Second
+		f.mu.Lock()
+		f.started = time.Now()
+		f.mu.Unlock()
+		f.cmdErr = cmd.Run()
+		f.ended = time.Now()
+		f.exitCode = cmd.ProcessState.ExitCode()
+	}()
+}
+
+// settle waits until the command ended and every session is live again,
+// or RecoverWithin after the fault passed; then until deliveries stop
+// arriving (at most 5 s more).
+func (f *faultRun) settle(ctx context.Context, users []*chatUser, delivered func() int64) {
+	<-f.done
+	deadline := f.started.Add(f.recoverWithin())
+	for ctx.Err() == nil && time.Now().Before(deadline) && recovering(users) > 0 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	last, stable := delivered(), time.Now()
+	for end := time.Now().Add(5 * time.Second); ctx.Err() == nil && time.Now().Before(end) && time.Since(stable) < 500*time.Millisecond; {
+		time.Sleep(20 * time.Millisecond)
+		if n := delivered(); n != last {
+			last, stable = n, time.Now()
+		}
+	}
+}
+
+func recovering(users []*chatUser) int {
+	n := 0
+	for _, u := range users {
+		if u.gw.Recovering() {
+			n++
+		}
+	}
+	return n
+}
+
+// report adds what the fault cost to r: when sessions and sends were back,
+// what live clients missed, and, from every channel's history read back
+// over REST, whether any acknowledged message was lost or stored twice.
+func (f *faultRun) report(ctx context.Context, r *Result, base string, sendStart time.Time, timeline *Timed, users []*chatUser, guilds []*chatGuild) error {
+	r.Scenario = "fault"
+	c := r.Counters
+	c["fault_at_ms"] = ms(f.started.Sub(sendStart))
+	c["fault_command_ms"] = ms(f.ended.Sub(f.started))
+	c["fault_exit_code"] = float64(f.exitCode)
+	if f.started.IsZero() {
+		return fmt.Errorf("loadtest fault: the command never ran: %v", f.cmdErr)
+	}
+	if f.exitCode != 0 {
+		r.addFailure("fault-command-exit-" + strconv.Itoa(f.exitCode))
+	}
+
+	// Sessions: every drop after the fault must be repaired.
+	var disrupted, unrecovered, resumed, reidentified int
+	var sessionsBack time.Time
+	for _, u := range users {
+		if u.gw.Drops.Load() == 0 {
+			continue
+		}
+		disrupted++
+		resumed += int(u.gw.Resumed.Load())
+		reidentified += int(u.gw.Reidentified.Load())
+		if u.gw.Recovering() {
+			unrecovered++
+			continue
+		}
+		if b := u.gw.BackAt(); b.After(sessionsBack) {
+			sessionsBack = b
+		}
+	}
+	c["sessions_disrupted"] = float64(disrupted)
+	c["sessions_unrecovered"] = float64(unrecovered)
+	c["resumed"] = float64(resumed)
+	c["reidentified"] = float64(reidentified)
+	if unrecovered > 0 {
+		r.addFailure("sessions-unrecovered")
+	}
+
+	// Sends: back at the first acknowledgement after the last failure.
+	f.mu.Lock()
+	acks, lastFail := f.acks, f.lastFail
+	c["send_retries"] = float64(f.retries)
+	r.Params["fault_command"] = f.Command
+	f.mu.Unlock()
+	var sendsBack time.Time
+	if !lastFail.IsZero() {
+		for _, a := range acks {
+			if a.at.After(lastFail) {
+				sendsBack = a.at
+				break
+			}
+		}
+	}
+	since := func(t time.Time) float64 {
+		if t.IsZero() || t.Before(f.started) {
+			return 0
+		}
+		return ms(t.Sub(f.started))
+	}
+	c["sessions_recovered_ms"] = since(sessionsBack)
+	c["sends_recovered_ms"] = since(sendsBack)
+	recoveredAt := sessionsBack
+	if sendsBack.After(recoveredAt) {
+		recoveredAt = sendsBack
+	}
+	if unrecovered > 0 || (!lastFail.IsZero() && sendsBack.IsZero()) {
+		// Not recovered within the bound: recovery_ms stays unmeasured, so
+		// an SLO on it is missed.
+		r.addFailure("not-recovered")
+	} else {
+		c["recovery_ms"] = since(recoveredAt)
+	}
+	r.Marks = append(r.Marks, Mark{f.started.Sub(timeline.Start).Seconds(), "fault"})
+	if _, ok := c["recovery_ms"]; ok && !recoveredAt.IsZero() {
+		r.Marks = append(r.Marks, Mark{recoveredAt.Sub(timeline.Start).Seconds(), "recovered"})
+	}
+
+	// What live clients missed: every delivery is owed for a message sent
+	// once service was back (its request began after every session was
+	// live again); before that, a client that was away finds the message
+	// in the channel's history instead.
+	missedAfter := 0
+	for _, a := range acks {
+		if !a.sent.After(recoveredAt) {
+			continue
+		}
+		for _, m := range a.guild.members {
+			if !m.seen[a.seq] {
+				missedAfter++
+			}
+		}
+	}
+	c["missed_after_recovery"] = float64(missedAfter)
+	c["missed_live"] = c["expected_deliveries"] - c["delivered"]
+	delete(c, "lost") // redefined below: acknowledged but not stored
+
+	stored, err := storedSeqs(ctx, base, guilds)
+	if err != nil {
+		// Without the history nothing can be said of loss: leave "lost"
+		// unmeasured, which fails any SLO on it.
+		r.addFailure("history-unreadable")
+		r.Params["history_error"] = err.Error()
+		return nil
+	}
+	lost, twice := 0, 0
+	for _, a := range acks {
+		switch stored[a.seq] {
+		case 0:
+			lost++
+		case 1:
+		default:
+			twice++
+		}
+	}
+	c["acknowledged"] = float64(len(acks))
+	c["lost"] = float64(lost)
+	c["stored_twice"] = float64(twice)
+	return nil
+}
+
+// storedSeqs reads every channel's whole history back over REST (pages of
+// 100, newest first, as a client catching up does) and counts each load
+// message by its seq.
+func storedSeqs(ctx context.Context, base string, guilds []*chatGuild) (map[uint64]int, error) {
+	hc := &http.Client{Timeout: 30 * time.Second}
+	counts := map[uint64]int{}
+	for _, g := range guilds {
+		if len(g.members) == 0 {
+			continue
+		}
+		before := ""
+		for page := 0; page < 100000; page++ {
+			url := base + "/api/v10/channels/" + g.channel + "/messages?limit=100"
+			if before != "" {
+				url += "&before=" + before
+			}
+			req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+			req.Header.Set("Authorization", "Bot "+g.members[0].token)
+			resp, err := hc.Do(req)
+			if err != nil {
+				return nil, fmt.Errorf("loadtest fault: reading history back: %w", err)
+			}
+			var msgs []struct {
+				ID      string `json:"id"`
+				Content string `json:"content"`
+			}
+			var body bytes.Buffer
+			body.ReadFrom(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				return nil, fmt.Errorf("loadtest fault: reading history back: %s %s", resp.Status, body.Bytes())
+			}
+			if err := json.Unmarshal(body.Bytes(), &msgs); err != nil {
+				return nil, fmt.Errorf("loadtest fault: reading history back: %w", err)
+			}
+			for _, m := range msgs {
+				if f := strings.Fields(m.Content); len(f) == 3 && f[0] == "lt" {
+					if seq, err := strconv.ParseUint(f[2], 10, 64); err == nil {
+						counts[seq]++
+					}
+				}
+			}
+			if len(msgs) < 100 {
+				break
+			}
+			before = msgs[len(msgs)-1].ID
+		}
+	}
+	return counts, nil
+}
