@@ -73,6 +73,8 @@ type GatewayClient struct {
 	closing        atomic.Bool
 	heartbeatEvery time.Duration
 	doneOnce       sync.Once
+	ready          chan struct{} // signalled by the first READY
+	readyOnce      sync.Once
 }
 
 // Done is closed when the session ended for good (Close, or a drop of a
@@ -83,8 +85,21 @@ func (c *GatewayClient) Done() <-chan struct{} { return c.done }
 func (c *GatewayClient) finish() { c.doneOnce.Do(func() { close(c.done) }) }
 
 // DialGateway connects to url (ws:// or wss://), identifies with token and
-// intents and waits for READY.
+// intents and waits for READY, which it keeps in Ready; the dispatches
+// after it arrive on Events.
 func DialGateway(ctx context.Context, d *websocket.Dialer, url, token string, intents int) (*GatewayClient, error) {
+	return dial(ctx, d, url, token, intents, false)
+}
+
+// DialIdle is DialGateway for a session that only idles, as the gateway
+// scenario's do: it decodes nothing but the sequence number, opcode and
+// its own READY, keeps no READY payload and has no Events, so that a
+// hundred thousand of them fit in one load tester.
+func DialIdle(ctx context.Context, d *websocket.Dialer, url, token string, intents int) (*GatewayClient, error) {
+	return dial(ctx, d, url, token, intents, true)
+}
+
+func dial(ctx context.Context, d *websocket.Dialer, url, token string, intents int, idle bool) (*GatewayClient, error) {
 	if d == nil {
 		d = websocket.DefaultDialer
 	}
@@ -92,7 +107,12 @@ func DialGateway(ctx context.Context, d *websocket.Dialer, url, token string, in
 	if err != nil {
 		return nil, err
 	}
-	c := &GatewayClient{ws: ws, Events: make(chan Dispatch, 64), done: make(chan struct{}), dialer: d, url: url, token: token, intents: intents}
+	c := &GatewayClient{ws: ws, done: make(chan struct{}), ready: make(chan struct{}, 1), dialer: d, url: url, token: token, intents: intents}
+	if idle {
+		c.Discard.Store(true)
+	} else {
+		c.Events = make(chan Dispatch, 64)
+	}
 	var hello struct {
 		Op int `json:"op"`
 		D  struct {
@@ -107,23 +127,18 @@ func DialGateway(ctx context.Context, d *websocket.Dialer, url, token string, in
 	go c.read(ws)
 	c.heartbeatEvery = time.Duration(hello.D.Interval) * time.Millisecond
 	c.heartbeat(c.heartbeatEvery)
-	for {
-		select {
-		case ev, ok := <-c.Events:
-			if !ok {
-				if c.Err != nil {
-					return nil, c.Err
-				}
-				return nil, errors.New("loadtest: gateway closed before READY")
-			}
-			if ev.T == "READY" {
-				c.Ready = ev.D
-				return c, nil
-			}
-		case <-ctx.Done():
-			ws.Close()
-			return nil, ctx.Err()
+	select {
+	case <-c.ready:
+		return c, nil
+	case <-c.done:
+		if c.Err != nil {
+			return nil, c.Err
 		}
+		return nil, errors.New("loadtest: gateway closed before READY")
+	case <-ctx.Done():
+		c.closing.Store(true)
+		ws.Close()
+		return nil, ctx.Err()
 	}
 }
 
@@ -143,21 +158,30 @@ func (c *GatewayClient) Send(op int, d any) error {
 func (c *GatewayClient) read(ws *websocket.Conn) {
 	for {
 		// ReadMessage parks in a shallow frame, so an idle client's stack
-		// stays small; decoding happens after, and not at all for an idle
-		// session, which only needs the sequence number and the opcode.
+		// stays small; decoding happens after, and for an idle session only
+		// of the few dispatches that change its state.
 		_, b, err := ws.ReadMessage()
 		if err != nil {
 			c.lost(ws, err)
 			return
 		}
 		if c.Discard.Load() {
+			op, _ := numField(b, `"op":`)
+			if op != 0 {
+				c.control(int(op))
+				continue
+			}
 			if s, ok := numField(b, `"s":`); ok {
 				c.smu.Lock()
 				c.lastS = s
 				c.smu.Unlock()
 			}
-			if op, ok := numField(b, `"op":`); ok && op != 0 {
-				c.control(int(op))
+			if bytes.HasPrefix(b, []byte(`{"t":"READY"`)) || bytes.HasPrefix(b, []byte(`{"t":"RESUMED"`)) || bytes.HasPrefix(b, []byte(`{"t":"GUILD_CREATE"`)) {
+				var d Dispatch
+				if json.Unmarshal(b, &d) == nil {
+					d.Seen = time.Now()
+					c.track(d)
+				}
 			}
 			continue
 		}
@@ -173,35 +197,54 @@ func (c *GatewayClient) read(ws *websocket.Conn) {
 		c.smu.Lock()
 		c.lastS = d.S
 		c.smu.Unlock()
-		switch d.T {
-		case "READY":
-			var r struct {
-				SessionID string            `json:"session_id"`
-				ResumeURL string            `json:"resume_gateway_url"`
-				Guilds    []json.RawMessage `json:"guilds"`
-			}
-			json.Unmarshal(d.D, &r)
-			c.smu.Lock()
-			c.sessionID, c.resumeURL = r.SessionID, r.ResumeURL
-			c.smu.Unlock()
-			if c.droppedAt.Load() != 0 {
-				c.Reidentified.Add(1)
-			}
-			// A fresh session is live once every guild it is in has arrived:
-			// events of a guild follow its GUILD_CREATE (gateway.md §9.3).
-			if c.pendingGuilds.Store(int64(len(r.Guilds))); len(r.Guilds) == 0 {
-				c.back(d.Seen)
-			}
-		case "GUILD_CREATE":
-			if c.pendingGuilds.Add(-1) == 0 {
-				c.back(d.Seen)
-			}
-		case "RESUMED":
-			c.Resumed.Add(1)
+		if c.track(d) {
+			c.Events <- d
+		}
+	}
+}
+
+// track follows the dispatches that change the session's state: READY
+// (a new session), GUILD_CREATE (its guilds arriving) and RESUMED. It
+// reports whether d goes on to Events: the first READY does not, it is
+// DialGateway's answer.
+func (c *GatewayClient) track(d Dispatch) bool {
+	switch d.T {
+	case "READY":
+		var r struct {
+			SessionID string            `json:"session_id"`
+			ResumeURL string            `json:"resume_gateway_url"`
+			Guilds    []json.RawMessage `json:"guilds"`
+		}
+		json.Unmarshal(d.D, &r)
+		c.smu.Lock()
+		c.sessionID, c.resumeURL = r.SessionID, r.ResumeURL
+		c.smu.Unlock()
+		if c.droppedAt.Load() != 0 {
+			c.Reidentified.Add(1)
+		}
+		// A fresh session is live once every guild it is in has arrived:
+		// events of a guild follow its GUILD_CREATE (gateway.md §9.3).
+		if c.pendingGuilds.Store(int64(len(r.Guilds))); len(r.Guilds) == 0 {
 			c.back(d.Seen)
 		}
-		c.Events <- d
+		first := false
+		c.readyOnce.Do(func() {
+			first = true
+			if !c.Discard.Load() {
+				c.Ready = d.D
+			}
+			c.ready <- struct{}{}
+		})
+		return !first
+	case "GUILD_CREATE":
+		if c.pendingGuilds.Add(-1) == 0 {
+			c.back(d.Seen)
+		}
+	case "RESUMED":
+		c.Resumed.Add(1)
+		c.back(d.Seen)
 	}
+	return true
 }
 
 // control handles the opcodes a client must act on besides dispatches.
@@ -236,7 +279,7 @@ func (c *GatewayClient) lost(ws *websocket.Conn, err error) {
 	}
 	c.Err = err
 	c.finish()
-	if !c.Resumable.Load() && !c.Reconnect.Load() {
+	if !c.Resumable.Load() && !c.Reconnect.Load() && c.Events != nil {
 		close(c.Events)
 	}
 }

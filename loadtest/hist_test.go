@@ -1,6 +1,7 @@
 package loadtest
 
 import (
+	"encoding/json"
 	"math/rand/v2"
 	"sort"
 	"testing"
@@ -45,6 +46,49 @@ func TestHistogramBuckets(t *testing.T) {
 		v := uint64(bucketValue(b) / time.Microsecond)
 		if us >= 64 && (v < us*63/64 || v > us*65/64) {
 			t.Fatalf("%d µs lands in a bucket valued %d", us, v)
+		}
+	}
+}
+
+// Histograms from several workers, shipped as JSON and merged, give the
+// quantiles of all their observations together.
+func TestHistogramMergeThroughJSON(t *testing.T) {
+	var whole Histogram
+	parts := make([]*Timed, 3)
+	start := time.Now()
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := range parts {
+		parts[i] = &Timed{Start: start.Add(time.Duration(i) * time.Second)}
+		for j := 0; j < 5000; j++ {
+			d := time.Duration(r.IntN(int(time.Second)))
+			parts[i].RecordAt(parts[i].Start.Add(time.Duration(j%3)*time.Second), d)
+			whole.Record(d)
+		}
+	}
+	merged := &Timed{Start: start}
+	for _, p := range parts {
+		b, err := json.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back Timed
+		if err := json.Unmarshal(b, &back); err != nil {
+			t.Fatal(err)
+		}
+		merged.Merge(&back)
+	}
+	if merged.Count() != 15000 || merged.Summarize() != whole.Summarize() {
+		t.Fatalf("merged %+v, want %+v", merged.Summarize(), whole.Summarize())
+	}
+	// Worker i started i seconds late: its seconds land i seconds on.
+	tl := merged.Timeline()
+	if len(tl) != 5 || tl[0].Count == 0 || tl[4].Count == 0 {
+		t.Fatalf("timeline %+v", tl)
+	}
+	var bad Histogram
+	for _, in := range []string{`{"n":1,"bins":[[999999,1]]}`, `{"n":2,"bins":[[1,1]]}`, `[`} {
+		if err := json.Unmarshal([]byte(in), &bad); err == nil {
+			t.Errorf("%s accepted", in)
 		}
 	}
 }

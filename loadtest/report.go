@@ -28,6 +28,9 @@ type Result struct {
 	// Marks are moments on the timeline worth a line of their own, such as
 	// a fault and the recovery from it.
 	Marks []Mark `json:"marks,omitempty"`
+	// Histograms carry a worker's raw latency histograms to the process
+	// that merges several workers' results (MergeGateway).
+	Histograms map[string]*Timed `json:"histograms,omitempty"`
 }
 
 // Mark is a labelled moment, in seconds on the timeline's axis.

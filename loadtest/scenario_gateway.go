@@ -20,10 +20,14 @@ import (
 
 // GatewayOptions configures the gateway scenario.
 type GatewayOptions struct {
-	// URL is the node's HTTP base, e.g. http://127.0.0.1:8080.
+	// URL is the node's HTTP base, e.g. http://127.0.0.1:8080, or several
+	// nodes' bases, comma-separated: sessions go to them round robin and
+	// server memory is their sum.
 	URL string
 	// Token identifies every session (a bot token; the server's
-	// --max-concurrency must allow the identify rate).
+	// --max-concurrency must allow the identify rate). With several nodes
+	// that do not share a store, give one token per node, comma-separated
+	// in the order of URL.
 	Token string
 	// Sessions to open, at Rate identifies per second, then held for Hold.
 	Sessions int
@@ -32,6 +36,37 @@ type GatewayOptions struct {
 	Intents  int
 	// Progress, if set, is called about once a second.
 	Progress func(done, failed int)
+	// Held and Release make this run one worker of several processes
+	// (RunGatewayWorkers): once every session connected and the client's
+	// memory was measured, Held gets the result so far (identify
+	// histogram included, server memory left to the coordinator), and the
+	// sessions stay open until Release is closed instead of for Hold.
+	Held    func(*Result)
+	Release <-chan struct{}
+}
+
+// nodes splits a comma-separated list of node bases.
+func nodes(urls string) []string {
+	var out []string
+	for _, u := range strings.Split(urls, ",") {
+		if u = strings.TrimRight(strings.TrimSpace(u), "/"); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// serverMemory sums ServerMemory over nodes.
+func serverMemory(bases []string) (int64, error) {
+	var sum int64
+	for _, b := range bases {
+		n, err := ServerMemory(b)
+		if err != nil {
+			return 0, fmt.Errorf("loadtest: reading %s/metrics: %w", b, err)
+		}
+		sum += n
+	}
+	return sum, nil
 }
 
 // dialers spread connections over many loopback source addresses so that a
@@ -104,17 +139,32 @@ func RunGateway(ctx context.Context, o GatewayOptions) (*Result, error) {
 	if o.Intents == 0 {
 		o.Intents = 1 | 1<<9
 	}
+	bases := nodes(o.URL)
+	if len(bases) == 0 {
+		return nil, errors.New("loadtest: no node URL")
+	}
+	tokens := strings.Split(o.Token, ",")
+	if len(tokens) != 1 && len(tokens) != len(bases) {
+		return nil, fmt.Errorf("loadtest: %d tokens for %d nodes: give one, or one per node", len(tokens), len(bases))
+	}
 	r := newResult("gateway", map[string]any{"url": o.URL, "sessions": o.Sessions, "rate": o.Rate, "hold_s": o.Hold.Seconds()})
-	serverBefore, err := ServerMemory(o.URL)
-	if err != nil {
-		return nil, fmt.Errorf("loadtest: reading %s/metrics: %w", o.URL, err)
+	worker := o.Release != nil
+	var serverBefore int64
+	if !worker {
+		var err error
+		if serverBefore, err = serverMemory(bases); err != nil {
+			return nil, err
+		}
 	}
 	runtime.GC()
 	var ms0 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
 
-	ds := dialers(o.URL)
-	target := wsURL(o.URL)
+	ds := dialers(bases[0])
+	targets := make([]string, len(bases))
+	for i, b := range bases {
+		targets[i] = wsURL(b)
+	}
 	identify := NewTimed()
 	var mu sync.Mutex
 	clients := make([]*GatewayClient, 0, o.Sessions)
@@ -143,7 +193,7 @@ func RunGateway(ctx context.Context, o GatewayOptions) (*Result, error) {
 			defer wg.Done()
 			t0 := time.Now()
 			cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-			c, err := DialGateway(cctx, ds[i%len(ds)], target, o.Token, o.Intents)
+			c, err := DialIdle(cctx, ds[i%len(ds)], targets[i%len(targets)], tokens[i%len(bases)%len(tokens)], o.Intents)
 			cancel()
 			if err != nil {
 				failed.Add(1)
@@ -153,7 +203,6 @@ func RunGateway(ctx context.Context, o GatewayOptions) (*Result, error) {
 				return
 			}
 			identify.RecordAt(time.Now(), time.Since(t0))
-			c.Discard.Store(true)
 			done.Add(1)
 			mu.Lock()
 			clients = append(clients, c)
@@ -162,24 +211,40 @@ func RunGateway(ctx context.Context, o GatewayOptions) (*Result, error) {
 	}
 	wg.Wait()
 	connectedIn := time.Since(start)
-	select {
-	case <-time.After(o.Hold):
-	case <-ctx.Done():
+	measure := func() {
+		runtime.GC()
+		var ms1 runtime.MemStats
+		runtime.ReadMemStats(&ms1)
+		n := float64(len(clients))
+		r.Counters["connected"] = n
+		r.Counters["failed"] = float64(failed.Load())
+		r.Counters["identifies_per_s"] = n / connectedIn.Seconds()
+		if n > 0 {
+			r.Counters["client_bytes_per_session"] = float64(int64(ms1.HeapInuse+ms1.StackInuse)-int64(ms0.HeapInuse+ms0.StackInuse)) / n
+		}
+		r.Latency["identify"] = identify.Summarize()
+		r.TimelineOf, r.Timeline = "identify", identify.Timeline()
 	}
-	serverAfter, _ := ServerMemory(o.URL)
-	runtime.GC()
-	var ms1 runtime.MemStats
-	runtime.ReadMemStats(&ms1)
-	n := float64(len(clients))
-	r.Counters["connected"] = n
-	r.Counters["failed"] = float64(failed.Load())
-	r.Counters["identifies_per_s"] = n / connectedIn.Seconds()
-	if n > 0 {
-		r.Counters["server_bytes_per_session"] = float64(serverAfter-serverBefore) / n
-		r.Counters["client_bytes_per_session"] = float64(int64(ms1.HeapInuse+ms1.StackInuse)-int64(ms0.HeapInuse+ms0.StackInuse)) / n
+	if worker {
+		measure()
+		r.Histograms = map[string]*Timed{"identify": identify}
+		r.Seconds = time.Since(start).Seconds()
+		o.Held(r)
+		select {
+		case <-o.Release:
+		case <-ctx.Done():
+		}
+	} else {
+		select {
+		case <-time.After(o.Hold):
+		case <-ctx.Done():
+		}
+		serverAfter, _ := serverMemory(bases)
+		measure()
+		if n := float64(len(clients)); n > 0 {
+			r.Counters["server_bytes_per_session"] = float64(serverAfter-serverBefore) / n
+		}
 	}
-	r.Latency["identify"] = identify.Summarize()
-	r.TimelineOf, r.Timeline = "identify", identify.Timeline()
 	for _, c := range clients {
 		c.Close()
 	}

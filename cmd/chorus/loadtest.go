@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -79,18 +81,43 @@ func runLoadtest(args []string) error {
 		sessions := fs.Int("sessions", 1000, "sessions to open")
 		rate := fs.Float64("rate", 200, "identifies per second")
 		hold := fs.Duration("hold", 10*time.Second, "how long to hold the sessions open")
+		procs := fs.Int("procs", 1, "load-tester processes to spread the sessions over (one process holds at most its open-file limit)")
+		worker := fs.Bool("worker", false, "run as one worker of a --procs run (speaks on stdin/stdout)")
 		if err := fs.Parse(args); err != nil {
 			return err
 		}
 		if *token == "" {
 			return errors.New("loadtest gateway: --token is required (for example the demo bot's)")
 		}
+		if *procs < 1 {
+			return errors.New("loadtest gateway: --procs must be at least 1")
+		}
+		o := loadtest.GatewayOptions{URL: *base, Token: *token, Sessions: *sessions, Rate: *rate, Hold: *hold}
+		if *worker {
+			return loadtest.ServeGatewayWorker(ctx, o, os.Stdin, os.Stdout)
+		}
+		if need := *sessions / *procs; need > openFileLimit()-100 {
+			fmt.Fprintf(os.Stderr, "warning: %d sessions per process, but a process may open only %d files here: use --procs %d or more\n",
+				need, openFileLimit(), (*sessions+openFileLimit()-101)/(openFileLimit()-100))
+		}
 		bar = newProgress("gateway", int64(*sessions))
+		o.Progress = func(done, failed int) {
+			bar.counts(int64(done+failed), "connected", int64(done), "attempted", int64(done+failed), "failed", int64(failed))
+		}
 		run = func() (*loadtest.Result, error) {
-			return loadtest.RunGateway(ctx, loadtest.GatewayOptions{URL: *base, Token: *token, Sessions: *sessions,
-				Rate: *rate, Hold: *hold, Progress: func(done, failed int) {
-					bar.counts(int64(done+failed), "connected", int64(done), "attempted", int64(done+failed), "failed", int64(failed))
-				}})
+			if *procs == 1 {
+				return loadtest.RunGateway(ctx, o)
+			}
+			exe, err := os.Executable()
+			if err != nil {
+				return nil, err
+			}
+			return loadtest.RunGatewayWorkers(ctx, o, *procs, func(sessions int, rate float64) *exec.Cmd {
+				cmd := exec.Command(exe, "loadtest", "gateway", "--worker", "--url", *base, "--token", *token,
+					"--sessions", strconv.Itoa(sessions), "--rate", strconv.FormatFloat(rate, 'f', -1, 64))
+				cmd.Stderr = os.Stderr
+				return cmd
+			})
 		}
 	case "chat", "churn", "fault":
 		churnDefault := 0.0
@@ -221,4 +248,14 @@ func adminTokenOf(given, data string) (string, error) {
 		return "", fmt.Errorf("loadtest: no --admin-token, and %v", err)
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// openFileLimit is this process's open-file limit (the Go runtime has
+// already raised the soft limit to the hard one).
+func openFileLimit() int {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) != nil || l.Cur > 1<<30 {
+		return 1 << 30
+	}
+	return int(l.Cur)
 }

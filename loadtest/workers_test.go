@@ -1,0 +1,60 @@
+package loadtest
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// Sessions spread over worker processes (the chorus binary itself, as the
+// CLI's --procs runs it) and over two nodes that share nothing: every
+// session counts once, the identify histograms merge, and a worker that
+// dies before holding is reported instead of hanging the run.
+func TestGatewayWorkersOverTwoNodes(t *testing.T) {
+	a, b := startNode(t, "--voice", "off"), startNode(t, "--voice", "off")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	o := GatewayOptions{URL: a.base + "," + b.base, Token: a.botToken + "," + b.botToken, Sessions: 400, Rate: 400, Hold: 300 * time.Millisecond}
+	started := 0
+	worker := func(sessions int, rate float64) *exec.Cmd {
+		started++
+		cmd := exec.Command(chorusBin, "loadtest", "gateway", "--worker", "--url", o.URL, "--token", o.Token,
+			"--sessions", strconv.Itoa(sessions), "--rate", strconv.FormatFloat(rate, 'f', -1, 64))
+		cmd.Stderr = os.Stderr
+		return cmd
+	}
+	r, err := RunGatewayWorkers(ctx, o, 3, worker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := r.Counters
+	if started != 3 || c["processes"] != 3 || c["connected"] != 400 || c["failed"] != 0 || r.Latency["identify"].Count != 400 || len(r.Failures) != 0 {
+		t.Fatalf("counters %v latency %+v failures %v", c, r.Latency["identify"], r.Failures)
+	}
+	if c["server_bytes_per_session"] <= 0 || c["client_bytes_per_session"] <= 0 || len(r.Timeline) == 0 {
+		t.Fatalf("memory and timeline must be measured: %v", c)
+	}
+
+	// One worker of two dies at once: the other's sessions are reported,
+	// and the loss is named.
+	dead := 0
+	r, err = RunGatewayWorkers(ctx, o, 2, func(sessions int, rate float64) *exec.Cmd {
+		if dead++; dead == 1 {
+			return exec.Command("sh", "-c", "exit 3")
+		}
+		return worker(sessions, rate)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Counters["connected"] != 200 || r.Failures["worker-lost"] != 1 {
+		t.Fatalf("counters %v failures %v", r.Counters, r.Failures)
+	}
+	// Tokens must match the nodes.
+	if _, err := RunGateway(ctx, GatewayOptions{URL: o.URL, Token: "a,b,c", Sessions: 1, Rate: 1}); err == nil {
+		t.Fatal("three tokens for two nodes accepted")
+	}
+}
