@@ -68,6 +68,7 @@ type GatewayClient struct {
 	backAt         atomic.Int64 // unix ns the session was last re-established
 	ackPending     atomic.Bool
 	pendingGuilds  atomic.Int64 // GUILD_CREATEs still owed after READY
+	gen            atomic.Int64 // bumped whenever ws is replaced
 	sessionID      string
 	resumeURL      string
 	closing        atomic.Bool
@@ -156,6 +157,7 @@ func (c *GatewayClient) Send(op int, d any) error {
 }
 
 func (c *GatewayClient) read(ws *websocket.Conn) {
+	gen := c.gen.Load()
 	for {
 		// ReadMessage parks in a shallow frame, so an idle client's stack
 		// stays small; decoding happens after, and for an idle session only
@@ -171,7 +173,7 @@ func (c *GatewayClient) read(ws *websocket.Conn) {
 				c.control(int(op))
 				continue
 			}
-			if s, ok := numField(b, `"s":`); ok {
+			if s, ok := numField(b, `"s":`); ok && c.gen.Load() == gen {
 				c.smu.Lock()
 				c.lastS = s
 				c.smu.Unlock()
@@ -194,9 +196,11 @@ func (c *GatewayClient) read(ws *websocket.Conn) {
 			continue
 		}
 		d.Seen = time.Now()
-		c.smu.Lock()
-		c.lastS = d.S
-		c.smu.Unlock()
+		if c.gen.Load() == gen { // not a replaced connection's last words
+			c.smu.Lock()
+			c.lastS = d.S
+			c.smu.Unlock()
+		}
 		if c.track(d) {
 			c.Events <- d
 		}
@@ -358,6 +362,7 @@ func (c *GatewayClient) Resume(ctx context.Context) error {
 	}
 	c.wmu.Lock()
 	c.ws = ws
+	c.gen.Add(1)
 	c.ackPending.Store(false)
 	err = ws.WriteJSON(map[string]any{"op": 6, "d": map[string]any{"token": c.token, "session_id": sessionID, "seq": seq}})
 	c.wmu.Unlock()
@@ -366,6 +371,41 @@ func (c *GatewayClient) Resume(ctx context.Context) error {
 	}
 	if err != nil {
 		return err
+	}
+	go c.read(ws)
+	return nil
+}
+
+// Reidentify starts over the way a client that drops its session does:
+// it closes with 1000, which ends the session on the node (gateway.md §10),
+// and identifies afresh on a new connection. The new READY and GUILD_CREATEs
+// arrive on Events; Recovering and BackAt say when the last one did. What
+// was sent meanwhile is only in the channels' history.
+func (c *GatewayClient) Reidentify(ctx context.Context) error {
+	c.droppedAt.CompareAndSwap(0, time.Now().UnixNano())
+	c.wmu.Lock()
+	old := c.ws
+	old.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""), time.Now().Add(time.Second))
+	c.wmu.Unlock()
+	ws, _, err := c.dialer.DialContext(ctx, c.url+"/?v=10&encoding=json", nil)
+	if err != nil {
+		return err
+	}
+	var hello struct{ Op int }
+	if err := ws.ReadJSON(&hello); err != nil || hello.Op != 10 {
+		ws.Close()
+		return fmt.Errorf("loadtest: no Hello on re-identify: %v", err)
+	}
+	c.wmu.Lock()
+	c.ws = ws
+	c.gen.Add(1)
+	c.wmu.Unlock()
+	old.Close()
+	if err := c.identify(); err != nil {
+		return err
+	}
+	if c.closing.Load() {
+		ws.Close()
 	}
 	go c.read(ws)
 	return nil

@@ -33,6 +33,11 @@ type ChatOptions struct {
 	// event a dropped session missed must arrive after its resume, so lost
 	// and duplicated stay 0.
 	ChurnPerSecond float64
+	// ReidentifyShare is the share of churned sessions that start over
+	// instead of resuming: close 1000, identify afresh, then read what
+	// they missed from the channel's history as clients do (counted as
+	// recovered_from_history; lost must still be 0).
+	ReidentifyShare float64
 	// HugeMessages is the share of messages posted in the huge guild; the
 	// rest go to a random small guild (default 0.5). Each message comes
 	// from a random member of its guild.
@@ -78,8 +83,68 @@ type chatUser struct {
 	id, token string
 	guild     *chatGuild
 	gw        *GatewayClient
-	churning  atomic.Bool     // a drop and resume is under way
-	seen      map[uint64]bool // message seqs received; read after the run
+	churning  atomic.Bool // a drop and resume is under way
+
+	mu        sync.Mutex
+	seen      map[uint64]bool // message seqs received, live or from history
+	recovered map[uint64]bool // those read from history after a re-identify
+	lastID    uint64          // newest message received live
+}
+
+// receive records message seq (id) arriving live; it reports whether it is
+// new. A message already read from history is neither new nor a duplicate.
+func (u *chatUser) receive(seq, id uint64) (fresh, duplicate bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.lastID = max(u.lastID, id)
+	if u.seen[seq] {
+		return false, !u.recovered[seq]
+	}
+	u.seen[seq] = true
+	return true, false
+}
+
+// catchUp reads the messages after the newest one u received live from
+// its channel's history, as a client does after identifying afresh, and
+// returns how many it had not seen.
+func (u *chatUser) catchUp(ctx context.Context, hc *http.Client, base string) (int, error) {
+	u.mu.Lock()
+	after := u.lastID
+	u.mu.Unlock()
+	n := 0
+	for page := 0; page < 10000; page++ {
+		req, _ := http.NewRequestWithContext(ctx, "GET", base+"/api/v10/channels/"+u.guild.channel+"/messages?limit=100&after="+strconv.FormatUint(after, 10), nil)
+		req.Header.Set("Authorization", "Bot "+u.token)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return n, err
+		}
+		var msgs []struct {
+			ID      string `json:"id"`
+			Content string `json:"content"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&msgs)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || err != nil {
+			return n, fmt.Errorf("loadtest: history after %d: %s %v", after, resp.Status, err)
+		}
+		u.mu.Lock()
+		for _, m := range msgs {
+			id, _ := strconv.ParseUint(m.ID, 10, 64)
+			after = max(after, id)
+			if f := strings.Fields(m.Content); len(f) == 3 && f[0] == "lt" {
+				if seq, err := strconv.ParseUint(f[2], 10, 64); err == nil && !u.seen[seq] {
+					u.seen[seq], u.recovered[seq] = true, true
+					n++
+				}
+			}
+		}
+		u.mu.Unlock()
+		if len(msgs) < 100 {
+			return n, nil
+		}
+	}
+	return n, nil
 }
 
 type chatGuild struct {
@@ -93,8 +158,8 @@ type chatGuild struct {
 // from send to every member's receipt, separately for the huge guild and
 // the small ones, with lost and duplicated deliveries.
 func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
-	if o.Sessions < 2 || o.Guilds < 1 || o.Rate <= 0 || o.HugeShare < 0 || o.HugeShare > 1 {
-		return nil, errors.New("loadtest: chat needs sessions >= 2, guilds >= 1, rate > 0, 0 <= huge share <= 1")
+	if o.Sessions < 2 || o.Guilds < 1 || o.Rate <= 0 || o.HugeShare < 0 || o.HugeShare > 1 || o.ReidentifyShare < 0 || o.ReidentifyShare > 1 {
+		return nil, errors.New("loadtest: chat needs sessions >= 2, guilds >= 1, rate > 0, 0 <= huge share <= 1, 0 <= re-identify share <= 1")
 	}
 	if err := o.Fault.validate(o); err != nil {
 		return nil, err
@@ -174,11 +239,10 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 			gw.ReconnectFor = o.Fault.recoverWithin()
 			gw.Reconnect.Store(true)
 		}
-		u.seen = map[uint64]bool{}
+		u.seen, u.recovered = map[uint64]bool{}, map[uint64]bool{}
 		wg.Add(1)
 		go func(u *chatUser) {
 			defer wg.Done()
-			seen := u.seen
 			for {
 				var ev Dispatch
 				select {
@@ -194,6 +258,7 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 					continue
 				}
 				var m struct {
+					ID      string `json:"id"`
 					Content string `json:"content"`
 				}
 				json.Unmarshal(ev.D, &m)
@@ -203,11 +268,13 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 				}
 				sentAt, _ := strconv.ParseInt(f[1], 10, 64)
 				seq, _ := strconv.ParseUint(f[2], 10, 64)
-				if seen[seq] {
-					duplicated.Add(1)
+				id, _ := strconv.ParseUint(m.ID, 10, 64)
+				if fresh, dup := u.receive(seq, id); !fresh {
+					if dup {
+						duplicated.Add(1)
+					}
 					continue
 				}
-				seen[seq] = true
 				lat := ev.Seen.Sub(time.Unix(0, sentAt))
 				all.RecordAt(ev.Seen, lat)
 				if u.guild.huge {
@@ -282,7 +349,7 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 	sem := make(chan struct{}, 64)
 	progress := time.NewTicker(time.Second)
 	defer progress.Stop()
-	var drops, resumeErrors atomic.Int64
+	var drops, resumeErrors, reidentifies, reidentifyErrors, recovered atomic.Int64
 	churnDone := make(chan struct{})
 	if o.ChurnPerSecond > 0 {
 		go func() {
@@ -298,6 +365,28 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 					continue // one drop at a time per session, as a real client
 				}
 				cwg.Add(1)
+				if crng.Float64() < o.ReidentifyShare {
+					go func() {
+						defer cwg.Done()
+						defer u.churning.Store(false)
+						reidentifies.Add(1)
+						rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+						defer cancel()
+						if err := u.gw.Reidentify(rctx); err != nil {
+							reidentifyErrors.Add(1)
+							return
+						}
+						for u.gw.Recovering() && rctx.Err() == nil {
+							time.Sleep(10 * time.Millisecond)
+						}
+						n, err := u.catchUp(rctx, hc, base)
+						if err != nil || u.gw.Recovering() {
+							reidentifyErrors.Add(1)
+						}
+						recovered.Add(int64(n))
+					}()
+					continue
+				}
 				go func() {
 					defer cwg.Done()
 					defer u.churning.Store(false)
@@ -365,7 +454,7 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 		fr.settle(ctx, users, delivered.Load)
 	} else {
 		deadline := time.Now().Add(5 * time.Second)
-		for (delivered.Load() < expected.Load() || resumedAll() < drops.Load()-resumeErrors.Load()) && time.Now().Before(deadline) {
+		for (delivered.Load()+recovered.Load() < expected.Load() || resumedAll() < drops.Load()-resumeErrors.Load()) && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
@@ -379,7 +468,7 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 	r.Counters["send_failed"] = float64(failed.Load())
 	r.Counters["expected_deliveries"] = float64(expected.Load())
 	r.Counters["delivered"] = float64(delivered.Load())
-	r.Counters["lost"] = float64(expected.Load() - delivered.Load())
+	r.Counters["lost"] = float64(expected.Load() - delivered.Load() - recovered.Load())
 	r.Counters["duplicated"] = float64(duplicated.Load())
 	r.Counters["deliveries_per_s"] = float64(delivered.Load()) / sendTime.Seconds()
 	r.Counters["huge_guild_members"] = float64(len(guilds[0].members))
@@ -393,6 +482,9 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 		r.Counters["resumed"] = float64(resumed)
 		r.Counters["resume_errors"] = float64(resumeErrors.Load())
 		r.Counters["invalid_sessions"] = float64(invalidated)
+		r.Counters["reidentified"] = float64(reidentifies.Load())
+		r.Counters["reidentify_errors"] = float64(reidentifyErrors.Load())
+		r.Counters["recovered_from_history"] = float64(recovered.Load())
 		r.Counters["missed_after_resume"] = r.Counters["lost"]
 	}
 	if fr != nil {

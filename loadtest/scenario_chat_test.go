@@ -63,3 +63,28 @@ func TestChurnScenario(t *testing.T) {
 		t.Fatalf("events missed or repeated across resumes: %v", c)
 	}
 }
+
+// Churn where half the dropped sessions start over instead of resuming:
+// those close 1000, identify afresh and read what they missed from
+// history, so nothing is lost or counted twice either way.
+func TestChurnScenarioReidentify(t *testing.T) {
+	n := startNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := RunChat(ctx, ChatOptions{URL: n.base, AdminToken: adminTokenFile(t, n), Sessions: 40, Guilds: 4,
+		HugeShare: 0.5, Rate: 40, Duration: 3 * time.Second, ChurnPerSecond: 10, ReidentifyShare: 0.5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := r.Counters
+	t.Logf("counters %v", c)
+	if c["reidentified"] < 3 || c["drops"] < 3 || c["reidentify_errors"] != 0 || c["resume_errors"] != 0 || c["resumed"] != c["drops"] {
+		t.Fatalf("churn counters %v", c)
+	}
+	if c["lost"] != 0 || c["duplicated"] != 0 || c["delivered"]+c["recovered_from_history"] != c["expected_deliveries"] {
+		t.Fatalf("events lost or repeated across re-identifies: %v", c)
+	}
+	if _, err := RunChat(ctx, ChatOptions{URL: n.base, Sessions: 2, Guilds: 1, Rate: 1, Duration: time.Second, ReidentifyShare: 2}); err == nil {
+		t.Fatal("re-identify share 2 accepted")
+	}
+}

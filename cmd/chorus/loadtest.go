@@ -6,8 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -29,8 +29,9 @@ Scenarios:
             failures by close code, memory per session (server and client)
   chat      one huge guild and many small ones, members posting at a rate;
             delivery latency (huge and small guilds apart), lost, duplicated
-  churn     chat while sessions drop and resume; resumes, and events missed
-            after a resume (lost, duplicated: both must be 0)
+  churn     chat while sessions drop and resume (or, --reidentify, start
+            over and catch up from history); resumes, re-identifies, and
+            events missed after either (lost, duplicated: both must be 0)
   fault     chat while an operator command runs at a given time (say, kill
             a node and start it again); time until service recovered,
             acknowledged messages lost or stored twice (read back from
@@ -125,6 +126,7 @@ func runLoadtest(args []string) error {
 			churnDefault = 10
 		}
 		churn := fs.Float64("churn", churnDefault, "sessions dropped (no close frame) and resumed per second")
+		reidentify := fs.Float64("reidentify", 0, "share of churned sessions that start over instead (close 1000, identify, catch up from history)")
 		adminToken := fs.String("admin-token", "", "admin token of the node (default: read from <data>/admin.token)")
 		data := fs.String("data", "data", "data directory of the node, for its admin token")
 		sessions := fs.Int("sessions", 1000, "users, one gateway session each")
@@ -164,7 +166,7 @@ func runLoadtest(args []string) error {
 		started := time.Now()
 		run = func() (*loadtest.Result, error) {
 			return loadtest.RunChat(ctx, loadtest.ChatOptions{URL: *base, AdminToken: tok, Sessions: *sessions, Guilds: *guilds,
-				HugeShare: *huge, Rate: *rate, Duration: *duration, ChurnPerSecond: *churn, HugeMessages: *hugeMsgs, Fault: fault, Progress: func(sent, delivered int64) {
+				HugeShare: *huge, Rate: *rate, Duration: *duration, ChurnPerSecond: *churn, ReidentifyShare: *reidentify, HugeMessages: *hugeMsgs, Fault: fault, Progress: func(sent, delivered int64) {
 					bar.counts(int64(time.Since(started).Seconds()), "sent", sent, "delivered", delivered, "errors", 0)
 				}})
 		}
