@@ -26,8 +26,12 @@ type ChatOptions struct {
 	Sessions   int     // users, one gateway session each
 	Guilds     int     // one huge guild plus Guilds-1 small ones
 	HugeShare  float64 // share of the sessions in the huge guild
-	Rate       float64 // messages per second over all guilds
-	Duration   time.Duration
+	// SizeSkew shapes the other guilds' sizes: guild k of them gets a
+	// share proportional to 1/k^SizeSkew (Zipf), so a few are large and
+	// most are small, as on real deployments. 0 makes them equal.
+	SizeSkew float64
+	Rate     float64 // messages per second over all guilds
+	Duration time.Duration
 	// ChurnPerSecond drops that many random sessions per second (no close
 	// frame) and resumes each a moment later: the churn scenario. Every
 	// event a dropped session missed must arrive after its resume, so lost
@@ -158,8 +162,8 @@ type chatGuild struct {
 // from send to every member's receipt, separately for the huge guild and
 // the small ones, with lost and duplicated deliveries.
 func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
-	if o.Sessions < 2 || o.Guilds < 1 || o.Rate <= 0 || o.HugeShare < 0 || o.HugeShare > 1 || o.ReidentifyShare < 0 || o.ReidentifyShare > 1 {
-		return nil, errors.New("loadtest: chat needs sessions >= 2, guilds >= 1, rate > 0, 0 <= huge share <= 1, 0 <= re-identify share <= 1")
+	if o.Sessions < 2 || o.Guilds < 1 || o.Rate <= 0 || o.HugeShare < 0 || o.HugeShare > 1 || o.ReidentifyShare < 0 || o.ReidentifyShare > 1 || o.SizeSkew < 0 {
+		return nil, errors.New("loadtest: chat needs sessions >= 2, guilds >= 1, rate > 0, 0 <= huge share <= 1, 0 <= re-identify share <= 1, size skew >= 0")
 	}
 	if err := o.Fault.validate(o); err != nil {
 		return nil, err
@@ -167,7 +171,7 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 	base := strings.TrimRight(o.URL, "/")
 	ad := &admin{base: base, token: o.AdminToken, hc: &http.Client{Timeout: 30 * time.Second}}
 	r := newResult("chat", map[string]any{"url": o.URL, "sessions": o.Sessions, "guilds": o.Guilds,
-		"huge_share": o.HugeShare, "huge_messages": o.HugeMessages, "rate": o.Rate, "duration_s": o.Duration.Seconds()})
+		"huge_share": o.HugeShare, "size_skew": o.SizeSkew, "huge_messages": o.HugeMessages, "rate": o.Rate, "duration_s": o.Duration.Seconds()})
 	start := time.Now()
 
 	// Users, then guild membership: the huge guild first, then round robin.
@@ -192,10 +196,16 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 	if o.Guilds == 1 {
 		huge = o.Sessions
 	}
+	sizes := guildSizes(o.Sessions-huge, o.Guilds-1, o.SizeSkew)
 	for i, u := range users {
 		g := guilds[0]
 		if i >= huge {
-			g = guilds[1+(i-huge)%(o.Guilds-1)]
+			k := 0
+			for sizes[k] == 0 {
+				k++
+			}
+			sizes[k]--
+			g = guilds[1+k]
 		}
 		u.guild = g
 		g.members = append(g.members, u)
@@ -472,6 +482,10 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 	r.Counters["duplicated"] = float64(duplicated.Load())
 	r.Counters["deliveries_per_s"] = float64(delivered.Load()) / sendTime.Seconds()
 	r.Counters["huge_guild_members"] = float64(len(guilds[0].members))
+	if len(guilds) > 1 {
+		r.Counters["largest_other_guild_members"] = float64(len(guilds[1].members))
+		r.Counters["smallest_other_guild_members"] = float64(len(guilds[len(guilds)-1].members))
+	}
 	if o.ChurnPerSecond > 0 {
 		r.Scenario = "churn"
 		resumed, invalidated := resumedAll(), int64(0)
@@ -498,6 +512,34 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 	r.Latency["delivery_small"] = small.Summarize()
 	r.Seconds = time.Since(start).Seconds()
 	return r, nil
+}
+
+// guildSizes splits n members over g guilds, guild k (from 1) getting a
+// share proportional to 1/k^skew and, members allowing, at least two (a
+// guild of one has nobody to deliver to).
+func guildSizes(n, g int, skew float64) []int {
+	sizes := make([]int, max(g, 0))
+	if g <= 0 || n <= 0 {
+		return sizes
+	}
+	floor := min(2, n/g)
+	weights, total := make([]float64, g), 0.0
+	for k := range weights {
+		weights[k] = 1 / math.Pow(float64(k+1), skew)
+		total += weights[k]
+	}
+	left := n - floor*g
+	given := 0
+	for k := range sizes {
+		extra := int(float64(left) * weights[k] / total)
+		sizes[k] = floor + extra
+		given += extra
+	}
+	for k := 0; given < left; k = (k + 1) % g { // rounding remainder, largest first
+		sizes[k]++
+		given++
+	}
+	return sizes
 }
 
 var failMu sync.Mutex

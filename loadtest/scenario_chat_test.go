@@ -18,12 +18,13 @@ func TestChatScenarioLossless(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	r, err := RunChat(ctx, ChatOptions{URL: n.base, AdminToken: strings.TrimSpace(string(tok)), Sessions: 60, Guilds: 6,
-		HugeShare: 0.5, Rate: 40, Duration: 2 * time.Second})
+		HugeShare: 0.5, SizeSkew: 1, Rate: 40, Duration: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := r.Counters
-	if c["sent"] < 60 || c["send_failed"] != 0 || c["huge_guild_members"] != 30 {
+	// 30 members over 5 guilds by 1/k: 2 each, then the other 20 as 9, 5, 3, 2, 1.
+	if c["sent"] < 60 || c["send_failed"] != 0 || c["huge_guild_members"] != 30 || c["largest_other_guild_members"] != 11 || c["smallest_other_guild_members"] != 3 {
 		t.Fatalf("counters %v failures %v", c, r.Failures)
 	}
 	// A lossless run: every member got every message of its guild once.
@@ -86,5 +87,30 @@ func TestChurnScenarioReidentify(t *testing.T) {
 	}
 	if _, err := RunChat(ctx, ChatOptions{URL: n.base, Sessions: 2, Guilds: 1, Rate: 1, Duration: time.Second, ReidentifyShare: 2}); err == nil {
 		t.Fatal("re-identify share 2 accepted")
+	}
+}
+
+func TestGuildSizes(t *testing.T) {
+	for _, tc := range []struct {
+		n, g  int
+		skew  float64
+		first int // size of the largest
+	}{
+		{700, 49, 1, 136}, // 2 + 602/H49, H49 ≈ 4.4792
+		{100, 10, 0, 10},
+		{5, 10, 1, 1},
+		{0, 3, 1, 0},
+	} {
+		sizes := guildSizes(tc.n, tc.g, tc.skew)
+		sum := 0
+		for k, s := range sizes {
+			sum += s
+			if k > 0 && s > sizes[k-1] {
+				t.Errorf("%+v: sizes grow at %d: %v", tc, k, sizes)
+			}
+		}
+		if sum != tc.n || len(sizes) != tc.g || (tc.n > 0 && sizes[0] < tc.first) || (tc.n >= 2*tc.g && sizes[tc.g-1] < 2) {
+			t.Errorf("%+v: %v (sum %d)", tc, sizes, sum)
+		}
 	}
 }

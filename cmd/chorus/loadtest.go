@@ -27,7 +27,7 @@ exit code non-zero when missed, for CI and operators.
 Scenarios:
   gateway   open sessions at a rate, hold them idle; identify latency,
             failures by close code, memory per session (server and client)
-  chat      one huge guild and many small ones, members posting at a rate;
+  chat      one huge guild, a few large and many small, members posting at a rate;
             delivery latency (huge and small guilds apart), lost, duplicated
   churn     chat while sessions drop and resume (or, --reidentify, start
             over and catch up from history); resumes, re-identifies, and
@@ -132,6 +132,7 @@ func runLoadtest(args []string) error {
 		sessions := fs.Int("sessions", 1000, "users, one gateway session each")
 		guilds := fs.Int("guilds", 50, "guilds: one huge, the rest small")
 		huge := fs.Float64("huge-share", 0.3, "share of the sessions in the huge guild")
+		skew := fs.Float64("size-skew", 1, "the other guilds' sizes follow 1/k^skew (Zipf): a few large, most small; 0 = equal")
 		hugeMsgs := fs.Float64("huge-messages", 0.5, "share of the messages posted in the huge guild")
 		rate := fs.Float64("rate", 100, "messages per second over all guilds")
 		duration := fs.Duration("duration", 20*time.Second, "how long to send")
@@ -166,7 +167,7 @@ func runLoadtest(args []string) error {
 		started := time.Now()
 		run = func() (*loadtest.Result, error) {
 			return loadtest.RunChat(ctx, loadtest.ChatOptions{URL: *base, AdminToken: tok, Sessions: *sessions, Guilds: *guilds,
-				HugeShare: *huge, Rate: *rate, Duration: *duration, ChurnPerSecond: *churn, ReidentifyShare: *reidentify, HugeMessages: *hugeMsgs, Fault: fault, Progress: func(sent, delivered int64) {
+				HugeShare: *huge, SizeSkew: *skew, Rate: *rate, Duration: *duration, ChurnPerSecond: *churn, ReidentifyShare: *reidentify, HugeMessages: *hugeMsgs, Fault: fault, Progress: func(sent, delivered int64) {
 					bar.counts(int64(time.Since(started).Seconds()), "sent", sent, "delivered", delivered, "errors", 0)
 				}})
 		}
