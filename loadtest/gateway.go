@@ -36,7 +36,7 @@ type GatewayClient struct {
 	lastS  int64
 	smu    sync.Mutex
 	done   chan struct{}
-	// Err is why the connection ended, valid once Events is closed.
+	// Err is why the session ended, valid once Done is closed.
 	Err error
 	// Discard drops dispatches instead of queueing them on Events, for
 	// sessions that only idle (a full Events would stall the reader).
@@ -51,7 +51,7 @@ type GatewayClient struct {
 	// resume_gateway_url, retrying with backoff while the node is
 	// unreachable, and identifies afresh after op 9. It also treats a
 	// heartbeat that was never acknowledged as a dead connection (a zombie,
-	// gateway.md §4). Reconnect implies Resumable.
+	// gateway.md §6). Reconnect implies Resumable.
 	Reconnect atomic.Bool
 	// ReconnectFor bounds how long a Reconnect client keeps trying before
 	// the session ends (default 60 s).
