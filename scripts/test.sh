@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: vet, unit and end-to-end tests with the race
 # detector, then the interop suite with unmodified third-party clients.
-# Needs Go and Node.js with npm; installs the interop npm packages itself.
+# Needs Go and Node.js with npm; installs the interop npm packages itself,
+# and Chromium and PostgreSQL from Debian's packages when run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,17 @@ if ! command -v chromium >/dev/null 2>&1; then
     apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
   else
     echo "chromium is missing and cannot be installed here: install Debian's chromium package" >&2
+  fi
+fi
+
+# The PostgreSQL store's tests start their own server from Debian's
+# postgresql package (store/pgtest).
+if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && ! command -v pg_ctl >/dev/null 2>&1; then
+  echo "== installing postgresql (Debian package) for the PostgreSQL store tests"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null
+  else
+    echo "PostgreSQL is missing and cannot be installed here: install Debian's postgresql package" >&2
   fi
 fi
 

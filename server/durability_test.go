@@ -14,13 +14,27 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/chorus-voice/chorus/server"
+	"github.com/chorus-voice/chorus/store/pgtest"
 )
 
 // A message is durable before the REST call answers: it is there after the
 // node stops and starts again on the same data directory.
 func TestMessagesSurviveRestart(t *testing.T) {
-	data := t.TempDir()
-	cfg := server.Config{DataDir: data, HTTPAddr: "127.0.0.1:0", HTTPSAddr: "off"}
+	cfg := server.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", HTTPSAddr: "off"}
+	survivesRestart(t, cfg, cfg)
+}
+
+// With PostgreSQL as the store, the state lives there: a node started on
+// an empty data directory against the same database finds every message,
+// and the signing key, so the old tokens still work.
+func TestMessagesSurviveRestartOnPostgres(t *testing.T) {
+	dsn := pgtest.Start(t).NewDatabase(t)
+	survivesRestart(t,
+		server.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", HTTPSAddr: "off", Postgres: dsn},
+		server.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", HTTPSAddr: "off", Postgres: dsn})
+}
+
+func survivesRestart(t *testing.T, cfg, again server.Config) {
 	n, err := server.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -35,7 +49,7 @@ func TestMessagesSurviveRestart(t *testing.T) {
 	}
 	n.Close()
 
-	n, err = server.Start(context.Background(), cfg)
+	n, err = server.Start(context.Background(), again)
 	if err != nil {
 		t.Fatal(err)
 	}

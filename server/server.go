@@ -63,6 +63,9 @@ type Config struct {
 	// NATS joins an external NATS cluster (comma-separated URLs) instead of
 	// starting the embedded server.
 	NATS string
+	// Postgres, a postgres:// URL, keeps users, guilds and messages in
+	// PostgreSQL instead of the embedded store under DataDir.
+	Postgres string
 	// Gateway tunes the edge (heartbeat interval, limits, ...).
 	Gateway signaling.Config
 	Logger  *slog.Logger
@@ -124,7 +127,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			n.Close()
 		}
 	}()
-	st, err := store.OpenPebble(filepath.Join(cfg.DataDir, "store"))
+	st, err := openStore(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -297,6 +300,16 @@ func (n *Node) close() error {
 		return n.store.Close()
 	}
 	return nil
+}
+
+// openStore opens PostgreSQL when configured, else the embedded store.
+func openStore(ctx context.Context, cfg Config) (store.Store, error) {
+	if cfg.Postgres == "" {
+		return store.OpenPebble(filepath.Join(cfg.DataDir, "store"))
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return store.OpenPostgres(ctx, cfg.Postgres)
 }
 
 func metaSecret(ctx context.Context, st store.Store, name string) ([]byte, error) {

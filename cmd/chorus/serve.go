@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -42,6 +43,7 @@ Flags:
 	tlsKey := fs.String("tls-key", "", "TLS key file")
 	gatewayURL := fs.String("gateway-url", "", "gateway URL announced to clients (default ws://<http>)")
 	nodeID := fs.String("node-id", "node-1", "this node's name in the cluster")
+	postgres := fs.String("postgres", "", "PostgreSQL URL (postgres://user@host/db) for users, guilds and messages (default: the embedded store under --data)")
 	nats := fs.String("nats", "", "comma-separated NATS URLs of an external cluster (default: embedded NATS)")
 	demo := fs.Bool("demo", false, "create (once) a demo guild, a bot and two users, and print their tokens")
 	heartbeat := fs.Duration("heartbeat-interval", 41250*time.Millisecond, "gateway heartbeat interval sent in Hello")
@@ -63,7 +65,7 @@ Flags:
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg := server.Config{DataDir: *dataDir, HTTPAddr: *httpAddr, HTTPSAddr: *httpsAddr, TLSCert: *tlsCert,
-		TLSKey: *tlsKey, GatewayURL: *gatewayURL, NodeID: *nodeID, NATS: *nats, Logger: logger,
+		TLSKey: *tlsKey, GatewayURL: *gatewayURL, NodeID: *nodeID, NATS: *nats, Postgres: *postgres, Logger: logger,
 		VoiceAddr: *voiceAddr, VoiceUDP: *voiceUDP}
 	if *voiceModes != "" {
 		for _, name := range strings.Split(*voiceModes, ",") {
@@ -101,6 +103,9 @@ Flags:
 		fmt.Printf("  voice            wss://%s   (media UDP %s)\n", n.VoiceAddr, n.VoiceUDP)
 	}
 	fmt.Printf("  data             %s\n", abs)
+	if *postgres != "" {
+		fmt.Printf("  store            %s\n", redactURL(*postgres))
+	}
 	fmt.Printf("  admin token      %s  (also in %s)\n", n.AdminToken, filepath.Join(abs, "admin.token"))
 	if *demo {
 		d, err := n.SeedDemo(ctx)
@@ -125,4 +130,13 @@ func gatewayOr(url, addr string) string {
 		return url
 	}
 	return "ws://" + addr
+}
+
+// redactURL hides a password in a postgres:// URL for printing.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return "PostgreSQL (address not shown)"
+	}
+	return u.Redacted()
 }
