@@ -28,7 +28,25 @@ type actor struct {
 
 	mbox    chan func(*actor)
 	scratch map[string][]string // fan-out lists per node, reused
+
+	pending []pendingMessage // messages waiting for the group commit
+	writes  []store.Message  // the batch being written, reused
 }
+
+// pendingMessage is a new message that passed every check and waits to be
+// written with the others of its batch; reply answers its sender once the
+// batch is durable. An enforce_nonce repeat of a message in the same batch
+// waits with it, without a write of its own.
+type pendingMessage struct {
+	m     store.Message
+	write bool
+	c     *store.Channel
+	obj   Message
+	reply func(Message, error)
+}
+
+// maxGroupCommit bounds the messages written together.
+const maxGroupCommit = 256
 
 func (r *Router) load(ctx context.Context, id ID) (*actor, error) {
 	g, err := r.store.GetGuild(ctx, id)
@@ -76,7 +94,60 @@ func (r *Router) load(ctx context.Context, id ID) (*actor, error) {
 func (a *actor) run() {
 	for fn := range a.mbox {
 		fn(a)
+		// Group commit: while messages wait to be written, run what else is
+		// already in the mailbox (a bounded number), so that the messages
+		// among it share one durable write instead of one each.
+	drain:
+		for n := 0; n < maxGroupCommit && len(a.pending) > 0 && len(a.pending) < maxGroupCommit; n++ {
+			select {
+			case fn, ok := <-a.mbox:
+				if !ok {
+					break drain
+				}
+				fn(a)
+			default:
+				break drain
+			}
+		}
+		a.flush()
 	}
+	a.flush()
+}
+
+// flush writes the pending messages in one durable batch, then delivers
+// each and answers its sender, in the order they were accepted. A failed
+// write fails every message of the batch; their senders may retry with
+// their nonce.
+func (a *actor) flush() {
+	if len(a.pending) == 0 {
+		return
+	}
+	batch := a.pending
+	a.pending = nil // fanout below must not flush again
+	writes := a.writes[:0]
+	for i := range batch {
+		if batch[i].write {
+			writes = append(writes, batch[i].m)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	err := a.r.store.CreateMessages(ctx, writes...)
+	cancel()
+	for i := range batch {
+		p := &batch[i]
+		switch {
+		case err != nil:
+			p.reply(Message{}, err)
+		case p.write:
+			a.fanoutMessage("MESSAGE_CREATE", p.c, p.obj)
+			p.reply(p.obj, nil)
+		default:
+			p.reply(p.obj, nil)
+		}
+	}
+	clear(writes) // keep no message content alive between batches
+	clear(batch)
+	a.writes, a.pending = writes[:0], batch[:0]
 }
 
 // permissions returns the user's permissions in a channel, cached.
@@ -99,6 +170,7 @@ func (a *actor) invalidatePerms() { clear(a.perms) }
 // fanout delivers ev to every subscribed session for which want is true,
 // one batch per node.
 func (a *actor) fanout(ev *Event, want func(*Sub) bool) {
+	a.flush() // events leave in the order the mailbox accepted their causes
 	for k := range a.scratch {
 		a.scratch[k] = a.scratch[k][:0]
 	}
@@ -116,6 +188,7 @@ func (a *actor) fanout(ev *Event, want func(*Sub) bool) {
 
 // toSub delivers an event to one session.
 func (a *actor) toSub(s *Sub, ev *Event) {
+	a.flush()
 	a.r.deliver.Deliver(s.Node, ev, []string{s.Session})
 }
 

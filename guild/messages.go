@@ -1,6 +1,7 @@
 package guild
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -63,50 +64,63 @@ func (r *Router) CreateMessage(ctx context.Context, req CreateMessage) (Message,
 		return Message{}, err
 	}
 	var out Message
-	err = r.call(ctx, gid, func(a *actor) error {
-		var err error
-		out, err = a.createMessage(ctx, req)
-		return err
+	err = r.callAsync(ctx, gid, func(a *actor, done func(error)) {
+		a.createMessage(ctx, req, func(m Message, err error) {
+			out = m
+			done(err)
+		})
 	})
-	return out, err
+	if err != nil {
+		return Message{}, err
+	}
+	return out, nil
 }
 
-func (a *actor) createMessage(ctx context.Context, req CreateMessage) (Message, error) {
+// createMessage checks req and queues the message for the group commit;
+// reply answers once it is durable, or at once with an error or with the
+// earlier message an enforce_nonce repeat refers to.
+func (a *actor) createMessage(ctx context.Context, req CreateMessage, reply func(Message, error)) {
 	c := a.channels[req.ChannelID]
 	if c == nil {
-		return Message{}, ErrUnknownChannel
+		reply(Message{}, ErrUnknownChannel)
+		return
 	}
 	p := a.permissions(req.AuthorID, c)
-	if p&PermViewChannel == 0 {
-		return Message{}, ErrMissingAccess
-	}
-	if p&PermSendMessages == 0 {
-		return Message{}, ErrMissingPermissions
-	}
-	if c.Type != ChannelText && c.Type != ChannelVoice {
-		return Message{}, ErrNotTextChannel
+	switch {
+	case p&PermViewChannel == 0:
+		reply(Message{}, ErrMissingAccess)
+		return
+	case p&PermSendMessages == 0:
+		reply(Message{}, ErrMissingPermissions)
+		return
+	case c.Type != ChannelText && c.Type != ChannelVoice:
+		reply(Message{}, ErrNotTextChannel)
+		return
 	}
 	author := a.users[req.AuthorID]
 	if req.EnforceNonce && len(req.Nonce) > 0 {
+		for _, q := range a.pending {
+			if q.write && q.m.ChannelID == c.ID && q.m.AuthorID == req.AuthorID && bytes.Equal(q.m.Nonce, req.Nonce) {
+				a.pending = append(a.pending, pendingMessage{obj: q.obj, reply: reply})
+				return
+			}
+		}
 		id, err := a.r.store.MessageByNonce(ctx, c.ID, req.AuthorID, req.Nonce, time.Now().Add(-NonceWindow))
 		if err == nil {
 			m, err := a.r.store.GetMessage(ctx, c.ID, id)
 			if err == nil {
-				return MessageObject(&m, *author), nil
+				reply(MessageObject(&m, *author), nil)
+				return
 			}
 		}
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return Message{}, err
+			reply(Message{}, err)
+			return
 		}
 	}
 	m := store.Message{ID: a.r.ids.Next(), ChannelID: c.ID, GuildID: a.guild.ID, AuthorID: req.AuthorID,
 		Content: req.Content, Nonce: req.Nonce, TTS: req.TTS && p&PermSendTTSMessages != 0}
-	if err := a.r.store.CreateMessage(ctx, m); err != nil {
-		return Message{}, err
-	}
-	obj := MessageObject(&m, *author)
-	a.fanoutMessage("MESSAGE_CREATE", c, obj)
-	return obj, nil
+	a.pending = append(a.pending, pendingMessage{m: m, write: true, c: c, obj: MessageObject(&m, *author), reply: reply})
 }
 
 // fanoutMessage sends a message event to everyone who can see the channel:
@@ -296,6 +310,7 @@ func (a *actor) viewable(channel, user ID) (*store.Channel, uint64, error) {
 
 // message loads one message of a channel; a missing one is ErrUnknownMessage.
 func (a *actor) message(ctx context.Context, channel, id ID) (store.Message, error) {
+	a.flush() // a message accepted earlier is readable
 	m, err := a.r.store.GetMessage(ctx, channel, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return m, ErrUnknownMessage

@@ -90,13 +90,20 @@ func (r *Router) actor(ctx context.Context, id ID) (*actor, error) {
 
 // call runs fn on the guild's actor and waits for it.
 func (r *Router) call(ctx context.Context, guild ID, fn func(a *actor) error) error {
+	return r.callAsync(ctx, guild, func(a *actor, reply func(error)) { reply(fn(a)) })
+}
+
+// callAsync runs fn on the guild's actor and waits until reply is called:
+// by fn itself, or later by the actor, once the group commit fn's message
+// joined is durable.
+func (r *Router) callAsync(ctx context.Context, guild ID, fn func(a *actor, reply func(error))) error {
 	a, err := r.actor(ctx, guild)
 	if err != nil {
 		return err
 	}
 	done := make(chan error, 1)
 	select {
-	case a.mbox <- func(a *actor) { done <- fn(a) }:
+	case a.mbox <- func(a *actor) { fn(a, func(err error) { done <- err }) }:
 	default:
 		return ErrOverloaded
 	}

@@ -273,18 +273,20 @@ func nonceKey(channel, author ID, nonce []byte) []byte {
 	return append(key(pNonce, channel, author), nonce...)
 }
 
-func (p *Pebble) CreateMessage(_ context.Context, m Message) error {
-	v, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
+func (p *Pebble) CreateMessages(_ context.Context, ms ...Message) error {
 	b := p.db.NewBatch()
 	defer b.Close()
-	_ = b.Set(key(pMessage, m.ChannelID, m.ID), v, nil)
-	if len(m.Nonce) > 0 {
-		rec := binary.BigEndian.AppendUint64(nil, uint64(m.ID))
-		rec = binary.BigEndian.AppendUint64(rec, uint64(m.ID.Time().UnixMilli()))
-		_ = b.Set(nonceKey(m.ChannelID, m.AuthorID, m.Nonce), rec, nil)
+	for _, m := range ms {
+		v, err := json.Marshal(m)
+		if err != nil {
+			return err
+		}
+		_ = b.Set(key(pMessage, m.ChannelID, m.ID), v, nil)
+		if len(m.Nonce) > 0 {
+			rec := binary.BigEndian.AppendUint64(nil, uint64(m.ID))
+			rec = binary.BigEndian.AppendUint64(rec, uint64(m.ID.Time().UnixMilli()))
+			_ = b.Set(nonceKey(m.ChannelID, m.AuthorID, m.Nonce), rec, nil)
+		}
 	}
 	return b.Commit(pebble.Sync)
 }

@@ -61,7 +61,7 @@ func FuzzPagination(f *testing.F) {
 			id := store.ID(b) + 1
 			if !set[id] {
 				set[id] = true
-				if err := s.CreateMessage(ctx, store.Message{ID: id, ChannelID: 1}); err != nil {
+				if err := s.CreateMessages(ctx, store.Message{ID: id, ChannelID: 1}); err != nil {
 					t.Fatal(err)
 				}
 			}

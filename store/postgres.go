@@ -239,22 +239,27 @@ func (p *Postgres) UserGuilds(ctx context.Context, user ID) ([]ID, error) {
 	return out, err
 }
 
-// CreateMessage writes the message and its nonce record in one
-// transaction. A nonce already recorded for (channel, author) is replaced,
-// as in the embedded store: the newest message owns it.
-func (p *Postgres) CreateMessage(ctx context.Context, m Message) error {
-	doc, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
-	if len(m.Nonce) == 0 {
-		return p.exec(ctx, `INSERT INTO messages (channel_id, id, doc) VALUES ($1, $2, $3)`, int64(m.ChannelID), int64(m.ID), doc)
+// CreateMessages writes the messages and their nonce records in one
+// transaction, pipelined in one round trip. A nonce already recorded for
+// (channel, author) is replaced, as in the embedded store: the newest
+// message owns it.
+func (p *Postgres) CreateMessages(ctx context.Context, ms ...Message) error {
+	if len(ms) == 0 {
+		return nil
 	}
 	b := &pgx.Batch{}
-	b.Queue(`INSERT INTO messages (channel_id, id, doc) VALUES ($1, $2, $3)`, int64(m.ChannelID), int64(m.ID), doc)
-	b.Queue(`INSERT INTO nonces (channel_id, author_id, nonce, message_id, created_ms) VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (channel_id, author_id, nonce) DO UPDATE SET message_id = excluded.message_id, created_ms = excluded.created_ms`,
-		int64(m.ChannelID), int64(m.AuthorID), []byte(m.Nonce), int64(m.ID), m.ID.Time().UnixMilli())
+	for _, m := range ms {
+		doc, err := json.Marshal(m)
+		if err != nil {
+			return err
+		}
+		b.Queue(`INSERT INTO messages (channel_id, id, doc) VALUES ($1, $2, $3)`, int64(m.ChannelID), int64(m.ID), doc)
+		if len(m.Nonce) > 0 {
+			b.Queue(`INSERT INTO nonces (channel_id, author_id, nonce, message_id, created_ms) VALUES ($1, $2, $3, $4, $5)
+				ON CONFLICT (channel_id, author_id, nonce) DO UPDATE SET message_id = excluded.message_id, created_ms = excluded.created_ms`,
+				int64(m.ChannelID), int64(m.AuthorID), []byte(m.Nonce), int64(m.ID), m.ID.Time().UnixMilli())
+		}
+	}
 	return pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error { return tx.SendBatch(ctx, b).Close() })
 }
 

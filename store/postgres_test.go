@@ -48,7 +48,7 @@ func TestPostgresBackend(t *testing.T) {
 		t.Fatalf("duplicate name: %v", err)
 	}
 	id := snowflake.NewGenerator(1).Next()
-	must(s.CreateMessage(ctx, store.Message{ID: id, ChannelID: 7, AuthorID: 1, Content: "kept", Nonce: []byte(`42`)}))
+	must(s.CreateMessages(ctx, store.Message{ID: id, ChannelID: 7, AuthorID: 1, Content: "kept", Nonce: []byte(`42`)}))
 	s.Close()
 
 	s, err = store.OpenPostgres(ctx, dsn) // the schema again, over existing tables

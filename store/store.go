@@ -135,9 +135,11 @@ type Store interface {
 	// UserGuilds lists the ids of the guilds a user is a member of.
 	UserGuilds(ctx context.Context, user ID) ([]ID, error)
 
-	// CreateMessage stores a new message. When m.Nonce is set it also records
-	// (channel, author, nonce) so MessageByNonce finds it.
-	CreateMessage(ctx context.Context, m Message) error
+	// CreateMessages stores new messages in one durable write: all or none.
+	// For each with a Nonce it also records (channel, author, nonce) so
+	// MessageByNonce finds it. A guild commits what its mailbox holds
+	// together this way (group commit).
+	CreateMessages(ctx context.Context, ms ...Message) error
 	GetMessage(ctx context.Context, channel, id ID) (Message, error)
 	UpdateMessage(ctx context.Context, m Message) error
 	DeleteMessage(ctx context.Context, channel, id ID) error

@@ -20,6 +20,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Run("Pagination", func(t *testing.T) { testPagination(t, open(t)) })
 	t.Run("Nonce", func(t *testing.T) { testNonce(t, open(t)) })
 	t.Run("Meta", func(t *testing.T) { testMeta(t, open(t)) })
+	t.Run("Batch", func(t *testing.T) { testBatch(t, open(t)) })
 }
 
 var ctx = context.Background()
@@ -116,7 +117,7 @@ func testMessages(t *testing.T, s store.Store) {
 	gen := snowflake.NewGenerator(1)
 	id := gen.Next()
 	m := store.Message{ID: id, ChannelID: 5, GuildID: 4, AuthorID: 3, Content: "hi", Nonce: []byte(`"n1"`)}
-	must(t, s.CreateMessage(ctx, m))
+	must(t, s.CreateMessages(ctx, m))
 	got, err := s.GetMessage(ctx, 5, id)
 	if err != nil || got.Content != "hi" || string(got.Nonce) != `"n1"` {
 		t.Fatalf("GetMessage = %+v %v", got, err)
@@ -143,8 +144,8 @@ func testMessages(t *testing.T, s store.Store) {
 func testPagination(t *testing.T, s store.Store) {
 	// Messages 1..30 in channel 7 and noise in channel 8.
 	for i := 1; i <= 30; i++ {
-		must(t, s.CreateMessage(ctx, store.Message{ID: store.ID(i), ChannelID: 7, AuthorID: 1}))
-		must(t, s.CreateMessage(ctx, store.Message{ID: store.ID(i), ChannelID: 8, AuthorID: 1}))
+		must(t, s.CreateMessages(ctx, store.Message{ID: store.ID(i), ChannelID: 7, AuthorID: 1}))
+		must(t, s.CreateMessages(ctx, store.Message{ID: store.ID(i), ChannelID: 8, AuthorID: 1}))
 	}
 	tests := []struct {
 		name string
@@ -196,7 +197,7 @@ func testPagination(t *testing.T, s store.Store) {
 func testNonce(t *testing.T, s store.Store) {
 	gen := snowflake.NewGenerator(1)
 	id := gen.Next()
-	must(t, s.CreateMessage(ctx, store.Message{ID: id, ChannelID: 1, AuthorID: 2, Nonce: []byte(`"abc"`)}))
+	must(t, s.CreateMessages(ctx, store.Message{ID: id, ChannelID: 1, AuthorID: 2, Nonce: []byte(`"abc"`)}))
 	got, err := s.MessageByNonce(ctx, 1, 2, []byte(`"abc"`), time.Now().Add(-time.Minute))
 	if err != nil || got != id {
 		t.Fatalf("MessageByNonce = %d %v", got, err)
@@ -232,5 +233,34 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// testBatch: CreateMessages writes all of a batch or none of it.
+func testBatch(t *testing.T, s store.Store) {
+	must(t, s.CreateMessages(ctx))
+	g := snowflake.NewGenerator(3)
+	a, b, c := g.Next(), g.Next(), g.Next()
+	must(t, s.CreateMessages(ctx,
+		store.Message{ID: a, ChannelID: 1, AuthorID: 9, Content: "a", Nonce: []byte(`"x"`)},
+		store.Message{ID: b, ChannelID: 2, AuthorID: 9, Content: "b", Nonce: []byte(`"x"`)},
+		store.Message{ID: c, ChannelID: 1, AuthorID: 9, Content: "c"}))
+	ms, err := s.ListMessages(ctx, 1, store.Page{Limit: 10})
+	if err != nil || len(ms) != 2 || ms[0].ID != c || ms[1].ID != a {
+		t.Fatalf("channel 1 after a batch: %+v %v", ms, err)
+	}
+	for ch, want := range map[store.ID]store.ID{1: a, 2: b} {
+		if got, err := s.MessageByNonce(ctx, ch, 9, []byte(`"x"`), time.Now().Add(-time.Minute)); err != nil || got != want {
+			t.Fatalf("nonce in channel %d: %d %v", ch, got, err)
+		}
+	}
+	// A record that cannot be encoded fails the whole batch.
+	d, e := g.Next(), g.Next()
+	if err := s.CreateMessages(ctx, store.Message{ID: d, ChannelID: 3, Content: "d"},
+		store.Message{ID: e, ChannelID: 3, Nonce: []byte(`{not json`)}); err == nil {
+		t.Fatal("a batch with an unencodable message was accepted")
+	}
+	if _, err := s.GetMessage(ctx, 3, d); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("half a batch was written: %v", err)
 	}
 }
