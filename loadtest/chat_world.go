@@ -1,0 +1,149 @@
+package loadtest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// The chat scenario's world: the users it creates through the admin API,
+// their guilds, and what each user received.
+
+// admin is a small client of the admin API.
+type admin struct {
+	base, token string
+	hc          *http.Client
+}
+
+func (a *admin) do(method, path string, body, out any) error {
+	b, _ := json.Marshal(body)
+	req, err := http.NewRequest(method, a.base+path, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := a.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s %s: %s %s", method, path, resp.Status, data)
+	}
+	if out != nil {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+type chatUser struct {
+	id, token string
+	guild     *chatGuild
+	gw        *GatewayClient
+	churning  atomic.Bool // a drop and resume is under way
+
+	mu        sync.Mutex
+	seen      map[uint64]bool // message seqs received, live or from history
+	recovered map[uint64]bool // those read from history after a re-identify
+	lastID    uint64          // newest message received live
+}
+
+// receive records message seq (id) arriving live; it reports whether it is
+// new. A message already read from history is neither new nor a duplicate.
+func (u *chatUser) receive(seq, id uint64) (fresh, duplicate bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.lastID = max(u.lastID, id)
+	if u.seen[seq] {
+		return false, !u.recovered[seq]
+	}
+	u.seen[seq] = true
+	return true, false
+}
+
+// catchUp reads the messages after the newest one u received live from
+// its channel's history, as a client does after identifying afresh, and
+// returns how many it had not seen.
+func (u *chatUser) catchUp(ctx context.Context, hc *http.Client, base string) (int, error) {
+	u.mu.Lock()
+	after := u.lastID
+	u.mu.Unlock()
+	n := 0
+	for page := 0; page < 10000; page++ {
+		req, _ := http.NewRequestWithContext(ctx, "GET", base+"/api/v10/channels/"+u.guild.channel+"/messages?limit=100&after="+strconv.FormatUint(after, 10), nil)
+		req.Header.Set("Authorization", "Bot "+u.token)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return n, err
+		}
+		var msgs []struct {
+			ID      string `json:"id"`
+			Content string `json:"content"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&msgs)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || err != nil {
+			return n, fmt.Errorf("loadtest: history after %d: %s %v", after, resp.Status, err)
+		}
+		u.mu.Lock()
+		for _, m := range msgs {
+			id, _ := strconv.ParseUint(m.ID, 10, 64)
+			after = max(after, id)
+			if f := strings.Fields(m.Content); len(f) == 3 && f[0] == "lt" {
+				if seq, err := strconv.ParseUint(f[2], 10, 64); err == nil && !u.seen[seq] {
+					u.seen[seq], u.recovered[seq] = true, true
+					n++
+				}
+			}
+		}
+		u.mu.Unlock()
+		if len(msgs) < 100 {
+			return n, nil
+		}
+	}
+	return n, nil
+}
+
+type chatGuild struct {
+	id, channel string
+	members     []*chatUser
+	huge        bool
+}
+
+// guildSizes splits n members over g guilds, guild k (from 1) getting a
+// share proportional to 1/k^skew and, members allowing, at least two (a
+// guild of one has nobody to deliver to).
+func guildSizes(n, g int, skew float64) []int {
+	sizes := make([]int, max(g, 0))
+	if g <= 0 || n <= 0 {
+		return sizes
+	}
+	floor := min(2, n/g)
+	weights, total := make([]float64, g), 0.0
+	for k := range weights {
+		weights[k] = 1 / math.Pow(float64(k+1), skew)
+		total += weights[k]
+	}
+	left := n - floor*g
+	given := 0
+	for k := range sizes {
+		extra := int(float64(left) * weights[k] / total)
+		sizes[k] = floor + extra
+		given += extra
+	}
+	for k := 0; given < left; k = (k + 1) % g { // rounding remainder, largest first
+		sizes[k]++
+		given++
+	}
+	return sizes
+}
