@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"fmt"
+	"runtime"
 	"testing"
 
 	"github.com/chorus-voice/chorus/guild"
@@ -95,6 +96,31 @@ func TestDispatchAllocationFree(t *testing.T) {
 	}
 	if a := testing.AllocsPerRun(100, round); a != 0 {
 		t.Fatalf("%v allocations per dispatch to 100 sessions", a)
+	}
+}
+
+// A huge fan-out yields between chunks: a small guild's event, readied
+// while it runs, goes out after the first chunk, not after all of it. One
+// processor makes the order deterministic.
+func TestDeliverYieldsBetweenChunks(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	h, ids, _ := newBenchHub(10001)
+	huge, small := ids[:10000], ids[10000:]
+	started, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		close(started) // readies the test goroutine, which runs at the first yield
+		h.Deliver("", benchEvent, huge)
+		close(done)
+	}()
+	<-started
+	h.Deliver("", benchEvent, small)
+	before := h.metrics.Deliveries.Load()
+	<-done
+	if before > 10000/2 {
+		t.Fatalf("the small guild's event went out after %d of the huge guild's 10,000 deliveries", before-1)
+	}
+	if all := h.metrics.Deliveries.Load(); all != 10001 {
+		t.Fatalf("%d deliveries, want 10,001", all)
 	}
 }
 

@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"runtime"
 	"sync"
 
 	"github.com/chorus-voice/chorus/guild"
@@ -22,8 +23,25 @@ func newHub(maxLog int, m *Metrics) *Hub {
 	return &Hub{maxLog: maxLog, metrics: m, sessions: map[string]*Session{}, byUser: map[guild.ID]map[*Session]struct{}{}}
 }
 
-// Deliver pushes ev to the listed local sessions.
+// deliverChunk is how many sessions one event is pushed to before the
+// delivering goroutine yields (DESIGN.md, "Fairness"): the writers the
+// chunk woke, and other guilds' deliveries, run before it goes on, so a
+// huge guild's fan-out never makes a small guild's events wait behind all
+// of it. The hub lock is released between chunks, so an identify waiting
+// to add its session is not held up either.
+const deliverChunk = 256
+
+// Deliver pushes ev to the listed local sessions, a chunk at a time.
 func (h *Hub) Deliver(_ string, ev *guild.Event, ids []string) {
+	for len(ids) > deliverChunk {
+		h.deliver(ev, ids[:deliverChunk])
+		ids = ids[deliverChunk:]
+		runtime.Gosched()
+	}
+	h.deliver(ev, ids)
+}
+
+func (h *Hub) deliver(ev *guild.Event, ids []string) {
 	h.mu.RLock()
 	for _, id := range ids {
 		s := h.sessions[id]
