@@ -3,6 +3,7 @@ package guild
 import (
 	"context"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/chorus-voice/chorus/store"
@@ -28,6 +29,11 @@ type actor struct {
 
 	mbox    chan func(*actor)
 	scratch map[string][]string // fan-out lists per node, reused
+
+	// gate orders posts against retirement: senders post under its read
+	// lock; retire takes it to find the mailbox empty and set retired.
+	gate    sync.RWMutex
+	retired bool
 
 	pending []pendingMessage // messages waiting for the group commit
 	writes  []store.Message  // the batch being written, reused
@@ -91,19 +97,58 @@ func (r *Router) load(ctx context.Context, id ID) (*actor, error) {
 	return a, nil
 }
 
+// post queues fn; false if the actor retired (look the guild up again),
+// ErrOverloaded if its mailbox is full.
+func (a *actor) post(fn func(*actor)) (bool, error) {
+	a.gate.RLock()
+	defer a.gate.RUnlock()
+	if a.retired {
+		return false, nil
+	}
+	select {
+	case a.mbox <- fn:
+		return true, nil
+	default:
+		return false, ErrOverloaded
+	}
+}
+
+// idle reports whether nothing but the store holds this guild's state: no
+// session subscribed, nobody in voice, no message waiting to be written.
+func (a *actor) idle() bool {
+	return len(a.subs) == 0 && len(a.voice) == 0 && len(a.pending) == 0
+}
+
 func (a *actor) run() {
-	for fn := range a.mbox {
-		fn(a)
+	// Idle detection without a timer operation per call: the ticker checks
+	// whether any mail arrived since its last tick, so an idle actor
+	// retires between IdleAfter and twice that after its last call.
+	var tick <-chan time.Time
+	if a.r.cfg.IdleAfter > 0 {
+		t := time.NewTicker(a.r.cfg.IdleAfter)
+		defer t.Stop()
+		tick = t.C
+	}
+	busy := false
+	for {
+		select {
+		case fn := <-a.mbox:
+			busy = true
+			fn(a)
+		case <-tick:
+			if !busy && a.idle() && a.r.retire(a) {
+				return
+			}
+			busy = false
+			continue
+		}
 		// Group commit: while messages wait to be written, run what else is
 		// already in the mailbox (a bounded number), so that the messages
 		// among it share one durable write instead of one each.
 	drain:
 		for n := 0; n < maxGroupCommit && len(a.pending) > 0 && len(a.pending) < maxGroupCommit; n++ {
 			select {
-			case fn, ok := <-a.mbox:
-				if !ok {
-					break drain
-				}
+			case fn := <-a.mbox:
 				fn(a)
 			default:
 				break drain
@@ -111,7 +156,6 @@ func (a *actor) run() {
 		}
 		a.flush()
 	}
-	a.flush()
 }
 
 // flush writes the pending messages in one durable batch, then delivers

@@ -2,7 +2,10 @@ package guild
 
 import (
 	"context"
+	"runtime"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/chorus-voice/chorus/cluster"
 	"github.com/chorus-voice/chorus/ring"
@@ -15,6 +18,11 @@ type Config struct {
 	// Mailbox is the bound of each actor's mailbox; a full mailbox answers
 	// ErrOverloaded instead of queueing without limit. Default 4096.
 	Mailbox int
+	// IdleAfter stops a guild's actor that had nothing to do for that long
+	// and has no subscribed session and nobody in voice: its state is in
+	// the store and is loaded again on the next call. Default 10 minutes;
+	// negative keeps actors forever.
+	IdleAfter time.Duration
 }
 
 // Router finds the actor that owns a guild: a ring lookup, then a local call
@@ -35,8 +43,9 @@ type Router struct {
 	VoiceServer VoiceServer
 	OnVoice     func(VoiceChange)
 
-	mu    sync.Mutex
-	slots map[ID]*slot
+	mu          sync.Mutex
+	slots       map[ID]*slot
+	retirements atomic.Uint64
 
 	chanGuild sync.Map // channel id → guild id; channels never change guild
 }
@@ -51,6 +60,9 @@ type slot struct {
 func NewRouter(cfg Config, node *cluster.Node, st store.Store, d Deliverer, ids *snowflake.Generator) *Router {
 	if cfg.Mailbox <= 0 {
 		cfg.Mailbox = 4096
+	}
+	if cfg.IdleAfter == 0 {
+		cfg.IdleAfter = 10 * time.Minute
 	}
 	return &Router{cfg: cfg, node: node, store: st, deliver: d, ids: ids, slots: map[ID]*slot{}}
 }
@@ -97,15 +109,26 @@ func (r *Router) call(ctx context.Context, guild ID, fn func(a *actor) error) er
 // by fn itself, or later by the actor, once the group commit fn's message
 // joined is durable.
 func (r *Router) callAsync(ctx context.Context, guild ID, fn func(a *actor, reply func(error))) error {
-	a, err := r.actor(ctx, guild)
-	if err != nil {
-		return err
-	}
 	done := make(chan error, 1)
-	select {
-	case a.mbox <- func(a *actor) { fn(a, func(err error) { done <- err }) }:
-	default:
-		return ErrOverloaded
+	mail := func(a *actor) { fn(a, func(err error) { done <- err }) }
+	for attempt := 0; ; attempt++ {
+		a, err := r.actor(ctx, guild)
+		if err != nil {
+			return err
+		}
+		posted, err := a.post(mail)
+		if err != nil {
+			return err
+		}
+		if posted {
+			break
+		}
+		// The actor retired between the lookup and the post; its slot is
+		// gone by now, so the next lookup loads a fresh one.
+		if attempt > 100 {
+			return ErrOverloaded
+		}
+		runtime.Gosched()
 	}
 	select {
 	case err := <-done:
@@ -113,6 +136,35 @@ func (r *Router) callAsync(ctx context.Context, guild ID, fn func(a *actor, repl
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// retire removes a from the router if it is still idle, atomically with
+// respect to posts: a sender either posted before (and a stays) or finds a
+// retired and looks the guild up again.
+func (r *Router) retire(a *actor) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a.gate.Lock()
+	defer a.gate.Unlock()
+	if len(a.mbox) > 0 || !a.idle() {
+		return false
+	}
+	a.retired = true
+	if s := r.slots[a.guild.ID]; s != nil && s.a == a {
+		delete(r.slots, a.guild.ID)
+	}
+	r.retirements.Add(1)
+	return true
+}
+
+// Retired returns how many idle guild actors have stopped.
+func (r *Router) Retired() uint64 { return r.retirements.Load() }
+
+// Loaded returns how many guild actors run on this node.
+func (r *Router) Loaded() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.slots)
 }
 
 // GuildOfChannel returns the guild a channel belongs to.

@@ -3,6 +3,7 @@ package server_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -275,5 +276,37 @@ func (f *fixture) admin(t *testing.T, method, path string, body, out any) {
 	defer resp.Body.Close()
 	if out != nil {
 		json.NewDecoder(resp.Body).Decode(out)
+	}
+}
+
+// /metrics speaks the Prometheus text format and counts what operators
+// watch: sessions, deliveries, loaded guild actors.
+func TestMetricsEndpoint(t *testing.T) {
+	f := start(t, nil)
+	// Load the demo guild's actor.
+	if r := f.rest("GET", "/api/v10/guilds/"+f.demo.GuildID.String(), f.demo.BotToken, nil, nil); r.StatusCode != 200 {
+		t.Fatalf("guild: %d", r.StatusCode)
+	}
+	resp, err := http.Get(f.base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	values := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		var name string
+		var v float64
+		if n, _ := fmt.Sscanf(line, "%s %g", &name, &v); n == 2 {
+			values[name] = v
+		}
+	}
+	if values["chorus_guild_actors"] < 1 {
+		t.Fatalf("chorus_guild_actors = %v in\n%s", values["chorus_guild_actors"], body)
+	}
+	for _, name := range []string{"chorus_guild_actors_retired_total", "chorus_gateway_sessions", "chorus_gateway_deliveries_total", "chorus_process_cpu_seconds_total"} {
+		if _, ok := values[name]; !ok {
+			t.Errorf("%s missing", name)
+		}
 	}
 }

@@ -28,6 +28,10 @@ func (g *Gateway) Handler(ids *snowflake.Generator) http.Handler {
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		g.metrics.WriteText(w, g.hub.Len())
+		if g.router != nil {
+			fmt.Fprintf(w, "chorus_guild_actors %d\n", g.router.Loaded())
+			fmt.Fprintf(w, "chorus_guild_actors_retired_total %d\n", g.router.Retired())
+		}
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 
