@@ -20,7 +20,7 @@ import (
 // A message is durable before the REST call answers: it is there after the
 // node stops and starts again on the same data directory.
 func TestMessagesSurviveRestart(t *testing.T) {
-	cfg := server.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", HTTPSAddr: "off"}
+	cfg := testConfig(t)
 	survivesRestart(t, cfg, cfg)
 }
 
@@ -70,7 +70,9 @@ func survivesRestart(t *testing.T, cfg, again server.Config) {
 // wss:// and https:// work with the development CA and nothing else
 // configured (clients.md §1).
 func TestTLSWithDevelopmentCA(t *testing.T) {
-	n, err := server.Start(context.Background(), server.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", HTTPSAddr: "127.0.0.1:0", VoiceAddr: "127.0.0.1:0"})
+	cfg := testConfig(t)
+	cfg.HTTPSAddr, cfg.VoiceAddr = "127.0.0.1:0", "127.0.0.1:0"
+	n, err := server.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,7 +30,7 @@ type fixture struct {
 
 func start(t *testing.T, tweak func(*signaling.Config)) *fixture {
 	t.Helper()
-	cfg := server.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", HTTPSAddr: "off"}
+	cfg := testConfig(t)
 	if tweak != nil {
 		tweak(&cfg.Gateway)
 	}

@@ -479,8 +479,10 @@ func TestVoiceRoomBehaviour(t *testing.T) {
 }
 
 func TestVoiceHeartbeatTimeout(t *testing.T) {
-	n, err := server.Start(context.Background(), server.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0",
-		HTTPSAddr: "127.0.0.1:0", VoiceAddr: "127.0.0.1:0", Gateway: signaling.Config{HeartbeatInterval: 300 * time.Millisecond}})
+	cfg := testConfig(t)
+	cfg.HTTPSAddr, cfg.VoiceAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Gateway = signaling.Config{HeartbeatInterval: 300 * time.Millisecond}
+	n, err := server.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,8 +23,9 @@ import (
 // voiceFixture is a node with TLS and voice on loopback ports.
 func voiceFixture(t *testing.T) (*fixture, *x509.CertPool) {
 	t.Helper()
-	n, err := server.Start(context.Background(), server.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0",
-		HTTPSAddr: "127.0.0.1:0", VoiceAddr: "127.0.0.1:0"})
+	cfg := testConfig(t)
+	cfg.HTTPSAddr, cfg.VoiceAddr = "127.0.0.1:0", "127.0.0.1:0"
+	n, err := server.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,56 +45,78 @@ func binDir() (string, error) {
 // Start initialises and starts a server for t and its subtests.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	s, stop, err := Launch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	return s
+}
+
+// Launch starts a server outside a test (from TestMain, for a whole
+// package); stop shuts it down and removes its files.
+func Launch() (s *Server, stop func(), err error) {
 	bin, err := binDir()
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
-	// initdb refuses to run as root: then run the server as the postgres
-	// user Debian's package creates, in a directory it may enter.
-	var run func(name string, args ...string) *exec.Cmd
 	dir, err := os.MkdirTemp("", "chorus-pg")
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	cleanup := []func(){func() { os.RemoveAll(dir) }}
+	stop = func() {
+		for i := len(cleanup) - 1; i >= 0; i-- {
+			cleanup[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			stop()
+		}
+	}()
+	// initdb refuses to run as root: then run the server as the postgres
+	// user Debian's package creates, in a directory it may enter.
+	run := func(name string, args ...string) *exec.Cmd { return exec.Command(filepath.Join(bin, name), args...) }
 	if os.Geteuid() == 0 {
 		pu, err := user.Lookup("postgres")
 		if err != nil {
-			t.Fatal("pgtest: running as root needs the postgres user of Debian's postgresql package: ", err)
+			return nil, nil, fmt.Errorf("pgtest: running as root needs the postgres user of Debian's postgresql package: %w", err)
 		}
 		uid, _ := strconv.Atoi(pu.Uid)
 		gid, _ := strconv.Atoi(pu.Gid)
 		os.Chmod(dir, 0o755)
 		if err := os.Chown(dir, uid, gid); err != nil {
-			t.Fatal(err)
+			return nil, nil, err
 		}
 		run = func(name string, args ...string) *exec.Cmd {
 			return exec.Command("runuser", append([]string{"-u", "postgres", "--", filepath.Join(bin, name)}, args...)...)
 		}
-	} else {
-		run = func(name string, args ...string) *exec.Cmd { return exec.Command(filepath.Join(bin, name), args...) }
 	}
 	data := filepath.Join(dir, "data")
 	if out, err := run("initdb", "-D", data, "-U", "chorus", "--auth=trust", "-E", "UTF8", "--no-sync").CombinedOutput(); err != nil {
-		t.Fatalf("pgtest: initdb: %v\n%s", err, out)
+		return nil, nil, fmt.Errorf("pgtest: initdb: %v\n%s", err, out)
 	}
-	port := freePort(t)
-	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200", port, dir)
+	port, err := freePort()
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=300", port, dir)
 	if out, err := run("pg_ctl", "-D", data, "-o", opts, "-l", filepath.Join(dir, "log"), "-w", "-t", "60", "start").CombinedOutput(); err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, "log"))
-		t.Fatalf("pgtest: pg_ctl start: %v\n%s\n%s", err, out, log)
+		return nil, nil, fmt.Errorf("pgtest: pg_ctl start: %v\n%s\n%s", err, out, log)
 	}
-	t.Cleanup(func() { run("pg_ctl", "-D", data, "-m", "immediate", "-w", "stop").Run() })
-	return &Server{Port: port}
+	cleanup = append(cleanup, func() { run("pg_ctl", "-D", data, "-m", "immediate", "-w", "stop").Run() })
+	return &Server{Port: port}, stop, nil
 }
 
-func freePort(t testing.TB) int {
+func freePort() (int, error) {
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return 0, err
 	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // DSN addresses database db.
