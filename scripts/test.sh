@@ -18,7 +18,7 @@ fi
 
 # The PostgreSQL store's tests start their own server from Debian's
 # postgresql package (store/pgtest).
-if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && ! command -v pg_ctl >/dev/null 2>&1; then
+if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; }; then
   echo "== installing postgresql (Debian package) for the PostgreSQL store tests"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null
