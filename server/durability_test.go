@@ -112,3 +112,60 @@ func TestTLSWithDevelopmentCA(t *testing.T) {
 		t.Fatal("TLS handshake succeeded without trusting the development CA")
 	}
 }
+
+// While the store is down, clients are told to come back, not that their
+// token is bad: REST answers 503 (not 401) and an identify is closed with
+// 4000 (reconnect) instead of 4004 (which makes bots give up). Once the
+// store is back, the same node serves again with no restart.
+func TestStoreOutageIsNotAnAuthFailure(t *testing.T) {
+	pg := pgtest.Start(t)
+	cfg := server.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", HTTPSAddr: "off", Postgres: pg.NewDatabase(t)}
+	n, err := server.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	d, err := n.SeedDemo(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, node: n, demo: d, base: "http://" + n.HTTPAddr}
+	if r := f.rest("GET", "/api/v10/users/@me", d.BotToken, nil, nil); r.StatusCode != 200 {
+		t.Fatalf("before the outage: %d", r.StatusCode)
+	}
+
+	if err := pg.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.rest("GET", "/api/v10/users/@me", d.BotToken, nil, nil); r.StatusCode != 503 {
+		t.Fatalf("token check without a store: %d, want 503", r.StatusCode)
+	}
+	before := n.Gateway().Metrics().Closes(4000)
+	c := f.dial("v=10")
+	c.send(identify(d.BotToken, allIntents))
+	c.expectClose(4000)
+	if n.Gateway().Metrics().Closes(4000) != before+1 || n.Gateway().Metrics().Closes(4004) != 0 {
+		t.Fatal("the outage's close was not counted as 4000")
+	}
+	// A bad token is still a bad token, store or not.
+	if r := f.rest("GET", "/api/v10/users/@me", "not-a-token", nil, nil); r.StatusCode != 401 {
+		t.Fatalf("bad token during the outage: %d", r.StatusCode)
+	}
+
+	if err := pg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r := f.rest("POST", fmt.Sprintf("/api/v10/channels/%s/messages", d.General), d.BotToken, map[string]any{"content": "back"}, nil)
+		if r.StatusCode == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the store came back: %d", r.StatusCode)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c = f.dial("v=10")
+	c.ready(d.BotToken, allIntents)
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -350,19 +351,39 @@ func activities(in []wire.Activity) []guild.Activity {
 }
 
 // authenticate resolves a gateway token to its user.
+// errStoreUnavailable means a token could not be checked because the store
+// did not answer: the client should retry (REST 503, gateway close 4000),
+// not drop its token as it would on 401 or close 4004.
+var errStoreUnavailable = errors.New("store unavailable")
+
 func (g *Gateway) authenticate(ctx context.Context, token string) (store.User, error) {
 	id, gen, err := g.signer.Verify(auth.PurposeUser, token)
 	if err != nil {
 		return store.User{}, err
 	}
 	u, err := g.store.GetUser(ctx, id)
-	if err != nil {
+	if errors.Is(err, store.ErrNotFound) {
 		return store.User{}, auth.ErrInvalid
+	}
+	if err != nil {
+		return store.User{}, fmt.Errorf("%w: %v", errStoreUnavailable, err)
 	}
 	if gen != u.TokenGen {
 		return store.User{}, auth.ErrInvalid
 	}
 	return u, nil
+}
+
+// closeAuthFailed closes a connection whose token could not be accepted:
+// 4004 for a bad token, 4000 (reconnect and try again) when the store
+// could not be asked.
+func (g *Gateway) closeAuthFailed(c *conn, err error) {
+	if errors.Is(err, errStoreUnavailable) {
+		g.cfg.Logger.Warn("identify: store unavailable", "err", err)
+		c.closeWith(wire.CloseUnknownError, "store unavailable")
+		return
+	}
+	c.closeWith(wire.CloseAuthenticationFailed, "authentication failed")
 }
 
 func newSessionID() string {
@@ -412,7 +433,7 @@ func (g *Gateway) identify(c *conn, d json.RawMessage) bool {
 	defer cancel()
 	u, err := g.authenticate(ctx, id.Token)
 	if err != nil {
-		c.closeWith(wire.CloseAuthenticationFailed, "authentication failed")
+		g.closeAuthFailed(c, err)
 		return false
 	}
 	if id.Intents == nil || *id.Intents&^wire.AllIntents != 0 {
@@ -523,7 +544,7 @@ func (g *Gateway) resume(c *conn, d json.RawMessage) bool {
 	defer cancel()
 	u, err := g.authenticate(ctx, r.Token)
 	if err != nil {
-		c.closeWith(wire.CloseAuthenticationFailed, "authentication failed")
+		g.closeAuthFailed(c, err)
 		return false
 	}
 	s := g.hub.get(r.SessionID)

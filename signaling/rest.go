@@ -123,7 +123,10 @@ func (a *api) route(mux *http.ServeMux, pattern, bucket string, fn handlerFunc) 
 		}
 		u, err := a.g.authenticate(r.Context(), r.Header.Get("Authorization"))
 		if err != nil {
-			a.fail(w, errUnauthorized)
+			if !errors.Is(err, errStoreUnavailable) {
+				err = errUnauthorized
+			}
+			a.fail(w, err)
 			return
 		}
 		major := r.PathValue("channel") + r.PathValue("guild")
@@ -162,6 +165,9 @@ func (a *api) fail(w http.ResponseWriter, err error) {
 			Errors: map[string]any{fe.Field: map[string]any{"_errors": []map[string]string{{"code": fe.ErrCode, "message": fe.Msg}}}}})
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		writeJSON(w, http.StatusServiceUnavailable, apiError{Message: "timed out", Code: 0})
+	case errors.Is(err, errStoreUnavailable):
+		a.g.cfg.Logger.Warn("rest: store unavailable", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, apiError{Message: "503: Service Unavailable", Code: 0})
 	default:
 		a.g.cfg.Logger.Error("rest", "err", err)
 		writeJSON(w, http.StatusInternalServerError, apiError{Message: "500: Internal Server Error", Code: 0})

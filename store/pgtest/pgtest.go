@@ -25,6 +25,26 @@ import (
 type Server struct {
 	Port int
 	dbs  atomic.Int64
+	// ctl runs pg_ctl on this server's data directory (as the right user).
+	ctl func(args ...string) *exec.Cmd
+}
+
+// Stop shuts the server down at once (as a crash would, for tests of what
+// clients of the store do meanwhile); Start brings it back on the same port
+// and data.
+func (s *Server) Stop() error {
+	if out, err := s.ctl("-m", "immediate", "-w", "stop").CombinedOutput(); err != nil {
+		return fmt.Errorf("pgtest: stop: %v: %s", err, out)
+	}
+	return nil
+}
+
+// Start starts a stopped server again.
+func (s *Server) Start() error {
+	if out, err := s.ctl("-w", "-t", "60", "start").CombinedOutput(); err != nil {
+		return fmt.Errorf("pgtest: start: %v: %s", err, out)
+	}
+	return nil
 }
 
 // binDir finds the newest installed server's binaries.
@@ -102,12 +122,15 @@ func Launch() (s *Server, stop func(), err error) {
 		return nil, nil, err
 	}
 	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=300", port, dir)
-	if out, err := run("pg_ctl", "-D", data, "-o", opts, "-l", filepath.Join(dir, "log"), "-w", "-t", "60", "start").CombinedOutput(); err != nil {
+	srv := &Server{Port: port, ctl: func(args ...string) *exec.Cmd {
+		return run("pg_ctl", append([]string{"-D", data, "-o", opts, "-l", filepath.Join(dir, "log")}, args...)...)
+	}}
+	if err := srv.Start(); err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, "log"))
-		return nil, nil, fmt.Errorf("pgtest: pg_ctl start: %v\n%s\n%s", err, out, log)
+		return nil, nil, fmt.Errorf("%v\n%s", err, log)
 	}
-	cleanup = append(cleanup, func() { run("pg_ctl", "-D", data, "-m", "immediate", "-w", "stop").Run() })
-	return &Server{Port: port}, stop, nil
+	cleanup = append(cleanup, func() { srv.ctl("-m", "immediate", "-w", "stop").Run() })
+	return srv, stop, nil
 }
 
 func freePort() (int, error) {
