@@ -92,6 +92,17 @@ func TestFaultScenarioKillAndRestart(t *testing.T) {
 	if !r.Check([]SLO{mustSLO(t, "lost<=0"), mustSLO(t, "recovery_ms<=30s")}) || r.Check([]SLO{mustSLO(t, "recovery_ms<=1ms")}) {
 		t.Fatalf("SLOs: %+v", r.SLOs)
 	}
+	// The report marks the fault and the recovery on its timeline.
+	if len(r.Marks) != 2 || r.Marks[0].Label != "fault" || r.Marks[1].Label != "recovered" || r.Marks[1].Second <= r.Marks[0].Second {
+		t.Fatalf("marks %+v", r.Marks)
+	}
+	var page strings.Builder
+	if err := r.WriteHTML(&page); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(page.String(), `class="mark"`); n != 2 {
+		t.Fatalf("%d marks drawn", n)
+	}
 }
 
 // A node killed for good: the run ends within its recovery bound and says
