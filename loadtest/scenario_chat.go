@@ -62,8 +62,11 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 	if o.Sessions < 2 || o.Guilds < 1 || o.Rate <= 0 || o.HugeShare < 0 || o.HugeShare > 1 || o.ReidentifyShare < 0 || o.ReidentifyShare > 1 || o.SizeSkew < 0 {
 		return nil, errors.New("loadtest: chat needs sessions >= 2, guilds >= 1, rate > 0, 0 <= huge share <= 1, 0 <= re-identify share <= 1, size skew >= 0")
 	}
-	if err := o.Fault.validate(o); err != nil {
+	if err := o.Fault.validate(o.Duration); err != nil {
 		return nil, err
+	}
+	if o.Fault != nil && o.ChurnPerSecond > 0 {
+		return nil, errors.New("loadtest fault: runs under chat without churn, so that every drop is the fault's")
 	}
 	base := strings.TrimRight(o.URL, "/")
 	ad := &admin{base: base, token: o.AdminToken, hc: &http.Client{Timeout: 30 * time.Second}}
@@ -357,8 +360,12 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 		}
 		return n
 	}
+	gws := make([]*GatewayClient, len(users))
+	for i, u := range users {
+		gws[i] = u.gw
+	}
 	if fr != nil {
-		fr.settle(ctx, users, delivered.Load)
+		fr.settle(ctx, gws, delivered.Load)
 	} else {
 		deadline := time.Now().Add(5 * time.Second)
 		for (delivered.Load()+recovered.Load() < expected.Load() || resumedAll() < drops.Load()-resumeErrors.Load()) && time.Now().Before(deadline) {
@@ -399,7 +406,7 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 		r.Counters["missed_after_resume"] = r.Counters["lost"]
 	}
 	if fr != nil {
-		if err := fr.report(ctx, r, base, sendStart, all, users, guilds); err != nil {
+		if err := fr.report(ctx, r, base, sendStart, all, gws, guilds); err != nil {
 			return nil, err
 		}
 	}

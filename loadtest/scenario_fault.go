@@ -33,17 +33,16 @@ type Fault struct {
 	RecoverWithin time.Duration
 }
 
-func (f *Fault) validate(o ChatOptions) error {
+// validate checks f for a run whose measured part lasts window.
+func (f *Fault) validate(window time.Duration) error {
 	if f == nil {
 		return nil
 	}
 	switch {
 	case strings.TrimSpace(f.Command) == "":
 		return errors.New("loadtest fault: a command to run is required")
-	case f.At < 0 || f.At >= o.Duration:
-		return fmt.Errorf("loadtest fault: the fault time %v must fall inside the run (duration %v)", f.At, o.Duration)
-	case o.ChurnPerSecond > 0:
-		return errors.New("loadtest fault: runs under chat without churn, so that every drop is the fault's")
+	case f.At < 0 || f.At >= window:
+		return fmt.Errorf("loadtest fault: the fault time %v must fall inside the run (%v)", f.At, window)
 	}
 	return nil
 }
@@ -122,12 +121,8 @@ func (f *faultRun) start(ctx context.Context, sendStart time.Time) {
 // settle waits until the command ended and every session is live again,
 // or RecoverWithin after the fault passed; then until deliveries stop
 // arriving (at most 5 s more).
-func (f *faultRun) settle(ctx context.Context, users []*chatUser, delivered func() int64) {
-	<-f.done
-	deadline := f.started.Add(f.recoverWithin())
-	for ctx.Err() == nil && time.Now().Before(deadline) && recovering(users) > 0 {
-		time.Sleep(20 * time.Millisecond)
-	}
+func (f *faultRun) settle(ctx context.Context, gws []*GatewayClient, delivered func() int64) {
+	f.waitSessions(ctx, gws)
 	last, stable := delivered(), time.Now()
 	for end := time.Now().Add(5 * time.Second); ctx.Err() == nil && time.Now().Before(end) && time.Since(stable) < 500*time.Millisecond; {
 		time.Sleep(20 * time.Millisecond)
@@ -137,63 +132,105 @@ func (f *faultRun) settle(ctx context.Context, users []*chatUser, delivered func
 	}
 }
 
-func recovering(users []*chatUser) int {
+// waitSessions waits until the command ended and every session is live
+// again, or RecoverWithin after the fault passed.
+func (f *faultRun) waitSessions(ctx context.Context, gws []*GatewayClient) {
+	<-f.done
+	deadline := f.started.Add(f.recoverWithin())
+	for ctx.Err() == nil && time.Now().Before(deadline) && recovering(gws) > 0 {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func recovering(gws []*GatewayClient) int {
 	n := 0
-	for _, u := range users {
-		if u.gw.Recovering() {
+	for _, c := range gws {
+		if c.Recovering() {
 			n++
 		}
 	}
 	return n
 }
 
-// report adds what the fault cost to r: when sessions and sends were back,
-// what live clients missed, and, from every channel's history read back
-// over REST, whether any acknowledged message was lost or stored twice.
-func (f *faultRun) report(ctx context.Context, r *Result, base string, sendStart time.Time, timeline *Timed, users []*chatUser, guilds []*chatGuild) error {
-	r.Scenario = "fault"
+// reportCommand records when the command ran and how it ended.
+func (f *faultRun) reportCommand(r *Result, start time.Time) error {
 	c := r.Counters
-	c["fault_at_ms"] = ms(f.started.Sub(sendStart))
+	c["fault_at_ms"] = ms(f.started.Sub(start))
 	c["fault_command_ms"] = ms(f.ended.Sub(f.started))
 	c["fault_exit_code"] = float64(f.exitCode)
+	r.Params["fault_command"] = f.Command
 	if f.started.IsZero() {
 		return fmt.Errorf("loadtest fault: the command never ran: %v", f.cmdErr)
 	}
 	if f.exitCode != 0 {
 		r.addFailure("fault-command-exit-" + strconv.Itoa(f.exitCode))
 	}
+	return nil
+}
 
-	// Sessions: every drop after the fault must be repaired.
-	var disrupted, unrecovered, resumed, reidentified int
-	var sessionsBack time.Time
-	for _, u := range users {
-		if u.gw.Drops.Load() == 0 {
+// reportSessions records what the fault did to the sessions: every drop
+// after it must be repaired. It returns when the last one was back and
+// how many were not.
+func (f *faultRun) reportSessions(r *Result, gws []*GatewayClient) (back time.Time, unrecovered int) {
+	var disrupted, resumed, reidentified int
+	for _, gw := range gws {
+		if gw.Drops.Load() == 0 {
 			continue
 		}
 		disrupted++
-		resumed += int(u.gw.Resumed.Load())
-		reidentified += int(u.gw.Reidentified.Load())
-		if u.gw.Recovering() {
+		resumed += int(gw.Resumed.Load())
+		reidentified += int(gw.Reidentified.Load())
+		if gw.Recovering() {
 			unrecovered++
 			continue
 		}
-		if b := u.gw.BackAt(); b.After(sessionsBack) {
-			sessionsBack = b
+		if b := gw.BackAt(); b.After(back) {
+			back = b
 		}
 	}
+	c := r.Counters
 	c["sessions_disrupted"] = float64(disrupted)
 	c["sessions_unrecovered"] = float64(unrecovered)
 	c["resumed"] = float64(resumed)
 	c["reidentified"] = float64(reidentified)
+	c["sessions_recovered_ms"] = f.since(back)
 	if unrecovered > 0 {
 		r.addFailure("sessions-unrecovered")
 	}
+	return back, unrecovered
+}
+
+// since is t's distance after the fault in ms, 0 for no time or before.
+func (f *faultRun) since(t time.Time) float64 {
+	if t.IsZero() || t.Before(f.started) {
+		return 0
+	}
+	return ms(t.Sub(f.started))
+}
+
+// mark puts the fault, and the recovery when there was one, on the timeline.
+func (f *faultRun) mark(r *Result, timeline *Timed, recoveredAt time.Time) {
+	r.Marks = append(r.Marks, Mark{f.started.Sub(timeline.Start).Seconds(), "fault"})
+	if _, ok := r.Counters["recovery_ms"]; ok && !recoveredAt.IsZero() {
+		r.Marks = append(r.Marks, Mark{recoveredAt.Sub(timeline.Start).Seconds(), "recovered"})
+	}
+}
+
+// report adds what the fault cost to r: when sessions and sends were back,
+// what live clients missed, and, from every channel's history read back
+// over REST, whether any acknowledged message was lost or stored twice.
+func (f *faultRun) report(ctx context.Context, r *Result, base string, sendStart time.Time, timeline *Timed, gws []*GatewayClient, guilds []*chatGuild) error {
+	r.Scenario = "fault"
+	c := r.Counters
+	if err := f.reportCommand(r, sendStart); err != nil {
+		return err
+	}
+	sessionsBack, unrecovered := f.reportSessions(r, gws)
 
 	// Sends: back at the first acknowledgement after the last failure.
 	f.mu.Lock()
 	acks, lastFail := f.acks, f.lastFail
 	c["send_retries"] = float64(f.retries)
-	r.Params["fault_command"] = f.Command
 	f.mu.Unlock()
 	var sendsBack time.Time
 	if !lastFail.IsZero() {
@@ -204,14 +241,7 @@ func (f *faultRun) report(ctx context.Context, r *Result, base string, sendStart
 			}
 		}
 	}
-	since := func(t time.Time) float64 {
-		if t.IsZero() || t.Before(f.started) {
-			return 0
-		}
-		return ms(t.Sub(f.started))
-	}
-	c["sessions_recovered_ms"] = since(sessionsBack)
-	c["sends_recovered_ms"] = since(sendsBack)
+	c["sends_recovered_ms"] = f.since(sendsBack)
 	recoveredAt := sessionsBack
 	if sendsBack.After(recoveredAt) {
 		recoveredAt = sendsBack
@@ -221,12 +251,9 @@ func (f *faultRun) report(ctx context.Context, r *Result, base string, sendStart
 		// an SLO on it is missed.
 		r.addFailure("not-recovered")
 	} else {
-		c["recovery_ms"] = since(recoveredAt)
+		c["recovery_ms"] = f.since(recoveredAt)
 	}
-	r.Marks = append(r.Marks, Mark{f.started.Sub(timeline.Start).Seconds(), "fault"})
-	if _, ok := c["recovery_ms"]; ok && !recoveredAt.IsZero() {
-		r.Marks = append(r.Marks, Mark{recoveredAt.Sub(timeline.Start).Seconds(), "recovered"})
-	}
+	f.mark(r, timeline, recoveredAt)
 
 	// What live clients missed: every delivery is owed for a message sent
 	// once service was back (its request began after every session was
