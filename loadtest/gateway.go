@@ -6,6 +6,7 @@ package loadtest
 import (
 	"bytes"
 	"context"
+	"math/rand/v2"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -66,8 +67,10 @@ type GatewayClient struct {
 	intents        int
 	droppedAt      atomic.Int64 // unix ns of the drop under repair, 0 when live
 	backAt         atomic.Int64 // unix ns the session was last re-established
+	lastOutage     atomic.Int64 // ns from the last drop to being back
 	ackPending     atomic.Bool
 	pendingGuilds  atomic.Int64 // GUILD_CREATEs still owed after READY
+	identifying    atomic.Bool  // an identify is out and unanswered
 	gen            atomic.Int64 // bumped whenever ws is replaced
 	sessionID      string
 	resumeURL      string
@@ -145,6 +148,7 @@ func dial(ctx context.Context, d *websocket.Dialer, url, token string, intents i
 
 func (c *GatewayClient) identify() error {
 	c.ackPending.Store(false)
+	c.identifying.Store(true)
 	return c.Send(2, map[string]any{"token": c.token, "intents": c.intents,
 		"properties": map[string]string{"os": "linux", "browser": "chorus-loadtest", "device": "chorus-loadtest"}})
 }
@@ -214,6 +218,7 @@ func (c *GatewayClient) read(ws *websocket.Conn) {
 func (c *GatewayClient) track(d Dispatch) bool {
 	switch d.T {
 	case "READY":
+		c.identifying.Store(false)
 		var r struct {
 			SessionID string            `json:"session_id"`
 			ResumeURL string            `json:"resume_gateway_url"`
@@ -258,9 +263,21 @@ func (c *GatewayClient) control(op int) {
 		c.ackPending.Store(false)
 	case 9: // Invalid Session: identify afresh on this connection (gateway.md §10)
 		c.Invalidated.Add(1)
-		if c.Reconnect.Load() {
-			go c.identify()
+		if !c.Reconnect.Load() {
+			return
 		}
+		if c.identifying.Load() {
+			// The identify itself was refused (the identify rate limit):
+			// wait 1–5 s as libraries do before trying again.
+			go func() {
+				time.Sleep(time.Second + rand.N(4*time.Second))
+				if !c.closing.Load() {
+					c.identify()
+				}
+			}()
+			return
+		}
+		go c.identify() // the resume was refused: start a new session now
 	}
 }
 
@@ -291,12 +308,18 @@ func (c *GatewayClient) lost(ws *websocket.Conn, err error) {
 // back records that the session is live again after a drop; it reports
 // whether there was one.
 func (c *GatewayClient) back(at time.Time) bool {
-	if c.droppedAt.Swap(0) == 0 {
+	dropped := c.droppedAt.Swap(0)
+	if dropped == 0 {
 		return false
 	}
 	c.backAt.Store(at.UnixNano())
+	c.lastOutage.Store(at.UnixNano() - dropped)
 	return true
 }
+
+// LastOutage is how long the session was last away: from losing its
+// connection to being live again.
+func (c *GatewayClient) LastOutage() time.Duration { return time.Duration(c.lastOutage.Load()) }
 
 // Recovering reports whether the session lost its connection and is not
 // yet live again; BackAt is when it was last re-established.

@@ -197,6 +197,15 @@ func (f *faultRun) reportSessions(r *Result, gws []*GatewayClient) (back time.Ti
 	if unrecovered > 0 {
 		r.addFailure("sessions-unrecovered")
 	}
+	var outage Histogram // per session: from its drop to being live again
+	for _, gw := range gws {
+		if gw.Drops.Load() > 0 && !gw.Recovering() {
+			outage.Record(gw.LastOutage())
+		}
+	}
+	if outage.Count() > 0 {
+		r.Latency["session_outage"] = outage.Summarize()
+	}
 	return back, unrecovered
 }
 
@@ -221,6 +230,7 @@ func (f *faultRun) mark(r *Result, timeline *Timed, recoveredAt time.Time) {
 // over REST, whether any acknowledged message was lost or stored twice.
 func (f *faultRun) report(ctx context.Context, r *Result, base string, sendStart time.Time, timeline *Timed, gws []*GatewayClient, guilds []*chatGuild) error {
 	r.Scenario = "fault"
+	r.Params["under"] = "chat"
 	c := r.Counters
 	if err := f.reportCommand(r, sendStart); err != nil {
 		return err
@@ -347,4 +357,22 @@ func storedSeqs(ctx context.Context, base string, guilds []*chatGuild) (map[uint
 		}
 	}
 	return counts, nil
+}
+
+// reportIdle adds what the fault cost idle sessions (the gateway scenario):
+// when all were live again, and each session's time away.
+func (f *faultRun) reportIdle(r *Result, start time.Time, timeline *Timed, gws []*GatewayClient) error {
+	r.Scenario = "fault"
+	r.Params["under"] = "gateway"
+	if err := f.reportCommand(r, start); err != nil {
+		return err
+	}
+	back, unrecovered := f.reportSessions(r, gws)
+	if unrecovered > 0 {
+		r.addFailure("not-recovered")
+	} else {
+		r.Counters["recovery_ms"] = f.since(back)
+	}
+	f.mark(r, timeline, back)
+	return nil
 }

@@ -146,3 +146,32 @@ func TestFaultOptionsRejected(t *testing.T) {
 		t.Error("fault with churn accepted")
 	}
 }
+
+// Under the gateway scenario: idle sessions of a node killed and started
+// again all come back by themselves, and the report says when and how
+// long each was away.
+func TestFaultUnderGateway(t *testing.T) {
+	n, script := faultNode(t, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := RunGateway(ctx, GatewayOptions{URL: n.base, Token: n.botToken, Sessions: 200, Rate: 400, Hold: 3 * time.Second,
+		Fault: &Fault{Command: "sh " + script, At: time.Second, RecoverWithin: 30 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := r.Counters
+	if r.Scenario != "fault" || r.Params["under"] != "gateway" || len(r.Failures) != 0 || c["connected"] != 200 {
+		t.Fatalf("scenario %s counters %v failures %v", r.Scenario, c, r.Failures)
+	}
+	if c["sessions_disrupted"] != 200 || c["sessions_unrecovered"] != 0 || c["reidentified"] != 200 {
+		t.Fatalf("sessions: %v", c)
+	}
+	if c["recovery_ms"] < 300 || c["recovery_ms"] > 30000 || r.Latency["session_outage"].Count != 200 ||
+		r.Latency["session_outage"].Max > c["recovery_ms"]+1000 {
+		t.Fatalf("recovery: %v outage %+v", c, r.Latency["session_outage"])
+	}
+	if _, err := RunGateway(ctx, GatewayOptions{URL: n.base, Token: n.botToken, Sessions: 1, Rate: 1, Hold: time.Second,
+		Fault: &Fault{Command: "true", At: 2 * time.Second}}); err == nil {
+		t.Fatal("a fault after the hold accepted")
+	}
+}

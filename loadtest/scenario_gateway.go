@@ -43,6 +43,10 @@ type GatewayOptions struct {
 	// sessions stay open until Release is closed instead of for Hold.
 	Held    func(*Result)
 	Release <-chan struct{}
+	// Fault, if set, runs an operator command At into the hold: sessions
+	// reconnect by themselves and the result says when all were back and
+	// how long each was away (the fault scenario under gateway).
+	Fault *Fault
 }
 
 // nodes splits a comma-separated list of node bases.
@@ -143,6 +147,12 @@ func RunGateway(ctx context.Context, o GatewayOptions) (*Result, error) {
 	if len(bases) == 0 {
 		return nil, errors.New("loadtest: no node URL")
 	}
+	if err := o.Fault.validate(o.Hold); err != nil {
+		return nil, err
+	}
+	if o.Fault != nil && o.Release != nil {
+		return nil, errors.New("loadtest fault: runs in one load-tester process (no --procs)")
+	}
 	tokens := strings.Split(o.Token, ",")
 	if len(tokens) != 1 && len(tokens) != len(bases) {
 		return nil, fmt.Errorf("loadtest: %d tokens for %d nodes: give one, or one per node", len(tokens), len(bases))
@@ -203,6 +213,10 @@ func RunGateway(ctx context.Context, o GatewayOptions) (*Result, error) {
 				return
 			}
 			identify.RecordAt(time.Now(), time.Since(t0))
+			if o.Fault != nil {
+				c.ReconnectFor = o.Fault.recoverWithin()
+				c.Reconnect.Store(true)
+			}
 			done.Add(1)
 			mu.Lock()
 			clients = append(clients, c)
@@ -235,12 +249,26 @@ func RunGateway(ctx context.Context, o GatewayOptions) (*Result, error) {
 		case <-ctx.Done():
 		}
 	} else {
+		holdStart := time.Now()
+		var fr *faultRun
+		if o.Fault != nil {
+			fr = &faultRun{Fault: *o.Fault}
+			fr.start(ctx, holdStart)
+		}
 		select {
 		case <-time.After(o.Hold):
 		case <-ctx.Done():
 		}
+		if fr != nil {
+			fr.waitSessions(ctx, clients)
+		}
 		serverAfter, _ := serverMemory(bases)
 		measure()
+		if fr != nil {
+			if err := fr.reportIdle(r, holdStart, identify, clients); err != nil {
+				return nil, err
+			}
+		}
 		if n := float64(len(clients)); n > 0 {
 			r.Counters["server_bytes_per_session"] = float64(serverAfter-serverBefore) / n
 		}

@@ -176,6 +176,10 @@ func TestLoadtestBadInvocations(t *testing.T) {
 		{[]string{"fault", "--admin-token", "x", "--command-log", filepath.Join(dir, "f.log")}, "--command is required"},
 		{[]string{"chat", "--data", filepath.Join(dir, "missing")}, "no --admin-token"},
 		{[]string{"gateway"}, "--token is required"},
+		{[]string{"fault", "--under", "voice"}, "runs under chat or gateway"},
+		{[]string{"fault", "--under"}, "--under needs a scenario"},
+		{[]string{"fault", "--under=gateway", "--token", "x"}, "--command is required"},
+		{[]string{"fault", "--under", "gateway", "--token", "x", "--procs", "2", "--command", "true", "--command-log", filepath.Join(dir, "g.log")}, "no --procs"},
 		{[]string{"voice", "--admin-token", "x", "--modes", "rot13"}, "not a voice encryption mode"},
 	} {
 		err := runLoadtest(tc.args)

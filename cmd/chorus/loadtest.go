@@ -32,9 +32,10 @@ Scenarios:
   churn     chat while sessions drop and resume (or, --reidentify, start
             over and catch up from history); resumes, re-identifies, and
             events missed after either (lost, duplicated: both must be 0)
-  fault     chat while an operator command runs at a given time (say, kill
-            a node and start it again); time until service recovered,
-            acknowledged messages lost or stored twice (read back from
+  fault     chat (or, --under gateway, idle sessions) while an operator
+            command runs at a given time (say, kill a node and start it
+            again); time until service recovered, how long each session was
+            away, acknowledged messages lost or stored twice (read back from
             history), deliveries missed after recovery
   voice     rooms of participants, speakers sending real Opus frames every
             20 ms in talk spurts; forwarded packets/s, loss, jitter, one-way
@@ -66,6 +67,14 @@ func runLoadtest(args []string) error {
 		return errors.New("loadtest: name a scenario")
 	}
 	scenario, args := args[0], args[1:]
+	// fault runs under another scenario, which decides the other flags.
+	under := ""
+	if scenario == "fault" {
+		var err error
+		if under, args, err = underOf(args); err != nil {
+			return err
+		}
+	}
 	fs := flag.NewFlagSet("loadtest "+scenario, flag.ContinueOnError)
 	base := fs.String("url", "http://127.0.0.1:8080", "HTTP base URL of the node under test")
 	out := fs.String("json", "loadtest-"+scenario+".json", "where to write the JSON result")
@@ -76,7 +85,11 @@ func runLoadtest(args []string) error {
 	defer stop()
 	var run func() (*loadtest.Result, error)
 	var bar *progress
-	switch scenario {
+	kind := scenario
+	if under != "" {
+		kind = under
+	}
+	switch kind {
 	case "gateway":
 		token := fs.String("token", "", "token every session identifies with (required)")
 		sessions := fs.Int("sessions", 1000, "sessions to open")
@@ -84,6 +97,7 @@ func runLoadtest(args []string) error {
 		hold := fs.Duration("hold", 10*time.Second, "how long to hold the sessions open")
 		procs := fs.Int("procs", 1, "load-tester processes to spread the sessions over (one process holds at most its open-file limit)")
 		worker := fs.Bool("worker", false, "run as one worker of a --procs run (speaks on stdin/stdout)")
+		fault := faultFlags(fs, scenario, "into the hold")
 		if err := fs.Parse(args); err != nil {
 			return err
 		}
@@ -93,7 +107,14 @@ func runLoadtest(args []string) error {
 		if *procs < 1 {
 			return errors.New("loadtest gateway: --procs must be at least 1")
 		}
-		o := loadtest.GatewayOptions{URL: *base, Token: *token, Sessions: *sessions, Rate: *rate, Hold: *hold}
+		f, err := fault()
+		if err != nil {
+			return err
+		}
+		if f != nil && *procs > 1 {
+			return errors.New("loadtest fault: runs in one load-tester process (no --procs)")
+		}
+		o := loadtest.GatewayOptions{URL: *base, Token: *token, Sessions: *sessions, Rate: *rate, Hold: *hold, Fault: f}
 		if *worker {
 			return loadtest.ServeGatewayWorker(ctx, o, os.Stdin, os.Stdout)
 		}
@@ -120,7 +141,7 @@ func runLoadtest(args []string) error {
 				return cmd
 			})
 		}
-	case "chat", "churn", "fault":
+	case "chat", "churn":
 		churnDefault := 0.0
 		if scenario == "churn" {
 			churnDefault = 10
@@ -136,15 +157,7 @@ func runLoadtest(args []string) error {
 		hugeMsgs := fs.Float64("huge-messages", 0.5, "share of the messages posted in the huge guild")
 		rate := fs.Float64("rate", 100, "messages per second over all guilds")
 		duration := fs.Duration("duration", 20*time.Second, "how long to send")
-		var fault *loadtest.Fault
-		var command, commandLog *string
-		var at, within *time.Duration
-		if scenario == "fault" {
-			command = fs.String("command", "", `operator command run under "sh -c" at --at (required), e.g. "systemctl restart chorus"`)
-			at = fs.Duration("at", 5*time.Second, "when to run the command, after sending started")
-			within = fs.Duration("recover-within", time.Minute, "how long clients keep reconnecting and the run waits for them")
-			commandLog = fs.String("command-log", "loadtest-fault.log", "where the command's output goes")
-		}
+		faultOf := faultFlags(fs, scenario, "after sending started")
 		if err := fs.Parse(args); err != nil {
 			return err
 		}
@@ -152,16 +165,9 @@ func runLoadtest(args []string) error {
 		if err != nil {
 			return err
 		}
-		if scenario == "fault" {
-			if strings.TrimSpace(*command) == "" {
-				return errors.New("loadtest fault: --command is required (what to run at --at, e.g. a node restart)")
-			}
-			logFile, err := os.Create(*commandLog)
-			if err != nil {
-				return fmt.Errorf("loadtest fault: --command-log: %w", err)
-			}
-			defer logFile.Close()
-			fault = &loadtest.Fault{Command: *command, At: *at, RecoverWithin: *within, Output: logFile}
+		fault, err := faultOf()
+		if err != nil {
+			return err
 		}
 		bar = newProgress(scenario, int64(duration.Seconds()))
 		started := time.Now()
@@ -261,4 +267,54 @@ func openFileLimit() int {
 		return 1 << 30
 	}
 	return int(l.Cur)
+}
+
+// underOf takes "--under SCENARIO" out of the fault scenario's arguments.
+func underOf(args []string) (string, []string, error) {
+	under := "chat"
+	var rest []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--under" || a == "-under":
+			if i+1 >= len(args) {
+				return "", nil, errors.New("loadtest fault: --under needs a scenario: chat or gateway")
+			}
+			under = args[i+1]
+			i++
+		case strings.HasPrefix(a, "--under=") || strings.HasPrefix(a, "-under="):
+			under = a[strings.IndexByte(a, '=')+1:]
+		default:
+			rest = append(rest, a)
+		}
+	}
+	if under != "chat" && under != "gateway" {
+		return "", nil, fmt.Errorf("loadtest fault: --under %q: runs under chat or gateway", under)
+	}
+	return under, rest, nil
+}
+
+// faultFlags adds the fault scenario's flags when scenario is "fault"; the
+// function it returns gives the Fault they describe (nil otherwise).
+func faultFlags(fs *flag.FlagSet, scenario, when string) func() (*loadtest.Fault, error) {
+	if scenario != "fault" {
+		return func() (*loadtest.Fault, error) { return nil, nil }
+	}
+	fs.String("under", "chat", "the scenario the fault runs under: chat or gateway")
+	command := fs.String("command", "", `operator command run under "sh -c" at --at (required), e.g. "systemctl restart chorus"`)
+	at := fs.Duration("at", 5*time.Second, "when to run the command, "+when)
+	within := fs.Duration("recover-within", time.Minute, "how long clients keep reconnecting and the run waits for them")
+	commandLog := fs.String("command-log", "loadtest-fault.log", "where the command's output goes")
+	return func() (*loadtest.Fault, error) {
+		if strings.TrimSpace(*command) == "" {
+			return nil, errors.New("loadtest fault: --command is required (what to run at --at, e.g. a node restart)")
+		}
+		logFile, err := os.Create(*commandLog)
+		if err != nil {
+			return nil, fmt.Errorf("loadtest fault: --command-log: %w", err)
+		}
+		// The file stays open for the command's children; the process
+		// exit closes it.
+		return &loadtest.Fault{Command: *command, At: *at, RecoverWithin: *within, Output: logFile}, nil
+	}
 }
