@@ -97,9 +97,9 @@ func (r *Router) load(ctx context.Context, id ID) (*actor, error) {
 	return a, nil
 }
 
-// post queues fn; false if the actor retired (look the guild up again),
-// ErrOverloaded if its mailbox is full.
-func (a *actor) post(fn func(*actor)) (bool, error) {
+// post queues fn; false if the actor retired (look the guild up again).
+// A full mailbox is ErrOverloaded, or, with wait, waited out until ctx ends.
+func (a *actor) post(ctx context.Context, fn func(*actor), wait bool) (bool, error) {
 	a.gate.RLock()
 	defer a.gate.RUnlock()
 	if a.retired {
@@ -109,7 +109,15 @@ func (a *actor) post(fn func(*actor)) (bool, error) {
 	case a.mbox <- fn:
 		return true, nil
 	default:
+	}
+	if !wait {
 		return false, ErrOverloaded
+	}
+	select {
+	case a.mbox <- fn:
+		return true, nil
+	case <-ctx.Done():
+		return false, ctx.Err()
 	}
 }
 

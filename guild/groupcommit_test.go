@@ -190,3 +190,48 @@ func TestGroupCommitKeepsEventOrder(t *testing.T) {
 		t.Fatalf("events in order %v", names)
 	}
 }
+
+// A subscription waits out a full mailbox (a node's sessions all
+// identifying again after a restart) where a client's request is refused
+// at once with ErrOverloaded.
+func TestSubscribeWaitsForMailboxSpace(t *testing.T) {
+	r0, rec, st := newTestRouter(t)
+	r := NewRouter(Config{Mailbox: 1}, r0.node, st, rec, snowflake.NewGenerator(8))
+	ctx := context.Background()
+	st.PutUser(ctx, store.User{ID: 1, Username: "owner"})
+	g, err := r.CreateGuild(ctx, "g", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := r.actor(ctx, g.ID)
+	release := hold(t, r, a)
+	go r.call(ctx, g.ID, func(*actor) error { return nil }) // fills the mailbox
+	waitQueued(t, a, 1)
+	if _, err := r.GetGuild(ctx, g.ID, 1); err != ErrOverloaded {
+		t.Fatalf("a request to a full mailbox: %v", err)
+	}
+	subscribed := make(chan error, 1)
+	go func() { subscribed <- r.Subscribe(ctx, g.ID, Sub{Node: "n", Session: "late", User: 1, Intents: 1}) }()
+	select {
+	case err := <-subscribed:
+		t.Fatalf("subscribe returned %v while the mailbox was full", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	release()
+	if err := <-subscribed; err != nil {
+		t.Fatalf("subscribe after the burst: %v", err)
+	}
+	if len(rec.events("late", "GUILD_CREATE")) != 1 {
+		t.Fatal("no GUILD_CREATE for the waiting subscription")
+	}
+	// A waiting subscription gives up when its context ends.
+	release = hold(t, r, a)
+	go r.call(ctx, g.ID, func(*actor) error { return nil })
+	waitQueued(t, a, 1)
+	short, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
+	defer cancel()
+	if err := r.Subscribe(short, g.ID, Sub{Node: "n", Session: "never", User: 1}); err != context.DeadlineExceeded {
+		t.Fatalf("subscribe past its deadline: %v", err)
+	}
+	release()
+}

@@ -102,13 +102,21 @@ func (r *Router) actor(ctx context.Context, id ID) (*actor, error) {
 
 // call runs fn on the guild's actor and waits for it.
 func (r *Router) call(ctx context.Context, guild ID, fn func(a *actor) error) error {
-	return r.callAsync(ctx, guild, func(a *actor, reply func(error)) { reply(fn(a)) })
+	return r.send(ctx, guild, func(a *actor, reply func(error)) { reply(fn(a)) }, false)
 }
 
 // callAsync runs fn on the guild's actor and waits until reply is called:
 // by fn itself, or later by the actor, once the group commit fn's message
-// joined is durable.
+// joined is durable. A full mailbox answers ErrOverloaded at once.
 func (r *Router) callAsync(ctx context.Context, guild ID, fn func(a *actor, reply func(error))) error {
+	return r.send(ctx, guild, fn, false)
+}
+
+// send posts fn to the guild's actor and waits for its reply. With wait, a
+// full mailbox is waited out until ctx ends (for the node's own work, such
+// as subscribing sessions after a restart, which must not fail under a
+// burst); without, it answers ErrOverloaded at once (for clients' requests).
+func (r *Router) send(ctx context.Context, guild ID, fn func(a *actor, reply func(error)), wait bool) error {
 	done := make(chan error, 1)
 	mail := func(a *actor) { fn(a, func(err error) { done <- err }) }
 	for attempt := 0; ; attempt++ {
@@ -116,7 +124,7 @@ func (r *Router) callAsync(ctx context.Context, guild ID, fn func(a *actor, repl
 		if err != nil {
 			return err
 		}
-		posted, err := a.post(mail)
+		posted, err := a.post(ctx, mail, wait)
 		if err != nil {
 			return err
 		}
@@ -144,7 +152,11 @@ func (r *Router) callAsync(ctx context.Context, guild ID, fn func(a *actor, repl
 func (r *Router) retire(a *actor) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	a.gate.Lock()
+	// TryLock: a sender waiting for mailbox space holds the read lock, and
+	// the actor must go back to its mailbox rather than wait for it.
+	if !a.gate.TryLock() {
+		return false
+	}
 	defer a.gate.Unlock()
 	if len(a.mbox) > 0 || !a.idle() {
 		return false
@@ -185,8 +197,10 @@ func (r *Router) GuildOfChannel(ctx context.Context, channel ID) (ID, error) {
 
 // Subscribe adds a gateway session to a guild; the actor delivers the
 // session's GUILD_CREATE through the Deliverer, ordered before any later event.
+// A burst of subscriptions (every session of a restarted node identifying
+// again) waits for mailbox space instead of failing.
 func (r *Router) Subscribe(ctx context.Context, guild ID, s Sub) error {
-	return r.call(ctx, guild, func(a *actor) error { return a.subscribe(&s) })
+	return r.send(ctx, guild, func(a *actor, reply func(error)) { reply(a.subscribe(&s)) }, true)
 }
 
 // Unsubscribe removes a session from a guild.

@@ -497,15 +497,44 @@ func (g *Gateway) identify(c *conn, d json.RawMessage) bool {
 }
 
 func (g *Gateway) subscribe(ctx context.Context, s *Session, gid guild.ID) {
+	if err := g.trySubscribe(ctx, s, gid); err != nil {
+		g.cfg.Logger.Warn("subscribe failed", "guild", gid, "session", s.id, "err", err)
+		// The guild is unavailable for this session until a later try
+		// succeeds; its GUILD_CREATE then says it is back (gateway.md §9.2).
+		s.push(guild.NewEvent("GUILD_DELETE", unavailableGuild{ID: gid, Unavailable: true}), g.cfg.MaxLog)
+		go g.resubscribe(s, gid)
+	}
+}
+
+func (g *Gateway) trySubscribe(ctx context.Context, s *Session, gid guild.ID) error {
 	s.mu.Lock()
 	sub := guild.Sub{Node: g.cfg.NodeID, Session: s.id, User: s.user.ID, Intents: s.intents,
 		LargeThreshold: s.large, Status: s.status, Activities: s.acts}
 	s.mu.Unlock()
-	if err := g.router.Subscribe(ctx, gid, sub); err != nil {
-		g.cfg.Logger.Warn("subscribe failed", "guild", gid, "session", s.id, "err", err)
-		// The guild stays unavailable for this session (gateway.md §9.3).
-		s.push(guild.NewEvent("GUILD_DELETE", unavailableGuild{ID: gid, Unavailable: true}), g.cfg.MaxLog)
+	return g.router.Subscribe(ctx, gid, sub)
+}
+
+// resubscribe retries a failed subscription with backoff (1 s doubling to
+// 30 s, about ten minutes in all) while the session lives and the node runs.
+func (g *Gateway) resubscribe(s *Session, gid guild.ID) {
+	backoff := time.Second
+	for try := 0; try < 25; try++ {
+		time.Sleep(backoff)
+		backoff = min(2*backoff, 30*time.Second)
+		g.connsMu.Lock()
+		closing := g.closing
+		g.connsMu.Unlock()
+		if closing || g.hub.get(s.id) != s {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := g.trySubscribe(ctx, s, gid)
+		cancel()
+		if err == nil {
+			return
+		}
 	}
+	g.cfg.Logger.Warn("gave up subscribing", "guild", gid, "session", s.id)
 }
 
 // onJoin subscribes a user's live sessions to a guild they just joined.
