@@ -175,3 +175,34 @@ func TestFaultUnderGateway(t *testing.T) {
 		t.Fatal("a fault after the hold accepted")
 	}
 }
+
+// A node frozen for 3 s (SIGSTOP, then SIGCONT) keeps its sessions: the
+// clients see their heartbeats go unacknowledged, drop the connections as
+// zombies, and resume once the node answers again — every session resumes
+// (none starts over) and every event missed meanwhile is replayed.
+func TestFaultFreezeResumes(t *testing.T) {
+	n := startNode(t, "--voice", "off", "--heartbeat-interval", "1s")
+	script := filepath.Join(t.TempDir(), "freeze.sh")
+	pid := n.cmd.Process.Pid
+	os.WriteFile(script, []byte(fmt.Sprintf("kill -STOP %d\nsleep 3\nkill -CONT %d\n", pid, pid)), 0o755)
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := RunChat(ctx, ChatOptions{URL: n.base, AdminToken: adminTokenFile(t, n), Sessions: 20, Guilds: 2,
+		HugeShare: 0.5, Rate: 20, Duration: 6 * time.Second,
+		Fault: &Fault{Command: "sh " + script, At: 1500 * time.Millisecond, RecoverWithin: 30 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := r.Counters
+	t.Logf("freeze counters %v failures %v", c, r.Failures)
+	if len(r.Failures) != 0 || c["sessions_disrupted"] != 20 || c["sessions_unrecovered"] != 0 || c["reidentified"] != 0 || c["resumed"] < 20 {
+		t.Fatalf("sessions through a freeze: %v %v", c, r.Failures)
+	}
+	if c["lost"] != 0 || c["stored_twice"] != 0 || c["missed_live"] != 0 || c["duplicated"] != 0 || c["acknowledged"] != c["sent"] {
+		t.Fatalf("events through a freeze: %v", c)
+	}
+	if c["recovery_ms"] < 3000 {
+		t.Fatalf("recovered in %v ms from a 3 s freeze", c["recovery_ms"])
+	}
+}
