@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -14,6 +15,8 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/chorus-voice/chorus/server"
+	"github.com/chorus-voice/chorus/snowflake"
+	"github.com/chorus-voice/chorus/store"
 	"github.com/chorus-voice/chorus/store/pgtest"
 )
 
@@ -168,4 +171,41 @@ func TestStoreOutageIsNotAnAuthFailure(t *testing.T) {
 	}
 	c = f.dial("v=10")
 	c.ready(d.BotToken, allIntents)
+}
+
+// A guild that cannot be loaded when a session identifies is sent as
+// unavailable (GUILD_DELETE, unavailable) and retried in the background;
+// once it loads, the session gets its GUILD_CREATE without reconnecting.
+func TestUnavailableGuildComesBack(t *testing.T) {
+	f := start(t, nil)
+	ctx := context.Background()
+	st := f.node.Router().Store()
+	gid := snowflake.NewGenerator(900).Next()
+	// Bob is a member of a guild whose record is missing, so loading it fails.
+	if err := st.PutMember(ctx, store.Member{GuildID: gid, UserID: f.demo.Bob.ID, JoinedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	c := f.dial("v=10")
+	c.ready(f.demo.BobToken, allIntents)
+	guildEvent := func(name string) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for time.Now().Before(deadline) {
+			fr := c.next(time.Until(deadline))
+			var d struct {
+				ID          string `json:"id"`
+				Unavailable bool   `json:"unavailable"`
+			}
+			json.Unmarshal(fr.D, &d)
+			if fr.name() == name && d.ID == gid.String() && (name != "GUILD_DELETE" || d.Unavailable) {
+				return
+			}
+		}
+		t.Fatalf("no %s for guild %s", name, gid)
+	}
+	guildEvent("GUILD_DELETE")
+	if err := st.PutGuild(ctx, store.Guild{ID: gid, Name: "late", OwnerID: f.demo.Bob.ID, CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	guildEvent("GUILD_CREATE")
 }
