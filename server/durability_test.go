@@ -122,17 +122,8 @@ func TestTLSWithDevelopmentCA(t *testing.T) {
 // store is back, the same node serves again with no restart.
 func TestStoreOutageIsNotAnAuthFailure(t *testing.T) {
 	pg := pgtest.Start(t)
-	cfg := server.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", HTTPSAddr: "off", Postgres: pg.NewDatabase(t)}
-	n, err := server.Start(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	d, err := n.SeedDemo(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fixture{t: t, node: n, demo: d, base: "http://" + n.HTTPAddr}
+	f := startConfig(t, server.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", HTTPSAddr: "off", Postgres: pg.NewDatabase(t)})
+	n, d := f.node, f.demo
 	if r := f.rest("GET", "/api/v10/users/@me", d.BotToken, nil, nil); r.StatusCode != 200 {
 		t.Fatalf("before the outage: %d", r.StatusCode)
 	}

@@ -34,6 +34,13 @@ func start(t *testing.T, tweak func(*signaling.Config)) *fixture {
 	if tweak != nil {
 		tweak(&cfg.Gateway)
 	}
+	return startConfig(t, cfg)
+}
+
+// startConfig starts a node with cfg, stopped when the test ends, and
+// seeds the demo guild.
+func startConfig(t *testing.T, cfg server.Config) *fixture {
+	t.Helper()
 	n, err := server.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
@@ -16,7 +15,6 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/chorus-voice/chorus/crypto"
-	"github.com/chorus-voice/chorus/server"
 	"github.com/chorus-voice/chorus/transport"
 )
 
@@ -25,19 +23,11 @@ func voiceFixture(t *testing.T) (*fixture, *x509.CertPool) {
 	t.Helper()
 	cfg := testConfig(t)
 	cfg.HTTPSAddr, cfg.VoiceAddr = "127.0.0.1:0", "127.0.0.1:0"
-	n, err := server.Start(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	d, err := n.SeedDemo(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	pem, _ := os.ReadFile(n.CAPath)
+	f := startConfig(t, cfg)
+	pem, _ := os.ReadFile(f.node.CAPath)
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
-	return &fixture{t: t, node: n, demo: d, base: "http://" + n.HTTPAddr}, pool
+	return f, pool
 }
 
 // voiceClient is a minimal voice client: voice websocket plus UDP socket.
