@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // The chat scenario's world: the users it creates through the admin API,
@@ -80,30 +81,17 @@ func (u *chatUser) catchUp(ctx context.Context, hc *http.Client, base string) (i
 	u.mu.Unlock()
 	n := 0
 	for page := 0; page < 10000; page++ {
-		req, _ := http.NewRequestWithContext(ctx, "GET", base+"/api/v10/channels/"+u.guild.channel+"/messages?limit=100&after="+strconv.FormatUint(after, 10), nil)
-		req.Header.Set("Authorization", "Bot "+u.token)
-		resp, err := hc.Do(req)
+		msgs, err := historyPage(ctx, hc, base, u.token, u.guild.channel, "after="+strconv.FormatUint(after, 10))
 		if err != nil {
 			return n, err
-		}
-		var msgs []struct {
-			ID      string `json:"id"`
-			Content string `json:"content"`
-		}
-		err = json.NewDecoder(resp.Body).Decode(&msgs)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || err != nil {
-			return n, fmt.Errorf("loadtest: history after %d: %s %v", after, resp.Status, err)
 		}
 		u.mu.Lock()
 		for _, m := range msgs {
 			id, _ := strconv.ParseUint(m.ID, 10, 64)
 			after = max(after, id)
-			if f := strings.Fields(m.Content); len(f) == 3 && f[0] == "lt" {
-				if seq, err := strconv.ParseUint(f[2], 10, 64); err == nil && !u.seen[seq] {
-					u.seen[seq], u.recovered[seq] = true, true
-					n++
-				}
+			if _, seq, ok := parseLoad(m.Content); ok && !u.seen[seq] {
+				u.seen[seq], u.recovered[seq] = true, true
+				n++
 			}
 		}
 		u.mu.Unlock()
@@ -112,6 +100,51 @@ func (u *chatUser) catchUp(ctx context.Context, hc *http.Client, base string) (i
 		}
 	}
 	return n, nil
+}
+
+// The chat scenario's messages read "lt <sent at, unix ns> <seq>": the
+// receiver gets the latency and the message's identity from the content.
+func loadContent(seq uint64) string { return fmt.Sprintf("lt %d %d", time.Now().UnixNano(), seq) }
+
+// parseLoad reads content written by loadContent.
+func parseLoad(content string) (sentAt int64, seq uint64, ok bool) {
+	f := strings.Fields(content)
+	if len(f) != 3 || f[0] != "lt" {
+		return 0, 0, false
+	}
+	sentAt, err1 := strconv.ParseInt(f[1], 10, 64)
+	seq, err2 := strconv.ParseUint(f[2], 10, 64)
+	return sentAt, seq, err1 == nil && err2 == nil
+}
+
+// historyMessage is what the load tester reads of a stored message.
+type historyMessage struct {
+	ID      string `json:"id"`
+	Content string `json:"content"`
+}
+
+// historyPage reads up to 100 messages of a channel over REST, as a client
+// does; query is "before=ID" or "after=ID" (gateway.md §18.7).
+func historyPage(ctx context.Context, hc *http.Client, base, token, channel, query string) ([]historyMessage, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", base+"/api/v10/channels/"+channel+"/messages?limit=100&"+query, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bot "+token)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("loadtest: reading history of %s: %w", channel, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return nil, fmt.Errorf("loadtest: reading history of %s: %s %s", channel, resp.Status, body)
+	}
+	var msgs []historyMessage
+	if err := json.Unmarshal(body, &msgs); err != nil {
+		return nil, fmt.Errorf("loadtest: reading history of %s: %w", channel, err)
+	}
+	return msgs, nil
 }
 
 type chatGuild struct {

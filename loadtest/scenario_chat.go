@@ -172,12 +172,10 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 					Content string `json:"content"`
 				}
 				json.Unmarshal(ev.D, &m)
-				f := strings.Fields(m.Content)
-				if len(f) != 3 || f[0] != "lt" {
+				sentAt, seq, ok := parseLoad(m.Content)
+				if !ok {
 					continue
 				}
-				sentAt, _ := strconv.ParseInt(f[1], 10, 64)
-				seq, _ := strconv.ParseUint(f[2], 10, 64)
 				id, _ := strconv.ParseUint(m.ID, 10, 64)
 				if fresh, dup := u.receive(seq, id); !fresh {
 					if dup {
@@ -221,7 +219,7 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 	// retries until the fault's recovery bound. It returns the last HTTP
 	// status (0: no answer).
 	post := func(u *chatUser, seq uint64) (bool, int) {
-		content := fmt.Sprintf("lt %d %d", time.Now().UnixNano(), seq)
+		content := loadContent(seq)
 		body, _ := json.Marshal(map[string]any{"content": content, "nonce": strconv.FormatUint(seq, 10), "enforce_nonce": true})
 		backoff := 50 * time.Millisecond
 		for attempt := 0; ; attempt++ {

@@ -114,3 +114,14 @@ func TestGuildSizes(t *testing.T) {
 		}
 	}
 }
+
+func TestParseLoad(t *testing.T) {
+	if sent, seq, ok := parseLoad(loadContent(42)); !ok || seq != 42 || time.Since(time.Unix(0, sent)) > time.Minute {
+		t.Fatalf("round trip: %d %d %v", sent, seq, ok)
+	}
+	for _, bad := range []string{"", "hello", "lt 1", "lt 1 2 3", "xx 1 2", "lt a 2", "lt 1 -2", "lt 1 b"} {
+		if _, _, ok := parseLoad(bad); ok {
+			t.Errorf("%q parsed as a load message", bad)
+		}
+	}
+}

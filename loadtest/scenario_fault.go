@@ -1,9 +1,7 @@
 package loadtest
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -309,8 +307,8 @@ func (f *faultRun) report(ctx context.Context, r *Result, base string, sendStart
 }
 
 // storedSeqs reads every channel's whole history back over REST (pages of
-// 100, newest first, as a client catching up does) and counts each load
-// message by its seq.
+// 100 from the first message on, as a client catching up does) and counts
+// each load message by its seq.
 func storedSeqs(ctx context.Context, base string, guilds []*chatGuild) (map[uint64]int, error) {
 	hc := &http.Client{Timeout: 30 * time.Second}
 	counts := map[uint64]int{}
@@ -318,42 +316,25 @@ func storedSeqs(ctx context.Context, base string, guilds []*chatGuild) (map[uint
 		if len(g.members) == 0 {
 			continue
 		}
-		before := ""
+		query := "after=0" // from the first message, in pages of 100
 		for page := 0; page < 100000; page++ {
-			url := base + "/api/v10/channels/" + g.channel + "/messages?limit=100"
-			if before != "" {
-				url += "&before=" + before
-			}
-			req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
-			req.Header.Set("Authorization", "Bot "+g.members[0].token)
-			resp, err := hc.Do(req)
+			msgs, err := historyPage(ctx, hc, base, g.members[0].token, g.channel, query)
 			if err != nil {
-				return nil, fmt.Errorf("loadtest fault: reading history back: %w", err)
+				return nil, err
 			}
-			var msgs []struct {
-				ID      string `json:"id"`
-				Content string `json:"content"`
-			}
-			var body bytes.Buffer
-			body.ReadFrom(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				return nil, fmt.Errorf("loadtest fault: reading history back: %s %s", resp.Status, body.Bytes())
-			}
-			if err := json.Unmarshal(body.Bytes(), &msgs); err != nil {
-				return nil, fmt.Errorf("loadtest fault: reading history back: %w", err)
-			}
+			var last uint64
 			for _, m := range msgs {
-				if f := strings.Fields(m.Content); len(f) == 3 && f[0] == "lt" {
-					if seq, err := strconv.ParseUint(f[2], 10, 64); err == nil {
-						counts[seq]++
-					}
+				if id, _ := strconv.ParseUint(m.ID, 10, 64); id > last {
+					last = id
+				}
+				if _, seq, ok := parseLoad(m.Content); ok {
+					counts[seq]++
 				}
 			}
 			if len(msgs) < 100 {
 				break
 			}
-			before = msgs[len(msgs)-1].ID
+			query = "after=" + strconv.FormatUint(last, 10)
 		}
 	}
 	return counts, nil
