@@ -84,7 +84,7 @@ func RunGatewayWorkers(ctx context.Context, o GatewayOptions, procs int, worker 
 	}
 	var mu sync.Mutex
 	ps := make([]*proc, procs)
-	heldOrEnded := make(chan int, procs)
+	heldOrEnded := make(chan struct{}, procs) // one signal per worker
 	var exited sync.WaitGroup
 	defer func() {
 		// Release every worker, give them 30 s to close their sessions and
@@ -153,7 +153,7 @@ func RunGatewayWorkers(ctx context.Context, o GatewayOptions, procs int, worker 
 					}
 					if !signalled {
 						signalled = true
-						heldOrEnded <- 0
+						heldOrEnded <- struct{}{}
 					}
 				}
 			}
@@ -164,7 +164,7 @@ func RunGatewayWorkers(ctx context.Context, o GatewayOptions, procs int, worker 
 			}
 			mu.Unlock()
 			if !signalled {
-				heldOrEnded <- 0
+				heldOrEnded <- struct{}{}
 			}
 		}()
 	}

@@ -232,11 +232,14 @@ func (p *Postgres) UserGuilds(ctx context.Context, user ID) ([]ID, error) {
 		return nil, err
 	}
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, err
+	}
 	out := make([]ID, len(ids))
 	for i, id := range ids {
 		out[i] = ID(id)
 	}
-	return out, err
+	return out, nil
 }
 
 // CreateMessages writes the messages and their nonce records in one
