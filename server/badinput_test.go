@@ -167,3 +167,53 @@ func TestShardingRequired(t *testing.T) {
 	}
 	t.Fatal("no shard count separates the guilds")
 }
+
+// Close frames and text a client may not send (RFC 6455 §5.5.1, §7.4, §8.1)
+// get 1002 or 1007 and are counted; a valid close is answered with 1000,
+// never an echo. The close frame with status 0 once crashed the node: the
+// bystander and the node must outlive every case.
+func TestCloseFramesAndUTF8(t *testing.T) {
+	f := start(t, nil)
+	bystander := f.dial("v=10")
+	bystander.ready(f.demo.BobToken, allIntents)
+	bystander.waitFor("GUILD_CREATE")
+
+	body := func(code uint16, reason string) []byte { return append([]byte{byte(code >> 8), byte(code)}, reason...) }
+	tests := []struct {
+		name  string
+		ctl   []byte // a close frame body, or nil for a text message
+		text  []byte
+		reply int
+	}{
+		{"status 0", []byte{0, 0}, nil, 1002},
+		{"status 1005", body(1005, ""), nil, 1002},
+		{"status 2000", body(2000, ""), nil, 1002},
+		{"one byte", []byte{3}, nil, 1002},
+		{"reason not UTF-8", body(1000, "\xfe"), nil, 1007},
+		{"text not UTF-8", nil, []byte("{\"op\":1,\"d\":\"\xff\"}"), 1007},
+		{"client says 4004", body(4004, "fake"), nil, 1000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := f.node.Gateway().Metrics().Closes(tt.reply)
+			c := f.dial("v=10")
+			c.t = t
+			if tt.ctl != nil {
+				if err := c.ws.WriteControl(websocket.CloseMessage, tt.ctl, time.Now().Add(time.Second)); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := c.ws.WriteMessage(websocket.TextMessage, tt.text); err != nil {
+				t.Fatal(err)
+			}
+			c.expectClose(tt.reply)
+			if tt.reply != 1000 {
+				if after := f.node.Gateway().Metrics().Closes(tt.reply); after != before+1 {
+					t.Fatalf("close %d counted %d times", tt.reply, after-before)
+				}
+			}
+		})
+	}
+	f.rest("POST", fmt.Sprintf("/api/v10/channels/%s/messages", f.demo.General), f.demo.AliceToken,
+		map[string]any{"content": "still here"}, nil)
+	bystander.waitMessage("still here")
+}

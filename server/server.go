@@ -239,7 +239,7 @@ func (n *Node) startVoice(cfg Config, cert tls.Certificate) error {
 	n.VoiceUDP = n.udp.Addr().String()
 	n.udp.Serve()
 	n.voice = signaling.NewVoiceGateway(signaling.VoiceConfig{UDP: n.udp.Addr(), HeartbeatInterval: cfg.Gateway.HeartbeatInterval,
-		Modes: cfg.VoiceModes},
+		Modes: cfg.VoiceModes, Metrics: n.gateway.Metrics(), Logger: cfg.Logger},
 		n.router, n.signer, n.sfu)
 	endpoint := n.VoiceAddr
 	n.router.VoiceServer = func(guild, channel, user snowflake.ID) (string, string, bool) {

@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -42,7 +43,7 @@ type ctrlFrame struct {
 type conn struct {
 	g    *Gateway
 	nc   *lockedConn // writes, deadlines, close
-	rd   net.Conn    // reads (the same socket, without the write lock)
+	rd   io.Reader   // reads (the same socket, without the write lock)
 	hdr  [14]byte    // frame header being read
 	comp wire.Compressor
 
@@ -176,6 +177,15 @@ func (c *conn) release() {
 // queues after the flush either sees writing false and starts a new writer,
 // or this loop sees dirty and goes round again.
 func (c *conn) writeLoop() {
+	defer func() {
+		if r := recover(); r != nil {
+			// Confined to this connection: counted, logged, socket closed
+			// (the reader then ends the connection; the session stays
+			// resumable). writing stays true, so no writer starts again.
+			c.g.metrics.recovered(c.g.cfg.Logger, "gateway writer", r)
+			c.nc.Close()
+		}
+	}()
 	for {
 		c.dirty.Store(false)
 		if !c.flush() {

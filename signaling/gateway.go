@@ -204,16 +204,29 @@ func (g *Gateway) run(c *conn) {
 		g.connsMu.Unlock()
 		g.running.Done()
 	}()
-	code := g.readLoop(c)
+	code := g.guardedReadLoop(c)
 	c.hb.Stop()
 	c.nc.Close()
 	if s := c.sess.Load(); s != nil && s.detach(c) {
-		if code == closeNormal || code == closeGoingAway {
+		if code == wire.CloseNormal || code == wire.CloseGoingAway {
 			g.endSession(s) // the client ended it (gateway.md §10)
 		} else {
 			time.AfterFunc(g.cfg.ResumeWindow, func() { g.expire(s) })
 		}
 	}
+}
+
+// guardedReadLoop is readLoop with a panic confined to this connection:
+// it is counted, its stack logged, and the connection ends as if the
+// client had vanished (its session stays resumable).
+func (g *Gateway) guardedReadLoop(c *conn) (code int) {
+	defer func() {
+		if r := recover(); r != nil {
+			g.metrics.recovered(g.cfg.Logger, "gateway read loop", r)
+			code = closeNoResponse
+		}
+	}()
+	return g.readLoop(c)
 }
 
 // allow applies the 120 payloads per 60 s limit as a token bucket.

@@ -3,7 +3,9 @@ package signaling
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"runtime"
+	"runtime/debug"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -20,21 +22,63 @@ type Metrics struct {
 	RESTRequests  atomic.Uint64
 	RESTErrors    atomic.Uint64
 	RESTLimited   atomic.Uint64
-	closes        [32]atomic.Uint64 // gateway close codes 4000..4031, by code-4000
+	// Panics counts panics recovered on a connection's goroutines: each
+	// ended that connection only, and logged its stack.
+	Panics atomic.Uint64
+	closes closeCounts
 }
 
-func (m *Metrics) countClose(code int) {
-	if code >= 4000 && code < 4032 {
-		m.closes[code-4000].Add(1)
+// closeCounts counts close codes: the websocket codes 1000–1015 and the
+// gateways' own 4000–4031.
+type closeCounts [48]atomic.Uint64
+
+func closeSlot(code int) int {
+	switch {
+	case code >= 4000 && code < 4032:
+		return code - 4000
+	case code >= 1000 && code < 1016:
+		return 32 + code - 1000
+	}
+	return -1
+}
+
+func (cc *closeCounts) add(code int) {
+	if i := closeSlot(code); i >= 0 {
+		cc[i].Add(1)
 	}
 }
 
-// Closes returns how many connections the server closed with code.
-func (m *Metrics) Closes(code int) uint64 {
-	if code >= 4000 && code < 4032 {
-		return m.closes[code-4000].Load()
+func (cc *closeCounts) get(code int) uint64 {
+	if i := closeSlot(code); i >= 0 {
+		return cc[i].Load()
 	}
 	return 0
+}
+
+// each calls f for every code counted at least once.
+func (cc *closeCounts) each(f func(code int, n uint64)) {
+	for code := 1000; code < 1016; code++ {
+		if n := cc.get(code); n > 0 {
+			f(code, n)
+		}
+	}
+	for code := 4000; code < 4032; code++ {
+		if n := cc.get(code); n > 0 {
+			f(code, n)
+		}
+	}
+}
+
+func (m *Metrics) countClose(code int) { m.closes.add(code) }
+
+// Closes returns how many connections the server closed with code.
+func (m *Metrics) Closes(code int) uint64 { return m.closes.get(code) }
+
+// recovered counts and logs a panic that a connection's goroutine caught.
+func (m *Metrics) recovered(log *slog.Logger, where string, r any) {
+	m.Panics.Add(1)
+	log.Error("recovered from a panic; the connection is closed", "in", where, "panic", fmt.Sprint(r),
+		"stack", string(debug.Stack()))
 }
 
 // WriteText writes the metrics in the Prometheus text format.
@@ -48,11 +92,10 @@ func (m *Metrics) WriteText(w io.Writer, sessions int) {
 	fmt.Fprintf(w, "chorus_gateway_identifies_total %d\n", m.Identifies.Load())
 	fmt.Fprintf(w, "chorus_gateway_resumes_total %d\n", m.Resumes.Load())
 	fmt.Fprintf(w, "chorus_gateway_resume_failures_total %d\n", m.ResumeFailed.Load())
-	for i := range m.closes {
-		if n := m.closes[i].Load(); n > 0 {
-			fmt.Fprintf(w, "chorus_gateway_closes_total{code=\"%d\"} %d\n", 4000+i, n)
-		}
-	}
+	m.closes.each(func(code int, n uint64) {
+		fmt.Fprintf(w, "chorus_gateway_closes_total{code=\"%d\"} %d\n", code, n)
+	})
+	fmt.Fprintf(w, "chorus_panics_recovered_total %d\n", m.Panics.Load())
 	fmt.Fprintf(w, "chorus_rest_requests_total %d\n", m.RESTRequests.Load())
 	fmt.Fprintf(w, "chorus_rest_errors_total %d\n", m.RESTErrors.Load())
 	fmt.Fprintf(w, "chorus_rest_rate_limited_total %d\n", m.RESTLimited.Load())

@@ -1,10 +1,10 @@
 package signaling
 
 import (
-	"encoding/binary"
 	"errors"
 	"io"
 	"time"
+	"unicode/utf8"
 
 	"github.com/chorus-voice/chorus/signaling/wire"
 )
@@ -16,32 +16,29 @@ import (
 // buffers beyond the frame at hand.
 
 var (
-	errTooLarge = errors.New("payload too large")
-	errProtocol = errors.New("websocket protocol error")
+	errTooLarge   = errors.New("payload too large")
+	errProtocol   = errors.New("websocket protocol error")
+	errNotUTF8    = errors.New("text message is not UTF-8")
+	errPeerClosed = errors.New("peer sent a close frame")
 )
 
-// WebSocket close codes (RFC 6455 §7.4.1).
-const (
-	closeNormal     = 1000
-	closeGoingAway  = 1001
-	closeProtocol   = 1002
-	closeNoStatus   = 1005
-	closeNoResponse = 0 // the peer vanished without a close frame
-)
+// closeNoResponse stands for "the peer vanished without a close frame".
+const closeNoResponse = 0
 
 // readMessage reads one client message and returns it in a buffer from
 // the gateway's pool, which the caller puts back. The buffer is taken only
 // once a data frame has arrived, so a connection blocked here holds none.
 // Control frames in between are handled here: pings are answered, pongs
-// ignored; a close frame ends reading with its code.
+// ignored. A close frame ends reading with errPeerClosed and the client's
+// status code; every other error comes with a nil buffer.
 func (c *conn) readMessage() (bp *[]byte, n int, closeCode int, err error) {
 	defer func() {
-		if bp != nil && (err != nil || closeCode != 0) {
+		if bp != nil && err != nil {
 			c.g.bufs.Put(bp)
 			bp = nil
 		}
 	}()
-	inMessage := false
+	var text, inMessage bool
 	for {
 		if _, err := io.ReadFull(c.rd, c.hdr[:2]); err != nil {
 			return bp, 0, closeNoResponse, err
@@ -52,31 +49,39 @@ func (c *conn) readMessage() (bp *[]byte, n int, closeCode int, err error) {
 		}
 		h, err := wire.ParseFrameHeader(c.hdr[:size])
 		if err != nil {
-			return bp, 0, 0, errProtocol
+			return bp, 0, closeNoResponse, errProtocol
 		}
 		if h.Opcode >= wire.FrameClose {
-			p := make([]byte, h.Length) // at most 125 bytes, and rare
+			var ctl [125]byte // ParseFrameHeader bounds control frames to 125 bytes
+			p := ctl[:h.Length]
 			if _, err := io.ReadFull(c.rd, p); err != nil {
 				return bp, 0, closeNoResponse, err
 			}
 			wire.Unmask(p, h.Mask, 0)
 			switch h.Opcode {
 			case wire.FramePing:
-				c.queue(ctrlFrame{op: wire.FramePong, p: p})
+				c.queue(ctrlFrame{op: wire.FramePong, p: append([]byte(nil), p...)})
 			case wire.FrameClose:
-				if len(p) < 2 {
-					return bp, 0, closeNoStatus, nil
+				code, err := wire.ParseClosePayload(p)
+				switch {
+				case errors.Is(err, wire.ErrCloseReasonUTF8):
+					return bp, 0, closeNoResponse, errNotUTF8
+				case err != nil:
+					return bp, 0, closeNoResponse, errProtocol
 				}
-				return bp, 0, int(binary.BigEndian.Uint16(p)), nil
+				return bp, 0, code, errPeerClosed
 			}
 			continue
 		}
 		if (h.Opcode == 0) != inMessage {
-			return bp, 0, 0, errProtocol // continuation without a start, or a new start mid-message
+			return bp, 0, closeNoResponse, errProtocol // continuation without a start, or a new start mid-message
+		}
+		if !inMessage {
+			text = h.Opcode == wire.FrameText
 		}
 		inMessage = true
 		if uint64(n)+h.Length > wire.MaxPayload {
-			return bp, 0, 0, errTooLarge
+			return bp, 0, closeNoResponse, errTooLarge
 		}
 		if bp == nil {
 			bp = c.g.bufs.Get().(*[]byte)
@@ -88,8 +93,9 @@ func (c *conn) readMessage() (bp *[]byte, n int, closeCode int, err error) {
 		wire.Unmask((*bp)[n:end], h.Mask, 0)
 		n = end
 		if h.Fin {
-			if bp == nil { // an empty message
-				bp = c.g.bufs.Get().(*[]byte)
+			// RFC 6455 §8.1: a text message is UTF-8 as a whole.
+			if text && !utf8.Valid((*bp)[:n]) {
+				return bp, 0, closeNoResponse, errNotUTF8
 			}
 			return bp, n, 0, nil
 		}
@@ -101,22 +107,22 @@ func (c *conn) readMessage() (bp *[]byte, n int, closeCode int, err error) {
 func (g *Gateway) readLoop(c *conn) int {
 	for {
 		bp, n, code, err := c.readMessage()
-		if err != nil || code != 0 {
+		if err != nil {
 			switch {
 			case errors.Is(err, errTooLarge):
 				c.closeWith(wire.CloseDecodeError, "payload too large")
 				return drain(c)
 			case errors.Is(err, errProtocol):
-				c.closeWith(closeProtocol, "protocol error")
+				c.closeWith(wire.CloseProtocol, "protocol error")
 				return drain(c)
-			case code != 0:
-				// Answer the client's close (RFC 6455 §5.5.1) and let the
-				// writer finish before the socket goes.
-				echo := code
-				if echo == closeNoStatus {
-					echo = closeNormal
-				}
-				c.closeFrame(echo, "", false)
+			case errors.Is(err, errNotUTF8):
+				c.closeWith(wire.CloseInvalidData, "text is not UTF-8")
+				return drain(c)
+			case errors.Is(err, errPeerClosed):
+				// Answer the client's close (RFC 6455 §5.5.1) with a normal
+				// closure of our own, never an echo of what the client
+				// claimed, and let the writer finish before the socket goes.
+				c.closeFrame(wire.CloseNormal, "", false)
 				c.waitFinished(2 * time.Second)
 			}
 			return code
@@ -128,13 +134,28 @@ func (g *Gateway) readLoop(c *conn) int {
 		if c.handled == nil {
 			c.handled = make(chan bool, 1)
 		}
-		go func(p []byte) { c.handled <- g.handle(c, p) }((*bp)[:n])
+		go g.handleAsync(c, (*bp)[:n])
 		ok := <-c.handled
 		g.bufs.Put(bp)
 		if !ok {
 			return drain(c)
 		}
 	}
+}
+
+// handleAsync runs handle for the reader and reports back. A panic while
+// handling closes this connection only (4000, resumable) and is counted;
+// the node and every other session go on.
+func (g *Gateway) handleAsync(c *conn, p []byte) {
+	ok := false
+	defer func() {
+		if r := recover(); r != nil {
+			g.metrics.recovered(g.cfg.Logger, "gateway payload handler", r)
+			c.closeWith(wire.CloseUnknownError, "internal error")
+		}
+		c.handled <- ok
+	}()
+	ok = g.handle(c, p)
 }
 
 // drain discards input after we decided to close, until the peer goes away

@@ -55,6 +55,17 @@ func (g *Gateway) Handler(ids *snowflake.Generator) http.Handler {
 	})
 	a.admin(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// net/http would recover a handler's panic too, but silently for
+		// our counters: count it, log it, answer 500.
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				g.metrics.recovered(g.cfg.Logger, r.Method+" "+r.URL.Path, p)
+				writeJSON(w, http.StatusInternalServerError, apiError{Message: "500: Internal Server Error", Code: 0})
+			}
+		}()
 		// The gateway lives at "/". Some libraries append "/" to the URL
 		// they were given (clients.md §2); "//" would make the mux redirect,
 		// which no websocket client follows, so any all-slash path with an

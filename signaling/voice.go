@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -33,6 +34,10 @@ type VoiceConfig struct {
 	// Modes are the encryption modes offered in Ready, in order; others are
 	// refused with 4016. Default crypto.Offered.
 	Modes []crypto.Mode
+	// Metrics, shared with the main gateway, counts recovered panics and
+	// close codes; default a private set.
+	Metrics *Metrics
+	Logger  *slog.Logger
 }
 
 // VoiceGateway serves the Voice Gateway (v8, and the legacy forms of
@@ -57,6 +62,12 @@ func NewVoiceGateway(cfg VoiceConfig, r *guild.Router, signer *auth.Signer, node
 	}
 	if len(cfg.Modes) == 0 {
 		cfg.Modes = crypto.Offered
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = &Metrics{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &VoiceGateway{cfg: cfg, router: r, signer: signer, node: node, conns: map[*sfu.Participant]*voiceConn{},
 		upgrader: websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}}
@@ -198,7 +209,7 @@ func (v *VoiceGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	})
 	go func() {
-		code := v.readLoop(ws, &cur)
+		code := v.guardedReadLoop(ws, &cur)
 		hb.Stop()
 		v.disconnected(cur.Load(), ws, code)
 	}()
@@ -234,6 +245,18 @@ func (v *VoiceGateway) readLoop(ws *websocket.Conn, cur *atomic.Pointer[voiceCon
 		}
 		cur.Store(next)
 	}
+}
+
+// guardedReadLoop confines a panic to its connection: counted, its stack
+// logged, and the websocket ends as a drop (the session stays resumable).
+func (v *VoiceGateway) guardedReadLoop(ws *websocket.Conn, cur *atomic.Pointer[voiceConn]) (code int) {
+	defer func() {
+		if r := recover(); r != nil {
+			v.cfg.Metrics.recovered(v.cfg.Logger, "voice read loop", r)
+			code = 0
+		}
+	}()
+	return v.readLoop(ws, cur)
 }
 
 // disconnected runs when a websocket ended. A session the client or the

@@ -3,8 +3,11 @@ package transport
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 )
@@ -31,6 +34,9 @@ type Stats struct {
 	Received, Discovery, KeepAlive, RTP, RTCP atomic.Uint64
 	DroppedUnknown, DroppedDiscovery          atomic.Uint64
 	Sent, SendErrors                          atomic.Uint64
+	// Panics counts panics recovered in a worker; the worker goes on with
+	// the next batch (the datagram that caused it is lost).
+	Panics atomic.Uint64
 }
 
 // Server reads the voice UDP sockets: several bound to one address with
@@ -93,9 +99,25 @@ func (s *Server) Serve() {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.serve(i, c)
+			for !s.serveGuarded(i, c) {
+			}
 		}()
 	}
+}
+
+// serveGuarded runs serve and reports whether it ended normally (socket
+// closed); false after a recovered panic, which is counted and logged.
+func (s *Server) serveGuarded(worker int, c *net.UDPConn) (ended bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.Stats.Panics.Add(1)
+			slog.Error("voice udp worker recovered from a panic", "worker", worker, "panic", fmt.Sprint(r),
+				"stack", string(debug.Stack()))
+			ended = false
+		}
+	}()
+	s.serve(worker, c)
+	return true
 }
 
 // serve is one worker: batched reads, and each forwarded packet's copies

@@ -3,6 +3,7 @@ package wire
 import (
 	"encoding/binary"
 	"errors"
+	"unicode/utf8"
 )
 
 // WebSocket opcodes (RFC 6455 §5.2).
@@ -130,4 +131,56 @@ func Unmask(p []byte, key [4]byte, pos int) {
 	for i := range p {
 		p[i] ^= key[(pos+i)&3]
 	}
+}
+
+// WebSocket close status codes (RFC 6455 §7.4.1).
+const (
+	CloseNormal        = 1000
+	CloseGoingAway     = 1001
+	CloseProtocol      = 1002
+	CloseNoStatus      = 1005 // never on the wire: a close frame without a body
+	CloseInvalidData   = 1007 // e.g. a text message that is not UTF-8
+	CloseMessageTooBig = 1009
+)
+
+// Close payload errors; each is answered with CloseProtocol except
+// ErrCloseReasonUTF8, which is answered with CloseInvalidData.
+var (
+	ErrCloseLength     = errors.New("wire: close frame body of one byte")
+	ErrCloseCode       = errors.New("wire: close status code that may not be sent")
+	ErrCloseReasonUTF8 = errors.New("wire: close reason is not UTF-8")
+)
+
+// ParseClosePayload returns the status code of a client's close frame
+// body (RFC 6455 §5.5.1): CloseNoStatus for an empty body. Codes an
+// endpoint may not send (below 1000, 1004–1006, 1015, 1016–2999, 5000 and
+// above; RFC 6455 §7.4) and a reason that is not UTF-8 (§5.5.1) are errors.
+func ParseClosePayload(p []byte) (int, error) {
+	switch len(p) {
+	case 0:
+		return CloseNoStatus, nil
+	case 1:
+		return 0, ErrCloseLength
+	}
+	code := int(binary.BigEndian.Uint16(p))
+	if !SendableCloseCode(code) {
+		return 0, ErrCloseCode
+	}
+	if !utf8.Valid(p[2:]) {
+		return 0, ErrCloseReasonUTF8
+	}
+	return code, nil
+}
+
+// SendableCloseCode reports whether a peer may put code in a close frame:
+// the defined codes 1000–1003 and 1007–1014, and 3000–4999 (registered and
+// private use).
+func SendableCloseCode(code int) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
+		return true
+	case code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
 }
