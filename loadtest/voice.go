@@ -1,6 +1,7 @@
 package loadtest
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -128,7 +129,11 @@ func JoinVoiceVia(ctx context.Context, gw *GatewayClient, d *websocket.Dialer, g
 		vc.Close()
 		return nil, fmt.Errorf("loadtest: IP discovery: %d bytes, %v", n, err)
 	}
-	vc.send(1, map[string]any{"protocol": "udp", "data": map[string]any{"address": "127.0.0.1",
+	// Select Protocol names what discovery answered, as libraries do: the
+	// server sends a listening-only client media only once it confirmed
+	// the discovered address this way.
+	ip, _, _ := bytes.Cut(vc.readBuf[8:72], []byte{0})
+	vc.send(1, map[string]any{"protocol": "udp", "data": map[string]any{"address": string(ip),
 		"port": binary.BigEndian.Uint16(vc.readBuf[72:]), "mode": mode.String()}})
 	raw, err = vc.wait(4)
 	if err != nil {

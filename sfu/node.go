@@ -15,10 +15,14 @@ import (
 // Node is the voice rooms of one voice node: the SSRC table the UDP path
 // demultiplexes by, and one Forwarder per transport worker.
 type Node struct {
-	mu      sync.RWMutex
-	rooms   map[Key]*Room
-	ssrcs   map[uint32]*Participant
-	byUser  map[userKey]*Participant
+	mu     sync.RWMutex
+	rooms  map[Key]*Room
+	ssrcs  map[uint32]*Participant
+	byUser map[userKey]*Participant
+	// dests and claims index participants by address, for keep-alives
+	// (address.go).
+	dests   map[netip.AddrPort]*Participant
+	claims  map[netip.AddrPort]*Participant
 	workers []Forwarder
 	Drops   Drops
 }
@@ -28,12 +32,16 @@ type userKey struct{ guild, user uint64 }
 // Drops counts the media packets that were not forwarded, by reason.
 type Drops struct {
 	UnknownSSRC, NoCipher, Auth, Replay, WrongSSRC, Address, Muted, Malformed atomic.Uint64
+	// DiscoveryUnknown: IP discovery for an SSRC nobody holds;
+	// DiscoveryRefused: for a participant that has another address;
+	// KeepAliveUnknown: a keep-alive from an address nobody uses.
+	DiscoveryUnknown, DiscoveryRefused, KeepAliveUnknown atomic.Uint64
 }
 
 // NewNode returns a node for the given number of transport workers.
 func NewNode(workers int) *Node {
 	return &Node{rooms: map[Key]*Room{}, ssrcs: map[uint32]*Participant{}, byUser: map[userKey]*Participant{},
-		workers: make([]Forwarder, workers)}
+		dests: map[netip.AddrPort]*Participant{}, claims: map[netip.AddrPort]*Participant{}, workers: make([]Forwarder, workers)}
 }
 
 // Join adds a user to a room with a fresh SSRC. A participant the user
@@ -76,6 +84,7 @@ func (n *Node) leaveLocked(p *Participant) {
 		return
 	}
 	delete(n.ssrcs, p.SSRC)
+	n.forgetAddrs(p)
 	k := userKey{p.room.Key.Guild, p.UserID}
 	if n.byUser[k] == p {
 		delete(n.byUser, k)
@@ -92,22 +101,6 @@ func (n *Node) Participant(guild, user uint64) *Participant {
 	return n.byUser[userKey{guild, user}]
 }
 
-// Discovery implements transport.Media. The discovery's source becomes
-// where the participant receives media until its first authenticated
-// packet latches an address: a client that only listens never sends one.
-func (n *Node) Discovery(ssrc uint32, from netip.AddrPort) bool {
-	n.mu.RLock()
-	p := n.ssrcs[ssrc]
-	n.mu.RUnlock()
-	if p == nil {
-		return false
-	}
-	if p.addr.Load() == nil {
-		p.hint.Store(&from)
-	}
-	return true
-}
-
 // RTP implements transport.Media: demultiplex by SSRC, then Forward.
 func (n *Node) RTP(worker int, pkt []byte, from netip.AddrPort) []transport.Datagram {
 	ssrc := binary.BigEndian.Uint32(pkt[8:12]) // Classify guaranteed 12 bytes
@@ -119,6 +112,9 @@ func (n *Node) RTP(worker int, pkt []byte, from netip.AddrPort) []transport.Data
 		return nil
 	}
 	out, err := n.workers[worker].Forward(p.room, p, from, pkt)
+	if !p.indexed.Load() {
+		n.indexLatched(p)
+	}
 	if err != nil {
 		n.count(err)
 		return nil

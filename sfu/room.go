@@ -34,15 +34,22 @@ type Participant struct {
 	UserID uint64
 	SSRC   uint32
 
-	cipher  atomic.Pointer[crypto.Cipher]  // nil until Select Protocol
-	addr    atomic.Pointer[netip.AddrPort] // latched from the first authenticated packet
-	hint    atomic.Pointer[netip.AddrPort] // from IP discovery, until addr is latched
-	counter atomic.Uint32                  // nonce counter of packets sent to this participant
-	flags   atomic.Uint32
+	cipher atomic.Pointer[crypto.Cipher]  // nil until Select Protocol
+	addr   atomic.Pointer[netip.AddrPort] // latched from the first authenticated packet
+	// confirmed is where media goes until addr is latched: an IP
+	// discovery source that the client confirmed (address.go).
+	confirmed atomic.Pointer[netip.AddrPort]
+	indexed   atomic.Bool   // addr is in the node's address index
+	counter   atomic.Uint32 // nonce counter of packets sent to this participant
+	flags     atomic.Uint32
 
-	mu     sync.Mutex // guards window
+	mu     sync.Mutex // guards window, candidates and claim
 	window crypto.ReplayWindow
-	room   *Room
+	// candidates are recent IP discovery sources, only hints until the
+	// client confirms one; claim is what Select Protocol said.
+	candidates [maxCandidates]candidate
+	claim      netip.AddrPort
+	room       *Room
 }
 
 // NewParticipant returns a participant with the given SSRC.
@@ -57,7 +64,7 @@ func (p *Participant) SetCipher(c *crypto.Cipher) { p.cipher.Store(c) }
 func (p *Participant) Cipher() *crypto.Cipher { return p.cipher.Load() }
 
 // Addr returns where the participant receives media: the latched address,
-// else the IP discovery source.
+// else the confirmed IP discovery source.
 func (p *Participant) Addr() (netip.AddrPort, bool) {
 	a := p.dest()
 	if a == nil {
@@ -70,7 +77,7 @@ func (p *Participant) dest() *netip.AddrPort {
 	if a := p.addr.Load(); a != nil {
 		return a
 	}
-	return p.hint.Load()
+	return p.confirmed.Load()
 }
 
 // SetFlags sets and clears flags atomically.

@@ -466,6 +466,18 @@ func (v *VoiceGateway) selectProtocol(c *voiceConn, d json.RawMessage) bool {
 		return false
 	}
 	c.p.SetCipher(ci)
+	// The address the client says IP discovery told it confirms where its
+	// media goes (sfu/address.go); a missing or malformed one confirms
+	// nothing by itself.
+	host := sp.Data.Address
+	if host == "" {
+		host = sp.Data.IP
+	}
+	var claim netip.AddrPort
+	if ip, err := netip.ParseAddr(host); err == nil && sp.Data.Port > 0 && sp.Data.Port <= 0xFFFF {
+		claim = netip.AddrPortFrom(ip, uint16(sp.Data.Port))
+	}
+	v.node.Claim(c.p, claim)
 	ints := make([]int, 32)
 	for i, b := range key {
 		ints[i] = int(b)

@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Datagram is one packet to write.
@@ -24,6 +25,9 @@ type Media interface {
 	// where its IP discovery came from. Discovery is answered only for
 	// assigned SSRCs (voice.md §9.1).
 	Discovery(ssrc uint32, from netip.AddrPort) bool
+	// KeepAlive reports whether an 8-byte keep-alive from this address is
+	// echoed: only addresses the voice side knows are.
+	KeepAlive(from netip.AddrPort) bool
 	// RTP handles an RTP packet and returns the datagrams to send, which
 	// stay valid until the next call with the same worker.
 	RTP(worker int, pkt []byte, from netip.AddrPort) []Datagram
@@ -33,7 +37,10 @@ type Media interface {
 type Stats struct {
 	Received, Discovery, KeepAlive, RTP, RTCP atomic.Uint64
 	DroppedUnknown, DroppedDiscovery          atomic.Uint64
-	Sent, SendErrors                          atomic.Uint64
+	// DroppedKeepAlive counts keep-alives not echoed; RateLimited the
+	// discovery requests and keep-alives over their source's answer rate.
+	DroppedKeepAlive, RateLimited atomic.Uint64
+	Sent, SendErrors              atomic.Uint64
 	// Panics counts panics recovered in a worker; the worker goes on with
 	// the next batch (the datagram that caused it is lost).
 	Panics atomic.Uint64
@@ -133,6 +140,7 @@ func (s *Server) serve(worker int, c *net.UDPConn) {
 	}
 	one := make([]Datagram, 1)
 	resp := make([]byte, 0, DiscoverySize)
+	var limit sourceLimiter
 	for {
 		n, err := in.read()
 		if err != nil {
@@ -147,6 +155,10 @@ func (s *Server) serve(worker int, c *net.UDPConn) {
 			switch Classify(pkt) {
 			case KindDiscovery:
 				ssrc, ok := ParseDiscoveryRequest(pkt)
+				if ok && !limit.allow(from.Addr(), time.Now()) {
+					s.Stats.RateLimited.Add(1)
+					continue
+				}
 				if !ok || !s.media.Discovery(ssrc, from) {
 					s.Stats.DroppedDiscovery.Add(1)
 					continue
@@ -158,8 +170,17 @@ func (s *Server) serve(worker int, c *net.UDPConn) {
 				}
 			case KindKeepAlive:
 				// Echo, which refreshes NAT bindings and is what older
-				// @discordjs/voice waited for (voice.md §9.2).
+				// @discordjs/voice waited for (voice.md §9.2); only to a
+				// known address, at a bounded rate.
 				s.Stats.KeepAlive.Add(1)
+				if !s.media.KeepAlive(from) {
+					s.Stats.DroppedKeepAlive.Add(1)
+					continue
+				}
+				if !limit.allow(from.Addr(), time.Now()) {
+					s.Stats.RateLimited.Add(1)
+					continue
+				}
 				one[0] = Datagram{Buf: pkt, Addr: from}
 				s.send(out, one)
 			case KindRTP:

@@ -26,6 +26,18 @@ func (m *echoMedia) Discovery(ssrc uint32, from netip.AddrPort) bool {
 	return ssrc == 7
 }
 
+// KeepAlive echoes to addresses that sent a discovery request.
+func (m *echoMedia) KeepAlive(from netip.AddrPort) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, a := range m.disc {
+		if a == from {
+			return true
+		}
+	}
+	return false
+}
+
 func (m *echoMedia) RTP(worker int, pkt []byte, _ netip.AddrPort) []Datagram {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -90,7 +102,7 @@ func TestServerBatchesAndDemultiplexes(t *testing.T) {
 	if int(binary.BigEndian.Uint16(buf[72:])) != local.Port {
 		t.Fatal("discovery reports the wrong port")
 	}
-	// Keep-alive: echoed verbatim.
+	// Keep-alive: echoed verbatim to a known address.
 	c.Write([]byte{1, 0, 0, 0, 0, 0, 0, 0})
 	n, err = c.Read(buf)
 	if err != nil || n != 8 || buf[0] != 1 {
@@ -144,5 +156,71 @@ func TestServerBatchesAndDemultiplexes(t *testing.T) {
 		s.Stats.RTP.Load() != burst || s.Stats.Sent.Load() != 2*burst+2 {
 		t.Fatalf("stats: unknown %d rtcp %d baddisc %d rtp %d sent %d", s.Stats.DroppedUnknown.Load(), s.Stats.RTCP.Load(),
 			s.Stats.DroppedDiscovery.Load(), s.Stats.RTP.Load(), s.Stats.Sent.Load())
+	}
+}
+
+// Unauthenticated answers are rate limited per source IP: a flood of
+// discovery requests gets at most the burst answered, the rest counted;
+// keep-alives from an address the media side does not know are not echoed.
+func TestUnauthenticatedAnswersAreBounded(t *testing.T) {
+	m := &echoMedia{outs: make([][]Datagram, 1)}
+	s, err := Listen("127.0.0.1:0", m, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.Serve()
+	stranger := udpClient(t, s.Addr())
+	stranger.Write([]byte{1, 0, 0, 0, 0, 0, 0, 0})
+	c := udpClient(t, s.Addr())
+	req := make([]byte, DiscoverySize)
+	binary.BigEndian.PutUint16(req, 1)
+	binary.BigEndian.PutUint16(req[2:], 70)
+	binary.BigEndian.PutUint32(req[4:], 7)
+	const flood = 4 * sourceBurst
+	for range flood {
+		c.Write(req)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Stats.Discovery.Load()+s.Stats.RateLimited.Load() < flood && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	answered, limited := s.Stats.Discovery.Load(), s.Stats.RateLimited.Load()
+	// The flood takes well under a second to send: the refill adds a few.
+	if answered < sourceBurst || answered > sourceBurst+sourceRate || answered+limited != flood {
+		t.Fatalf("%d answered, %d limited of %d", answered, limited, flood)
+	}
+	if s.Stats.DroppedKeepAlive.Load() != 1 {
+		t.Fatalf("keep-alive from a stranger: %d dropped", s.Stats.DroppedKeepAlive.Load())
+	}
+	stranger.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, err := stranger.Read(make([]byte, 100)); err == nil {
+		t.Fatalf("the stranger got %d bytes back", n)
+	}
+}
+
+func TestSourceLimiter(t *testing.T) {
+	var l sourceLimiter
+	a, b := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")
+	now := time.Unix(1000, 0)
+	for i := range sourceBurst {
+		if !l.allow(a, now) {
+			t.Fatalf("refused at %d within the burst", i)
+		}
+	}
+	if l.allow(a, now) {
+		t.Fatal("allowed past the burst")
+	}
+	if !l.allow(b, now) {
+		t.Fatal("another source was limited")
+	}
+	if !l.allow(a, now.Add(time.Second/sourceRate)) {
+		t.Fatal("no refill")
+	}
+	for i := range maxSources + 10 { // the table never grows past its bound
+		l.allow(netip.AddrFrom4([4]byte{127, byte(i >> 16), byte(i >> 8), byte(i)}), now)
+	}
+	if len(l.buckets) > maxSources {
+		t.Fatalf("%d sources kept", len(l.buckets))
 	}
 }
