@@ -15,8 +15,8 @@ import (
 // CreateGuild creates a guild owned by owner, with its @everyone role (whose
 // id is the guild's) and the owner as its first member.
 func (r *Router) CreateGuild(ctx context.Context, name string, owner ID) (store.Guild, error) {
-	if name == "" || len(name) > 100 {
-		return store.Guild{}, InvalidForm("name", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
+	if err := checkLength("name", name, 1, MaxName); err != nil {
+		return store.Guild{}, err
 	}
 	if _, err := r.store.GetUser(ctx, owner); err != nil {
 		return store.Guild{}, ErrUnknownUser
@@ -40,8 +40,11 @@ func (r *Router) CreateGuild(ctx context.Context, name string, owner ID) (store.
 
 // CreateChannel adds a channel and announces CHANNEL_CREATE.
 func (r *Router) CreateChannel(ctx context.Context, c store.Channel) (Channel, error) {
-	if c.Name == "" || len(c.Name) > 100 {
-		return Channel{}, InvalidForm("name", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
+	if err := checkLength("name", c.Name, 1, MaxName); err != nil {
+		return Channel{}, err
+	}
+	if err := checkLength("topic", c.Topic, 0, MaxTopic); err != nil {
+		return Channel{}, err
 	}
 	switch c.Type {
 	case ChannelText, ChannelVoice, ChannelCategory:
@@ -70,8 +73,8 @@ func (r *Router) CreateChannel(ctx context.Context, c store.Channel) (Channel, e
 
 // CreateRole adds a role and announces GUILD_ROLE_CREATE.
 func (r *Router) CreateRole(ctx context.Context, role store.Role) (Role, error) {
-	if role.Name == "" || len(role.Name) > 100 {
-		return Role{}, InvalidForm("name", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
+	if err := checkLength("name", role.Name, 1, MaxName); err != nil {
+		return Role{}, err
 	}
 	var out Role
 	err := r.call(ctx, role.GuildID, func(a *actor) error {

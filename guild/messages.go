@@ -15,8 +15,6 @@ import (
 // same nonce ("the past few minutes", gateway.md §18.6).
 const NonceWindow = 5 * time.Minute
 
-// MaxContent is the longest message content in characters.
-const MaxContent = 2000
 
 // CreateMessage is a request to post a message.
 type CreateMessage struct {
@@ -36,14 +34,14 @@ func ValidNonce(n json.RawMessage) bool {
 	}
 	if n[0] == '"' {
 		var s string
-		return json.Unmarshal(n, &s) == nil && utf8.RuneCountInString(s) <= 25
+		return json.Unmarshal(n, &s) == nil && utf8.RuneCountInString(s) <= MaxNonceLength
 	}
 	var i json.Number
 	if json.Unmarshal(n, &i) != nil {
 		return false
 	}
 	_, err := i.Int64()
-	return err == nil && len(n) <= 25
+	return err == nil && len(n) <= MaxNonceLength
 }
 
 // CreateMessage validates, stores (durably) and fans out a message, and

@@ -22,6 +22,8 @@ const (
 	PermMuteMembers        uint64 = 1 << 22
 	PermDeafenMembers      uint64 = 1 << 23
 	PermMoveMembers        uint64 = 1 << 24
+	PermChangeNickname     uint64 = 1 << 26
+	PermManageNicknames    uint64 = 1 << 27
 	PermManageRoles        uint64 = 1 << 28
 
 	// PermAll is every bit, what owners and administrators have.
@@ -29,7 +31,7 @@ const (
 
 	// PermDefaultEveryone is what a new guild's @everyone role allows.
 	PermDefaultEveryone = PermCreateInvite | PermAddReactions | PermViewChannel |
-		PermSendMessages | PermReadMessageHistory | PermConnect | PermSpeak
+		PermSendMessages | PermReadMessageHistory | PermConnect | PermSpeak | PermChangeNickname
 )
 
 // BasePermissions computes a member's guild-level permissions: the owner has

@@ -184,6 +184,11 @@ func (r *Router) VoiceStateOf(ctx context.Context, guild, user ID) (VoiceChange,
 // server mute and deafen (MUTE_MEMBERS, DEAFEN_MEMBERS) and nick. The SFU
 // enforces mute and deafen at once through OnVoice.
 func (r *Router) ModifyMember(ctx context.Context, guild, actorUser, user ID, mute, deaf *bool, nick *string) (Member, error) {
+	if nick != nil && *nick != "" {
+		if err := checkLength("nick", *nick, 1, MaxNick); err != nil {
+			return Member{}, err
+		}
+	}
 	var out Member
 	err := r.call(ctx, guild, func(a *actor) error {
 		m := a.members[user]
@@ -197,7 +202,9 @@ func (r *Router) ModifyMember(ctx context.Context, guild, actorUser, user ID, mu
 		if (mute != nil && base&PermMuteMembers == 0) || (deaf != nil && base&PermDeafenMembers == 0) {
 			return ErrMissingPermissions
 		}
-		if nick != nil && actorUser != user && base&PermManageGuild == 0 {
+		// One's own nick needs CHANGE_NICKNAME, anyone else's
+		// MANAGE_NICKNAMES (which covers one's own too).
+		if nick != nil && base&PermManageNicknames == 0 && (actorUser != user || base&PermChangeNickname == 0) {
 			return ErrMissingPermissions
 		}
 		next := *m

@@ -43,6 +43,8 @@ func TestBadInputCloseCodes(t *testing.T) {
 		{"privileged intent not granted", "v=10", []string{identifyJSON(noFlags, 1<<15|1)}, 4014},
 		{"invalid shard", "v=10", []string{`{"op":2,"d":{"token":"` + f.demo.AliceToken + `","intents":1,"shard":[3,2]}}`}, 4010},
 		{"large_threshold out of range", "v=10", []string{`{"op":2,"d":{"token":"` + f.demo.AliceToken + `","intents":1,"large_threshold":5}}`}, 4001},
+		{"activity name over 128 characters", "v=10", []string{identifyJSON(f.demo.AliceToken, allIntents),
+			`{"op":3,"d":{"status":"online","activities":[{"name":"` + strings.Repeat("a", 129) + `","type":0}]}}`}, 4001},
 		{"bad heartbeat", "v=10", []string{`{"op":1,"d":"soon"}`}, 4001},
 		{"rate limit", "v=10", strings.Split(strings.Repeat(`{"op":1,"d":null}|`, 12), "|")[:12], 4008},
 		{"api version 6", "v=6", nil, 4012},

@@ -91,7 +91,8 @@ func (n *Node) SeedDemo(ctx context.Context) (Demo, error) {
 		id    *snowflake.ID
 		name  string
 		perms uint64
-	}{{&d.Moderator, "Moderator", guild.PermManageMessages | guild.PermMuteMembers | guild.PermDeafenMembers | guild.PermMoveMembers},
+	}{{&d.Moderator, "Moderator", guild.PermManageMessages | guild.PermMuteMembers | guild.PermDeafenMembers | guild.PermMoveMembers |
+		guild.PermManageNicknames},
 		{&d.Member, "Member", 0}} {
 		for _, r := range rs {
 			if r.Name == want.name {

@@ -3,6 +3,7 @@ package signaling
 import (
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/chorus-voice/chorus/guild"
@@ -15,7 +16,7 @@ import (
 // event was encoded except the socket write: hub lookup, log push, writer
 // wake-up, envelope stamping and the sent mark.
 func newBenchHub(n int) (*Hub, []string, []*conn) {
-	h := newHub(1024, &Metrics{})
+	h := newHub(logLimit{events: 1024, bytes: 4 << 20}, &Metrics{})
 	g := &Gateway{metrics: h.metrics}
 	ids := make([]string, n)
 	conns := make([]*conn, n)
@@ -135,7 +136,7 @@ func TestSessionLogBounds(t *testing.T) {
 	// Half the log unsent: the connection is reported slow, nothing is lost.
 	var slow *conn
 	for i := 0; i <= max/2; i++ {
-		slow = s.push(benchEvent, max)
+		slow = s.push(benchEvent, logLimit{events: max, bytes: 1 << 20})
 	}
 	if slow != c {
 		t.Fatal("slow consumer not reported at half the log")
@@ -144,7 +145,7 @@ func TestSessionLogBounds(t *testing.T) {
 	for drainWriter(c) > 0 {
 	}
 	for i := 0; i < 3*max; i++ {
-		s.push(benchEvent, max)
+		s.push(benchEvent, logLimit{events: max, bytes: 1 << 20})
 		drainWriter(c)
 	}
 	if len(s.log) != max || s.next-s.base != max || s.invalid {
@@ -164,9 +165,41 @@ func TestSessionLogBounds(t *testing.T) {
 	// A detached session whose log fills with unsent events is invalidated.
 	s.detach(c2)
 	for i := 0; i <= max; i++ {
-		s.push(benchEvent, max)
+		s.push(benchEvent, logLimit{events: max, bytes: 1 << 20})
 	}
 	if !s.invalid {
 		t.Fatal("session with a full log of unsent events not invalidated")
+	}
+}
+
+// TestSessionLogByteBound: the bytes a session's log keeps for resuming are
+// bounded too, not only its event count (a few huge events must not stay
+// alive for the resume window), and unsent bytes past the bound invalidate
+// the session instead of growing.
+func TestSessionLogByteBound(t *testing.T) {
+	lim := logLimit{events: 1024, bytes: 1 << 20}
+	big := guild.NewEvent("GUILD_MEMBER_UPDATE", map[string]string{"nick": strings.Repeat("x", 100<<10)})
+	s := newSession("s", store.User{ID: 1})
+	c := &conn{g: &Gateway{metrics: &Metrics{}}, batch: make([]*guild.Event, 0, writeBatch), env: getBuf()}
+	c.writing.Store(true)
+	s.attach(c, false, 0)
+	c.sess.Store(s)
+	for range 50 {
+		s.push(big, lim)
+		drainWriter(c)
+	}
+	if s.bytes > lim.bytes || s.bytes != int(s.next-s.base)*len(big.Data) || s.invalid {
+		t.Fatalf("log keeps %d bytes in %d events (bound %d), invalid %v", s.bytes, s.next-s.base, lim.bytes, s.invalid)
+	}
+	s.ack(c, s.next-1)
+	if s.bytes != 0 {
+		t.Fatalf("%d bytes kept after everything was acknowledged", s.bytes)
+	}
+	s.detach(c)
+	for range 11 {
+		s.push(big, lim)
+	}
+	if !s.invalid {
+		t.Fatal("a session with more unsent bytes than the bound was not invalidated")
 	}
 }

@@ -35,6 +35,9 @@ type Config struct {
 	// MaxLog bounds each session's event log (send queue + resume buffer).
 	// Default 1024 events.
 	MaxLog int
+	// MaxLogBytes bounds the payload bytes of each session's event log.
+	// Default 4 MiB.
+	MaxLogBytes int
 	// PayloadsPerMinute is the per-connection client payload limit. Default 120.
 	PayloadsPerMinute int
 	// IdentifiesPer5s is max_concurrency: identifies per user per 5 s. Default 16.
@@ -62,6 +65,9 @@ func (c *Config) setDefaults() {
 	if c.MaxLog == 0 {
 		c.MaxLog = 1024
 	}
+	if c.MaxLogBytes == 0 {
+		c.MaxLogBytes = 4 << 20
+	}
 	if c.PayloadsPerMinute == 0 {
 		c.PayloadsPerMinute = 120
 	}
@@ -81,6 +87,8 @@ func (c *Config) setDefaults() {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 }
+
+func (c *Config) logLimit() logLimit { return logLimit{events: c.MaxLog, bytes: c.MaxLogBytes} }
 
 // Gateway serves Discord Gateway v10 sessions.
 type Gateway struct {
@@ -106,7 +114,7 @@ type Gateway struct {
 func NewGateway(cfg Config, st store.Store, signer *auth.Signer) *Gateway {
 	cfg.setDefaults()
 	m := &Metrics{}
-	g := &Gateway{cfg: cfg, store: st, signer: signer, metrics: m, hub: newHub(cfg.MaxLog, m),
+	g := &Gateway{cfg: cfg, store: st, signer: signer, metrics: m, hub: newHub(cfg.logLimit(), m),
 		limits: newLimiter(), conns: map[*conn]struct{}{}}
 	g.upgrader = websocket.Upgrader{
 		ReadBufferSize:  512,          // client payloads are small; gorilla's minimum is 125
@@ -502,7 +510,7 @@ func (g *Gateway) identify(c *conn, d json.RawMessage) bool {
 	for _, gid := range guilds {
 		ready.Guilds = append(ready.Guilds, unavailableGuild{ID: gid, Unavailable: true})
 	}
-	s.push(guild.NewEvent("READY", ready), g.cfg.MaxLog)
+	s.push(guild.NewEvent("READY", ready), g.cfg.logLimit())
 	for _, gid := range guilds {
 		g.subscribe(ctx, s, gid)
 	}
@@ -514,7 +522,7 @@ func (g *Gateway) subscribe(ctx context.Context, s *Session, gid guild.ID) {
 		g.cfg.Logger.Warn("subscribe failed", "guild", gid, "session", s.id, "err", err)
 		// The guild is unavailable for this session until a later try
 		// succeeds; its GUILD_CREATE then says it is back (gateway.md §9.2).
-		s.push(guild.NewEvent("GUILD_DELETE", unavailableGuild{ID: gid, Unavailable: true}), g.cfg.MaxLog)
+		s.push(guild.NewEvent("GUILD_DELETE", unavailableGuild{ID: gid, Unavailable: true}), g.cfg.logLimit())
 		go g.resubscribe(s, gid)
 	}
 }
@@ -611,7 +619,7 @@ func (g *Gateway) resume(c *conn, d json.RawMessage) bool {
 	}
 	c.sess.Store(s)
 	g.metrics.Resumes.Add(1)
-	s.push(guild.NewEvent("RESUMED", struct{}{}), g.cfg.MaxLog)
+	s.push(guild.NewEvent("RESUMED", struct{}{}), g.cfg.logLimit())
 	c.wake()
 	return true
 }

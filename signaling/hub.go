@@ -11,7 +11,7 @@ import (
 // guild.Deliverer for the sessions of this node: delivering an event is a
 // pointer push into each session's log, with no encoding and no allocation.
 type Hub struct {
-	maxLog  int
+	limit   logLimit
 	metrics *Metrics
 
 	mu       sync.RWMutex
@@ -19,8 +19,8 @@ type Hub struct {
 	byUser   map[guild.ID]map[*Session]struct{}
 }
 
-func newHub(maxLog int, m *Metrics) *Hub {
-	return &Hub{maxLog: maxLog, metrics: m, sessions: map[string]*Session{}, byUser: map[guild.ID]map[*Session]struct{}{}}
+func newHub(limit logLimit, m *Metrics) *Hub {
+	return &Hub{limit: limit, metrics: m, sessions: map[string]*Session{}, byUser: map[guild.ID]map[*Session]struct{}{}}
 }
 
 // deliverChunk is how many sessions one event is pushed to before the
@@ -48,7 +48,7 @@ func (h *Hub) deliver(ev *guild.Event, ids []string) {
 		if s == nil {
 			continue
 		}
-		if slow := s.push(ev, h.maxLog); slow != nil {
+		if slow := s.push(ev, h.limit); slow != nil {
 			h.metrics.SlowConsumers.Add(1)
 			slow.closeWith(closeSlowConsumer, "slow consumer")
 		}

@@ -50,6 +50,7 @@ func (g *Gateway) Handler(ids *snowflake.Generator) http.Handler {
 	a.route(mux, "GET /api/{ver}/guilds/{guild}/channels", "guilds/channels", a.getGuildChannels)
 	a.route(mux, "GET /api/{ver}/guilds/{guild}/members", "guilds/members", a.getGuildMembers)
 	a.route(mux, "PATCH /api/{ver}/guilds/{guild}/members/{user}", "guilds/members:patch", a.patchGuildMember)
+	a.route(mux, "PATCH /api/{ver}/guilds/{guild}/members/@me", "guilds/members:patch", a.patchMemberMe)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{Message: "404: Not Found", Code: 0})
 	})
@@ -251,14 +252,31 @@ type messageParams struct {
 	TTS          bool            `json:"tts"`
 }
 
+// Request body limits. A JSON body holds at most a message (2,000
+// characters) with its options; a multipart one may carry files, which
+// Chorus reads past but does not keep.
+const (
+	maxJSONBody      = 1 << 20
+	maxMultipartBody = 8 << 20
+)
+
+// errBodyTooLarge answers a body over its limit (Discord's 40005).
+var errBodyTooLarge = &guild.Error{Status: http.StatusRequestEntityTooLarge, Code: 40005, Message: "Request entity too large"}
+
 // decodeBody reads a JSON body, or the payload_json part of a multipart one.
 func decodeBody(r *http.Request, v any) error {
 	ct, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	r.Body = http.MaxBytesReader(nil, r.Body, 8<<20)
-	var data []byte
+	var tooLarge *http.MaxBytesError
 	switch ct {
 	case "application/json":
+		if r.ContentLength > maxJSONBody {
+			return errBodyTooLarge
+		}
+		r.Body = http.MaxBytesReader(nil, r.Body, maxJSONBody)
 		if err := json.NewDecoder(r.Body).Decode(v); err != nil {
+			if errors.As(err, &tooLarge) {
+				return errBodyTooLarge
+			}
 			return guild.InvalidForm("_body", "BASE_TYPE_INVALID", "Request body is not valid JSON.")
 		}
 		return nil
@@ -266,11 +284,17 @@ func decodeBody(r *http.Request, v any) error {
 		if params["boundary"] == "" {
 			break
 		}
-		if err := r.ParseMultipartForm(8 << 20); err != nil {
+		if r.ContentLength > maxMultipartBody {
+			return errBodyTooLarge
+		}
+		r.Body = http.MaxBytesReader(nil, r.Body, maxMultipartBody)
+		if err := r.ParseMultipartForm(maxMultipartBody); err != nil {
+			if errors.As(err, &tooLarge) {
+				return errBodyTooLarge
+			}
 			return guild.InvalidForm("_body", "BASE_TYPE_INVALID", "Invalid multipart body.")
 		}
-		data = []byte(r.FormValue("payload_json"))
-		if err := json.Unmarshal(data, v); err != nil {
+		if err := json.Unmarshal([]byte(r.FormValue("payload_json")), v); err != nil {
 			return guild.InvalidForm("payload_json", "BASE_TYPE_INVALID", "Not valid JSON.")
 		}
 		return nil
@@ -461,16 +485,39 @@ func (a *api) patchGuildMember(w http.ResponseWriter, r *http.Request, u store.U
 	if err != nil {
 		return err
 	}
-	gid, uid := ids[0], ids[1]
+	return a.modifyMember(w, r, u, ids[0], ids[1], true)
+}
+
+// patchMemberMe is PATCH /guilds/{id}/members/@me: one's own nick.
+func (a *api) patchMemberMe(w http.ResponseWriter, r *http.Request, u store.User) error {
+	gid, err := pathID(r, "guild")
+	if err != nil {
+		return err
+	}
+	return a.modifyMember(w, r, u, gid, u.ID, false)
+}
+
+func (a *api) modifyMember(w http.ResponseWriter, r *http.Request, u store.User, gid, uid guild.ID, voice bool) error {
 	var p struct {
-		Mute *bool   `json:"mute"`
-		Deaf *bool   `json:"deaf"`
-		Nick *string `json:"nick"`
+		Mute *bool           `json:"mute"`
+		Deaf *bool           `json:"deaf"`
+		Nick json.RawMessage `json:"nick"` // absent: unchanged; null or "": removed
 	}
 	if err := decodeBody(r, &p); err != nil {
 		return err
 	}
-	m, err := a.g.router.ModifyMember(r.Context(), gid, u.ID, uid, p.Mute, p.Deaf, p.Nick)
+	if !voice {
+		p.Mute, p.Deaf = nil, nil
+	}
+	var nick *string
+	if len(p.Nick) > 0 {
+		n := ""
+		if string(p.Nick) != "null" && json.Unmarshal(p.Nick, &n) != nil {
+			return guild.InvalidForm("nick", "BASE_TYPE_STRING", "Must be a string.")
+		}
+		nick = &n
+	}
+	m, err := a.g.router.ModifyMember(r.Context(), gid, u.ID, uid, p.Mute, p.Deaf, nick)
 	if err != nil {
 		return err
 	}

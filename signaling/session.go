@@ -23,6 +23,7 @@ type Session struct {
 
 	mu       sync.Mutex
 	log      []*guild.Event // ring buffer, len is a power of two
+	bytes    int            // payload bytes of the entries kept
 	base     uint64         // seq of the oldest entry kept
 	next     uint64         // seq the next event gets
 	sent     uint64         // last seq written to conn
@@ -37,43 +38,59 @@ func newSession(id string, u store.User) *Session {
 	return &Session{id: id, user: u, log: make([]*guild.Event, minLog), base: 1, next: 1}
 }
 
+// logLimit bounds a session's event log: events kept, and their payload
+// bytes (an event is shared by every session it goes to, but one session's
+// log must not be what keeps megabytes alive for the resume window).
+type logLimit struct {
+	events int
+	bytes  int
+}
+
 // push appends an event and wakes the writer. It never blocks and allocates
-// only when the log grows. maxLog bounds memory: when the log is full of
-// unsent events the consumer is hopeless and the session is invalidated;
-// when half of it is unsent the connection is closed as a slow consumer
-// (resumable; the events stay here for the resume).
-func (s *Session) push(ev *guild.Event, maxLog int) (slow *conn) {
+// only when the log grows. lim bounds memory: events already sent are
+// dropped from the front to make room; when the room would have to come
+// from unsent events the consumer is hopeless and the session is
+// invalidated; when half of the log is unsent the connection is closed as
+// a slow consumer (resumable; the events stay here for the resume).
+func (s *Session) push(ev *guild.Event, lim logLimit) (slow *conn) {
 	s.mu.Lock()
 	if s.invalid {
 		s.mu.Unlock()
 		return nil
 	}
-	if int(s.next-s.base) == len(s.log) {
-		switch {
-		case len(s.log) < maxLog:
-			s.grow()
-		case s.base <= s.sent:
-			s.log[s.base&uint64(len(s.log)-1)] = nil
-			s.base++
-		default:
+	if int(s.next-s.base) == len(s.log) && len(s.log) < lim.events {
+		s.grow()
+	}
+	for int(s.next-s.base) == len(s.log) || (s.next > s.base && s.bytes+len(ev.Data) > lim.bytes) {
+		if s.base > s.sent {
 			s.invalid = true
 			c := s.conn
 			s.mu.Unlock()
 			return c
 		}
+		s.drop()
 	}
 	s.log[s.next&uint64(len(s.log)-1)] = ev
+	s.bytes += len(ev.Data)
 	s.next++
 	c := s.conn
 	unsent := int(s.next - 1 - s.sent)
 	s.mu.Unlock()
 	if c != nil {
-		if unsent > maxLog/2 {
+		if unsent > lim.events/2 {
 			return c
 		}
 		c.wake()
 	}
 	return nil
+}
+
+// drop forgets the oldest entry. Caller holds s.mu.
+func (s *Session) drop() {
+	i := s.base & uint64(len(s.log)-1)
+	s.bytes -= len(s.log[i].Data)
+	s.log[i] = nil
+	s.base++
 }
 
 func (s *Session) grow() {
@@ -124,8 +141,8 @@ func (s *Session) ack(c *conn, seq uint64) {
 	if s.conn != c || seq > s.sent {
 		return
 	}
-	for ; s.base <= seq; s.base++ {
-		s.log[s.base&uint64(len(s.log)-1)] = nil
+	for s.base <= seq {
+		s.drop()
 	}
 	if live := int(s.next - s.base); len(s.log) > minLog && live <= len(s.log)/4 {
 		n := len(s.log) / 2

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/chorus-voice/chorus/snowflake"
 )
@@ -191,8 +192,22 @@ func (p *Presence) normalize() error {
 	if len(p.Activities) > 10 {
 		return ErrPayload
 	}
+	// Activities are fanned out to every member and kept in resume logs:
+	// their strings are bounded like Discord's.
+	for _, a := range p.Activities {
+		if utf8.RuneCountInString(a.Name) > MaxActivityText || utf8.RuneCountInString(a.State) > MaxActivityText ||
+			len(a.URL) > MaxActivityURL {
+			return ErrPayload
+		}
+	}
 	return nil
 }
+
+// Bounds of an activity's strings.
+const (
+	MaxActivityText = 128 // name, state
+	MaxActivityURL  = 512
+)
 
 // Identify is op 2's data (gateway.md §7).
 type Identify struct {
