@@ -66,6 +66,10 @@ type Config struct {
 	// Postgres, a postgres:// URL, keeps users, guilds and messages in
 	// PostgreSQL instead of the embedded store under DataDir.
 	Postgres string
+	// MaxConnsPerIP is how many connections one source IP may hold on each
+	// listener; default 1000, negative for no limit (a load tester on the
+	// same machine needs that).
+	MaxConnsPerIP int
 	// Gateway tunes the edge (heartbeat interval, limits, ...).
 	Gateway signaling.Config
 	Logger  *slog.Logger
@@ -116,6 +120,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxConnsPerIP == 0 {
+		cfg.MaxConnsPerIP = 1000
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
@@ -201,8 +208,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 }
 
 func (n *Node) serve(ln net.Listener, h http.Handler, tc *tls.Config) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tc,
-		ErrorLog: slog.NewLogLogger(n.cfg.Logger.Handler(), slog.LevelDebug)}
+	srv := signaling.NewHTTPServer(h, tc, n.cfg.Logger, n.cfg.Gateway.HTTP)
+	ln = signaling.LimitPerIP(ln, n.cfg.MaxConnsPerIP, tc == nil, n.gateway.Metrics())
 	n.servers = append(n.servers, srv)
 	go func() {
 		var err error
@@ -239,7 +246,7 @@ func (n *Node) startVoice(cfg Config, cert tls.Certificate) error {
 	n.VoiceUDP = n.udp.Addr().String()
 	n.udp.Serve()
 	n.voice = signaling.NewVoiceGateway(signaling.VoiceConfig{UDP: n.udp.Addr(), HeartbeatInterval: cfg.Gateway.HeartbeatInterval,
-		Modes: cfg.VoiceModes, Metrics: n.gateway.Metrics(), Logger: cfg.Logger},
+		Modes: cfg.VoiceModes, Metrics: n.gateway.Metrics(), Logger: cfg.Logger, IdentifyTimeout: cfg.Gateway.IdentifyTimeout},
 		n.router, n.signer, n.sfu)
 	endpoint := n.VoiceAddr
 	n.router.VoiceServer = func(guild, channel, user snowflake.ID) (string, string, bool) {

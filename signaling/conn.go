@@ -47,8 +47,10 @@ type conn struct {
 	hdr  [14]byte    // frame header being read
 	comp wire.Compressor
 
-	sess     atomic.Pointer[Session]
-	lastBeat atomic.Int64 // unix nanoseconds
+	sess      atomic.Pointer[Session]
+	lastBeat  atomic.Int64 // unix nanoseconds
+	loggingIn atomic.Bool  // Identify or Resume arrived (the identify deadline is met)
+	opened    time.Time
 
 	writing atomic.Bool // a writer goroutine is running
 	dirty   atomic.Bool // something was queued since the writer last looked
@@ -198,16 +200,25 @@ func (c *conn) writeLoop() {
 	}
 }
 
-// checkHeartbeat runs when the heartbeat deadline passes.
+// checkHeartbeat runs when the heartbeat or identify deadline passes.
 func (c *conn) checkHeartbeat() {
-	timeout := c.g.heartbeatTimeout()
+	next := c.g.heartbeatTimeout()
+	if !c.loggingIn.Load() {
+		// A connection that never logs in holds a socket for nothing.
+		left := c.g.cfg.IdentifyTimeout - time.Since(c.opened)
+		if left <= 0 {
+			c.closeWith(wire.CloseNotAuthenticated, "no identify in time")
+			return
+		}
+		next = min(next, left)
+	}
 	idle := time.Since(time.Unix(0, c.lastBeat.Load()))
-	if idle >= timeout {
+	if idle >= c.g.heartbeatTimeout() {
 		// Zombie connection (gateway.md §6); the session stays resumable.
 		c.closeWith(wire.CloseUnknownError, "heartbeat timeout")
 		return
 	}
-	c.hb.Reset(timeout - idle)
+	c.hb.Reset(min(next, c.g.heartbeatTimeout()-idle))
 }
 
 // flush writes everything queued; false once the connection is finished.

@@ -50,6 +50,11 @@ type Config struct {
 	// MaxGuildsPerSession is how many guilds one session (shard) may carry
 	// before Identify is refused with 4011. Default 2500, Discord's limit.
 	MaxGuildsPerSession int
+	// IdentifyTimeout is how long a new connection may go without sending
+	// Identify or Resume before it is closed with 4003. Default 10 s.
+	IdentifyTimeout time.Duration
+	// HTTP bounds how long an HTTP request may take (zero fields: defaults).
+	HTTP HTTPTimeouts
 	// AdminToken authenticates the admin API.
 	AdminToken string
 	Logger     *slog.Logger
@@ -79,6 +84,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RESTRequestsPerSecond == 0 {
 		c.RESTRequestsPerSecond = 50
+	}
+	if c.IdentifyTimeout == 0 {
+		c.IdentifyTimeout = 10 * time.Second
 	}
 	if c.MaxGuildsPerSession == 0 {
 		c.MaxGuildsPerSession = 2500
@@ -196,7 +204,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.conns[c] = struct{}{}
 	g.running.Add(1)
 	g.connsMu.Unlock()
-	c.hb = time.AfterFunc(g.heartbeatTimeout(), c.checkHeartbeat)
+	c.opened = time.Now()
+	c.hb = time.AfterFunc(min(g.heartbeatTimeout(), g.cfg.IdentifyTimeout), c.checkHeartbeat)
 	// The connection runs on its own goroutine so that net/http can free
 	// its per-request state (buffers, context) now: an idle session then
 	// costs only what it needs (DESIGN.md, idle memory per session).
@@ -289,12 +298,14 @@ func (g *Gateway) handle(c *conn, p []byte) bool {
 			c.closeWith(wire.CloseAlreadyAuthenticated, "already authenticated")
 			return false
 		}
+		c.loggingIn.Store(true)
 		return g.identify(c, env.D)
 	case wire.OpResume:
 		if s != nil {
 			c.closeWith(wire.CloseAlreadyAuthenticated, "already authenticated")
 			return false
 		}
+		c.loggingIn.Store(true)
 		return g.resume(c, env.D)
 	case wire.OpPresenceUpdate, wire.OpVoiceState, wire.OpRequestMembers, wire.OpRequestSounds, wire.OpRequestChanInfo:
 		if s == nil {

@@ -22,6 +22,9 @@ type Metrics struct {
 	RESTRequests  atomic.Uint64
 	RESTErrors    atomic.Uint64
 	RESTLimited   atomic.Uint64
+	// ConnsRefused counts connections refused at accept because their
+	// source IP held its limit already.
+	ConnsRefused atomic.Uint64
 	// Panics counts panics recovered on a connection's goroutines: each
 	// ended that connection only, and logged its stack.
 	Panics atomic.Uint64
@@ -96,6 +99,7 @@ func (m *Metrics) WriteText(w io.Writer, sessions int) {
 		fmt.Fprintf(w, "chorus_gateway_closes_total{code=\"%d\"} %d\n", code, n)
 	})
 	fmt.Fprintf(w, "chorus_panics_recovered_total %d\n", m.Panics.Load())
+	fmt.Fprintf(w, "chorus_connections_refused_per_ip_total %d\n", m.ConnsRefused.Load())
 	fmt.Fprintf(w, "chorus_rest_requests_total %d\n", m.RESTRequests.Load())
 	fmt.Fprintf(w, "chorus_rest_errors_total %d\n", m.RESTErrors.Load())
 	fmt.Fprintf(w, "chorus_rest_rate_limited_total %d\n", m.RESTLimited.Load())

@@ -34,6 +34,9 @@ type VoiceConfig struct {
 	// Modes are the encryption modes offered in Ready, in order; others are
 	// refused with 4016. Default crypto.Offered.
 	Modes []crypto.Mode
+	// IdentifyTimeout is how long a new connection may go without
+	// Identify or Resume before it is closed with 4003. Default 10 s.
+	IdentifyTimeout time.Duration
 	// Metrics, shared with the main gateway, counts recovered panics and
 	// close codes; default a private set.
 	Metrics *Metrics
@@ -65,6 +68,9 @@ func NewVoiceGateway(cfg VoiceConfig, r *guild.Router, signer *auth.Signer, node
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = &Metrics{}
+	}
+	if cfg.IdentifyTimeout == 0 {
+		cfg.IdentifyTimeout = 10 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -110,7 +116,8 @@ type voiceConn struct {
 	sessionID string
 	token     string
 	beat      atomic.Int64
-	resumed   *voiceConn // set by resume: the session this websocket now serves
+	loggingIn atomic.Bool // Identify or Resume arrived
+	resumed   *voiceConn  // set by resume: the session this websocket now serves
 }
 
 type sentFrame struct {
@@ -208,9 +215,16 @@ func (v *VoiceGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			hb.Reset(timeout - idle)
 		}
 	})
+	// A connection that never identifies holds a socket for nothing.
+	deadline := time.AfterFunc(v.cfg.IdentifyTimeout, func() {
+		if !c.loggingIn.Load() {
+			c.close(wire.VoiceCloseNotAuthenticated, "no identify in time")
+		}
+	})
 	go func() {
 		code := v.guardedReadLoop(ws, &cur)
 		hb.Stop()
+		deadline.Stop()
 		v.disconnected(cur.Load(), ws, code)
 	}()
 }
@@ -328,12 +342,14 @@ func (v *VoiceGateway) handleOp(c *voiceConn, p []byte) bool {
 			c.close(wire.VoiceCloseAlreadyAuthed, "already authenticated")
 			return false
 		}
+		c.loggingIn.Store(true)
 		return v.identify(c, env.D)
 	case wire.VoiceResume:
 		if c.p != nil {
 			c.close(wire.VoiceCloseAlreadyAuthed, "already authenticated")
 			return false
 		}
+		c.loggingIn.Store(true)
 		return v.resume(c, env.D)
 	case wire.VoiceSelectProtocol, wire.VoiceSpeaking:
 		if c.p == nil {

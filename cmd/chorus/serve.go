@@ -49,6 +49,7 @@ Flags:
 	heartbeat := fs.Duration("heartbeat-interval", 41250*time.Millisecond, "gateway heartbeat interval sent in Hello")
 	maxConc := fs.Int("max-concurrency", 16, "identifies allowed per user per 5 s (max_concurrency of GET /gateway/bot)")
 	restRate := fs.Int("rest-rate", 50, "REST requests per second per user, route and channel or guild")
+	perIP := fs.Int("max-conns-per-ip", 1000, "connections one source IP may hold open on each listener; 0 for no limit (a load tester on this machine needs more)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -66,7 +67,10 @@ Flags:
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg := server.Config{DataDir: *dataDir, HTTPAddr: *httpAddr, HTTPSAddr: *httpsAddr, TLSCert: *tlsCert,
 		TLSKey: *tlsKey, GatewayURL: *gatewayURL, NodeID: *nodeID, NATS: *nats, Postgres: *postgres, Logger: logger,
-		VoiceAddr: *voiceAddr, VoiceUDP: *voiceUDP}
+		VoiceAddr: *voiceAddr, VoiceUDP: *voiceUDP, MaxConnsPerIP: *perIP}
+	if *perIP == 0 {
+		cfg.MaxConnsPerIP = -1
+	}
 	if *voiceModes != "" {
 		for _, name := range strings.Split(*voiceModes, ",") {
 			m, err := crypto.ParseMode(strings.TrimSpace(name))
@@ -79,8 +83,8 @@ Flags:
 	cfg.Gateway.HeartbeatInterval = *heartbeat
 	cfg.Gateway.IdentifiesPer5s = *maxConc
 	cfg.Gateway.RESTRequestsPerSecond = *restRate
-	if *maxConc < 1 || *restRate < 1 || *heartbeat < time.Second {
-		return fmt.Errorf("--max-concurrency and --rest-rate must be at least 1, --heartbeat-interval at least 1s")
+	if *maxConc < 1 || *restRate < 1 || *heartbeat < time.Second || *perIP < 0 {
+		return fmt.Errorf("--max-concurrency and --rest-rate must be at least 1, --heartbeat-interval at least 1s, --max-conns-per-ip at least 0")
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -106,7 +110,9 @@ Flags:
 	if *postgres != "" {
 		fmt.Printf("  store            %s\n", redactURL(*postgres))
 	}
-	fmt.Printf("  admin token      %s  (also in %s)\n", n.AdminToken, filepath.Join(abs, "admin.token"))
+	// The token itself is not printed: logs are often readable by more
+	// people than the data directory.
+	fmt.Printf("  admin token      in %s\n", filepath.Join(abs, "admin.token"))
 	if *demo {
 		d, err := n.SeedDemo(ctx)
 		if err != nil {
