@@ -139,6 +139,7 @@ func (r *Router) PutMember(ctx context.Context, m store.Member) (Member, bool, e
 			GuildID ID `json:"guild_id"`
 		}{out, a.guild.ID})
 		a.fanout(ev, func(s *Sub) bool { return s.Intents&IntentGuildMembers != 0 || s.User == m.UserID })
+		a.reevaluateVoice(m.UserID) // new roles, mute or deafen apply at once
 		return nil
 	})
 	if err == nil && added && r.OnJoin != nil {

@@ -15,7 +15,6 @@ import (
 // same nonce ("the past few minutes", gateway.md §18.6).
 const NonceWindow = 5 * time.Minute
 
-
 // CreateMessage is a request to post a message.
 type CreateMessage struct {
 	ChannelID    ID

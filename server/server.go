@@ -179,12 +179,18 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if gcfg.GatewayURL = cfg.GatewayURL; gcfg.GatewayURL == "" {
 		gcfg.GatewayURL = "ws://" + n.HTTPAddr
 	}
+	gcfg.OnRevoke = func(user snowflake.ID) {
+		if n.voice != nil {
+			n.voice.Revoke(user)
+		}
+	}
 	n.gateway = signaling.NewGateway(gcfg, st, n.signer)
 	n.router = guild.NewRouter(guild.Config{}, n.cluster, st, n.gateway.Hub(), n.ids)
 	n.gateway.SetRouter(n.router)
 	handler := n.gateway.Handler(n.ids)
 
-	n.serve(httpLn, handler, nil)
+	// Voice first, then the listeners: nothing is served half-wired.
+	var tlsCfg *tls.Config
 	if httpsLn != nil {
 		var cert tls.Certificate
 		if cfg.TLSCert != "" {
@@ -193,15 +199,22 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			n.CAPath, cert, err = DevCA(filepath.Join(cfg.DataDir, "tls"), []string{"localhost", "127.0.0.1", "::1"})
 		}
 		if err != nil {
+			httpLn.Close()
 			httpsLn.Close()
 			return nil, fmt.Errorf("tls: %w", err)
 		}
-		n.serve(httpsLn, handler, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		if cfg.VoiceAddr != "off" {
 			if err := n.startVoice(cfg, cert); err != nil {
+				httpLn.Close()
+				httpsLn.Close()
 				return nil, err
 			}
 		}
+	}
+	n.serve(httpLn, handler, nil)
+	if httpsLn != nil {
+		n.serve(httpsLn, handler, tlsCfg)
 	}
 	ok = true
 	return n, nil

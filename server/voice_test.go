@@ -41,6 +41,7 @@ type voiceClient struct {
 	server netip.AddrPort
 	cipher *crypto.Cipher
 	n      uint32
+	err    error // why the websocket ended, once frames is closed
 }
 
 // joinVoice has the gateway client join the Lounge, connects to the voice
@@ -104,6 +105,7 @@ func joinVoice(t *testing.T, f *fixture, pool *x509.CertPool, gw *client, user s
 		for {
 			_, b, err := ws.ReadMessage()
 			if err != nil {
+				vc.err = err
 				close(vc.frames)
 				return
 			}
@@ -171,6 +173,25 @@ func joinVoice(t *testing.T, f *fixture, pool *x509.CertPool, gw *client, user s
 	}
 	vc.cipher, _ = crypto.NewCipher(mode, key)
 	return vc
+}
+
+// expectClose waits until the voice websocket is closed with code.
+func (vc *voiceClient) expectClose(code int) {
+	vc.t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case _, ok := <-vc.frames:
+			if !ok {
+				if !websocket.IsCloseError(vc.err, code) {
+					vc.t.Fatalf("voice closed with %v, want %d", vc.err, code)
+				}
+				return
+			}
+		case <-deadline:
+			vc.t.Fatalf("voice not closed; want %d", code)
+		}
+	}
 }
 
 func (vc *voiceClient) nextOp() int {

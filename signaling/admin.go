@@ -1,7 +1,10 @@
 package signaling
 
 import (
+	"cmp"
 	"crypto/subtle"
+	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 
@@ -58,6 +61,8 @@ func (a *api) admin(mux *http.ServeMux) {
 	h("POST /admin/v1/guilds/{guild}/channels", a.adminCreateChannel)
 	h("POST /admin/v1/guilds/{guild}/roles", a.adminCreateRole)
 	h("PUT /admin/v1/guilds/{guild}/members/{user}", a.adminPutMember)
+	h("PATCH /admin/v1/guilds/{guild}/roles/{role}", a.adminPatchRole)
+	h("PUT /admin/v1/channels/{channel}/permissions/{overwrite}", a.adminPutOverwrite)
 	h("DELETE /admin/v1/guilds/{guild}/members/{user}", a.adminDeleteMember)
 }
 
@@ -102,14 +107,17 @@ func (a *api) adminIssueToken(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	u, err := a.g.store.GetUser(r.Context(), id)
-	if err != nil {
+	if errors.Is(err, store.ErrNotFound) {
 		return guild.ErrUnknownUser
+	} else if err != nil {
+		return fmt.Errorf("%w: %v", errStoreUnavailable, err)
 	}
 	if rv, _ := strconv.ParseBool(r.URL.Query().Get("revoke")); rv {
 		u.TokenGen++
 		if err := a.g.store.PutUser(r.Context(), u); err != nil {
 			return err
 		}
+		a.g.revokeSessions(u.ID)
 	}
 	writeJSON(w, 200, createdUser{User: guild.UserObject(u), Token: a.g.signer.Issue(auth.PurposeUser, u.ID, u.TokenGen)})
 	return nil
@@ -235,5 +243,63 @@ func (a *api) adminDeleteMember(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// adminPatchRole changes a role's name or permissions; people in voice get
+// the new permissions at once.
+func (a *api) adminPatchRole(w http.ResponseWriter, r *http.Request) error {
+	ids, err := pathIDs(r, "guild", "role")
+	if err != nil {
+		return err
+	}
+	var p struct {
+		Name        *string `json:"name"`
+		Permissions *string `json:"permissions"`
+	}
+	if err := decodeBody(r, &p); err != nil {
+		return err
+	}
+	var perms *uint64
+	if p.Permissions != nil {
+		v, err := strconv.ParseUint(*p.Permissions, 10, 64)
+		if err != nil {
+			return guild.InvalidForm("permissions", "NUMBER_TYPE_COERCE", "Value is not a permission bitfield.")
+		}
+		perms = &v
+	}
+	out, err := a.g.router.UpdateRole(r.Context(), ids[0], ids[1], p.Name, perms)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, out)
+	return nil
+}
+
+// adminPutOverwrite sets a channel permission overwrite, in the shape of
+// Discord's PUT /channels/{id}/permissions/{overwrite_id}.
+func (a *api) adminPutOverwrite(w http.ResponseWriter, r *http.Request) error {
+	ids, err := pathIDs(r, "channel", "overwrite")
+	if err != nil {
+		return err
+	}
+	var p struct {
+		Type  *int   `json:"type"`
+		Allow string `json:"allow"`
+		Deny  string `json:"deny"`
+	}
+	if err := decodeBody(r, &p); err != nil {
+		return err
+	}
+	allow, err1 := strconv.ParseUint(cmp.Or(p.Allow, "0"), 10, 64)
+	deny, err2 := strconv.ParseUint(cmp.Or(p.Deny, "0"), 10, 64)
+	if err1 != nil || err2 != nil || p.Type == nil || *p.Type < 0 || *p.Type > 1 {
+		return guild.InvalidForm("permission_overwrites", "BASE_TYPE_INVALID", "Invalid overwrite.")
+	}
+	out, err := a.g.router.SetOverwrite(r.Context(), ids[0], store.Overwrite{ID: ids[1], Type: *p.Type, Allow: allow, Deny: deny})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, 200, out)
 	return nil
 }

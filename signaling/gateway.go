@@ -55,6 +55,9 @@ type Config struct {
 	IdentifyTimeout time.Duration
 	// HTTP bounds how long an HTTP request may take (zero fields: defaults).
 	HTTP HTTPTimeouts
+	// OnRevoke is told of a user whose tokens were just revoked, after the
+	// gateway closed that user's sessions (the voice gateway closes theirs).
+	OnRevoke func(user guild.ID)
 	// AdminToken authenticates the admin API.
 	AdminToken string
 	Logger     *slog.Logger
@@ -657,6 +660,25 @@ func (g *Gateway) endSession(s *Session) {
 	s.mu.Unlock()
 	for _, gid := range guilds {
 		g.router.Unsubscribe(ctx, gid, s.id)
+	}
+}
+
+// revokeSessions ends every session of a user whose tokens were revoked:
+// the voice connections first, then each gateway connection with 4004
+// (bots then stop, as for a bad token) and its session, which cannot be
+// resumed.
+func (g *Gateway) revokeSessions(user guild.ID) {
+	if g.cfg.OnRevoke != nil {
+		g.cfg.OnRevoke(user)
+	}
+	for _, s := range g.hub.userSessions(user) {
+		s.mu.Lock()
+		c := s.conn
+		s.mu.Unlock()
+		if c != nil {
+			c.closeWith(wire.CloseAuthenticationFailed, "token revoked")
+		}
+		g.endSession(s)
 	}
 }
 

@@ -573,6 +573,23 @@ func (v *VoiceGateway) OnVoiceChange(ch guild.VoiceChange) {
 	applyFlags(p, ch)
 }
 
+// Revoke closes every voice connection of user with 4004: its tokens were
+// revoked.
+func (v *VoiceGateway) Revoke(user guild.ID) {
+	v.mu.Lock()
+	var cs []*voiceConn
+	for _, c := range v.conns {
+		if c.user == user {
+			cs = append(cs, c)
+		}
+	}
+	v.mu.Unlock()
+	for _, c := range cs {
+		c.close(wire.VoiceCloseAuthFailed, "token revoked")
+		v.leave(c)
+	}
+}
+
 // resume lets a new websocket take over a dropped voice session (op 7):
 // op 9 Resumed, then every buffered message after seq_ack (voice.md §5.8,
 // §6). The UDP side never stopped. A session that is gone, or whose
