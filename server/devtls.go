@@ -58,10 +58,10 @@ func DevCA(dir string, hosts []string) (caPath string, cert tls.Certificate, err
 		return "", cert, err
 	}
 	kb, _ := x509.MarshalECPrivateKey(key)
-	if err := writePEM(certPath, "CERTIFICATE", der, 0o644); err != nil {
+	if err := writePEM(certPath, "CERTIFICATE", der); err != nil {
 		return "", cert, err
 	}
-	if err := writePEM(keyPath, "EC PRIVATE KEY", kb, 0o600); err != nil {
+	if err := writePEM(keyPath, "EC PRIVATE KEY", kb); err != nil {
 		return "", cert, err
 	}
 	cert, err = tls.LoadX509KeyPair(certPath, keyPath)
@@ -119,10 +119,10 @@ func loadOrMakeCA(dir string) (*ecdsa.PrivateKey, *x509.Certificate, error) {
 		return nil, nil, err
 	}
 	kb, _ := x509.MarshalECPrivateKey(key)
-	if err := writePEM(keyPath, "EC PRIVATE KEY", kb, 0o600); err != nil {
+	if err := writePEM(keyPath, "EC PRIVATE KEY", kb); err != nil {
 		return nil, nil, err
 	}
-	if err := writePEM(caPath, "CERTIFICATE", der, 0o644); err != nil {
+	if err := writePEM(caPath, "CERTIFICATE", der); err != nil {
 		return nil, nil, err
 	}
 	c, err := x509.ParseCertificate(der)
@@ -134,9 +134,11 @@ func serial() *big.Int {
 	return n
 }
 
-func writePEM(path, typ string, der []byte, mode os.FileMode) error {
+// writePEM writes one PEM block readable by this user only (certificates too:
+// they live in the private data directory).
+func writePEM(path, typ string, der []byte) error {
 	b := pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
-	if err := os.WriteFile(path, b, mode); err != nil {
+	if err := os.WriteFile(path, b, 0o600); err != nil {
 		return fmt.Errorf("devtls: %w", err)
 	}
 	return nil

@@ -124,8 +124,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.MaxConnsPerIP == 0 {
 		cfg.MaxConnsPerIP = 1000
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
+	if err := secureDataDir(cfg.DataDir); err != nil {
+		return nil, err
 	}
 	n := &Node{cfg: cfg}
 	ok := false
@@ -139,6 +139,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.store = st
+	// The store may have created files as the process umask allowed.
+	if err := secureDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	key, err := metaSecret(ctx, st, "signing_key")
 	if err != nil {
 		return nil, err

@@ -65,6 +65,9 @@ Flags:
 		return fmt.Errorf("--tls-cert and --tls-key go together")
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	// Whatever the node creates (store files, TLS keys, NATS state) is for
+	// its own user only; server.Start also tightens what was there before.
+	syscall.Umask(0o077)
 	cfg := server.Config{DataDir: *dataDir, HTTPAddr: *httpAddr, HTTPSAddr: *httpsAddr, TLSCert: *tlsCert,
 		TLSKey: *tlsKey, GatewayURL: *gatewayURL, NodeID: *nodeID, NATS: *nats, Postgres: *postgres, Logger: logger,
 		VoiceAddr: *voiceAddr, VoiceUDP: *voiceUDP, MaxConnsPerIP: *perIP}
