@@ -10,16 +10,28 @@ import "encoding/binary"
 // (as in SRTP, RFC 3711 §3.3.2) that tolerates reordering. Libraries write
 // the counter big- or little-endian (voice.md §12.3, clients.md §13), so the
 // window learns the sender's byte order from its first two packets instead
-// of demanding one. Other nonces (the 24 random bytes of the suffix mode,
-// the header of xsalsa20_poly1305) are checked against the last 128 seen.
+// of demanding one.
+//
+// xsalsa20_poly1305's nonce is the RTP header, which it therefore
+// authenticates: its sequence number, extended past each wrap to 32 bits
+// (the rollover counter of RFC 3711 §3.3.1), is the counter of the same
+// sliding window, so a packet replayed any time later is refused.
+//
+// xsalsa20_poly1305_suffix (deprecated by Discord) sends 24 random bytes,
+// with nothing to count: the last recentSize of them are remembered, which
+// refuses a replay within that many packets (20 s of audio) and costs 8 KiB
+// only for senders in that mode.
 type ReplayWindow struct {
 	state  uint8 // 0 empty, 1 first counter seen, 2 big-endian, 3 little-endian
 	first  [4]byte
 	top    uint32
-	bits   uint64 // bit i set: counter top-i was seen
-	recent [128]uint64
+	bits   uint64   // bit i set: counter top-i was seen
+	recent []uint64 // digests of random nonces, allocated on first use
 	next   int
 }
+
+// recentSize is how many random nonces a window remembers.
+const recentSize = 1024
 
 const windowSize = 64
 
@@ -27,7 +39,11 @@ const windowSize = 64
 // only for packets that authenticated, so forged packets cannot move the
 // window.
 func (w *ReplayWindow) Fresh(nonce []byte) bool {
-	if len(nonce) != 4 {
+	switch len(nonce) {
+	case 4:
+	case 12:
+		return w.freshHeader(nonce)
+	default:
 		return w.freshRecent(nonce)
 	}
 	switch w.state {
@@ -91,8 +107,22 @@ func (w *ReplayWindow) slide(v uint32) bool {
 	}
 }
 
-// freshRecent remembers a 64-bit digest of the last 128 long nonces.
+// freshHeader checks an RTP header nonce by its sequence number, extended
+// to the 32-bit index nearest the highest one seen.
+func (w *ReplayWindow) freshHeader(header []byte) bool {
+	seq := binary.BigEndian.Uint16(header[2:4])
+	if w.state == 0 {
+		w.state, w.top, w.bits = 2, uint32(seq), 1
+		return true
+	}
+	return w.slide(w.top + uint32(int32(int16(seq-uint16(w.top)))))
+}
+
+// freshRecent remembers a 64-bit digest of the last recentSize nonces.
 func (w *ReplayWindow) freshRecent(nonce []byte) bool {
+	if w.recent == nil {
+		w.recent = make([]uint64, recentSize)
+	}
 	h := uint64(14695981039346656037)
 	for _, b := range nonce {
 		h ^= uint64(b)

@@ -71,9 +71,37 @@ func TestReplayWindowLongNonces(t *testing.T) {
 	if w.Fresh(n) {
 		t.Fatal("recent 24-byte nonce replay accepted")
 	}
-	header := []byte{0x80, 0x78, 0, 1, 0, 0, 3, 0xC0, 1, 2, 3, 4}
-	if !w.Fresh(header) || w.Fresh(header) {
-		t.Fatal("12-byte header nonce")
+	// A random nonce replayed within the memory is refused.
+	binary.BigEndian.PutUint32(n, 0)
+	if w.Fresh(n) {
+		t.Fatal("a 24-byte nonce 300 packets old was accepted again")
+	}
+}
+
+// xsalsa20_poly1305's nonce is the RTP header: its sequence number counts,
+// across wraps, so a replay is refused however much later it comes.
+func TestReplayWindowHeaderNonces(t *testing.T) {
+	var w ReplayWindow
+	header := func(seq uint16) []byte {
+		h := []byte{0x80, 0x78, 0, 0, 0, 0, 3, 0xC0, 1, 2, 3, 4}
+		binary.BigEndian.PutUint16(h[2:], seq)
+		return h
+	}
+	start := uint16(0xFF00) // wraps after 256 packets
+	for i := range 70000 {
+		if !w.Fresh(header(start + uint16(i))) {
+			t.Fatalf("packet %d refused", i)
+		}
+		if i == 200 && (w.Fresh(header(start)) || w.Fresh(header(start+199))) {
+			t.Fatal("a packet 200 (or 1) old was accepted again")
+		}
+	}
+	at := func(i int) []byte { return header(start + uint16(i%65536)) }
+	if w.Fresh(at(69999 - 64)) {
+		t.Fatal("a packet older than the window was accepted")
+	}
+	if !w.Fresh(at(70001)) || !w.Fresh(at(70000)) {
+		t.Fatal("reordered packets after the wrap refused")
 	}
 }
 
