@@ -79,7 +79,10 @@ func (s *Signer) Verify(purpose, token string) (snowflake.ID, uint64, error) {
 		return 0, 0, ErrInvalid
 	}
 	head, sig := token[:i], token[i+1:]
-	got, err := base64.RawURLEncoding.DecodeString(sig)
+	// Strict: the unused low bits of the last character must be zero, so
+	// each signature has exactly one spelling (a lenient decoder accepts
+	// up to 16 spellings of one 32-byte signature).
+	got, err := base64.RawURLEncoding.Strict().DecodeString(sig)
 	if err != nil || !hmac.Equal(got, s.mac(purpose, head)) {
 		return 0, 0, ErrInvalid
 	}
@@ -87,7 +90,7 @@ func (s *Signer) Verify(purpose, token string) (snowflake.ID, uint64, error) {
 	if j < 0 {
 		return 0, 0, ErrInvalid
 	}
-	idText, err := base64.RawStdEncoding.DecodeString(head[:j])
+	idText, err := base64.RawStdEncoding.Strict().DecodeString(head[:j])
 	if err != nil {
 		return 0, 0, ErrInvalid
 	}
@@ -95,7 +98,7 @@ func (s *Signer) Verify(purpose, token string) (snowflake.ID, uint64, error) {
 	if err != nil {
 		return 0, 0, ErrInvalid
 	}
-	ts, err := base64.RawURLEncoding.DecodeString(head[j+1:])
+	ts, err := base64.RawURLEncoding.Strict().DecodeString(head[j+1:])
 	if err != nil || len(ts) != 8 {
 		return 0, 0, ErrInvalid
 	}

@@ -263,7 +263,8 @@ func (n *Node) startVoice(cfg Config, cert tls.Certificate) error {
 	n.VoiceUDP = n.udp.Addr().String()
 	n.udp.Serve()
 	n.voice = signaling.NewVoiceGateway(signaling.VoiceConfig{UDP: n.udp.Addr(), HeartbeatInterval: cfg.Gateway.HeartbeatInterval,
-		Modes: cfg.VoiceModes, Metrics: n.gateway.Metrics(), Logger: cfg.Logger, IdentifyTimeout: cfg.Gateway.IdentifyTimeout},
+		Modes: cfg.VoiceModes, Metrics: n.gateway.Metrics(), Logger: cfg.Logger, IdentifyTimeout: cfg.Gateway.IdentifyTimeout,
+		PayloadsPerMinute: cfg.Gateway.PayloadsPerMinute},
 		n.router, n.signer, n.sfu)
 	endpoint := n.VoiceAddr
 	n.router.VoiceServer = func(guild, channel, user snowflake.ID) (string, string, bool) {

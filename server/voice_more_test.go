@@ -132,6 +132,8 @@ func TestVoiceCloseCodes(t *testing.T) {
 		{"second identify", []any{good, good}, 4005},
 		{"unknown protocol", []any{good, selectProto("carrier-pigeon", "aead_aes256_gcm_rtpsize")}, 4012},
 		{"unknown mode", []any{good, selectProto("udp", "rot13")}, 4016},
+		{"text not UTF-8", []any{"{\"op\":3,\"d\":\"\xff\"}"}, 1007},
+		{"speaking flood", append([]any{good}, speakingFlood(130)...), 4021},
 		{"resume", []any{map[string]any{"op": 7, "d": map[string]any{"server_id": guild, "session_id": vs.SessionID, "token": vs.Token, "seq_ack": 1}}}, 4006},
 	}
 	for _, tt := range tests {
@@ -154,9 +156,16 @@ func TestVoiceCloseCodes(t *testing.T) {
 			}
 		})
 	}
+	// A client's close is answered with 1000, not an echo of its code.
+	ws := dialVoice(t, pool, vs.Endpoint, "?v=8")
+	readOp(t, ws, 8)
+	ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(4004, "mine"), time.Now().Add(time.Second))
+	if code := closeCode(t, ws); code != 1000 {
+		t.Fatalf("the client's close was answered with %d", code)
+	}
 	// Unknown opcodes (Discord's own clients send several) and binary
 	// frames are ignored, not fatal (voice.md §4.2, §7).
-	ws := dialVoice(t, pool, vs.Endpoint, "?v=8")
+	ws = dialVoice(t, pool, vs.Endpoint, "?v=8")
 	readOp(t, ws, 8)
 	ws.WriteJSON(map[string]any{"op": 12, "d": map[string]any{"audio_ssrc": 1}})
 	ws.WriteMessage(websocket.BinaryMessage, []byte{26, 1, 2, 3})
@@ -168,6 +177,16 @@ func TestVoiceCloseCodes(t *testing.T) {
 	if ack.T != 42 {
 		t.Fatalf("v8 heartbeat ACK t = %d", ack.T)
 	}
+}
+
+// speakingFlood is n speaking toggles: over the payload limit (120 a
+// minute) each would be relayed to the whole room.
+func speakingFlood(n int) []any {
+	out := make([]any, n)
+	for i := range out {
+		out[i] = map[string]any{"op": 5, "d": map[string]any{"speaking": i % 2, "delay": 0}}
+	}
+	return out
 }
 
 // The legacy forms of voice.md §2: no version, integer heartbeats echoed as

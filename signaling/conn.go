@@ -69,10 +69,9 @@ type conn struct {
 	batchp          *[]*guild.Event // batch's pool entry
 	spare           []ctrlFrame
 
-	// reader-goroutine state: token bucket of the payload rate limit, and
-	// where the handler goroutine reports back
-	tokens  float64
-	refill  time.Time
+	// reader-goroutine state: the payload rate limit, and where the
+	// handler goroutine reports back
+	limit   payloadBucket
 	handled chan bool
 }
 

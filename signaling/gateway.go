@@ -181,7 +181,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// From here on the socket is ours: reader.go reads frames, conn.go writes.
 	c := &conn{g: g, nc: hw.conn, rd: hw.conn.Conn}
 	c.lastBeat.Store(time.Now().UnixNano())
-	c.tokens, c.refill = float64(g.cfg.PayloadsPerMinute), time.Now()
+	c.limit = newPayloadBucket(g.cfg.PayloadsPerMinute)
 
 	switch v := q.Get("v"); v {
 	case "", "9", "10":
@@ -249,21 +249,8 @@ func (g *Gateway) guardedReadLoop(c *conn) (code int) {
 	return g.readLoop(c)
 }
 
-// allow applies the 120 payloads per 60 s limit as a token bucket.
-func (c *conn) allow() bool {
-	now := time.Now()
-	per := float64(c.g.cfg.PayloadsPerMinute)
-	c.tokens += now.Sub(c.refill).Seconds() * per / 60
-	c.refill = now
-	if c.tokens > per {
-		c.tokens = per
-	}
-	if c.tokens < 1 {
-		return false
-	}
-	c.tokens--
-	return true
-}
+// allow applies the payloads-per-minute limit.
+func (c *conn) allow() bool { return c.limit.take(time.Now()) }
 
 // handle processes one client payload; false once the connection is closing.
 func (g *Gateway) handle(c *conn, p []byte) bool {

@@ -52,3 +52,27 @@ func (l *limiter) allow(key string, limit int, per time.Duration) bool {
 	_, _, ok := l.take(key, limit, per)
 	return ok
 }
+
+// payloadBucket is a connection's client payload limit (gateway.md §13:
+// 120 per 60 s) as a token bucket: a full minute's worth at once, then
+// refilled evenly. Only the connection's reader uses it.
+type payloadBucket struct {
+	perMinute float64
+	tokens    float64
+	at        time.Time
+}
+
+func newPayloadBucket(perMinute int) payloadBucket {
+	return payloadBucket{perMinute: float64(perMinute), tokens: float64(perMinute), at: time.Now()}
+}
+
+// take spends one token and reports whether there was one.
+func (b *payloadBucket) take(now time.Time) bool {
+	b.tokens = min(b.perMinute, b.tokens+now.Sub(b.at).Seconds()*b.perMinute/60)
+	b.at = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}

@@ -144,7 +144,7 @@ func TestHandlerPanicIsConfined(t *testing.T) {
 	s.guilds = []guild.ID{2}
 	c.sess.Store(s)
 	c.handled = make(chan bool, 1)
-	c.tokens = 10
+	c.limit = newPayloadBucket(10)
 	go c.g.handleAsync(c, []byte(`{"op":3,"d":{"status":"idle","activities":[]}}`))
 	if ok := <-c.handled; ok {
 		t.Fatal("the handler reported success")

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 
@@ -34,6 +35,9 @@ type VoiceConfig struct {
 	// Modes are the encryption modes offered in Ready, in order; others are
 	// refused with 4016. Default crypto.Offered.
 	Modes []crypto.Mode
+	// PayloadsPerMinute is the per-connection client payload limit;
+	// over it the connection is closed with 4021. Default 120.
+	PayloadsPerMinute int
 	// IdentifyTimeout is how long a new connection may go without
 	// Identify or Resume before it is closed with 4003. Default 10 s.
 	IdentifyTimeout time.Duration
@@ -55,7 +59,7 @@ type VoiceGateway struct {
 	mu    sync.Mutex
 	conns map[*sfu.Participant]*voiceConn
 
-	closes [32]atomic.Uint64 // by code-4000
+	closes closeCounts
 }
 
 // NewVoiceGateway returns a voice gateway for node.
@@ -72,6 +76,9 @@ func NewVoiceGateway(cfg VoiceConfig, r *guild.Router, signer *auth.Signer, node
 	if cfg.IdentifyTimeout == 0 {
 		cfg.IdentifyTimeout = 10 * time.Second
 	}
+	if cfg.PayloadsPerMinute == 0 {
+		cfg.PayloadsPerMinute = 120
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -80,12 +87,7 @@ func NewVoiceGateway(cfg VoiceConfig, r *guild.Router, signer *auth.Signer, node
 }
 
 // Closes returns how many voice connections were closed with code.
-func (v *VoiceGateway) Closes(code int) uint64 {
-	if code >= 4000 && code < 4032 {
-		return v.closes[code-4000].Load()
-	}
-	return 0
-}
+func (v *VoiceGateway) Closes(code int) uint64 { return v.closes.get(code) }
 
 // VoiceTokenTTL is how long a voice token from VOICE_SERVER_UPDATE admits.
 const VoiceTokenTTL = 5 * time.Minute
@@ -177,9 +179,7 @@ func (c *voiceConn) close(code int, reason string) {
 		return
 	}
 	c.done = true
-	if code >= 4000 && code < 4032 {
-		c.g.closes[code-4000].Add(1)
-	}
+	c.g.closes.add(code)
 	if c.ws != nil {
 		c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
 		c.ws.Close()
@@ -232,7 +232,15 @@ func (v *VoiceGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // readLoop reads one websocket until it ends and returns the client's close
 // code (0 when there was none).
 func (v *VoiceGateway) readLoop(ws *websocket.Conn, cur *atomic.Pointer[voiceConn]) int {
+	// Answer a client's close with our own normal closure, not an echo of
+	// the client's code (gorilla's default).
+	ws.SetCloseHandler(func(int, string) error {
+		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""),
+			time.Now().Add(time.Second))
+		return nil
+	})
 	buf := make([]byte, wire.MaxPayload+1)
+	limit := newPayloadBucket(v.cfg.PayloadsPerMinute)
 	for {
 		mt, rd, err := ws.NextReader()
 		if err != nil {
@@ -250,8 +258,17 @@ func (v *VoiceGateway) readLoop(ws *websocket.Conn, cur *atomic.Pointer[voiceCon
 		if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
 			return 0
 		}
+		if !limit.take(time.Now()) {
+			// Each payload may be relayed to the whole room (Speaking).
+			cur.Load().close(wire.VoiceCloseRateLimited, "rate limited")
+			return 0
+		}
 		if mt == websocket.BinaryMessage {
 			continue // DAVE binary opcodes: never negotiated, ignored (voice.md §7)
+		}
+		if !utf8.Valid(buf[:n]) { // RFC 6455 §8.1
+			cur.Load().close(wire.CloseInvalidData, "text is not UTF-8")
+			return 0
 		}
 		next, ok := v.handle(cur.Load(), buf[:n])
 		if !ok {
