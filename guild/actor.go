@@ -297,7 +297,10 @@ func (a *actor) guildCreate(s *Sub) *Event {
 		gc.VoiceStates = append(gc.VoiceStates, a.voiceObject(v, false))
 	}
 	for _, c := range a.sortedChannels() {
-		gc.Channels = append(gc.Channels, ChannelObject(c))
+		// Like REST and CHANNEL_CREATE: only what the member may view.
+		if a.permissions(s.User, c)&PermViewChannel != 0 {
+			gc.Channels = append(gc.Channels, ChannelObject(c))
+		}
 	}
 	full := s.Intents&IntentGuildPresences != 0 && len(a.members) <= 75000
 	ids := make([]ID, 0, len(a.members))

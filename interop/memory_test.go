@@ -37,7 +37,7 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 	if out, err := build.CombinedOutput(); err != nil {
 		b.Fatalf("build: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, "serve", "--demo", "--data", b.TempDir(), "--http", "127.0.0.1:0", "--https", "off",
+	cmd := exec.Command(bin, "serve", "--demo", "--data", b.TempDir(), "--http", "127.0.0.1:0", "--https", "off", "--voice", "off",
 		"--heartbeat-interval", "10m", "--max-concurrency", "1000000")
 	out, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {

@@ -49,7 +49,7 @@ var (
 func startNode(t *testing.T, extra ...string) *node {
 	t.Helper()
 	n := &node{data: t.TempDir()}
-	args := append([]string{"serve", "--demo", "--data", n.data, "--http", "127.0.0.1:0", "--https", "off",
+	args := append([]string{"serve", "--demo", "--data", n.data, "--http", "127.0.0.1:0", "--https", "off", "--voice", "off",
 		"--max-concurrency", "100000", "--rest-rate", "100000"}, extra...)
 	n.cmd = exec.Command(chorusBin, args...)
 	out, _ := n.cmd.StdoutPipe()

@@ -33,8 +33,8 @@ func TestMessagesSurviveRestart(t *testing.T) {
 func TestMessagesSurviveRestartOnPostgres(t *testing.T) {
 	dsn := pgtest.Start(t).NewDatabase(t)
 	survivesRestart(t,
-		server.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", HTTPSAddr: "off", Postgres: dsn},
-		server.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", HTTPSAddr: "off", Postgres: dsn})
+		server.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", HTTPSAddr: "off", VoiceAddr: "off", Postgres: dsn},
+		server.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", HTTPSAddr: "off", VoiceAddr: "off", Postgres: dsn})
 }
 
 func survivesRestart(t *testing.T, cfg, again server.Config) {
@@ -122,7 +122,7 @@ func TestTLSWithDevelopmentCA(t *testing.T) {
 // store is back, the same node serves again with no restart.
 func TestStoreOutageIsNotAnAuthFailure(t *testing.T) {
 	pg := pgtest.Start(t)
-	f := startConfig(t, server.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", HTTPSAddr: "off", Postgres: pg.NewDatabase(t)})
+	f := startConfig(t, server.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", HTTPSAddr: "off", VoiceAddr: "off", Postgres: pg.NewDatabase(t)})
 	n, d := f.node, f.demo
 	if r := f.rest("GET", "/api/v10/users/@me", d.BotToken, nil, nil); r.StatusCode != 200 {
 		t.Fatalf("before the outage: %d", r.StatusCode)

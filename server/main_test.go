@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 // fresh data directory and, under CHORUS_TEST_STORE=postgres, a fresh
 // database.
 func testConfig(t *testing.T) server.Config {
-	cfg := server.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", HTTPSAddr: "off"}
+	cfg := server.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", HTTPSAddr: "off", VoiceAddr: "off"}
 	if testPG != nil {
 		cfg.Postgres = testPG.NewDatabase(t)
 	}

@@ -265,17 +265,28 @@ func TestPermissionsEnforced(t *testing.T) {
 
 func (f *fixture) admin(t *testing.T, method, path string, body, out any) {
 	t.Helper()
+	f.adminCall(t, method, path, body, 0, out)
+}
+
+// adminCall performs an admin API call and fails the test unless it
+// answers want (0: any 2xx); out, if not nil, receives the answer.
+func (f *fixture) adminCall(t *testing.T, method, path string, body any, want int, out any) {
+	t.Helper()
 	b, _ := json.Marshal(body)
 	req, _ := http.NewRequest(method, f.base+path, strings.NewReader(string(b)))
 	req.Header.Set("Authorization", "Bearer "+f.node.AdminToken)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode >= 300 {
-		t.Fatalf("%s %s: %v %v", method, path, resp.Status, err)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
 	}
 	defer resp.Body.Close()
+	msg, _ := io.ReadAll(resp.Body)
+	if (want == 0 && resp.StatusCode >= 300) || (want != 0 && resp.StatusCode != want) {
+		t.Fatalf("%s %s: %s %s, want %d", method, path, resp.Status, msg, want)
+	}
 	if out != nil {
-		json.NewDecoder(resp.Body).Decode(out)
+		json.Unmarshal(msg, out)
 	}
 }
 
@@ -307,6 +318,72 @@ func TestMetricsEndpoint(t *testing.T) {
 	for _, name := range []string{"chorus_guild_actors_retired_total", "chorus_gateway_sessions", "chorus_gateway_deliveries_total", "chorus_process_cpu_seconds_total"} {
 		if _, ok := values[name]; !ok {
 			t.Errorf("%s missing", name)
+		}
+	}
+}
+
+// GUILD_CREATE lists only the channels a member may view, like REST and
+// CHANNEL_CREATE; messages paged from anchors near 2^64 never wrap around
+// to the oldest.
+func TestHiddenChannelsAndHugeAnchors(t *testing.T) {
+	f := start(t, nil)
+	var ch struct {
+		ID string `json:"id"`
+	}
+	f.admin(t, "POST", "/admin/v1/guilds/"+f.demo.GuildID.String()+"/channels", map[string]any{
+		"name": "mods", "type": 0, "permission_overwrites": []map[string]any{
+			{"id": f.demo.GuildID.String(), "type": 0, "allow": "0", "deny": "1024"},
+			{"id": f.demo.Moderator.String(), "type": 0, "allow": "1024", "deny": "0"},
+		}}, &ch)
+	lists := func(token string) bool {
+		c := f.dial("v=10")
+		c.ready(token, allIntents)
+		var gc struct {
+			Channels []struct {
+				ID string `json:"id"`
+			} `json:"channels"`
+		}
+		json.Unmarshal(c.waitFor("GUILD_CREATE").D, &gc)
+		if len(gc.Channels) == 0 {
+			t.Fatal("no channels at all")
+		}
+		for _, c := range gc.Channels {
+			if c.ID == ch.ID {
+				return true
+			}
+		}
+		return false
+	}
+	if lists(f.demo.BobToken) {
+		t.Fatal("GUILD_CREATE lists a channel bob cannot view")
+	}
+	if !lists(f.demo.BotToken) {
+		t.Fatal("GUILD_CREATE hides a channel the moderator can view")
+	}
+
+	path := "/api/v10/channels/" + f.demo.General.String() + "/messages"
+	for i := range 3 {
+		f.rest("POST", path, f.demo.AliceToken, map[string]any{"content": fmt.Sprint("m", i)}, nil)
+	}
+	for _, tt := range []struct {
+		query string
+		want  []string
+	}{
+		{"after=18446744073709551615", []string{}},
+		{"after=9223372036854775808", []string{}},
+		{"before=18446744073709551615&limit=2", []string{"m2", "m1"}},
+		{"around=18446744073709551615&limit=2", []string{"m2", "m1"}},
+	} {
+		var ms []messageEvent
+		if r := f.rest("GET", path+"?"+tt.query, f.demo.AliceToken, nil, &ms); r.StatusCode != 200 {
+			t.Fatalf("%s: %d", tt.query, r.StatusCode)
+		}
+		got := []string{}
+		for _, m := range ms {
+			got = append(got, m.Content)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+			t.Fatalf("%s: %v, want %v", tt.query, got, tt.want)
 		}
 	}
 }

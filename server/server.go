@@ -193,9 +193,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.gateway.SetRouter(n.router)
 	handler := n.gateway.Handler(n.ids)
 
-	// Voice first, then the listeners: nothing is served half-wired.
+	// Voice first, then the listeners: nothing is served half-wired. Voice
+	// has its own TLS listener, so it runs with or without the HTTPS one.
 	var tlsCfg *tls.Config
-	if httpsLn != nil {
+	if httpsLn != nil || cfg.VoiceAddr != "off" {
 		var cert tls.Certificate
 		if cfg.TLSCert != "" {
 			cert, err = tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
@@ -203,18 +204,18 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			n.CAPath, cert, err = DevCA(filepath.Join(cfg.DataDir, "tls"), []string{"localhost", "127.0.0.1", "::1"})
 		}
 		if err != nil {
+			err = fmt.Errorf("tls: %w", err)
+		} else if cfg.VoiceAddr != "off" {
+			err = n.startVoice(cfg, cert)
+		}
+		if err != nil {
 			httpLn.Close()
-			httpsLn.Close()
-			return nil, fmt.Errorf("tls: %w", err)
+			if httpsLn != nil {
+				httpsLn.Close()
+			}
+			return nil, err
 		}
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		if cfg.VoiceAddr != "off" {
-			if err := n.startVoice(cfg, cert); err != nil {
-				httpLn.Close()
-				httpsLn.Close()
-				return nil, err
-			}
-		}
 	}
 	n.serve(httpLn, handler, nil)
 	if httpsLn != nil {

@@ -1,13 +1,9 @@
 package server_test
 
 import (
-	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -63,25 +59,6 @@ func TestDiscoveryCannotHijackMedia(t *testing.T) {
 	}
 }
 
-// adminCall performs an admin API call and fails the test unless it
-// answers want.
-func (f *fixture) adminCall(t *testing.T, method, path string, body any, want int) {
-	t.Helper()
-	b, _ := json.Marshal(body)
-	req, _ := http.NewRequest(method, f.base+path, bytes.NewReader(b))
-	req.Header.Set("Authorization", "Bearer "+f.node.AdminToken)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != want {
-		msg, _ := io.ReadAll(resp.Body)
-		t.Fatalf("%s %s: %d %s, want %d", method, path, resp.StatusCode, msg, want)
-	}
-}
-
 // hears reports whether a frame from sender reaches receiver.
 func hears(sender, receiver *voiceClient) bool {
 	sender.sendAudio([]byte("policy"))
@@ -109,13 +86,13 @@ func TestPolicyChangesReachVoice(t *testing.T) {
 	roles := []string{f.demo.Member.String()}
 
 	// (1) The operator server-mutes bob: his audio stops, and the guild sees it.
-	f.adminCall(t, "PUT", member, map[string]any{"roles": roles, "mute": true}, 200)
+	f.adminCall(t, "PUT", member, map[string]any{"roles": roles, "mute": true}, 200, nil)
 	if hears(bob, alice) {
 		t.Fatal("a server-muted member is still heard")
 	}
 	for !strings.Contains(string(aliceGW.waitFor("VOICE_STATE_UPDATE").D), `"mute":true`) {
 	}
-	f.adminCall(t, "PUT", member, map[string]any{"roles": roles, "mute": false}, 200)
+	f.adminCall(t, "PUT", member, map[string]any{"roles": roles, "mute": false}, 200, nil)
 	if !hears(bob, alice) {
 		t.Fatal("unmuted but not heard")
 	}
@@ -123,11 +100,11 @@ func TestPolicyChangesReachVoice(t *testing.T) {
 	// (2) @everyone loses SPEAK: bob (no other role grants it) goes quiet.
 	everyone := fmt.Sprintf("/admin/v1/guilds/%s/roles/%s", f.demo.GuildID, f.demo.GuildID)
 	noSpeak := strconv.FormatUint(guild.PermDefaultEveryone&^guild.PermSpeak, 10)
-	f.adminCall(t, "PATCH", everyone, map[string]any{"permissions": noSpeak}, 200)
+	f.adminCall(t, "PATCH", everyone, map[string]any{"permissions": noSpeak}, 200, nil)
 	if hears(bob, alice) {
 		t.Fatal("a member whose roles lost SPEAK is still heard")
 	}
-	f.adminCall(t, "PATCH", everyone, map[string]any{"permissions": strconv.FormatUint(guild.PermDefaultEveryone, 10)}, 200)
+	f.adminCall(t, "PATCH", everyone, map[string]any{"permissions": strconv.FormatUint(guild.PermDefaultEveryone, 10)}, 200, nil)
 	if !hears(bob, alice) {
 		t.Fatal("SPEAK given back but not heard")
 	}
@@ -135,7 +112,7 @@ func TestPolicyChangesReachVoice(t *testing.T) {
 	// (3) An overwrite denies bob CONNECT on the Lounge: he is disconnected
 	// (4014, as for a move) and the guild sees him leave.
 	f.adminCall(t, "PUT", fmt.Sprintf("/admin/v1/channels/%s/permissions/%s", f.demo.Lounge, f.demo.Bob.ID),
-		map[string]any{"type": 1, "deny": strconv.FormatUint(guild.PermConnect, 10)}, 200)
+		map[string]any{"type": 1, "deny": strconv.FormatUint(guild.PermConnect, 10)}, 200, nil)
 	bob.expectClose(4014)
 	for {
 		fr := bobGW.waitFor("VOICE_STATE_UPDATE")
@@ -144,11 +121,11 @@ func TestPolicyChangesReachVoice(t *testing.T) {
 		}
 	}
 	// Bad input to the new admin routes.
-	f.adminCall(t, "PATCH", fmt.Sprintf("/admin/v1/guilds/%s/roles/1", f.demo.GuildID), map[string]any{"name": "x"}, 404)
-	f.adminCall(t, "PATCH", everyone, map[string]any{"permissions": "lots"}, 400)
+	f.adminCall(t, "PATCH", fmt.Sprintf("/admin/v1/guilds/%s/roles/1", f.demo.GuildID), map[string]any{"name": "x"}, 404, nil)
+	f.adminCall(t, "PATCH", everyone, map[string]any{"permissions": "lots"}, 400, nil)
 	f.adminCall(t, "PUT", fmt.Sprintf("/admin/v1/channels/%s/permissions/%s", f.demo.Lounge, f.demo.Bob.ID),
-		map[string]any{"type": 7}, 400)
-	f.adminCall(t, "PUT", fmt.Sprintf("/admin/v1/channels/%s/permissions/1", f.demo.Lounge), map[string]any{"type": 0}, 400)
+		map[string]any{"type": 7}, 400, nil)
+	f.adminCall(t, "PUT", fmt.Sprintf("/admin/v1/channels/%s/permissions/1", f.demo.Lounge), map[string]any{"type": 0}, 400, nil)
 }
 
 // Revoking a user's tokens closes their live gateway sessions with 4004 and
@@ -167,7 +144,7 @@ func TestRevocationEndsLiveSessions(t *testing.T) {
 	alice.ws.WriteJSON(map[string]any{"op": 5, "d": map[string]any{"speaking": 1, "delay": 0, "ssrc": alice.ssrc}})
 	bob.wait(5)
 
-	f.adminCall(t, "POST", fmt.Sprintf("/admin/v1/users/%s/token?revoke=true", f.demo.Bob.ID), nil, 200)
+	f.adminCall(t, "POST", fmt.Sprintf("/admin/v1/users/%s/token?revoke=true", f.demo.Bob.ID), nil, 200, nil)
 	bobGW.expectClose(4004)
 	bob.expectClose(4004)
 

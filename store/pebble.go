@@ -329,6 +329,7 @@ func (p *Pebble) DeleteMessage(ctx context.Context, channel, id ID) error {
 }
 
 func (p *Pebble) ListMessages(_ context.Context, channel ID, pg Page) ([]Message, error) {
+	pg = pg.Clamped()
 	limit := pg.Limit
 	if limit <= 0 || limit > maxPageLimit {
 		return nil, fmt.Errorf("store: limit %d out of range", limit)

@@ -296,6 +296,7 @@ func (p *Postgres) DeleteMessage(ctx context.Context, channel, id ID) error {
 // ListMessages pages a channel's messages newest first, with Discord's
 // before/after/around semantics (gateway.md §18.7), as the embedded store.
 func (p *Postgres) ListMessages(ctx context.Context, channel ID, pg Page) ([]Message, error) {
+	pg = pg.Clamped()
 	limit := pg.Limit
 	if limit <= 0 || limit > maxPageLimit {
 		return nil, fmt.Errorf("store: limit %d out of range", limit)

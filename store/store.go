@@ -107,6 +107,18 @@ type Page struct {
 	Limit                 int
 }
 
+// MaxID is the largest id a record can have: snowflakes are positive
+// 64-bit signed integers.
+const MaxID ID = 1<<63 - 1
+
+// Clamped returns p with anchors above MaxID lowered to MaxID, so that
+// after, before and around near 2^64 mean "past the newest message" and
+// never wrap around to the oldest (both backends page through it).
+func (p Page) Clamped() Page {
+	p.Before, p.After, p.Around = min(p.Before, MaxID), min(p.After, MaxID), min(p.Around, MaxID)
+	return p
+}
+
 // Store is the persistence contract. Every write is durable when it returns.
 type Store interface {
 	PutUser(ctx context.Context, u User) error

@@ -66,7 +66,7 @@ func capture(t *testing.T, fn func() error) (string, error) {
 
 func TestAdminCommands(t *testing.T) {
 	data := t.TempDir()
-	n, err := server.Start(context.Background(), server.Config{DataDir: data, HTTPAddr: "127.0.0.1:0", HTTPSAddr: "off"})
+	n, err := server.Start(context.Background(), server.Config{DataDir: data, HTTPAddr: "127.0.0.1:0", HTTPSAddr: "off", VoiceAddr: "off"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestAdminCommands(t *testing.T) {
 
 func TestDemoIsIdempotent(t *testing.T) {
 	data := t.TempDir()
-	cfg := server.Config{DataDir: data, HTTPAddr: "127.0.0.1:0", HTTPSAddr: "off"}
+	cfg := server.Config{DataDir: data, HTTPAddr: "127.0.0.1:0", HTTPSAddr: "off", VoiceAddr: "off"}
 	n, err := server.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -161,6 +161,12 @@ func testPagination(t *testing.T, s store.Store) {
 		{"around", store.Page{Around: 15, Limit: 5}, []store.ID{17, 16, 15, 14, 13}},
 		{"around-end", store.Page{Around: 30, Limit: 4}, []store.ID{30, 29, 28, 27}},
 		{"all", store.Page{Limit: 100}, nil},
+		// Anchors near 2^64 are past the newest message: they never wrap
+		// around to the oldest.
+		{"after-max", store.Page{After: 1<<64 - 1, Limit: 3}, []store.ID{}},
+		{"after-maxid", store.Page{After: store.MaxID, Limit: 3}, []store.ID{}},
+		{"before-max", store.Page{Before: 1<<64 - 1, Limit: 2}, []store.ID{30, 29}},
+		{"around-max", store.Page{Around: 1<<64 - 1, Limit: 4}, []store.ID{30, 29, 28, 27}},
 	}
 	for _, tt := range tests {
 		got, err := s.ListMessages(ctx, 7, tt.page)
