@@ -6,6 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each stage announces itself; a failure names the stage it stopped in, so
+# a red CI run says which part failed even when the output is long.
+STAGE="setup"
+stage() { STAGE="$1"; echo "== $1"; }
+trap 'echo "scripts/test.sh: FAILED in stage: $STAGE" >&2' ERR
+
 # The load tester's HTML report is checked in Debian's headless Chromium.
 if ! command -v chromium >/dev/null 2>&1; then
   echo "== installing chromium (Debian package) for the HTML report test"
@@ -27,21 +33,37 @@ if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { [ "$(id -u)" = 0 ]
   fi
 fi
 
-echo "== go vet"
+stage "go vet"
 go vet ./...
-echo "== go test (race detector on)"
+stage "go test (race detector on)"
 go test -race -count=1 -timeout 20m ./...
-echo "== the server suite again, every node on PostgreSQL instead of the embedded store"
+stage "the server suite again, every node on PostgreSQL instead of the embedded store"
 CHORUS_TEST_STORE=postgres go test -race -count=1 -timeout 20m ./server
-echo "== allocation tests without the race detector (it allocates on its own)"
+stage "allocation tests without the race detector (it allocates on its own)"
 go test -count=1 -run 'Allocation' ./...
 
-echo "== interop: npm packages"
+# Every fuzz target also runs for a while (plain go test above replayed its
+# seed corpus only). A crasher it finds is written under the package's
+# testdata/fuzz and fails this stage: commit it with the fix. The budget is
+# a count of inputs, not a duration: Go 1.26's fuzz coordinator can fail a
+# target with "context deadline exceeded" at the end of a -fuzztime
+# duration on a loaded machine (golang/go#75804, fixed in Go 1.27).
+stage "fuzzing each target for ${FUZZTIME:=20000x} inputs"
+grep -rl --include='*_test.go' '^func Fuzz' . | grep -v '^./interop/' | sort | while read -r file; do
+  dir=$(dirname "$file")
+  for target in $(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$file"); do
+    echo "   $dir $target"
+    go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$dir" >/tmp/chorus-fuzz.log 2>&1 || { cat /tmp/chorus-fuzz.log; false; }
+  done
+done
+
+stage "interop: npm packages"
 if [ ! -d interop/node_modules/discord.js ] || [ interop/package-lock.json -nt interop/node_modules/.package-lock.json ]; then
   (cd interop && npm ci --no-audit --no-fund)
 fi
-echo "== interop: go vet and go test"
+stage "interop: go vet and go test"
 # The chorus binary under test is built with -race by the harness. The test
 # process itself runs without it: disgo v0.19.6 races in its own gateway
 # Close (heartbeatCancel), which is not ours to fix.
 (cd interop && go vet ./... && go test -count=1 -timeout 20m ./...)
+echo "scripts/test.sh: every stage passed"

@@ -188,6 +188,17 @@ func (c *client) next(timeout time.Duration) frame {
 		}
 		return f
 	case err := <-c.closed:
+		// The reader queues every frame before it reports the end, but
+		// select picks at random among ready cases: frames come first.
+		select {
+		case f := <-c.frames:
+			c.closed <- err // for expectClose
+			if f.S != nil {
+				c.lastS = *f.S
+			}
+			return f
+		default:
+		}
 		c.t.Fatalf("connection ended while waiting for a frame: %v", err)
 	case <-time.After(timeout):
 		c.t.Fatal("timed out waiting for a frame")
