@@ -1,9 +1,6 @@
 package wire
 
-import (
-	"github.com/klauspost/compress/flate"
-	"github.com/klauspost/compress/zstd"
-)
+import "github.com/klauspost/compress/flate"
 
 // Compressor turns each gateway payload into the bytes of one binary frame
 // of a transport-compressed stream (gateway.md §2.2).
@@ -20,7 +17,7 @@ func NewCompressor(mode string) (Compressor, error) {
 	case "zlib-stream":
 		return &ZlibStream{}, nil
 	case "zstd-stream":
-		return NewZstdStream()
+		return &ZstdStream{}, nil
 	}
 	return nil, ErrPayload
 }
@@ -59,6 +56,9 @@ func (z *ZlibStream) Compress(dst, payload []byte) ([]byte, error) {
 	if err := flate.StatelessDeflate(&z.out, payload, false, z.dict); err != nil {
 		return dst, err
 	}
+	if z.dict == nil {
+		z.dict = make([]byte, 0, zlibDict) // exactly: append would round up
+	}
 	if len(payload) >= zlibDict {
 		z.dict = append(z.dict[:0], payload[len(payload)-zlibDict:]...)
 	} else {
@@ -66,43 +66,6 @@ func (z *ZlibStream) Compress(dst, payload []byte) ([]byte, error) {
 			z.dict = append(z.dict[:0], z.dict[len(z.dict)-keep:]...)
 		}
 		z.dict = append(z.dict, payload...)
-	}
-	out := z.out.b
-	z.out.b = nil
-	return out, nil
-}
-
-// zstdWindow is the zstd window; the smallest windows keep per-session
-// encoder memory low at some cost in ratio.
-const zstdWindow = 32 << 10
-
-// ZstdStream is one zstd-stream context: a single frame that is flushed
-// after each payload and never ended.
-type ZstdStream struct {
-	out appender
-	enc *zstd.Encoder
-}
-
-// NewZstdStream returns a fresh context.
-func NewZstdStream() (*ZstdStream, error) {
-	z := &ZstdStream{}
-	enc, err := zstd.NewWriter(&z.out, zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(zstdWindow),
-		zstd.WithLowerEncoderMem(true), zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderCRC(false))
-	if err != nil {
-		return nil, err
-	}
-	z.enc = enc
-	return z, nil
-}
-
-// Compress appends the compressed form of payload to dst.
-func (z *ZstdStream) Compress(dst, payload []byte) ([]byte, error) {
-	z.out.b = dst
-	if _, err := z.enc.Write(payload); err != nil {
-		return dst, err
-	}
-	if err := z.enc.Flush(); err != nil {
-		return dst, err
 	}
 	out := z.out.b
 	z.out.b = nil

@@ -69,10 +69,7 @@ func TestZlibStreamRoundTrip(t *testing.T) {
 }
 
 func TestZstdStreamRoundTrip(t *testing.T) {
-	z, err := NewZstdStream()
-	if err != nil {
-		t.Fatal(err)
-	}
+	z := &ZstdStream{}
 	// A pipe, so the decoder sees each message only after the previous
 	// payload was decoded in full: nothing may depend on later frames.
 	pr, pw := io.Pipe()
@@ -220,4 +217,72 @@ func FuzzParseFrameHeader(f *testing.F) {
 			t.Fatalf("invalid control frame accepted: %+v", h)
 		}
 	})
+}
+
+// FuzzZstdStream: any sequence of payloads decodes, payload by payload,
+// with one streaming decoder (a library's, not ours).
+func FuzzZstdStream(f *testing.F) {
+	f.Add([]byte("hello"), []byte("hello again, hello again"), 3)
+	f.Add([]byte{}, bytes.Repeat([]byte{0}, 300000), 2)
+	f.Add(bytes.Repeat([]byte(`{"op":0,"t":"MESSAGE_CREATE"}`), 50), []byte(`{"op":0,"t":"MESSAGE_CREATE","d":{}}`), 5)
+	f.Fuzz(func(t *testing.T, a, b []byte, rounds int) {
+		rounds = 1 + rounds&7
+		var z ZstdStream
+		var msgs [][]byte
+		var want []byte
+		for i := range rounds {
+			p := a
+			if i%2 == 1 {
+				p = b
+			}
+			out, err := z.Compress(nil, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(z.hist) > zstdHistory {
+				t.Fatalf("history of %d bytes", len(z.hist))
+			}
+			msgs = append(msgs, out)
+			want = append(want, p...)
+		}
+		dec, err := zstd.NewReader(&syncReader{msgs: msgs}, zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dec.Close()
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(dec, got); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("round trip failed: %v", err)
+		}
+	})
+}
+
+// An idle compressed session keeps only the history: at most zstdHistory
+// bytes, however large the payloads were.
+func TestZstdStreamStateIsSmall(t *testing.T) {
+	var z ZstdStream
+	for _, p := range payloads() {
+		z.Compress(nil, p)
+	}
+	z.Compress(nil, bytes.Repeat([]byte("y"), 1<<20))
+	if cap(z.hist) != zstdHistory {
+		t.Fatalf("history holds %d bytes", cap(z.hist))
+	}
+}
+
+// The stream compresses: gateway payloads that repeat keys and values
+// shrink several times over.
+func TestZstdStreamRatio(t *testing.T) {
+	var z ZstdStream
+	in, out := 0, 0
+	for i := range 100 {
+		p := []byte(fmt.Sprintf(`{"t":"MESSAGE_CREATE","s":%d,"op":0,"d":{"type":0,"tts":false,"pinned":false,"mentions":[],"mention_roles":[],"mention_everyone":false,"id":"15781%014d","content":"hello %d","channel_id":"1578126684689281024","author":{"id":"1578126684664115200","username":"bob","global_name":"Bob","avatar":null}}}`, i, i*7919, i))
+		c, _ := z.Compress(nil, p)
+		in, out = in+len(p), out+len(c)
+	}
+	if ratio := float64(in) / float64(out); ratio < 2.5 {
+		t.Fatalf("ratio %.2f", ratio)
+	} else {
+		t.Logf("ratio %.2f", ratio)
+	}
 }
