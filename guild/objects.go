@@ -14,6 +14,9 @@ import (
 
 type ID = snowflake.ID
 
+// jsonNull is a JSON null for fields that are present but empty.
+var jsonNull = json.RawMessage("null")
+
 // Timestamp formats a time the way Discord does (ISO8601 with microseconds).
 func Timestamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000000+00:00") }
 
@@ -73,23 +76,32 @@ func MemberObject(m *store.Member, u *store.User) Member {
 
 // Role is a role object.
 type Role struct {
-	ID           ID      `json:"id"`
-	Name         string  `json:"name"`
-	Color        int     `json:"color"`
-	Hoist        bool    `json:"hoist"`
-	Icon         *string `json:"icon"`
-	UnicodeEmoji *string `json:"unicode_emoji"`
-	Position     int     `json:"position"`
-	Permissions  string  `json:"permissions"`
-	Managed      bool    `json:"managed"`
-	Mentionable  bool    `json:"mentionable"`
-	Flags        int     `json:"flags"`
+	ID           ID         `json:"id"`
+	Name         string     `json:"name"`
+	Color        int        `json:"color"` // mirrors Colors.Primary, as Discord still sends it
+	Colors       RoleColors `json:"colors"`
+	Hoist        bool       `json:"hoist"`
+	Icon         *string    `json:"icon"`
+	UnicodeEmoji *string    `json:"unicode_emoji"`
+	Position     int        `json:"position"`
+	Permissions  string     `json:"permissions"`
+	Managed      bool       `json:"managed"`
+	Mentionable  bool       `json:"mentionable"`
+	Flags        int        `json:"flags"`
+}
+
+// RoleColors is a role's colors object: gradients and holographic styles
+// are not offered, so only the primary color is ever set.
+type RoleColors struct {
+	Primary   int  `json:"primary_color"`
+	Secondary *int `json:"secondary_color"`
+	Tertiary  *int `json:"tertiary_color"`
 }
 
 // RoleObject converts a role.
 func RoleObject(r *store.Role) Role {
-	return Role{ID: r.ID, Name: r.Name, Color: r.Color, Hoist: r.Hoist, Position: r.Position,
-		Permissions: strconv.FormatUint(r.Permissions, 10), Mentionable: r.Mentionable}
+	return Role{ID: r.ID, Name: r.Name, Color: r.Color, Colors: RoleColors{Primary: r.Color}, Hoist: r.Hoist,
+		Position: r.Position, Permissions: strconv.FormatUint(r.Permissions, 10), Mentionable: r.Mentionable}
 }
 
 // Overwrite is a permission overwrite object.
@@ -102,21 +114,21 @@ type Overwrite struct {
 
 // Channel is a guild channel object.
 type Channel struct {
-	ID                   ID          `json:"id"`
-	Type                 int         `json:"type"`
-	GuildID              ID          `json:"guild_id"`
-	Position             int         `json:"position"`
-	PermissionOverwrites []Overwrite `json:"permission_overwrites"`
-	Name                 string      `json:"name"`
-	Topic                *string     `json:"topic,omitempty"`
-	NSFW                 bool        `json:"nsfw"`
-	LastMessageID        *ID         `json:"last_message_id,omitempty"`
-	Bitrate              int         `json:"bitrate,omitempty"`
-	UserLimit            *int        `json:"user_limit,omitempty"`
-	RateLimitPerUser     int         `json:"rate_limit_per_user"`
-	ParentID             *ID         `json:"parent_id"`
-	RTCRegion            *string     `json:"rtc_region,omitempty"`
-	Flags                int         `json:"flags"`
+	ID                   ID              `json:"id"`
+	Type                 int             `json:"type"`
+	GuildID              ID              `json:"guild_id"`
+	Position             int             `json:"position"`
+	PermissionOverwrites []Overwrite     `json:"permission_overwrites"`
+	Name                 string          `json:"name"`
+	Topic                *string         `json:"topic,omitempty"`
+	NSFW                 bool            `json:"nsfw"`
+	LastMessageID        *ID             `json:"last_message_id,omitempty"`
+	Bitrate              int             `json:"bitrate,omitempty"`
+	UserLimit            *int            `json:"user_limit,omitempty"`
+	RateLimitPerUser     int             `json:"rate_limit_per_user"`
+	ParentID             *ID             `json:"parent_id"`
+	RTCRegion            json.RawMessage `json:"rtc_region,omitempty"` // null for voice: automatic
+	Flags                int             `json:"flags"`
 }
 
 // Channel types used here.
@@ -149,6 +161,7 @@ func ChannelObject(c *store.Channel) Channel {
 		}
 		l := c.UserLimit
 		o.UserLimit = &l
+		o.RTCRegion = jsonNull
 	}
 	return o
 }
@@ -171,6 +184,7 @@ type Message struct {
 	Attachments     []struct{}      `json:"attachments"`
 	Embeds          []struct{}      `json:"embeds"`
 	Pinned          bool            `json:"pinned"`
+	Components      []struct{}      `json:"components"`
 	Flags           int             `json:"flags"`
 	Nonce           json.RawMessage `json:"nonce,omitempty"`
 	ChannelType     *int            `json:"channel_type,omitempty"`
@@ -180,7 +194,8 @@ type Message struct {
 func MessageObject(m *store.Message, author store.User) Message {
 	o := Message{ID: m.ID, Type: m.Type, ChannelID: m.ChannelID, Author: UserObject(author),
 		Content: m.Content, Timestamp: Timestamp(m.ID.Time()), TTS: m.TTS, Nonce: m.Nonce,
-		Mentions: []User{}, MentionRoles: []ID{}, Attachments: []struct{}{}, Embeds: []struct{}{}}
+		Mentions: []User{}, MentionRoles: []ID{}, Attachments: []struct{}{}, Embeds: []struct{}{},
+		Components: []struct{}{}}
 	if m.EditedAt != nil {
 		e := Timestamp(*m.EditedAt)
 		o.EditedTimestamp = &e
@@ -190,37 +205,39 @@ func MessageObject(m *store.Message, author store.User) Message {
 
 // Guild is a guild object (gateway.md §9.3 essentials).
 type Guild struct {
-	ID                          ID       `json:"id"`
-	Name                        string   `json:"name"`
-	Icon                        *string  `json:"icon"`
-	Splash                      *string  `json:"splash"`
-	DiscoverySplash             *string  `json:"discovery_splash"`
-	OwnerID                     ID       `json:"owner_id"`
-	AFKChannelID                *ID      `json:"afk_channel_id"`
-	AFKTimeout                  int      `json:"afk_timeout"`
-	VerificationLevel           int      `json:"verification_level"`
-	DefaultMessageNotifications int      `json:"default_message_notifications"`
-	ExplicitContentFilter       int      `json:"explicit_content_filter"`
-	Roles                       []Role   `json:"roles"`
-	Emojis                      []any    `json:"emojis"`
-	Stickers                    []any    `json:"stickers"`
-	Features                    []string `json:"features"`
-	MFALevel                    int      `json:"mfa_level"`
-	ApplicationID               *ID      `json:"application_id"`
-	SystemChannelID             *ID      `json:"system_channel_id"`
-	SystemChannelFlags          int      `json:"system_channel_flags"`
-	RulesChannelID              *ID      `json:"rules_channel_id"`
-	VanityURLCode               *string  `json:"vanity_url_code"`
-	Description                 *string  `json:"description"`
-	Banner                      *string  `json:"banner"`
-	PremiumTier                 int      `json:"premium_tier"`
-	PreferredLocale             string   `json:"preferred_locale"`
-	PublicUpdatesChannelID      *ID      `json:"public_updates_channel_id"`
-	NSFWLevel                   int      `json:"nsfw_level"`
-	PremiumProgressBarEnabled   bool     `json:"premium_progress_bar_enabled"`
-	SafetyAlertsChannelID       *ID      `json:"safety_alerts_channel_id"`
-	MaxMembers                  int      `json:"max_members"`
-	ApproximateMemberCount      int      `json:"approximate_member_count,omitempty"`
+	ID                          ID        `json:"id"`
+	Name                        string    `json:"name"`
+	Icon                        *string   `json:"icon"`
+	Splash                      *string   `json:"splash"`
+	DiscoverySplash             *string   `json:"discovery_splash"`
+	OwnerID                     ID        `json:"owner_id"`
+	AFKChannelID                *ID       `json:"afk_channel_id"`
+	AFKTimeout                  int       `json:"afk_timeout"`
+	VerificationLevel           int       `json:"verification_level"`
+	DefaultMessageNotifications int       `json:"default_message_notifications"`
+	ExplicitContentFilter       int       `json:"explicit_content_filter"`
+	Roles                       []Role    `json:"roles"`
+	Emojis                      []any     `json:"emojis"`
+	Stickers                    []any     `json:"stickers"`
+	Features                    []string  `json:"features"`
+	MFALevel                    int       `json:"mfa_level"`
+	ApplicationID               *ID       `json:"application_id"`
+	SystemChannelID             *ID       `json:"system_channel_id"`
+	SystemChannelFlags          int       `json:"system_channel_flags"`
+	RulesChannelID              *ID       `json:"rules_channel_id"`
+	VanityURLCode               *string   `json:"vanity_url_code"`
+	Description                 *string   `json:"description"`
+	Banner                      *string   `json:"banner"`
+	PremiumTier                 int       `json:"premium_tier"`
+	PreferredLocale             string    `json:"preferred_locale"`
+	PublicUpdatesChannelID      *ID       `json:"public_updates_channel_id"`
+	NSFWLevel                   int       `json:"nsfw_level"`
+	PremiumProgressBarEnabled   bool      `json:"premium_progress_bar_enabled"`
+	SafetyAlertsChannelID       *ID       `json:"safety_alerts_channel_id"`
+	HubType                     *int      `json:"hub_type"`
+	IncidentsData               *struct{} `json:"incidents_data"`
+	MaxMembers                  int       `json:"max_members"`
+	ApproximateMemberCount      int       `json:"approximate_member_count,omitempty"`
 }
 
 // GuildCreate is the GUILD_CREATE payload: a guild plus its live state.

@@ -228,7 +228,7 @@ func (a *api) getApplication(w http.ResponseWriter, r *http.Request, u store.Use
 	owner := guild.UserObject(u)
 	writeJSON(w, 200, map[string]any{"id": u.ID, "name": u.Username, "description": "", "icon": nil,
 		"bot_public": true, "bot_require_code_grant": false, "owner": owner, "bot": owner, "verify_key": "",
-		"flags": u.AppFlags, "team": nil, "summary": "", "tags": []string{}})
+		"flags": u.AppFlags, "flags_new": strconv.Itoa(u.AppFlags), "team": nil, "summary": "", "tags": []string{}})
 	return nil
 }
 
