@@ -1,12 +1,10 @@
 package loadtest
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"net/url"
 	"runtime"
 	"strconv"
@@ -94,24 +92,6 @@ func dialers(target string) []*websocket.Dialer {
 	return ds
 }
 
-// ServerMemory reads the Go heap and stacks in use from the node's /metrics.
-func ServerMemory(base string) (int64, error) {
-	resp, err := http.Get(strings.TrimRight(base, "/") + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	var total int64
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 2 && (f[0] == "chorus_go_heap_inuse_bytes" || f[0] == "chorus_go_stack_inuse_bytes") {
-			v, _ := strconv.ParseInt(f[1], 10, 64)
-			total += v
-		}
-	}
-	return total, sc.Err()
-}
 
 func wsURL(base string) string {
 	return "ws" + strings.TrimPrefix(strings.TrimRight(base, "/"), "http")

@@ -1,7 +1,6 @@
 package loadtest
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -13,7 +12,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,23 +50,22 @@ type sendLog struct {
 	at [1024]atomic.Int64
 }
 
-// ServerCPU reads the node's process CPU seconds from /metrics.
-func ServerCPU(base string) (time.Duration, error) {
-	resp, err := http.Get(strings.TrimRight(base, "/") + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 2 && f[0] == "chorus_process_cpu_seconds_total" {
-			v, err := strconv.ParseFloat(f[1], 64)
-			return time.Duration(v * float64(time.Second)), err
+// voiceDialer dials the voice gateway's wss://, trusting caFile (the
+// development CA) when given, else the system roots.
+func voiceDialer(caFile string) (*websocket.Dialer, error) {
+	tlsConf := &tls.Config{}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, err
 		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		tlsConf.RootCAs = pool
 	}
-	return 0, errors.New("loadtest: no chorus_process_cpu_seconds_total in /metrics")
+	return &websocket.Dialer{TLSClientConfig: tlsConf, HandshakeTimeout: 30 * time.Second}, nil
 }
+
 
 // RunVoice puts Rooms × Participants voice clients into Rooms channels;
 // Speakers per room send real Opus frames every 20 ms in talk spurts.
@@ -86,17 +83,10 @@ func RunVoice(ctx context.Context, o VoiceOptions) (*Result, error) {
 		return nil, err
 	}
 	base := strings.TrimRight(o.URL, "/")
-	tlsConf := &tls.Config{}
-	if o.CAFile != "" {
-		pem, err := os.ReadFile(o.CAFile)
-		if err != nil {
-			return nil, err
-		}
-		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM(pem)
-		tlsConf.RootCAs = pool
+	dialer, err := voiceDialer(o.CAFile)
+	if err != nil {
+		return nil, err
 	}
-	dialer := &websocket.Dialer{TLSClientConfig: tlsConf, HandshakeTimeout: 30 * time.Second}
 	ad := &admin{base: base, token: o.AdminToken, hc: &http.Client{Timeout: 30 * time.Second}}
 	r := newResult("voice", map[string]any{"url": o.URL, "rooms": o.Rooms, "participants": o.Participants,
 		"speakers": o.Speakers, "duration_s": o.Duration.Seconds(), "talk_on_s": o.TalkOn.Seconds(), "talk_off_s": o.TalkOff.Seconds()})

@@ -22,11 +22,13 @@ import (
 // in any encryption mode, including the xsalsa20 family no library we
 // test with still selects.
 type VoiceClient struct {
-	ws     *websocket.Conn
-	wmu    sync.Mutex
-	UDP    *net.UDPConn
-	SSRC   uint32
-	cipher *crypto.Cipher
+	ws   *websocket.Conn
+	wmu  sync.Mutex
+	UDP  *net.UDPConn
+	SSRC uint32
+	// Endpoint is the voice gateway's host:port (VOICE_SERVER_UPDATE).
+	Endpoint string
+	cipher   *crypto.Cipher
 	// Speaking maps other users' SSRCs to their user ids (voice op 5).
 	mu       sync.Mutex
 	speakers map[uint32]string
@@ -86,7 +88,7 @@ func JoinVoiceVia(ctx context.Context, gw *GatewayClient, d *websocket.Dialer, g
 	if err != nil {
 		return nil, err
 	}
-	vc := &VoiceClient{ws: ws, speakers: map[uint32]string{}, readBuf: make([]byte, transport.MaxDatagram)}
+	vc := &VoiceClient{ws: ws, Endpoint: endpoint, speakers: map[uint32]string{}, readBuf: make([]byte, transport.MaxDatagram)}
 	if _, err := vc.wait(8); err != nil {
 		ws.Close()
 		return nil, err
@@ -118,11 +120,7 @@ func JoinVoiceVia(ctx context.Context, gw *GatewayClient, d *websocket.Dialer, g
 	}
 	// IP discovery (voice.md §9.1), also what tells the server where a
 	// listening-only client receives.
-	req := make([]byte, transport.DiscoverySize)
-	binary.BigEndian.PutUint16(req, 1)
-	binary.BigEndian.PutUint16(req[2:], 70)
-	binary.BigEndian.PutUint32(req[4:], vc.SSRC)
-	vc.UDP.Write(req)
+	vc.UDP.Write(discoveryRequest(vc.SSRC))
 	vc.UDP.SetReadDeadline(time.Now().Add(5 * time.Second))
 	n, err := vc.UDP.Read(vc.readBuf)
 	if err != nil || n != transport.DiscoverySize {

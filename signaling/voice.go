@@ -182,8 +182,25 @@ func (c *voiceConn) close(code int, reason string) {
 	c.g.closes.add(code)
 	if c.ws != nil {
 		c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
-		c.ws.Close()
+		// Half-close and let the read loop drain until the client answers
+		// or the deadline passes: a socket closed with unread input is
+		// reset, and the client may then never read the close frame and
+		// its code (RFC 6455 §7.1.1: the server closes TCP last).
+		if cw, ok := c.ws.NetConn().(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+		c.ws.SetReadDeadline(time.Now().Add(closeDrain))
 	}
+}
+
+// closeDrain is how long a closed connection's input is still read.
+const closeDrain = 2 * time.Second
+
+// closing reports whether a close frame was sent.
+func (c *voiceConn) closing() bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.done
 }
 
 // ServeHTTP upgrades a voice connection (voice.md §3: path /, ?v=N or none).
@@ -250,31 +267,26 @@ func (v *VoiceGateway) readLoop(ws *websocket.Conn, cur *atomic.Pointer[voiceCon
 			}
 			return 0
 		}
+		c := cur.Load()
+		if c.closing() {
+			continue // drained until the client answers our close (see close)
+		}
 		n, err := io.ReadFull(rd, buf)
-		if n > wire.MaxPayload {
-			cur.Load().close(wire.VoiceCloseDecodeError, "payload too large")
+		switch {
+		case n > wire.MaxPayload:
+			c.close(wire.VoiceCloseDecodeError, "payload too large")
+		case err != nil && err != io.ErrUnexpectedEOF && err != io.EOF:
 			return 0
-		}
-		if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
-			return 0
-		}
-		if !limit.take(time.Now()) {
+		case !limit.take(time.Now()):
 			// Each payload may be relayed to the whole room (Speaking).
-			cur.Load().close(wire.VoiceCloseRateLimited, "rate limited")
-			return 0
+			c.close(wire.VoiceCloseRateLimited, "rate limited")
+		case mt == websocket.BinaryMessage:
+			// DAVE binary opcodes: never negotiated, ignored (voice.md §7)
+		case !utf8.Valid(buf[:n]): // RFC 6455 §8.1
+			c.close(wire.CloseInvalidData, "text is not UTF-8")
+		default:
+			cur.Store(v.handle(c, buf[:n]))
 		}
-		if mt == websocket.BinaryMessage {
-			continue // DAVE binary opcodes: never negotiated, ignored (voice.md §7)
-		}
-		if !utf8.Valid(buf[:n]) { // RFC 6455 §8.1
-			cur.Load().close(wire.CloseInvalidData, "text is not UTF-8")
-			return 0
-		}
-		next, ok := v.handle(cur.Load(), buf[:n])
-		if !ok {
-			return 0
-		}
-		cur.Store(next)
 	}
 }
 
@@ -322,15 +334,15 @@ func (v *VoiceGateway) disconnected(c *voiceConn, ws *websocket.Conn, code int) 
 }
 
 // handle processes one payload and returns the session the websocket now
-// serves, and false once it is closing.
-func (v *VoiceGateway) handle(c *voiceConn, p []byte) (*voiceConn, bool) {
-	ok := v.handleOp(c, p)
+// serves.
+func (v *VoiceGateway) handle(c *voiceConn, p []byte) *voiceConn {
+	v.handleOp(c, p) // a payload that ends the connection has closed it (c.closing)
 	if c.resumed != nil {
 		next := c.resumed
 		c.resumed = nil
-		return next, ok
+		return next
 	}
-	return c, ok
+	return c
 }
 
 func (v *VoiceGateway) handleOp(c *voiceConn, p []byte) bool {

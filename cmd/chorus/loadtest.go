@@ -40,6 +40,11 @@ Scenarios:
   voice     rooms of participants, speakers sending real Opus frames every
             20 ms in talk spurts; forwarded packets/s, loss, jitter, one-way
             latency, server CPU per forwarded packet
+  abuse     hostile clients (bad frames, forged tokens, floods, sockets that
+            never log in, oversized bodies, UDP discovery scans and hijacks)
+            beside chat and voice; whether each attack got its documented
+            answer, and that legitimate users lost nothing (exits non-zero
+            otherwise, or when the node stops answering or recovered a panic)
 
 Run "chorus loadtest <scenario> -h" for its flags.
 `
@@ -175,6 +180,46 @@ func runLoadtest(args []string) error {
 			return loadtest.RunChat(ctx, loadtest.ChatOptions{URL: *base, AdminToken: tok, Sessions: *sessions, Guilds: *guilds,
 				HugeShare: *huge, SizeSkew: *skew, Rate: *rate, Duration: *duration, ChurnPerSecond: *churn, ReidentifyShare: *reidentify, HugeMessages: *hugeMsgs, Fault: fault, Progress: func(sent, delivered int64) {
 					bar.counts(int64(time.Since(started).Seconds()), "sent", sent, "delivered", delivered, "errors", 0)
+				}})
+		}
+	case "abuse":
+		adminToken := fs.String("admin-token", "", "admin token of the node (default: read from <data>/admin.token)")
+		data := fs.String("data", "data", "data directory of the node, for its admin token and development CA")
+		ca := fs.String("ca", "", "CA certificate to trust for wss:// (default: <data>/tls/ca.pem when it exists)")
+		sessions := fs.Int("sessions", 100, "chat users, one gateway session each")
+		guilds := fs.Int("guilds", 5, "chat guilds")
+		rate := fs.Float64("rate", 50, "chat messages per second")
+		rooms := fs.Int("rooms", 2, "voice rooms (one speaker each)")
+		participants := fs.Int("participants", 5, "participants per voice room")
+		duration := fs.Duration("duration", 20*time.Second, "how long traffic and attacks run")
+		identify := fs.Duration("identify-timeout", 10*time.Second, "the node's --identify-timeout")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		tok, err := adminTokenOf(*adminToken, *data)
+		if err != nil {
+			return err
+		}
+		caFile := *ca
+		if caFile == "" {
+			if p := filepath.Join(*data, "tls", "ca.pem"); fileExists(p) {
+				caFile = p
+			}
+		}
+		// Legitimate users must lose nothing and every attack must get its
+		// documented answer: these bounds always apply.
+		for _, spec := range []string{"node_alive>=1", "panics_recovered<=0", "unexpected_answers<=0", "chat_lost<=0",
+			"chat_duplicated<=0", "voice_lost<=0"} {
+			slo, _ := loadtest.ParseSLO(spec)
+			slos = append(slos, slo)
+		}
+		bar = newProgress("abuse", int64(duration.Seconds()))
+		started := time.Now()
+		run = func() (*loadtest.Result, error) {
+			return loadtest.RunAbuse(ctx, loadtest.AbuseOptions{URL: *base, AdminToken: tok, CAFile: caFile,
+				Sessions: *sessions, Guilds: *guilds, Rate: *rate, Rooms: *rooms, Participants: *participants,
+				Duration: *duration, IdentifyTimeout: *identify, Progress: func(attacks, unexpected int64) {
+					bar.counts(int64(time.Since(started).Seconds()), "attacks", attacks, "unexpected", unexpected, "errors", 0)
 				}})
 		}
 	case "voice":

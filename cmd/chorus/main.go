@@ -3,6 +3,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 )
@@ -46,7 +48,10 @@ func main() {
 		fmt.Fprintf(os.Stderr, "chorus: unknown command %q\n\n%s", cmd, usage)
 		os.Exit(2)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		// -h printed the command's flags: asking for help is not a failure.
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "chorus:", err)
 		os.Exit(1)
 	}

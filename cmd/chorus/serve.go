@@ -49,6 +49,7 @@ Flags:
 	heartbeat := fs.Duration("heartbeat-interval", 41250*time.Millisecond, "gateway heartbeat interval sent in Hello")
 	maxConc := fs.Int("max-concurrency", 16, "identifies allowed per user per 5 s (max_concurrency of GET /gateway/bot)")
 	restRate := fs.Int("rest-rate", 50, "REST requests per second per user, route and channel or guild")
+	identifyTimeout := fs.Duration("identify-timeout", 10*time.Second, "how long a new gateway or voice connection may go without Identify or Resume before it is closed with 4003")
 	perIP := fs.Int("max-conns-per-ip", 1000, "connections one source IP may hold open on each listener; 0 for no limit (a load tester on this machine needs more)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -86,8 +87,9 @@ Flags:
 	cfg.Gateway.HeartbeatInterval = *heartbeat
 	cfg.Gateway.IdentifiesPer5s = *maxConc
 	cfg.Gateway.RESTRequestsPerSecond = *restRate
-	if *maxConc < 1 || *restRate < 1 || *heartbeat < time.Second || *perIP < 0 {
-		return fmt.Errorf("--max-concurrency and --rest-rate must be at least 1, --heartbeat-interval at least 1s, --max-conns-per-ip at least 0")
+	cfg.Gateway.IdentifyTimeout = *identifyTimeout
+	if *maxConc < 1 || *restRate < 1 || *heartbeat < time.Second || *perIP < 0 || *identifyTimeout < 100*time.Millisecond {
+		return fmt.Errorf("--max-concurrency and --rest-rate must be at least 1, --heartbeat-interval at least 1s, --max-conns-per-ip at least 0, --identify-timeout at least 100ms")
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
