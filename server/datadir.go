@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -19,6 +20,9 @@ func secureDataDir(dir string) error {
 		return fmt.Errorf("data directory: %w", err)
 	}
 	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // the store removed it meanwhile (it runs while we walk)
+		}
 		if err != nil {
 			return err
 		}
@@ -26,11 +30,14 @@ func secureDataDir(dir string) error {
 			return nil // never follow a link out of the directory
 		}
 		info, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
 		if mode := info.Mode().Perm(); mode&0o077 != 0 {
-			if err := os.Chmod(path, mode&0o700); err != nil {
+			if err := os.Chmod(path, mode&0o700); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("data directory: %w", err)
 			}
 		}
