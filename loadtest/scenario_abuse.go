@@ -33,10 +33,10 @@ type AbuseOptions struct {
 	AdminToken string
 	CAFile     string // trusted for the voice gateway's wss://
 	// Legitimate traffic: chat as RunChat, voice as RunVoice.
-	Sessions, Guilds             int
-	Rate                         float64
-	Rooms, Participants          int
-	Duration                     time.Duration
+	Sessions, Guilds    int
+	Rate                float64
+	Rooms, Participants int
+	Duration            time.Duration
 	// IdentifyTimeout is the node's (default 10 s): how long the attack
 	// that never identifies waits for its 4003.
 	IdentifyTimeout time.Duration
@@ -154,7 +154,9 @@ func RunAbuse(ctx context.Context, o AbuseOptions) (*Result, error) {
 	}
 	// What the node counted for the attacks: closes by code and refusals.
 	for series, v := range after {
-		if strings.HasPrefix(series, "chorus_gateway_closes_total") || strings.HasPrefix(series, "chorus_connections_refused") {
+		if strings.HasPrefix(series, "chorus_gateway_closes_total") || strings.HasPrefix(series, "chorus_connections_refused") ||
+			strings.HasPrefix(series, "chorus_voice_gateway_closes_total") || strings.HasPrefix(series, "chorus_voice_dropped_total") ||
+			strings.HasPrefix(series, "chorus_voice_udp_dropped_total") {
 			if d := v - before[series]; d > 0 {
 				r.Counters["node_"+strings.TrimPrefix(series, "chorus_")] = d
 			}

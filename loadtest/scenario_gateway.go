@@ -92,7 +92,6 @@ func dialers(target string) []*websocket.Dialer {
 	return ds
 }
 
-
 func wsURL(base string) string {
 	return "ws" + strings.TrimPrefix(strings.TrimRight(base, "/"), "http")
 }

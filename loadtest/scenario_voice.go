@@ -66,7 +66,6 @@ func voiceDialer(caFile string) (*websocket.Dialer, error) {
 	return &websocket.Dialer{TLSClientConfig: tlsConf, HandshakeTimeout: 30 * time.Second}, nil
 }
 
-
 // RunVoice puts Rooms × Participants voice clients into Rooms channels;
 // Speakers per room send real Opus frames every 20 ms in talk spurts.
 // It reports forwarded packets per second, loss, jitter, one-way

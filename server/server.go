@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -182,6 +183,13 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	gcfg.NodeID, gcfg.AdminToken, gcfg.Logger = cfg.NodeID, n.AdminToken, cfg.Logger
 	if gcfg.GatewayURL = cfg.GatewayURL; gcfg.GatewayURL == "" {
 		gcfg.GatewayURL = "ws://" + n.HTTPAddr
+	}
+	gcfg.MoreMetrics = func(w io.Writer) {
+		if n.voice != nil {
+			n.voice.WriteMetrics(w)
+			n.sfu.WriteMetrics(w)
+			n.udp.Stats.WriteMetrics(w)
+		}
 	}
 	gcfg.OnRevoke = func(user snowflake.ID) {
 		if n.voice != nil {

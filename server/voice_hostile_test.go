@@ -3,7 +3,9 @@ package server_test
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -56,6 +58,19 @@ func TestDiscoveryCannotHijackMedia(t *testing.T) {
 	attacker.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 	if n, err := attacker.Read(make([]byte, 1500)); err == nil {
 		t.Fatalf("the attacker received %d bytes", n)
+	}
+	// Operators see both refusals in /metrics.
+	resp, err := http.Get(f.base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	text, _ := io.ReadAll(resp.Body)
+	for _, series := range []string{`chorus_voice_dropped_total{reason="discovery_refused"} `, `chorus_voice_udp_dropped_total{reason="keepalive"} `} {
+		i := strings.Index(string(text), series)
+		if i < 0 || strings.HasPrefix(string(text[i+len(series):]), "0\n") {
+			t.Fatalf("%s not counted in /metrics", series)
+		}
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -143,3 +145,22 @@ func (n *Node) count(err error) {
 
 // Room returns the participant's room.
 func (p *Participant) Room() *Room { return p.room }
+
+// WriteMetrics writes the node's rooms, participants and dropped packets by
+// reason in the Prometheus text format.
+func (n *Node) WriteMetrics(w io.Writer) {
+	n.mu.RLock()
+	rooms, participants := len(n.rooms), len(n.ssrcs)
+	n.mu.RUnlock()
+	fmt.Fprintf(w, "chorus_voice_rooms %d\nchorus_voice_participants %d\n", rooms, participants)
+	d := &n.Drops
+	for _, c := range []struct {
+		reason string
+		n      *atomic.Uint64
+	}{{"unknown_ssrc", &d.UnknownSSRC}, {"no_cipher", &d.NoCipher}, {"auth", &d.Auth}, {"replay", &d.Replay},
+		{"wrong_ssrc", &d.WrongSSRC}, {"address", &d.Address}, {"muted", &d.Muted}, {"malformed", &d.Malformed},
+		{"discovery_unknown_ssrc", &d.DiscoveryUnknown}, {"discovery_refused", &d.DiscoveryRefused},
+		{"keepalive_unknown_address", &d.KeepAliveUnknown}} {
+		fmt.Fprintf(w, "chorus_voice_dropped_total{reason=%q} %d\n", c.reason, c.n.Load())
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -55,6 +56,9 @@ type Config struct {
 	IdentifyTimeout time.Duration
 	// HTTP bounds how long an HTTP request may take (zero fields: defaults).
 	HTTP HTTPTimeouts
+	// MoreMetrics, if set, writes further series (voice) after the edge's
+	// own on /metrics.
+	MoreMetrics func(io.Writer)
 	// OnRevoke is told of a user whose tokens were just revoked, after the
 	// gateway closed that user's sessions (the voice gateway closes theirs).
 	OnRevoke func(user guild.ID)

@@ -32,6 +32,9 @@ func (g *Gateway) Handler(ids *snowflake.Generator) http.Handler {
 			fmt.Fprintf(w, "chorus_guild_actors %d\n", g.router.Loaded())
 			fmt.Fprintf(w, "chorus_guild_actors_retired_total %d\n", g.router.Retired())
 		}
+		if g.cfg.MoreMetrics != nil {
+			g.cfg.MoreMetrics(w)
+		}
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 

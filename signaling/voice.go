@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -88,6 +89,14 @@ func NewVoiceGateway(cfg VoiceConfig, r *guild.Router, signer *auth.Signer, node
 
 // Closes returns how many voice connections were closed with code.
 func (v *VoiceGateway) Closes(code int) uint64 { return v.closes.get(code) }
+
+// WriteMetrics writes the voice gateway's closes by code in the Prometheus
+// text format.
+func (v *VoiceGateway) WriteMetrics(w io.Writer) {
+	v.closes.each(func(code int, n uint64) {
+		fmt.Fprintf(w, "chorus_voice_gateway_closes_total{code=\"%d\"} %d\n", code, n)
+	})
+}
 
 // VoiceTokenTTL is how long a voice token from VOICE_SERVER_UPDATE admits.
 const VoiceTokenTTL = 5 * time.Minute

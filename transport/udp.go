@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -203,5 +204,23 @@ func (s *Server) send(b *batch, ds []Datagram) {
 	s.Stats.Sent.Add(uint64(n))
 	if n < len(ds) {
 		s.Stats.SendErrors.Add(uint64(len(ds) - n))
+	}
+}
+
+// WriteMetrics writes the socket's counters in the Prometheus text format.
+func (s *Stats) WriteMetrics(w io.Writer) {
+	for _, c := range []struct {
+		series string
+		n      *atomic.Uint64
+	}{{`chorus_voice_udp_received_total{kind="all"}`, &s.Received}, {`chorus_voice_udp_received_total{kind="discovery"}`, &s.Discovery},
+		{`chorus_voice_udp_received_total{kind="keepalive"}`, &s.KeepAlive}, {`chorus_voice_udp_received_total{kind="rtp"}`, &s.RTP},
+		{`chorus_voice_udp_received_total{kind="rtcp"}`, &s.RTCP},
+		{`chorus_voice_udp_dropped_total{reason="unknown"}`, &s.DroppedUnknown},
+		{`chorus_voice_udp_dropped_total{reason="discovery"}`, &s.DroppedDiscovery},
+		{`chorus_voice_udp_dropped_total{reason="keepalive"}`, &s.DroppedKeepAlive},
+		{`chorus_voice_udp_dropped_total{reason="rate_limited"}`, &s.RateLimited},
+		{"chorus_voice_udp_sent_total", &s.Sent}, {"chorus_voice_udp_send_errors_total", &s.SendErrors},
+		{"chorus_voice_udp_panics_recovered_total", &s.Panics}} {
+		fmt.Fprintf(w, "%s %d\n", c.series, c.n.Load())
 	}
 }
