@@ -15,7 +15,7 @@ import (
 // CreateGuild creates a guild owned by owner, with its @everyone role (whose
 // id is the guild's) and the owner as its first member.
 func (r *Router) CreateGuild(ctx context.Context, name string, owner ID) (store.Guild, error) {
-	if err := checkLength("name", name, 1, MaxName); err != nil {
+	if err := CheckLength("name", name, 1, MaxName); err != nil {
 		return store.Guild{}, err
 	}
 	if _, err := r.store.GetUser(ctx, owner); err != nil {
@@ -40,10 +40,10 @@ func (r *Router) CreateGuild(ctx context.Context, name string, owner ID) (store.
 
 // CreateChannel adds a channel and announces CHANNEL_CREATE.
 func (r *Router) CreateChannel(ctx context.Context, c store.Channel) (Channel, error) {
-	if err := checkLength("name", c.Name, 1, MaxName); err != nil {
+	if err := CheckLength("name", c.Name, 1, MaxName); err != nil {
 		return Channel{}, err
 	}
-	if err := checkLength("topic", c.Topic, 0, MaxTopic); err != nil {
+	if err := CheckLength("topic", c.Topic, 0, MaxTopic); err != nil {
 		return Channel{}, err
 	}
 	switch c.Type {
@@ -73,7 +73,7 @@ func (r *Router) CreateChannel(ctx context.Context, c store.Channel) (Channel, e
 
 // CreateRole adds a role and announces GUILD_ROLE_CREATE.
 func (r *Router) CreateRole(ctx context.Context, role store.Role) (Role, error) {
-	if err := checkLength("name", role.Name, 1, MaxName); err != nil {
+	if err := CheckLength("name", role.Name, 1, MaxName); err != nil {
 		return Role{}, err
 	}
 	var out Role

@@ -14,10 +14,14 @@ const (
 	MaxTopic       = 1024 // channel topic
 	MaxContent     = 2000 // message content
 	MaxNonceLength = 25   // message nonce
+	MinUsername    = 2    // username (admin API)
+	MaxUsername    = 32
+	MaxGlobalName  = 32 // display name; "" for none
 )
 
-// checkLength returns a form error unless s has min to max characters.
-func checkLength(field, s string, min, max int) error {
+// CheckLength returns a form error unless s is UTF-8 of min to max
+// characters.
+func CheckLength(field, s string, min, max int) error {
 	if n := utf8.RuneCountInString(s); n < min || n > max || !utf8.ValidString(s) {
 		return InvalidForm(field, "BASE_TYPE_BAD_LENGTH", fmt.Sprintf("Must be between %d and %d in length.", min, max))
 	}

@@ -42,7 +42,7 @@ func (a *actor) reevaluateVoice(user ID) {
 // in voice.
 func (r *Router) UpdateRole(ctx context.Context, guild, role ID, name *string, perms *uint64) (Role, error) {
 	if name != nil {
-		if err := checkLength("name", *name, 1, MaxName); err != nil {
+		if err := CheckLength("name", *name, 1, MaxName); err != nil {
 			return Role{}, err
 		}
 	}

@@ -185,7 +185,7 @@ func (r *Router) VoiceStateOf(ctx context.Context, guild, user ID) (VoiceChange,
 // enforces mute and deafen at once through OnVoice.
 func (r *Router) ModifyMember(ctx context.Context, guild, actorUser, user ID, mute, deaf *bool, nick *string) (Member, error) {
 	if nick != nil && *nick != "" {
-		if err := checkLength("nick", *nick, 1, MaxNick); err != nil {
+		if err := CheckLength("nick", *nick, 1, MaxNick); err != nil {
 			return Member{}, err
 		}
 	}

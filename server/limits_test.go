@@ -101,3 +101,19 @@ func TestOversizedBodies(t *testing.T) {
 		}
 	}
 }
+
+// Users made through the admin API have bounded names too.
+func TestAdminUserLimits(t *testing.T) {
+	f := start(t, nil)
+	for _, tt := range []struct {
+		body map[string]any
+		want int
+	}{
+		{map[string]any{"username": "x"}, 400},
+		{map[string]any{"username": strings.Repeat("u", 33)}, 400},
+		{map[string]any{"username": "gina", "global_name": strings.Repeat("G", 33)}, 400},
+		{map[string]any{"username": "gina", "global_name": strings.Repeat("é", 32)}, 201},
+	} {
+		f.adminCall(t, "POST", "/admin/v1/users", tt.body, tt.want, nil)
+	}
+}

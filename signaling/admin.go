@@ -82,8 +82,11 @@ func (a *api) adminCreateUser(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeBody(r, &p); err != nil {
 		return err
 	}
-	if len(p.Username) < 2 || len(p.Username) > 32 {
-		return guild.InvalidForm("username", "BASE_TYPE_BAD_LENGTH", "Must be between 2 and 32 in length.")
+	if err := guild.CheckLength("username", p.Username, guild.MinUsername, guild.MaxUsername); err != nil {
+		return err
+	}
+	if err := guild.CheckLength("global_name", p.GlobalName, 0, guild.MaxGlobalName); err != nil {
+		return err
 	}
 	if _, err := a.g.store.UserByName(r.Context(), p.Username); err == nil {
 		return guild.InvalidForm("username", "USERNAME_ALREADY_TAKEN", "Username is unavailable.")

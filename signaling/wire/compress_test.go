@@ -286,3 +286,24 @@ func TestZstdStreamRatio(t *testing.T) {
 		t.Logf("ratio %.2f", ratio)
 	}
 }
+
+// BenchmarkCompress is the per-session cost of one ~400-byte dispatch in
+// each transport compression (each session compresses its own copy).
+func BenchmarkCompress(b *testing.B) {
+	msg := []byte(`{"t":"MESSAGE_CREATE","s":42,"op":0,"d":{"type":0,"tts":false,"pinned":false,"mentions":[],"mention_roles":[],"mention_everyone":false,"id":"1578126684689281999","content":"hello there, how is it going","channel_id":"1578126684689281024","author":{"id":"1578126684664115200","username":"bob","global_name":"Bob","avatar":null}}}`)
+	for _, c := range []struct {
+		name string
+		comp Compressor
+	}{{"zlib-stream", &ZlibStream{}}, {"zstd-stream", &ZstdStream{}}} {
+		b.Run(c.name, func(b *testing.B) {
+			var out []byte
+			b.SetBytes(int64(len(msg)))
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				msg[40] = byte('0' + i%10)
+				out, _ = c.comp.Compress(out[:0], msg)
+			}
+			b.ReportMetric(float64(len(out)), "bytes/msg")
+		})
+	}
+}
