@@ -79,12 +79,8 @@ func (r *Router) UpdateRole(ctx context.Context, guild, role ID, name *string, p
 // (type 0) or member (type 1), announces CHANNEL_UPDATE to those who can
 // see the channel afterwards and applies it to everyone in voice.
 func (r *Router) SetOverwrite(ctx context.Context, channel ID, o store.Overwrite) (Channel, error) {
-	gid, err := r.GuildOfChannel(ctx, channel)
-	if err != nil {
-		return Channel{}, err
-	}
 	var out Channel
-	err = r.call(ctx, gid, func(a *actor) error {
+	err := r.callChannel(ctx, channel, func(a *actor) error {
 		c := a.channels[channel]
 		if c == nil {
 			return ErrUnknownChannel

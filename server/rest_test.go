@@ -204,17 +204,22 @@ func TestRESTErrors(t *testing.T) {
 	}
 }
 
-func TestPermissionsEnforced(t *testing.T) {
-	f := start(t, nil)
-	// A private channel only the Moderator role may see.
-	var ch struct {
-		ID string `json:"id"`
-	}
+// modsChannel creates a text channel only the Moderator role may see.
+func (f *fixture) modsChannel(t *testing.T) (ch struct {
+	ID string `json:"id"`
+}) {
+	t.Helper()
 	f.admin(t, "POST", "/admin/v1/guilds/"+f.demo.GuildID.String()+"/channels", map[string]any{
 		"name": "mods", "type": 0, "permission_overwrites": []map[string]any{
 			{"id": f.demo.GuildID.String(), "type": 0, "allow": "0", "deny": "1024"},
 			{"id": f.demo.Moderator.String(), "type": 0, "allow": "1024", "deny": "0"},
 		}}, &ch)
+	return ch
+}
+
+func TestPermissionsEnforced(t *testing.T) {
+	f := start(t, nil)
+	ch := f.modsChannel(t)
 	// And a read-only one.
 	var ro struct {
 		ID string `json:"id"`
@@ -327,14 +332,7 @@ func TestMetricsEndpoint(t *testing.T) {
 // to the oldest.
 func TestHiddenChannelsAndHugeAnchors(t *testing.T) {
 	f := start(t, nil)
-	var ch struct {
-		ID string `json:"id"`
-	}
-	f.admin(t, "POST", "/admin/v1/guilds/"+f.demo.GuildID.String()+"/channels", map[string]any{
-		"name": "mods", "type": 0, "permission_overwrites": []map[string]any{
-			{"id": f.demo.GuildID.String(), "type": 0, "allow": "0", "deny": "1024"},
-			{"id": f.demo.Moderator.String(), "type": 0, "allow": "1024", "deny": "0"},
-		}}, &ch)
+	ch := f.modsChannel(t)
 	lists := func(token string) bool {
 		c := f.dial("v=10")
 		c.ready(token, allIntents)

@@ -23,14 +23,8 @@ import (
 // (Select Protocol) says where its media goes.
 func TestDiscoveryCannotHijackMedia(t *testing.T) {
 	f, pool := voiceFixture(t)
-	aliceGW := f.dial("v=10")
-	aliceGW.ready(f.demo.AliceToken, allIntents)
-	aliceGW.waitFor("GUILD_CREATE")
-	bobGW := f.dial("v=10")
-	bobGW.ready(f.demo.BobToken, allIntents)
-	bobGW.waitFor("GUILD_CREATE")
-	alice := joinVoice(t, f, pool, aliceGW, f.demo.Alice.ID.String(), crypto.AES256GCMRTPSize)
-	bob := joinVoice(t, f, pool, bobGW, f.demo.Bob.ID.String(), crypto.AES256GCMRTPSize)
+	l := joinLounge2(t, f, pool, crypto.AES256GCMRTPSize, crypto.AES256GCMRTPSize)
+	alice, bob := l.alice, l.bob
 	alice.ws.WriteJSON(map[string]any{"op": 5, "d": map[string]any{"speaking": 1, "delay": 0, "ssrc": alice.ssrc}})
 	bob.wait(5)
 
@@ -84,14 +78,8 @@ func hears(sender, receiver *voiceClient) bool {
 // server mute, a role that loses SPEAK, an overwrite that takes CONNECT.
 func TestPolicyChangesReachVoice(t *testing.T) {
 	f, pool := voiceFixture(t)
-	aliceGW := f.dial("v=10")
-	aliceGW.ready(f.demo.AliceToken, allIntents)
-	aliceGW.waitFor("GUILD_CREATE")
-	bobGW := f.dial("v=10")
-	bobGW.ready(f.demo.BobToken, allIntents)
-	bobGW.waitFor("GUILD_CREATE")
-	alice := joinVoice(t, f, pool, aliceGW, f.demo.Alice.ID.String(), crypto.AES256GCMRTPSize)
-	bob := joinVoice(t, f, pool, bobGW, f.demo.Bob.ID.String(), crypto.AES256GCMRTPSize)
+	l := joinLounge2(t, f, pool, crypto.AES256GCMRTPSize, crypto.AES256GCMRTPSize)
+	aliceGW, bobGW, alice, bob := l.aliceGW, l.bobGW, l.alice, l.bob
 	bob.ws.WriteJSON(map[string]any{"op": 5, "d": map[string]any{"speaking": 1, "delay": 0, "ssrc": bob.ssrc}})
 	alice.wait(5)
 	if !hears(bob, alice) {

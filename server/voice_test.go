@@ -270,17 +270,33 @@ func (vc *voiceClient) receive(timeout time.Duration) []byte {
 	}
 }
 
+// inLounge is alice and bob, each with a gateway session and a voice
+// connection to the Lounge.
+type inLounge struct {
+	aliceGW, bobGW *client
+	alice, bob     *voiceClient
+}
+
+// joinLounge2 connects alice and bob and joins both to the Lounge, alice
+// in aliceMode and bob in bobMode.
+func joinLounge2(t *testing.T, f *fixture, pool *x509.CertPool, aliceMode, bobMode crypto.Mode) inLounge {
+	t.Helper()
+	var l inLounge
+	l.aliceGW = f.dial("v=10")
+	l.aliceGW.ready(f.demo.AliceToken, allIntents)
+	l.aliceGW.waitFor("GUILD_CREATE")
+	l.bobGW = f.dial("v=10")
+	l.bobGW.ready(f.demo.BobToken, allIntents)
+	l.bobGW.waitFor("GUILD_CREATE")
+	l.alice = joinVoice(t, f, pool, l.aliceGW, f.demo.Alice.ID.String(), aliceMode)
+	l.bob = joinVoice(t, f, pool, l.bobGW, f.demo.Bob.ID.String(), bobMode)
+	return l
+}
+
 func TestVoiceEndToEnd(t *testing.T) {
 	f, pool := voiceFixture(t)
-	aliceGW := f.dial("v=10")
-	aliceGW.ready(f.demo.AliceToken, allIntents)
-	aliceGW.waitFor("GUILD_CREATE")
-	bobGW := f.dial("v=10")
-	bobGW.ready(f.demo.BobToken, allIntents)
-	bobGW.waitFor("GUILD_CREATE")
-
-	alice := joinVoice(t, f, pool, aliceGW, f.demo.Alice.ID.String(), crypto.AES256GCMRTPSize)
-	bob := joinVoice(t, f, pool, bobGW, f.demo.Bob.ID.String(), crypto.XChaCha20Poly1305RTPSize)
+	l := joinLounge2(t, f, pool, crypto.AES256GCMRTPSize, crypto.XChaCha20Poly1305RTPSize)
+	alice, bob := l.alice, l.bob
 
 	// Alice announces her SSRC; bob hears whose it is before any audio.
 	alice.ws.WriteJSON(map[string]any{"op": 5, "d": map[string]any{"speaking": 1, "delay": 0, "ssrc": alice.ssrc}})

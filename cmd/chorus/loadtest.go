@@ -63,6 +63,25 @@ func (s *sloFlags) Set(v string) error {
 	return nil
 }
 
+// nodeAccess registers the flags that say how to reach a node's admin API
+// and voice gateway (--admin-token, --data, --ca); the function it returns
+// resolves them once the flags are parsed: the admin token, and the CA to
+// trust for wss:// (the one given, else the node's development CA when the
+// data directory has one).
+func nodeAccess(fs *flag.FlagSet) func() (token, caFile string, err error) {
+	adminToken := fs.String("admin-token", "", "admin token of the node (default: read from <data>/admin.token)")
+	data := fs.String("data", "data", "data directory of the node, for its admin token and development CA")
+	ca := fs.String("ca", "", "CA certificate to trust for wss:// (default: <data>/tls/ca.pem when it exists)")
+	return func() (string, string, error) {
+		tok, err := adminTokenOf(*adminToken, *data)
+		caFile := *ca
+		if p := filepath.Join(*data, "tls", "ca.pem"); caFile == "" && fileExists(p) {
+			caFile = p
+		}
+		return tok, caFile, err
+	}
+}
+
 // errSLO makes the process exit non-zero without another message.
 var errSLO = errors.New("an SLO was missed")
 
@@ -183,9 +202,7 @@ func runLoadtest(args []string) error {
 				}})
 		}
 	case "abuse":
-		adminToken := fs.String("admin-token", "", "admin token of the node (default: read from <data>/admin.token)")
-		data := fs.String("data", "data", "data directory of the node, for its admin token and development CA")
-		ca := fs.String("ca", "", "CA certificate to trust for wss:// (default: <data>/tls/ca.pem when it exists)")
+		access := nodeAccess(fs)
 		sessions := fs.Int("sessions", 100, "chat users, one gateway session each")
 		guilds := fs.Int("guilds", 5, "chat guilds")
 		rate := fs.Float64("rate", 50, "chat messages per second")
@@ -196,15 +213,9 @@ func runLoadtest(args []string) error {
 		if err := fs.Parse(args); err != nil {
 			return err
 		}
-		tok, err := adminTokenOf(*adminToken, *data)
+		tok, caFile, err := access()
 		if err != nil {
 			return err
-		}
-		caFile := *ca
-		if caFile == "" {
-			if p := filepath.Join(*data, "tls", "ca.pem"); fileExists(p) {
-				caFile = p
-			}
 		}
 		// Legitimate users must lose nothing and every attack must get its
 		// documented answer: these bounds always apply.
@@ -223,9 +234,7 @@ func runLoadtest(args []string) error {
 				}})
 		}
 	case "voice":
-		adminToken := fs.String("admin-token", "", "admin token of the node (default: read from <data>/admin.token)")
-		data := fs.String("data", "data", "data directory of the node, for its admin token and development CA")
-		ca := fs.String("ca", "", "CA certificate to trust for wss:// (default: <data>/tls/ca.pem when it exists)")
+		access := nodeAccess(fs)
 		rooms := fs.Int("rooms", 10, "voice rooms")
 		participants := fs.Int("participants", 10, "participants per room")
 		speakers := fs.Int("speakers", 2, "speakers per room")
@@ -236,15 +245,9 @@ func runLoadtest(args []string) error {
 		if err := fs.Parse(args); err != nil {
 			return err
 		}
-		tok, err := adminTokenOf(*adminToken, *data)
+		tok, caFile, err := access()
 		if err != nil {
 			return err
-		}
-		caFile := *ca
-		if caFile == "" {
-			if p := filepath.Join(*data, "tls", "ca.pem"); fileExists(p) {
-				caFile = p
-			}
 		}
 		var ms []crypto.Mode
 		for _, name := range strings.Split(*modes, ",") {
