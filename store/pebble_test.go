@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 
 	"github.com/chorus-voice/chorus/store"
@@ -46,33 +47,41 @@ func FuzzPagination(f *testing.F) {
 	f.Add([]byte{10, 20, 30}, uint8(1), uint8(20), uint8(2))
 	f.Add([]byte{10, 20, 30}, uint8(2), uint8(25), uint8(100))
 	f.Add([]byte{7}, uint8(3), uint8(7), uint8(1))
+	// One store per fuzzing process, and a channel and id range of its own
+	// per input: opening a store (and syncing each message) per input made
+	// this target the slowest of the suite by far.
+	s, err := store.OpenPebble(f.TempDir())
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { s.Close() })
+	var inputs atomic.Uint64
 	f.Fuzz(func(t *testing.T, raw []byte, mode, anchor, limit uint8) {
 		if limit == 0 || limit > 100 || len(raw) > 200 {
 			return
 		}
-		s, err := store.OpenPebble(t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
+		n := inputs.Add(1)
+		channel, off := store.ID(n), store.ID(n<<10)
 		ctx := context.Background()
 		set := map[store.ID]bool{}
+		var ms []store.Message
 		for _, b := range raw {
-			id := store.ID(b) + 1
+			id := off + store.ID(b) + 1
 			if !set[id] {
 				set[id] = true
-				if err := s.CreateMessages(ctx, store.Message{ID: id, ChannelID: 1}); err != nil {
-					t.Fatal(err)
-				}
+				ms = append(ms, store.Message{ID: id, ChannelID: channel})
 			}
 		}
+		if err := s.CreateMessages(ctx, ms...); err != nil {
+			t.Fatal(err)
+		}
 		var all []store.ID // newest first
-		for id := store.ID(300); id > 0; id-- {
+		for id := off + 300; id > off; id-- {
 			if set[id] {
 				all = append(all, id)
 			}
 		}
-		a := store.ID(anchor) + 1
+		a := off + store.ID(anchor) + 1
 		p := store.Page{Limit: int(limit)}
 		var want []store.ID
 		switch mode % 4 {
@@ -114,7 +123,7 @@ func FuzzPagination(f *testing.F) {
 			}
 			want = append(want, older...)
 		}
-		got, err := s.ListMessages(ctx, 1, p)
+		got, err := s.ListMessages(ctx, channel, p)
 		if err != nil {
 			t.Fatal(err)
 		}
