@@ -47,10 +47,8 @@ type conn struct {
 	hdr  [14]byte    // frame header being read
 	comp wire.Compressor
 
-	sess      atomic.Pointer[Session]
-	lastBeat  atomic.Int64 // unix nanoseconds
-	loggingIn atomic.Bool  // Identify or Resume arrived (the identify deadline is met)
-	opened    time.Time
+	sess     atomic.Pointer[Session]
+	lastBeat atomic.Int64 // unix nanoseconds
 
 	writing atomic.Bool // a writer goroutine is running
 	dirty   atomic.Bool // something was queued since the writer last looked
@@ -73,6 +71,11 @@ type conn struct {
 	// handler goroutine reports back
 	limit   payloadBucket
 	handled chan bool
+
+	// the identify deadline: when the connection opened, and whether
+	// Identify or Resume arrived since (cold fields, kept last)
+	opened    time.Time
+	loggingIn atomic.Bool
 }
 
 // wake makes sure a writer will look at the queues. It never blocks.
