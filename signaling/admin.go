@@ -3,6 +3,7 @@ package signaling
 import (
 	"cmp"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -76,8 +77,11 @@ func (a *api) adminCreateUser(w http.ResponseWriter, r *http.Request) error {
 		Username   string `json:"username"`
 		GlobalName string `json:"global_name"`
 		Bot        bool   `json:"bot"`
-		// Privileged grants a bot the privileged intents (on by default).
-		Privileged *bool `json:"privileged_intents"`
+		// Privileged says which privileged intents a bot may use: true
+		// (the default) for all, false for none, or a list of names from
+		// wire.PrivilegedIntentNames ("presences", "guild_members",
+		// "message_content").
+		Privileged json.RawMessage `json:"privileged_intents"`
 	}
 	if err := decodeBody(r, &p); err != nil {
 		return err
@@ -92,14 +96,47 @@ func (a *api) adminCreateUser(w http.ResponseWriter, r *http.Request) error {
 		return guild.InvalidForm("username", "USERNAME_ALREADY_TAKEN", "Username is unavailable.")
 	}
 	u := store.User{ID: a.ids.Next(), Username: p.Username, GlobalName: p.GlobalName, Bot: p.Bot}
-	if p.Bot && (p.Privileged == nil || *p.Privileged) {
-		u.AppFlags = wire.AppFlagsAllPrivileged
+	if p.Bot {
+		flags, err := privilegedFlags(p.Privileged)
+		if err != nil {
+			return err
+		}
+		u.AppFlags = flags
 	}
 	if err := a.g.store.PutUser(r.Context(), u); err != nil {
 		return err
 	}
 	writeJSON(w, 201, createdUser{User: guild.UserObject(u), Token: a.g.signer.Issue(auth.PurposeUser, u.ID, u.TokenGen)})
 	return nil
+}
+
+// privilegedFlags turns privileged_intents into application flags.
+func privilegedFlags(raw json.RawMessage) (int, error) {
+	invalid := guild.InvalidForm("privileged_intents", "BASE_TYPE_INVALID",
+		`Must be true, false or a list of "presences", "guild_members", "message_content".`)
+	var all bool
+	if len(raw) == 0 || string(raw) == "null" {
+		return wire.AppFlagsAllPrivileged, nil
+	}
+	if json.Unmarshal(raw, &all) == nil {
+		if all {
+			return wire.AppFlagsAllPrivileged, nil
+		}
+		return 0, nil
+	}
+	var names []string
+	if json.Unmarshal(raw, &names) != nil {
+		return 0, invalid
+	}
+	flags := 0
+	for _, n := range names {
+		f, ok := wire.PrivilegedIntentNames[n]
+		if !ok {
+			return 0, invalid
+		}
+		flags |= f
+	}
+	return flags, nil
 }
 
 // adminIssueToken issues a new token; with ?revoke=true every older token of

@@ -52,15 +52,17 @@ func (c *conn) readMessage() (bp *[]byte, n int, closeCode int, err error) {
 			return bp, 0, closeNoResponse, errProtocol
 		}
 		if h.Opcode >= wire.FrameClose {
-			var ctl [125]byte // ParseFrameHeader bounds control frames to 125 bytes
-			p := ctl[:h.Length]
+			// At most 125 bytes (ParseFrameHeader) and rare. On the heap: an
+			// array here would sit in the frame of every parked reader and
+			// push its stack past 2 KiB.
+			p := make([]byte, h.Length)
 			if _, err := io.ReadFull(c.rd, p); err != nil {
 				return bp, 0, closeNoResponse, err
 			}
 			wire.Unmask(p, h.Mask, 0)
 			switch h.Opcode {
 			case wire.FramePing:
-				c.queue(ctrlFrame{op: wire.FramePong, p: append([]byte(nil), p...)})
+				c.queue(ctrlFrame{op: wire.FramePong, p: p})
 			case wire.FrameClose:
 				code, err := wire.ParseClosePayload(p)
 				switch {

@@ -1,7 +1,7 @@
 // Package store keeps users, guilds, channels, roles, members and messages.
-// There is one interface with two real backends planned: the embedded Pebble
-// store for a single node (this package) and PostgreSQL shared by a cluster.
-// Both must pass the contract suite in storetest.
+// There is one interface with two backends: the embedded Pebble store for a
+// single node (OpenPebble) and PostgreSQL shared by a cluster
+// (OpenPostgres). Both pass the contract suite in storetest.
 package store
 
 import (

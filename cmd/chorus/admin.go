@@ -17,7 +17,7 @@ import (
 
 const adminUsage = `Usage: chorus admin [connection flags] <what> <verb> [flags]
 
-  user create --name NAME [--bot] [--global-name NAME]
+  user create --name NAME [--bot [--privileged-intents LIST]] [--global-name NAME]
   user list
   guild create --name NAME --owner USER
   guild list
@@ -133,11 +133,20 @@ func admin(args []string) error {
 	case "user create":
 		name := sub.String("name", "", "username (2-32 characters)")
 		global := sub.String("global-name", "", "display name")
-		bot := sub.Bool("bot", false, "create a bot user (with every privileged intent)")
+		bot := sub.Bool("bot", false, "create a bot user")
+		privileged := sub.String("privileged-intents", "all", `the privileged intents a bot may use: "all", "none" or a comma-separated list of presences, guild_members, message_content`)
 		if err := sub.Parse(rest); err != nil {
 			return err
 		}
-		err = c.do("POST", "/admin/v1/users", map[string]any{"username": *name, "global_name": *global, "bot": *bot}, &out)
+		body := map[string]any{"username": *name, "global_name": *global, "bot": *bot}
+		switch *privileged {
+		case "all":
+		case "none":
+			body["privileged_intents"] = false
+		default:
+			body["privileged_intents"] = strings.Split(*privileged, ",")
+		}
+		err = c.do("POST", "/admin/v1/users", body, &out)
 	case "user list":
 		err = c.do("GET", "/admin/v1/users", nil, &out)
 	case "guild create":

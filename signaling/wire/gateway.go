@@ -69,6 +69,14 @@ const (
 	AppFlagsAllPrivileged              = AppFlagGatewayPresence | AppFlagGatewayGuildMembers | AppFlagGatewayMessageContent
 )
 
+// PrivilegedIntentNames names the application flag that grants each
+// privileged intent, as the admin API and CLI spell them.
+var PrivilegedIntentNames = map[string]int{
+	"presences":       AppFlagGatewayPresence,
+	"guild_members":   AppFlagGatewayGuildMembers,
+	"message_content": AppFlagGatewayMessageContent,
+}
+
 // AllowedIntents returns the privileged intents an application's flags grant.
 func AllowedIntents(appFlags int) uint64 {
 	var allowed uint64
