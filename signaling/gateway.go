@@ -221,14 +221,29 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (g *Gateway) run(c *conn) {
 	g.metrics.Connections.Add(1)
+	code := closeNoResponse
 	defer func() {
+		// A panic in the read loop is confined to this connection: counted,
+		// its stack logged, and the connection ends as if the client had
+		// vanished (its session stays resumable). The recover lives here,
+		// not in a frame of its own around readLoop: one more frame under
+		// every parked reader doubled its stack to 4 KiB.
+		if r := recover(); r != nil {
+			g.metrics.recovered(g.cfg.Logger, "gateway read loop", r)
+		}
+		g.ended(c, code)
 		g.metrics.Connections.Add(-1)
 		g.connsMu.Lock()
 		delete(g.conns, c)
 		g.connsMu.Unlock()
 		g.running.Done()
 	}()
-	code := g.guardedReadLoop(c)
+	code = g.readLoop(c)
+}
+
+// ended releases a connection whose read loop is over: a session the
+// client closed normally ends, any other waits for a resume.
+func (g *Gateway) ended(c *conn, code int) {
 	c.hb.Stop()
 	c.nc.Close()
 	if s := c.sess.Load(); s != nil && s.detach(c) {
@@ -238,19 +253,6 @@ func (g *Gateway) run(c *conn) {
 			time.AfterFunc(g.cfg.ResumeWindow, func() { g.expire(s) })
 		}
 	}
-}
-
-// guardedReadLoop is readLoop with a panic confined to this connection:
-// it is counted, its stack logged, and the connection ends as if the
-// client had vanished (its session stays resumable).
-func (g *Gateway) guardedReadLoop(c *conn) (code int) {
-	defer func() {
-		if r := recover(); r != nil {
-			g.metrics.recovered(g.cfg.Logger, "gateway read loop", r)
-			code = closeNoResponse
-		}
-	}()
-	return g.readLoop(c)
 }
 
 // allow applies the payloads-per-minute limit.

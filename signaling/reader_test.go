@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/chorus-voice/chorus/guild"
 	"github.com/chorus-voice/chorus/signaling/wire"
@@ -157,5 +158,24 @@ func TestHandlerPanicIsConfined(t *testing.T) {
 	c.mu.Unlock()
 	if code != wire.CloseUnknownError {
 		t.Fatalf("closed with %d", code)
+	}
+}
+
+type panicReader struct{}
+
+func (panicReader) Read([]byte) (int, error) { panic("reader exploded") }
+
+// A panic in the read loop ends that connection only, counted.
+func TestReadLoopPanicIsConfined(t *testing.T) {
+	c := readerConn(t, nil)
+	c.rd = panicReader{}
+	c.hb = time.AfterFunc(time.Hour, func() {})
+	c.g.running.Add(1)
+	c.g.run(c) // returns instead of taking the process down
+	if n := c.g.metrics.Panics.Load(); n != 1 {
+		t.Fatalf("%d panics counted", n)
+	}
+	if n := c.g.metrics.Connections.Load(); n != 0 {
+		t.Fatalf("%d connections still counted", n)
 	}
 }
