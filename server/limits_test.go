@@ -129,7 +129,7 @@ func TestBotPrivilegedIntentsPerIntent(t *testing.T) {
 	f.adminCall(t, "POST", "/admin/v1/users", map[string]any{"username": "odd", "bot": true,
 		"privileged_intents": []string{"mind_reading"}}, 400, nil)
 	ok := f.dial("v=10")
-	ok.ready(bot.Token, 1|1<<1) // GUILDS | GUILD_MEMBERS
+	ok.ready(bot.Token, 1|1<<1)                      // GUILDS | GUILD_MEMBERS
 	for _, intents := range []int{1 << 8, 1 << 15} { // GUILD_PRESENCES, MESSAGE_CONTENT
 		c := f.dial("v=10")
 		c.send(identify(bot.Token, intents))

@@ -123,7 +123,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.MaxConnsPerIP == 0 {
-		cfg.MaxConnsPerIP = 1000
+		cfg.MaxConnsPerIP = signaling.DefaultMaxConnsPerIP
 	}
 	if err := secureDataDir(cfg.DataDir); err != nil {
 		return nil, err

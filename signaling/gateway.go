@@ -69,34 +69,34 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	if c.HeartbeatInterval == 0 {
-		c.HeartbeatInterval = 41250 * time.Millisecond
+		c.HeartbeatInterval = DefaultHeartbeatInterval
 	}
 	if c.ResumeWindow == 0 {
-		c.ResumeWindow = 3 * time.Minute
+		c.ResumeWindow = DefaultResumeWindow
 	}
 	if c.MaxLog == 0 {
-		c.MaxLog = 1024
+		c.MaxLog = DefaultMaxLog
 	}
 	if c.MaxLogBytes == 0 {
-		c.MaxLogBytes = 4 << 20
+		c.MaxLogBytes = DefaultMaxLogBytes
 	}
 	if c.PayloadsPerMinute == 0 {
-		c.PayloadsPerMinute = 120
+		c.PayloadsPerMinute = DefaultPayloadsPerMinute
 	}
 	if c.IdentifiesPer5s == 0 {
-		c.IdentifiesPer5s = 16
+		c.IdentifiesPer5s = DefaultIdentifiesPer5s
 	}
 	if c.WriteTimeout == 0 {
-		c.WriteTimeout = 10 * time.Second
+		c.WriteTimeout = DefaultWriteTimeout
 	}
 	if c.RESTRequestsPerSecond == 0 {
-		c.RESTRequestsPerSecond = 50
+		c.RESTRequestsPerSecond = DefaultRESTRequestsPerSecond
 	}
 	if c.IdentifyTimeout == 0 {
-		c.IdentifyTimeout = 10 * time.Second
+		c.IdentifyTimeout = DefaultIdentifyTimeout
 	}
 	if c.MaxGuildsPerSession == 0 {
-		c.MaxGuildsPerSession = 2500
+		c.MaxGuildsPerSession = DefaultMaxGuildsPerSession
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

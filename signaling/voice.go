@@ -66,7 +66,7 @@ type VoiceGateway struct {
 // NewVoiceGateway returns a voice gateway for node.
 func NewVoiceGateway(cfg VoiceConfig, r *guild.Router, signer *auth.Signer, node *sfu.Node) *VoiceGateway {
 	if cfg.HeartbeatInterval == 0 {
-		cfg.HeartbeatInterval = 41250 * time.Millisecond
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
 	}
 	if len(cfg.Modes) == 0 {
 		cfg.Modes = crypto.Offered
@@ -75,10 +75,10 @@ func NewVoiceGateway(cfg VoiceConfig, r *guild.Router, signer *auth.Signer, node
 		cfg.Metrics = &Metrics{}
 	}
 	if cfg.IdentifyTimeout == 0 {
-		cfg.IdentifyTimeout = 10 * time.Second
+		cfg.IdentifyTimeout = DefaultIdentifyTimeout
 	}
 	if cfg.PayloadsPerMinute == 0 {
-		cfg.PayloadsPerMinute = 120
+		cfg.PayloadsPerMinute = DefaultPayloadsPerMinute
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

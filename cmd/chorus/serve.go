@@ -15,6 +15,7 @@ import (
 
 	"github.com/chorus-voice/chorus/crypto"
 	"github.com/chorus-voice/chorus/server"
+	"github.com/chorus-voice/chorus/signaling"
 )
 
 func serve(args []string) error {
@@ -46,11 +47,11 @@ Flags:
 	postgres := fs.String("postgres", "", "PostgreSQL URL (postgres://user@host/db) for users, guilds and messages (default: the embedded store under --data)")
 	nats := fs.String("nats", "", "comma-separated NATS URLs of an external cluster (default: embedded NATS)")
 	demo := fs.Bool("demo", false, "create (once) a demo guild, a bot and two users, and print their tokens")
-	heartbeat := fs.Duration("heartbeat-interval", 41250*time.Millisecond, "gateway heartbeat interval sent in Hello")
-	maxConc := fs.Int("max-concurrency", 16, "identifies allowed per user per 5 s (max_concurrency of GET /gateway/bot)")
-	restRate := fs.Int("rest-rate", 50, "REST requests per second per user, route and channel or guild")
-	identifyTimeout := fs.Duration("identify-timeout", 10*time.Second, "how long a new gateway or voice connection may go without Identify or Resume before it is closed with 4003")
-	perIP := fs.Int("max-conns-per-ip", 1000, "connections one source IP may hold open on each listener; 0 for no limit (a load tester on this machine needs more)")
+	heartbeat := fs.Duration("heartbeat-interval", signaling.DefaultHeartbeatInterval, "gateway heartbeat interval sent in Hello")
+	maxConc := fs.Int("max-concurrency", signaling.DefaultIdentifiesPer5s, "identifies allowed per user per 5 s (max_concurrency of GET /gateway/bot)")
+	restRate := fs.Int("rest-rate", signaling.DefaultRESTRequestsPerSecond, "REST requests per second per user, route and channel or guild")
+	identifyTimeout := fs.Duration("identify-timeout", signaling.DefaultIdentifyTimeout, "how long a new gateway or voice connection may go without Identify or Resume before it is closed with 4003")
+	perIP := fs.Int("max-conns-per-ip", signaling.DefaultMaxConnsPerIP, "connections one source IP may hold open on each listener; 0 for no limit (a load tester on this machine needs more)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
