@@ -299,5 +299,5 @@ func (c *conn) finish() {
 	if tc, ok := c.nc.Conn.(interface{ CloseWrite() error }); ok {
 		tc.CloseWrite()
 	}
-	c.nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	c.nc.SetReadDeadline(time.Now().Add(closeDrain))
 }

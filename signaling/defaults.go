@@ -17,3 +17,22 @@ const (
 	DefaultMaxGuildsPerSession   = 2500 // Discord's sharding threshold
 	DefaultMaxConnsPerIP         = 1000 // per listener
 )
+
+// Fixed timeouts of the edge, one name each.
+const (
+	// callTimeout bounds one call into the guild layer on a client's
+	// behalf (identify, resume, a payload's effect, a session's end).
+	callTimeout = 10 * time.Second
+	// closeDrain is how long a closed connection's input is still read,
+	// so that the client gets the close frame before the socket goes
+	// (RFC 6455 §7.1.1: the server closes TCP last), and how long a
+	// client's close waits for ours to be written.
+	closeDrain = 2 * time.Second
+	// drainAfterError is how long input is discarded after we closed a
+	// connection for bad input.
+	drainAfterError = 5 * time.Second
+	// voiceWriteTimeout bounds one write to a voice websocket.
+	voiceWriteTimeout = 10 * time.Second
+	// controlWriteTimeout bounds writing a close frame.
+	controlWriteTimeout = time.Second
+)

@@ -312,7 +312,7 @@ func (g *Gateway) handle(c *conn, p []byte) bool {
 		c.closeWith(wire.CloseUnknownOpcode, "unknown opcode")
 		return false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
 	switch env.Op {
 	case wire.OpPresenceUpdate:
@@ -457,7 +457,7 @@ func (g *Gateway) identify(c *conn, d json.RawMessage) bool {
 		c.closeWith(wire.CloseUnknownOpcode, "invalid identify")
 		return false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
 	u, err := g.authenticate(ctx, id.Token)
 	if err != nil {
@@ -555,7 +555,7 @@ func (g *Gateway) resubscribe(s *Session, gid guild.ID) {
 		if closing || g.hub.get(s.id) != s {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 		err := g.trySubscribe(ctx, s, gid)
 		cancel()
 		if err == nil {
@@ -576,7 +576,7 @@ func (g *Gateway) onJoin(gid, user guild.ID) {
 			s.guilds = append(s.guilds, gid)
 		}
 		s.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 		g.subscribe(ctx, s, gid)
 		cancel()
 	}
@@ -597,7 +597,7 @@ func (g *Gateway) resume(c *conn, d json.RawMessage) bool {
 		c.closeWith(wire.CloseUnknownOpcode, "invalid resume")
 		return false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
 	u, err := g.authenticate(ctx, r.Token)
 	if err != nil {
@@ -646,7 +646,7 @@ func (g *Gateway) expire(s *Session) {
 func (g *Gateway) endSession(s *Session) {
 	s.invalidate()
 	g.hub.remove(s)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
 	s.mu.Lock()
 	guilds := append([]guild.ID(nil), s.guilds...)

@@ -39,7 +39,7 @@ func (t *HTTPTimeouts) setDefaults() {
 const (
 	maxHeaderBytes = 64 << 10
 	// connRefuseWrite bounds the 429 written to a refused connection.
-	connRefuseWrite = time.Second
+	connRefuseWrite = controlWriteTimeout
 )
 
 // NewHTTPServer returns an http.Server for h with the timeouts t (zero

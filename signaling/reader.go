@@ -125,7 +125,7 @@ func (g *Gateway) readLoop(c *conn) int {
 				// closure of our own, never an echo of what the client
 				// claimed, and let the writer finish before the socket goes.
 				c.closeFrame(wire.CloseNormal, "", false)
-				c.waitFinished(2 * time.Second)
+				c.waitFinished(closeDrain)
 			}
 			return code
 		}
@@ -163,7 +163,7 @@ func (g *Gateway) handleAsync(c *conn, p []byte) {
 // drain discards input after we decided to close, until the peer goes away
 // or the deadline set here passes.
 func drain(c *conn) int {
-	c.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	c.nc.SetReadDeadline(time.Now().Add(drainAfterError))
 	var buf [512]byte
 	for {
 		if _, err := c.rd.Read(buf[:]); err != nil {

@@ -175,7 +175,7 @@ func (c *voiceConn) write(frame []byte) {
 	if c.ws == nil {
 		return // detached: the frame waits in sent for a resume
 	}
-	c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	c.ws.SetWriteDeadline(time.Now().Add(voiceWriteTimeout))
 	if c.ws.WriteMessage(websocket.TextMessage, frame) != nil {
 		c.ws.Close()
 	}
@@ -190,7 +190,7 @@ func (c *voiceConn) close(code int, reason string) {
 	c.done = true
 	c.g.closes.add(code)
 	if c.ws != nil {
-		c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+		c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(controlWriteTimeout))
 		// Half-close and let the read loop drain until the client answers
 		// or the deadline passes: a socket closed with unread input is
 		// reset, and the client may then never read the close frame and
@@ -201,9 +201,6 @@ func (c *voiceConn) close(code int, reason string) {
 		c.ws.SetReadDeadline(time.Now().Add(closeDrain))
 	}
 }
-
-// closeDrain is how long a closed connection's input is still read.
-const closeDrain = 2 * time.Second
 
 // closing reports whether a close frame was sent.
 func (c *voiceConn) closing() bool {
@@ -262,7 +259,7 @@ func (v *VoiceGateway) readLoop(ws *websocket.Conn, cur *atomic.Pointer[voiceCon
 	// the client's code (gorilla's default).
 	ws.SetCloseHandler(func(int, string) error {
 		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""),
-			time.Now().Add(time.Second))
+			time.Now().Add(controlWriteTimeout))
 		return nil
 	})
 	buf := make([]byte, wire.MaxPayload+1)
@@ -414,7 +411,7 @@ func (v *VoiceGateway) identify(c *voiceConn, d json.RawMessage) bool {
 		c.close(wire.VoiceCloseAuthFailed, "authentication failed")
 		return false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
 	st, ok, err := v.router.VoiceStateOf(ctx, id.ServerID, user)
 	if err != nil {
