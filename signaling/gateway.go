@@ -488,7 +488,7 @@ func (g *Gateway) identify(c *conn, d json.RawMessage) bool {
 	}
 	var guilds []guild.ID
 	for _, gid := range all {
-		if id.Shard == nil || int((uint64(gid)>>22)%uint64(id.Shard[1])) == id.Shard[0] {
+		if onShard(gid, id.Shard) {
 			guilds = append(guilds, gid)
 		}
 	}
@@ -565,10 +565,16 @@ func (g *Gateway) resubscribe(s *Session, gid guild.ID) {
 	g.cfg.Logger.Warn("gave up subscribing", "guild", gid, "session", s.id)
 }
 
+// onShard reports whether a guild belongs to shard [id, count] (Discord's
+// formula: (guild_id >> 22) % count); every guild does without sharding.
+func onShard(gid guild.ID, shard []int) bool {
+	return shard == nil || int((uint64(gid)>>22)%uint64(shard[1])) == shard[0]
+}
+
 // onJoin subscribes a user's live sessions to a guild they just joined.
 func (g *Gateway) onJoin(gid, user guild.ID) {
 	for _, s := range g.hub.userSessions(user) {
-		if s.shard != nil && int((uint64(gid)>>22)%uint64(s.shard[1])) != s.shard[0] {
+		if !onShard(gid, s.shard) {
 			continue
 		}
 		s.mu.Lock()
