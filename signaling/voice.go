@@ -42,8 +42,9 @@ type VoiceConfig struct {
 	// IdentifyTimeout is how long a new connection may go without
 	// Identify or Resume before it is closed with 4003. Default 10 s.
 	IdentifyTimeout time.Duration
-	// Metrics, shared with the main gateway, counts recovered panics and
-	// close codes; default a private set.
+	// Metrics, shared with the main gateway, counts recovered panics;
+	// default a private set. (Voice closes are counted by the voice
+	// gateway itself: Closes, WriteMetrics.)
 	Metrics *Metrics
 	Logger  *slog.Logger
 }
