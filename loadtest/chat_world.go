@@ -1,7 +1,6 @@
 package loadtest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,35 +16,6 @@ import (
 
 // The chat scenario's world: the users it creates through the admin API,
 // their guilds, and what each user received.
-
-// admin is a small client of the admin API.
-type admin struct {
-	base, token string
-	hc          *http.Client
-}
-
-func (a *admin) do(method, path string, body, out any) error {
-	b, _ := json.Marshal(body)
-	req, err := http.NewRequest(method, a.base+path, bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+a.token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := a.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("%s %s: %s %s", method, path, resp.Status, data)
-	}
-	if out != nil {
-		return json.Unmarshal(data, out)
-	}
-	return nil
-}
 
 type chatUser struct {
 	id, token string

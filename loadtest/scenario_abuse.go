@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/chorus-voice/chorus/adminapi"
+
 	"github.com/gorilla/websocket"
 
 	"github.com/chorus-voice/chorus/crypto"
@@ -177,21 +179,21 @@ type hostile struct {
 }
 
 func newHostile(ctx context.Context, base string, o AbuseOptions) (*hostile, error) {
-	ad := &admin{base: base, token: o.AdminToken, hc: &http.Client{Timeout: 30 * time.Second}}
+	ad := adminapi.New(base, o.AdminToken)
 	var tag [4]byte
 	rand.Read(tag[:])
 	var u struct {
 		User  struct{ ID string } `json:"user"`
 		Token string              `json:"token"`
 	}
-	if err := ad.do("POST", "/admin/v1/users", map[string]any{"username": "abuser" + hex.EncodeToString(tag[:])}, &u); err != nil {
+	if err := ad.Do("POST", "/admin/v1/users", map[string]any{"username": "abuser" + hex.EncodeToString(tag[:])}, &u); err != nil {
 		return nil, err
 	}
 	var g, ch struct{ ID string }
-	if err := ad.do("POST", "/admin/v1/guilds", map[string]any{"name": "abuse", "owner_id": u.User.ID}, &g); err != nil {
+	if err := ad.Do("POST", "/admin/v1/guilds", map[string]any{"name": "abuse", "owner_id": u.User.ID}, &g); err != nil {
 		return nil, err
 	}
-	if err := ad.do("POST", "/admin/v1/guilds/"+g.ID+"/channels", map[string]any{"name": "lair", "type": 2}, &ch); err != nil {
+	if err := ad.Do("POST", "/admin/v1/guilds/"+g.ID+"/channels", map[string]any{"name": "lair", "type": 2}, &ch); err != nil {
 		return nil, err
 	}
 	vd, err := voiceDialer(o.CAFile)

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/chorus-voice/chorus/adminapi"
 )
 
 // ChatOptions configures the chat scenario.
@@ -69,7 +71,7 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 		return nil, errors.New("loadtest fault: runs under chat without churn, so that every drop is the fault's")
 	}
 	base := strings.TrimRight(o.URL, "/")
-	ad := &admin{base: base, token: o.AdminToken, hc: &http.Client{Timeout: 30 * time.Second}}
+	ad := adminapi.New(base, o.AdminToken)
 	r := newResult("chat", map[string]any{"url": o.URL, "sessions": o.Sessions, "guilds": o.Guilds,
 		"huge_share": o.HugeShare, "size_skew": o.SizeSkew, "huge_messages": o.HugeMessages, "rate": o.Rate, "duration_s": o.Duration.Seconds()})
 	start := time.Now()
@@ -83,7 +85,7 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 			User  struct{ ID string } `json:"user"`
 			Token string              `json:"token"`
 		}
-		if err := ad.do("POST", "/admin/v1/users", map[string]any{"username": fmt.Sprintf("lt%s%05d", hex.EncodeToString(run[:]), i)}, &u); err != nil {
+		if err := ad.Do("POST", "/admin/v1/users", map[string]any{"username": fmt.Sprintf("lt%s%05d", hex.EncodeToString(run[:]), i)}, &u); err != nil {
 			return nil, err
 		}
 		users[i] = &chatUser{id: u.User.ID, token: u.Token}
@@ -115,17 +117,17 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 			continue
 		}
 		var gg struct{ ID string }
-		if err := ad.do("POST", "/admin/v1/guilds", map[string]any{"name": fmt.Sprintf("load %d", i), "owner_id": g.members[0].id}, &gg); err != nil {
+		if err := ad.Do("POST", "/admin/v1/guilds", map[string]any{"name": fmt.Sprintf("load %d", i), "owner_id": g.members[0].id}, &gg); err != nil {
 			return nil, err
 		}
 		g.id = gg.ID
 		var ch struct{ ID string }
-		if err := ad.do("POST", "/admin/v1/guilds/"+g.id+"/channels", map[string]any{"name": "load", "type": 0}, &ch); err != nil {
+		if err := ad.Do("POST", "/admin/v1/guilds/"+g.id+"/channels", map[string]any{"name": "load", "type": 0}, &ch); err != nil {
 			return nil, err
 		}
 		g.channel = ch.ID
 		for _, m := range g.members[1:] {
-			if err := ad.do("PUT", "/admin/v1/guilds/"+g.id+"/members/"+m.id, map[string]any{}, nil); err != nil {
+			if err := ad.Do("PUT", "/admin/v1/guilds/"+g.id+"/members/"+m.id, map[string]any{}, nil); err != nil {
 				return nil, err
 			}
 		}

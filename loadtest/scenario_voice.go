@@ -9,13 +9,14 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
-	"net/http"
 	"net/netip"
 	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/chorus-voice/chorus/adminapi"
 
 	"github.com/gorilla/websocket"
 
@@ -86,7 +87,7 @@ func RunVoice(ctx context.Context, o VoiceOptions) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	ad := &admin{base: base, token: o.AdminToken, hc: &http.Client{Timeout: 30 * time.Second}}
+	ad := adminapi.New(base, o.AdminToken)
 	r := newResult("voice", map[string]any{"url": o.URL, "rooms": o.Rooms, "participants": o.Participants,
 		"speakers": o.Speakers, "duration_s": o.Duration.Seconds(), "talk_on_s": o.TalkOn.Seconds(), "talk_off_s": o.TalkOff.Seconds()})
 	start := time.Now()
@@ -107,24 +108,24 @@ func RunVoice(ctx context.Context, o VoiceOptions) (*Result, error) {
 			User  struct{ ID string } `json:"user"`
 			Token string              `json:"token"`
 		}
-		if err := ad.do("POST", "/admin/v1/users", map[string]any{"username": fmt.Sprintf("lv%s%05d", hex.EncodeToString(run[:]), i)}, &u); err != nil {
+		if err := ad.Do("POST", "/admin/v1/users", map[string]any{"username": fmt.Sprintf("lv%s%05d", hex.EncodeToString(run[:]), i)}, &u); err != nil {
 			return nil, err
 		}
 		members[i] = &member{id: u.User.ID, token: u.Token}
 	}
 	var g struct{ ID string }
-	if err := ad.do("POST", "/admin/v1/guilds", map[string]any{"name": "voice load", "owner_id": members[0].id}, &g); err != nil {
+	if err := ad.Do("POST", "/admin/v1/guilds", map[string]any{"name": "voice load", "owner_id": members[0].id}, &g); err != nil {
 		return nil, err
 	}
 	for _, m := range members[1:] {
-		if err := ad.do("PUT", "/admin/v1/guilds/"+g.ID+"/members/"+m.id, map[string]any{}, nil); err != nil {
+		if err := ad.Do("PUT", "/admin/v1/guilds/"+g.ID+"/members/"+m.id, map[string]any{}, nil); err != nil {
 			return nil, err
 		}
 	}
 	channels := make([]string, o.Rooms)
 	for i := range channels {
 		var ch struct{ ID string }
-		if err := ad.do("POST", "/admin/v1/guilds/"+g.ID+"/channels", map[string]any{"name": fmt.Sprintf("room %d", i), "type": 2}, &ch); err != nil {
+		if err := ad.Do("POST", "/admin/v1/guilds/"+g.ID+"/channels", map[string]any{"name": fmt.Sprintf("room %d", i), "type": 2}, &ch); err != nil {
 			return nil, err
 		}
 		channels[i] = ch.ID

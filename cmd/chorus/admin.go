@@ -1,18 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
+
+	"github.com/chorus-voice/chorus/adminapi"
 )
 
 const adminUsage = `Usage: chorus admin [connection flags] <what> <verb> [flags]
@@ -32,12 +28,6 @@ its token is read from <data>/admin.token unless --admin-token is given.
 Connection flags:
 `
 
-// adminClient talks to a node's admin API.
-type adminClient struct {
-	base, token string
-	http        *http.Client
-}
-
 func connectionFlags(fs *flag.FlagSet) (server, token, data *string) {
 	server = fs.String("server", "http://127.0.0.1:8080", "base URL of the node")
 	token = fs.String("admin-token", "", "admin token (default: read from <data>/admin.token)")
@@ -45,48 +35,16 @@ func connectionFlags(fs *flag.FlagSet) (server, token, data *string) {
 	return
 }
 
-func newAdminClient(server, token, data string) (*adminClient, error) {
-	if token == "" {
-		b, err := os.ReadFile(filepath.Join(data, "admin.token"))
-		if err != nil {
-			return nil, fmt.Errorf("no --admin-token and cannot read %s: %w", filepath.Join(data, "admin.token"), err)
-		}
-		token = strings.TrimSpace(string(b))
-	}
-	return &adminClient{base: strings.TrimRight(server, "/"), token: token, http: &http.Client{Timeout: 15 * time.Second}}, nil
-}
-
-func (c *adminClient) do(method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, c.base+path, rd)
+func newAdminClient(server, token, data string) (*adminapi.Client, error) {
+	tok, err := adminapi.TokenOr(token, data)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("is the node running? %w", err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))
-	}
-	if out != nil && len(b) > 0 {
-		return json.Unmarshal(b, out)
-	}
-	return nil
+	return adminapi.New(server, tok), nil
 }
 
 // resolveUser turns a username or an id into an id.
-func (c *adminClient) resolveUser(s string) (string, error) {
+func resolveUser(c *adminapi.Client, s string) (string, error) {
 	if _, err := strconv.ParseUint(s, 10, 64); err == nil {
 		return s, nil
 	}
@@ -94,7 +52,7 @@ func (c *adminClient) resolveUser(s string) (string, error) {
 		ID       string `json:"id"`
 		Username string `json:"username"`
 	}
-	if err := c.do("GET", "/admin/v1/users", nil, &users); err != nil {
+	if err := c.Do("GET", "/admin/v1/users", nil, &users); err != nil {
 		return "", err
 	}
 	for _, u := range users {
@@ -146,25 +104,25 @@ func admin(args []string) error {
 		default:
 			body["privileged_intents"] = strings.Split(*privileged, ",")
 		}
-		err = c.do("POST", "/admin/v1/users", body, &out)
+		err = c.Do("POST", "/admin/v1/users", body, &out)
 	case "user list":
-		err = c.do("GET", "/admin/v1/users", nil, &out)
+		err = c.Do("GET", "/admin/v1/users", nil, &out)
 	case "guild create":
 		name := sub.String("name", "", "guild name")
 		owner := sub.String("owner", "", "owner (user id or username)")
 		if err := sub.Parse(rest); err != nil {
 			return err
 		}
-		id, err := c.resolveUser(*owner)
+		id, err := resolveUser(c, *owner)
 		if err != nil {
 			return err
 		}
-		err = c.do("POST", "/admin/v1/guilds", map[string]any{"name": *name, "owner_id": id}, &out)
+		err = c.Do("POST", "/admin/v1/guilds", map[string]any{"name": *name, "owner_id": id}, &out)
 		if err != nil {
 			return err
 		}
 	case "guild list":
-		err = c.do("GET", "/admin/v1/guilds", nil, &out)
+		err = c.Do("GET", "/admin/v1/guilds", nil, &out)
 	case "channel create":
 		gid := sub.String("guild", "", "guild id")
 		name := sub.String("name", "", "channel name")
@@ -183,7 +141,7 @@ func admin(args []string) error {
 		if *parent != "" {
 			body["parent_id"] = *parent
 		}
-		err = c.do("POST", "/admin/v1/guilds/"+*gid+"/channels", body, &out)
+		err = c.Do("POST", "/admin/v1/guilds/"+*gid+"/channels", body, &out)
 	case "role create":
 		gid := sub.String("guild", "", "guild id")
 		name := sub.String("name", "", "role name")
@@ -191,7 +149,7 @@ func admin(args []string) error {
 		if err := sub.Parse(rest); err != nil {
 			return err
 		}
-		err = c.do("POST", "/admin/v1/guilds/"+*gid+"/roles", map[string]any{"name": *name, "permissions": *perms}, &out)
+		err = c.Do("POST", "/admin/v1/guilds/"+*gid+"/roles", map[string]any{"name": *name, "permissions": *perms}, &out)
 	case "member add":
 		gid := sub.String("guild", "", "guild id")
 		user := sub.String("user", "", "user id or username")
@@ -200,7 +158,7 @@ func admin(args []string) error {
 		if err := sub.Parse(rest); err != nil {
 			return err
 		}
-		id, err := c.resolveUser(*user)
+		id, err := resolveUser(c, *user)
 		if err != nil {
 			return err
 		}
@@ -210,7 +168,7 @@ func admin(args []string) error {
 				rs = append(rs, r)
 			}
 		}
-		err = c.do("PUT", "/admin/v1/guilds/"+*gid+"/members/"+id, map[string]any{"roles": rs, "nick": *nick}, &out)
+		err = c.Do("PUT", "/admin/v1/guilds/"+*gid+"/members/"+id, map[string]any{"roles": rs, "nick": *nick}, &out)
 		if err != nil {
 			return err
 		}
@@ -220,11 +178,11 @@ func admin(args []string) error {
 		if err := sub.Parse(rest); err != nil {
 			return err
 		}
-		id, err := c.resolveUser(*user)
+		id, err := resolveUser(c, *user)
 		if err != nil {
 			return err
 		}
-		err = c.do("DELETE", "/admin/v1/guilds/"+*gid+"/members/"+id, nil, nil)
+		err = c.Do("DELETE", "/admin/v1/guilds/"+*gid+"/members/"+id, nil, nil)
 		if err != nil {
 			return err
 		}
@@ -260,14 +218,14 @@ func token(args []string) error {
 	if err != nil {
 		return err
 	}
-	id, err := c.resolveUser(*user)
+	id, err := resolveUser(c, *user)
 	if err != nil {
 		return err
 	}
 	var out struct {
 		Token string `json:"token"`
 	}
-	if err := c.do("POST", "/admin/v1/users/"+id+"/token?revoke="+strconv.FormatBool(*revoke), nil, &out); err != nil {
+	if err := c.Do("POST", "/admin/v1/users/"+id+"/token?revoke="+strconv.FormatBool(*revoke), nil, &out); err != nil {
 		return err
 	}
 	fmt.Println(out.Token)

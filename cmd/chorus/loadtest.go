@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/chorus-voice/chorus/adminapi"
+
 	"github.com/chorus-voice/chorus/crypto"
 	"github.com/chorus-voice/chorus/loadtest"
 )
@@ -73,7 +75,7 @@ func nodeAccess(fs *flag.FlagSet) func() (token, caFile string, err error) {
 	data := fs.String("data", "data", "data directory of the node, for its admin token and development CA")
 	ca := fs.String("ca", "", "CA certificate to trust for wss:// (default: <data>/tls/ca.pem when it exists)")
 	return func() (string, string, error) {
-		tok, err := adminTokenOf(*adminToken, *data)
+		tok, err := adminapi.TokenOr(*adminToken, *data)
 		caFile := *ca
 		if p := filepath.Join(*data, "tls", "ca.pem"); caFile == "" && fileExists(p) {
 			caFile = p
@@ -185,7 +187,7 @@ func runLoadtest(args []string) error {
 		if err := fs.Parse(args); err != nil {
 			return err
 		}
-		tok, err := adminTokenOf(*adminToken, *data)
+		tok, err := adminapi.TokenOr(*adminToken, *data)
 		if err != nil {
 			return err
 		}
@@ -293,18 +295,6 @@ func runLoadtest(args []string) error {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
-}
-
-// adminTokenOf returns the admin token given, or the one in data/admin.token.
-func adminTokenOf(given, data string) (string, error) {
-	if given != "" {
-		return given, nil
-	}
-	b, err := os.ReadFile(filepath.Join(data, "admin.token"))
-	if err != nil {
-		return "", fmt.Errorf("loadtest: no --admin-token, and %v", err)
-	}
-	return strings.TrimSpace(string(b)), nil
 }
 
 // openFileLimit is this process's open-file limit (the Go runtime has
