@@ -343,7 +343,7 @@ func (v *VoiceGateway) disconnected(c *voiceConn, ws *websocket.Conn, code int) 
 // handle processes one payload and returns the session the websocket now
 // serves.
 func (v *VoiceGateway) handle(c *voiceConn, p []byte) *voiceConn {
-	v.handleOp(c, p) // a payload that ends the connection has closed it (c.closing)
+	v.handleOp(c, p) // a payload that ends the connection closes it (c.closing)
 	if c.resumed != nil {
 		next := c.resumed
 		c.resumed = nil
@@ -352,18 +352,18 @@ func (v *VoiceGateway) handle(c *voiceConn, p []byte) *voiceConn {
 	return c
 }
 
-func (v *VoiceGateway) handleOp(c *voiceConn, p []byte) bool {
+func (v *VoiceGateway) handleOp(c *voiceConn, p []byte) {
 	env, err := wire.DecodeEnvelope(p)
 	if err != nil {
 		c.close(wire.VoiceCloseDecodeError, "decode error")
-		return false
+		return
 	}
 	switch env.Op {
 	case wire.VoiceHeartbeat:
 		hb, err := wire.DecodeVoiceHeartbeat(env.D)
 		if err != nil {
 			c.close(wire.VoiceCloseDecodeError, "invalid heartbeat")
-			return false
+			return
 		}
 		c.beat.Store(time.Now().UnixNano())
 		// Echo t exactly as it came (clients.md §17), in the form it came.
@@ -372,56 +372,55 @@ func (v *VoiceGateway) handleOp(c *voiceConn, p []byte) bool {
 		} else {
 			c.send(wire.VoiceHeartbeatACK, map[string]json.RawMessage{"t": hb.T}, false)
 		}
-		return true
 	case wire.VoiceIdentify:
 		if c.p != nil {
 			c.close(wire.VoiceCloseAlreadyAuthed, "already authenticated")
-			return false
+			return
 		}
 		c.loggingIn.Store(true)
-		return v.identify(c, env.D)
+		v.identify(c, env.D)
 	case wire.VoiceResume:
 		if c.p != nil {
 			c.close(wire.VoiceCloseAlreadyAuthed, "already authenticated")
-			return false
+			return
 		}
 		c.loggingIn.Store(true)
-		return v.resume(c, env.D)
+		v.resume(c, env.D)
 	case wire.VoiceSelectProtocol, wire.VoiceSpeaking:
 		if c.p == nil {
 			c.close(wire.VoiceCloseNotAuthenticated, "not authenticated")
-			return false
+			return
 		}
 		if env.Op == wire.VoiceSelectProtocol {
-			return v.selectProtocol(c, env.D)
+			v.selectProtocol(c, env.D)
+		} else {
+			v.speaking(c, env.D)
 		}
-		return v.speaking(c, env.D)
 	}
 	// Unknown and DAVE opcodes are ignored silently (voice.md §4.2, §7).
-	return true
 }
 
-func (v *VoiceGateway) identify(c *voiceConn, d json.RawMessage) bool {
+func (v *VoiceGateway) identify(c *voiceConn, d json.RawMessage) {
 	id, err := wire.DecodeVoiceIdentify(d)
 	if err != nil {
 		c.close(wire.VoiceCloseDecodeError, "invalid identify")
-		return false
+		return
 	}
 	user, expires, err := v.signer.Verify(auth.PurposeVoice, id.Token)
 	if err != nil || user != id.UserID || time.Now().UnixMilli() > int64(expires) {
 		c.close(wire.VoiceCloseAuthFailed, "authentication failed")
-		return false
+		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
 	st, ok, err := v.router.VoiceStateOf(ctx, id.ServerID, user)
 	if err != nil {
 		c.close(wire.VoiceCloseServerNotFound, "server not found")
-		return false
+		return
 	}
 	if !ok || st.SessionID != id.SessionID {
 		c.close(wire.VoiceCloseSessionInvalid, "session no longer valid")
-		return false
+		return
 	}
 	p, old := v.node.Join(sfu.Key{Guild: uint64(id.ServerID), Channel: uint64(st.ChannelID)}, uint64(user))
 	applyFlags(p, st)
@@ -465,7 +464,6 @@ func (v *VoiceGateway) identify(c *voiceConn, d json.RawMessage) bool {
 	// audio can follow it (clients.md §15; a receiver drops packets of
 	// SSRCs it cannot map). Only then may the SFU forward it.
 	v.announce(c, 0)
-	return true
 }
 
 // announce sends op 5 for c's participant to everyone else in the room and
@@ -495,27 +493,27 @@ type speakingOut struct {
 // speakingOf is the last speaking bitmask a participant sent.
 func speakingOf(p *sfu.Participant) int { return int(p.Flags() >> 16 & 0x7) }
 
-func (v *VoiceGateway) selectProtocol(c *voiceConn, d json.RawMessage) bool {
+func (v *VoiceGateway) selectProtocol(c *voiceConn, d json.RawMessage) {
 	sp, err := wire.DecodeSelectProtocol(d)
 	if err != nil {
 		c.close(wire.VoiceCloseDecodeError, "invalid select protocol")
-		return false
+		return
 	}
 	if sp.Protocol != "udp" {
 		c.close(wire.VoiceCloseUnknownProtocol, "unknown protocol")
-		return false
+		return
 	}
 	mode, err := crypto.ParseMode(sp.Data.Mode)
 	if err != nil || !slices.Contains(v.cfg.Modes, mode) {
 		c.close(wire.VoiceCloseUnknownEncryption, "unknown encryption mode")
-		return false
+		return
 	}
 	key := make([]byte, 32)
 	rand.Read(key)
 	ci, err := crypto.NewCipher(mode, key)
 	if err != nil {
 		c.close(wire.VoiceCloseUnknownEncryption, "unknown encryption mode")
-		return false
+		return
 	}
 	c.p.SetCipher(ci)
 	// The address the client says IP discovery told it confirms where its
@@ -537,14 +535,13 @@ func (v *VoiceGateway) selectProtocol(c *voiceConn, d json.RawMessage) bool {
 	// dave_protocol_version 0 keeps the call out of DAVE (voice.md §7).
 	c.send(wire.VoiceSessionDescription, map[string]any{"mode": mode.String(), "secret_key": ints,
 		"dave_protocol_version": 0, "audio_codec": "opus"}, false)
-	return true
 }
 
-func (v *VoiceGateway) speaking(c *voiceConn, d json.RawMessage) bool {
+func (v *VoiceGateway) speaking(c *voiceConn, d json.RawMessage) {
 	sp, err := wire.DecodeSpeaking(d)
 	if err != nil {
 		c.close(wire.VoiceCloseDecodeError, "invalid speaking")
-		return false
+		return
 	}
 	p := c.p
 	before := speakingOf(p)
@@ -552,7 +549,6 @@ func (v *VoiceGateway) speaking(c *voiceConn, d json.RawMessage) bool {
 	if sp.Speaking != before {
 		v.announce(c, sp.Speaking)
 	}
-	return true
 }
 
 // leave removes a closed connection's participant and tells the room.
@@ -630,11 +626,11 @@ func (v *VoiceGateway) Revoke(user guild.ID) {
 // op 9 Resumed, then every buffered message after seq_ack (voice.md §5.8,
 // §6). The UDP side never stopped. A session that is gone, or whose
 // buffer no longer reaches back to seq_ack, is closed with 4006.
-func (v *VoiceGateway) resume(c *voiceConn, d json.RawMessage) bool {
+func (v *VoiceGateway) resume(c *voiceConn, d json.RawMessage) {
 	r, err := wire.DecodeVoiceResume(d)
 	if err != nil {
 		c.close(wire.VoiceCloseDecodeError, "invalid resume")
-		return false
+		return
 	}
 	var s *voiceConn
 	v.mu.Lock()
@@ -646,11 +642,11 @@ func (v *VoiceGateway) resume(c *voiceConn, d json.RawMessage) bool {
 	v.mu.Unlock()
 	if s == nil {
 		c.close(wire.VoiceCloseSessionInvalid, "session no longer valid")
-		return false
+		return
 	}
 	if subtle.ConstantTimeCompare([]byte(s.token), []byte(r.Token)) != 1 {
 		c.close(wire.VoiceCloseAuthFailed, "authentication failed")
-		return false
+		return
 	}
 	s.wmu.Lock()
 	var replay [][]byte
@@ -671,7 +667,7 @@ func (v *VoiceGateway) resume(c *voiceConn, d json.RawMessage) bool {
 	if !ok {
 		s.wmu.Unlock()
 		c.close(wire.VoiceCloseSessionInvalid, "session no longer valid")
-		return false
+		return
 	}
 	old := s.ws
 	s.ws = c.ws
@@ -686,5 +682,4 @@ func (v *VoiceGateway) resume(c *voiceConn, d json.RawMessage) bool {
 		old.Close() // its read loop sees the session taken over and leaves it be
 	}
 	c.resumed = s
-	return true
 }
