@@ -255,6 +255,13 @@ func TestVoiceResume(t *testing.T) {
 	ws.WriteJSON(map[string]any{"op": 0, "d": map[string]any{"server_id": f.demo.GuildID.String(),
 		"user_id": f.demo.Alice.ID.String(), "session_id": vs.SessionID, "token": vs.Token}})
 	readOp(t, ws, 2)
+	// Ready goes out before the server has sent alice the room's roster;
+	// her next payload is handled only once Identify is done (one reader
+	// per connection), so the ACK says bob cannot join mid-Identify. (If
+	// he did, both Identifies would tell alice about him: at least once,
+	// as designed, but this test counts the messages.)
+	ws.WriteJSON(map[string]any{"op": 3, "d": map[string]any{"t": 1, "seq_ack": -1}})
+	readOp(t, ws, 6)
 
 	bobGW := f.dial("v=10")
 	bobGW.ready(f.demo.BobToken, allIntents)
