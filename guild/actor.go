@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/chorus-voice/chorus/protocol"
 	"github.com/chorus-voice/chorus/store"
 )
 
@@ -191,7 +192,7 @@ func (a *actor) flush() {
 		case err != nil:
 			p.reply(Message{}, err)
 		case p.write:
-			a.fanoutMessage("MESSAGE_CREATE", p.c, p.obj)
+			a.fanoutMessage(protocol.EventMessageCreate, p.c, p.obj)
 			p.reply(p.obj, nil)
 		default:
 			p.reply(p.obj, nil)
@@ -302,7 +303,7 @@ func (a *actor) guildCreate(s *Sub) *Event {
 			gc.Channels = append(gc.Channels, ChannelObject(c))
 		}
 	}
-	full := s.Intents&IntentGuildPresences != 0 && len(a.members) <= 75000
+	full := s.Intents&protocol.IntentGuildPresences != 0 && len(a.members) <= 75000
 	ids := make([]ID, 0, len(a.members))
 	for id := range a.members {
 		if id == s.User || a.voice[id] != nil || (full && (!gc.Large || a.presence[id] != nil)) {
@@ -316,7 +317,7 @@ func (a *actor) guildCreate(s *Sub) *Event {
 			gc.Presences = append(gc.Presences, *p)
 		}
 	}
-	return NewEvent("GUILD_CREATE", gc)
+	return NewEvent(protocol.EventGuildCreate, gc)
 }
 
 // setPresence records a user's presence and tells subscribers with the
@@ -344,8 +345,8 @@ func (a *actor) setPresence(user ID, status string, acts []Activity) {
 	} else {
 		delete(a.presence, user)
 	}
-	ev := NewEvent("PRESENCE_UPDATE", p)
-	a.fanout(ev, func(s *Sub) bool { return s.Intents&IntentGuildPresences != 0 })
+	ev := NewEvent(protocol.EventPresenceUpdate, p)
+	a.fanout(ev, func(s *Sub) bool { return s.Intents&protocol.IntentGuildPresences != 0 })
 }
 
 func (a *actor) subscribe(s *Sub) error {
@@ -356,7 +357,7 @@ func (a *actor) subscribe(s *Sub) error {
 		a.userSubs[s.User]++
 	}
 	a.subs[s.Session] = s
-	if s.Intents&IntentGuilds != 0 {
+	if s.Intents&protocol.IntentGuilds != 0 {
 		a.toSub(s, a.guildCreate(s))
 	}
 	if a.presence[s.User] == nil || a.presence[s.User].Status != s.Status {

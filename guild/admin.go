@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/chorus-voice/chorus/protocol"
 	"github.com/chorus-voice/chorus/store"
 )
 
@@ -64,8 +65,8 @@ func (r *Router) CreateChannel(ctx context.Context, c store.Channel) (Channel, e
 		r.chanGuild.Store(c.ID, c.GuildID)
 		a.invalidatePerms()
 		out = ChannelObject(&c)
-		ev := NewEvent("CHANNEL_CREATE", out)
-		a.fanout(ev, func(s *Sub) bool { return a.canSee(s, IntentGuilds, &c) })
+		ev := NewEvent(protocol.EventChannelCreate, out)
+		a.fanout(ev, func(s *Sub) bool { return a.canSee(s, protocol.IntentGuilds, &c) })
 		return nil
 	})
 	return out, err
@@ -88,11 +89,11 @@ func (r *Router) CreateRole(ctx context.Context, role store.Role) (Role, error) 
 		a.roles[role.ID] = &role
 		a.invalidatePerms()
 		out = RoleObject(&role)
-		ev := NewEvent("GUILD_ROLE_CREATE", struct {
+		ev := NewEvent(protocol.EventGuildRoleCreate, struct {
 			GuildID ID   `json:"guild_id"`
 			Role    Role `json:"role"`
 		}{a.guild.ID, out})
-		a.fanout(ev, func(s *Sub) bool { return s.Intents&IntentGuilds != 0 })
+		a.fanout(ev, func(s *Sub) bool { return s.Intents&protocol.IntentGuilds != 0 })
 		return nil
 	})
 	return out, err
@@ -130,15 +131,15 @@ func (r *Router) PutMember(ctx context.Context, m store.Member) (Member, bool, e
 		a.users[m.UserID] = &u
 		a.invalidatePerms()
 		out = a.member(m.UserID)
-		name := "GUILD_MEMBER_UPDATE"
+		name := protocol.EventGuildMemberUpdate
 		if added {
-			name = "GUILD_MEMBER_ADD"
+			name = protocol.EventGuildMemberAdd
 		}
 		ev := NewEvent(name, struct {
 			Member
 			GuildID ID `json:"guild_id"`
 		}{out, a.guild.ID})
-		a.fanout(ev, func(s *Sub) bool { return s.Intents&IntentGuildMembers != 0 || s.User == m.UserID })
+		a.fanout(ev, func(s *Sub) bool { return s.Intents&protocol.IntentGuildMembers != 0 || s.User == m.UserID })
 		a.reevaluateVoice(m.UserID) // new roles, mute or deafen apply at once
 		return nil
 	})
@@ -168,7 +169,7 @@ func (r *Router) RemoveMember(ctx context.Context, guild, user ID) error {
 		}
 		for id, s := range a.subs {
 			if s.User == user {
-				a.toSub(s, NewEvent("GUILD_DELETE", struct {
+				a.toSub(s, NewEvent(protocol.EventGuildDelete, struct {
 					ID ID `json:"id"`
 				}{guild}))
 				a.unsubscribe(id)
@@ -179,11 +180,11 @@ func (r *Router) RemoveMember(ctx context.Context, guild, user ID) error {
 		delete(a.users, user)
 		delete(a.presence, user)
 		a.invalidatePerms()
-		ev := NewEvent("GUILD_MEMBER_REMOVE", struct {
+		ev := NewEvent(protocol.EventGuildMemberRemove, struct {
 			GuildID ID   `json:"guild_id"`
 			User    User `json:"user"`
 		}{guild, u})
-		a.fanout(ev, func(s *Sub) bool { return s.Intents&IntentGuildMembers != 0 })
+		a.fanout(ev, func(s *Sub) bool { return s.Intents&protocol.IntentGuildMembers != 0 })
 		return nil
 	})
 }

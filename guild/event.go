@@ -26,17 +26,6 @@ type Deliverer interface {
 	Deliver(node string, ev *Event, sessions []string)
 }
 
-// Gateway intents (gateway.md §13).
-const (
-	IntentGuilds             uint64 = 1 << 0
-	IntentGuildMembers       uint64 = 1 << 1
-	IntentGuildVoiceStates   uint64 = 1 << 7
-	IntentGuildPresences     uint64 = 1 << 8
-	IntentGuildMessages      uint64 = 1 << 9
-	IntentGuildMessageTyping uint64 = 1 << 11
-	IntentMessageContent     uint64 = 1 << 15
-)
-
 // Sub is a gateway session subscribed to a guild's events.
 type Sub struct {
 	Node           string

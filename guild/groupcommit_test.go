@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chorus-voice/chorus/protocol"
 	"github.com/chorus-voice/chorus/snowflake"
 	"github.com/chorus-voice/chorus/store"
 )
@@ -47,7 +48,7 @@ func groupFixture(t *testing.T) (*Router, *recorder, *commitCounter, *actor, ID)
 		t.Fatal(err)
 	}
 	if err := r.Subscribe(ctx, g.ID, Sub{Node: "n", Session: "s", User: 1,
-		Intents: IntentGuildMessages | IntentMessageContent | IntentGuildMessageTyping}); err != nil {
+		Intents: protocol.IntentGuildMessages | protocol.IntentMessageContent | protocol.IntentGuildMessageTyping}); err != nil {
 		t.Fatal(err)
 	}
 	a, err := r.actor(ctx, g.ID)

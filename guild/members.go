@@ -5,6 +5,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/chorus-voice/chorus/protocol"
 )
 
 // MembersRequest is gateway op 8 (gateway.md §16.3).
@@ -41,7 +43,7 @@ func (a *actor) requestMembers(req MembersRequest) {
 	case req.Query != nil:
 		all := *req.Query == "" && req.Limit == 0
 		if all {
-			if req.Intents&IntentGuildMembers == 0 {
+			if req.Intents&protocol.IntentGuildMembers == 0 {
 				break // the full list needs the privileged intent
 			}
 			if last, ok := a.lastFullReq[req.User]; ok && time.Since(last) < FullListInterval {
@@ -90,7 +92,7 @@ func (a *actor) requestMembers(req MembersRequest) {
 		if i == 0 && len(notFound) > 0 {
 			ch.NotFound = notFound
 		}
-		if req.Presences && req.Intents&IntentGuildPresences != 0 {
+		if req.Presences && req.Intents&protocol.IntentGuildPresences != 0 {
 			ch.Presences = []Presence{}
 		}
 		for _, id := range part {
@@ -99,7 +101,7 @@ func (a *actor) requestMembers(req MembersRequest) {
 				ch.Presences = append(ch.Presences, *a.presence[id])
 			}
 		}
-		a.toSub(sub, NewEvent("GUILD_MEMBERS_CHUNK", ch))
+		a.toSub(sub, NewEvent(protocol.EventGuildMembersChunk, ch))
 	}
 }
 

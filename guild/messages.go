@@ -8,6 +8,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/chorus-voice/chorus/protocol"
 	"github.com/chorus-voice/chorus/store"
 )
 
@@ -132,14 +133,14 @@ func (a *actor) fanoutMessage(name string, c *store.Channel, obj Message) {
 	}
 	full := NewEvent(name, obj)
 	needsContent := func(s *Sub) bool {
-		return s.Intents&IntentMessageContent != 0 || s.User == obj.Author.ID
+		return s.Intents&protocol.IntentMessageContent != 0 || s.User == obj.Author.ID
 	}
-	a.fanout(full, func(s *Sub) bool { return needsContent(s) && a.canSee(s, IntentGuildMessages, c) })
+	a.fanout(full, func(s *Sub) bool { return needsContent(s) && a.canSee(s, protocol.IntentGuildMessages, c) })
 	for _, s := range a.subs {
-		if !needsContent(s) && a.canSee(s, IntentGuildMessages, c) {
+		if !needsContent(s) && a.canSee(s, protocol.IntentGuildMessages, c) {
 			obj.Content = ""
 			stripped := NewEvent(name, obj)
-			a.fanout(stripped, func(s *Sub) bool { return !needsContent(s) && a.canSee(s, IntentGuildMessages, c) })
+			a.fanout(stripped, func(s *Sub) bool { return !needsContent(s) && a.canSee(s, protocol.IntentGuildMessages, c) })
 			return
 		}
 	}
@@ -176,7 +177,7 @@ func (r *Router) EditMessage(ctx context.Context, channel, id, user ID, content 
 			author = &store.User{ID: m.AuthorID}
 		}
 		out = MessageObject(&m, *author)
-		a.fanoutMessage("MESSAGE_UPDATE", c, out)
+		a.fanoutMessage(protocol.EventMessageUpdate, c, out)
 		return nil
 	})
 	return out, err
@@ -200,12 +201,12 @@ func (r *Router) DeleteMessage(ctx context.Context, channel, id, user ID) error 
 		if err := r.store.DeleteMessage(ctx, channel, id); err != nil {
 			return err
 		}
-		ev := NewEvent("MESSAGE_DELETE", struct {
+		ev := NewEvent(protocol.EventMessageDelete, struct {
 			ID        ID `json:"id"`
 			ChannelID ID `json:"channel_id"`
 			GuildID   ID `json:"guild_id"`
 		}{id, channel, a.guild.ID})
-		a.fanout(ev, func(s *Sub) bool { return a.canSee(s, IntentGuildMessages, c) })
+		a.fanout(ev, func(s *Sub) bool { return a.canSee(s, protocol.IntentGuildMessages, c) })
 		return nil
 	})
 }
@@ -279,14 +280,14 @@ func (r *Router) Typing(ctx context.Context, channel, user ID) error {
 		}
 		m := a.member(user)
 		m.User = nil
-		ev := NewEvent("TYPING_START", struct {
+		ev := NewEvent(protocol.EventTypingStart, struct {
 			ChannelID ID     `json:"channel_id"`
 			GuildID   ID     `json:"guild_id"`
 			UserID    ID     `json:"user_id"`
 			Timestamp int64  `json:"timestamp"`
 			Member    Member `json:"member"`
 		}{channel, a.guild.ID, user, time.Now().Unix(), m})
-		a.fanout(ev, func(s *Sub) bool { return a.canSee(s, IntentGuildMessageTyping, c) })
+		a.fanout(ev, func(s *Sub) bool { return a.canSee(s, protocol.IntentGuildMessageTyping, c) })
 		return nil
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 
+	"github.com/chorus-voice/chorus/protocol"
 	"github.com/chorus-voice/chorus/store"
 )
 
@@ -65,10 +66,10 @@ func (r *Router) UpdateRole(ctx context.Context, guild, role ID, name *string, p
 		*old = next
 		a.invalidatePerms()
 		out = RoleObject(old)
-		a.fanout(NewEvent("GUILD_ROLE_UPDATE", struct {
+		a.fanout(NewEvent(protocol.EventGuildRoleUpdate, struct {
 			GuildID ID   `json:"guild_id"`
 			Role    Role `json:"role"`
-		}{guild, out}), func(s *Sub) bool { return s.Intents&IntentGuilds != 0 })
+		}{guild, out}), func(s *Sub) bool { return s.Intents&protocol.IntentGuilds != 0 })
 		a.reevaluateVoice(0)
 		return nil
 	})
@@ -97,7 +98,7 @@ func (r *Router) SetOverwrite(ctx context.Context, channel ID, o store.Overwrite
 		*c = next
 		a.invalidatePerms()
 		out = ChannelObject(c)
-		a.fanout(NewEvent("CHANNEL_UPDATE", out), func(s *Sub) bool { return a.canSee(s, IntentGuilds, c) })
+		a.fanout(NewEvent(protocol.EventChannelUpdate, out), func(s *Sub) bool { return a.canSee(s, protocol.IntentGuilds, c) })
 		a.reevaluateVoice(0)
 		return nil
 	})

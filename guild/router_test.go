@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/chorus-voice/chorus/cluster"
+	"github.com/chorus-voice/chorus/protocol"
 	"github.com/chorus-voice/chorus/ring"
 	"github.com/chorus-voice/chorus/snowflake"
 	"github.com/chorus-voice/chorus/store"
@@ -76,7 +77,7 @@ func TestMemberChunking(t *testing.T) {
 	r2 := NewRouter(Config{}, r.node, st, rec, snowflake.NewGenerator(2))
 	all := ""
 	err = r2.RequestMembers(ctx, g.ID, MembersRequest{Node: "n", Session: "s", User: owner.ID,
-		Intents: IntentGuildMembers, Query: &all, Nonce: "big-nonce"})
+		Intents: protocol.IntentGuildMembers, Query: &all, Nonce: "big-nonce"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,8 @@ package guild
 
 import (
 	"context"
+
+	"github.com/chorus-voice/chorus/protocol"
 )
 
 // VoiceState is a user's presence in a voice channel (gateway.md §14).
@@ -114,7 +116,7 @@ func (a *actor) updateVoice(u VoiceUpdate) {
 	a.fanoutVoice(v)
 	if moving && a.r.VoiceServer != nil {
 		if endpoint, token, ok := a.r.VoiceServer(a.guild.ID, c.ID, u.User); ok {
-			a.toSub(&Sub{Node: u.Node, Session: u.Session}, NewEvent("VOICE_SERVER_UPDATE", struct {
+			a.toSub(&Sub{Node: u.Node, Session: u.Session}, NewEvent(protocol.EventVoiceServerUpdate, struct {
 				Token    string `json:"token"`
 				GuildID  ID     `json:"guild_id"`
 				Endpoint string `json:"endpoint"`
@@ -137,8 +139,8 @@ func (a *actor) voiceCount(channel, except ID) int {
 // fanoutVoice sends VOICE_STATE_UPDATE to subscribers with the intent, and
 // always to the user's own sessions (gateway.md §15.7).
 func (a *actor) fanoutVoice(v *VoiceState) {
-	ev := NewEvent("VOICE_STATE_UPDATE", a.voiceObject(v, true))
-	a.fanout(ev, func(s *Sub) bool { return s.Intents&IntentGuildVoiceStates != 0 || s.User == v.UserID })
+	ev := NewEvent(protocol.EventVoiceStateUpdate, a.voiceObject(v, true))
+	a.fanout(ev, func(s *Sub) bool { return s.Intents&protocol.IntentGuildVoiceStates != 0 || s.User == v.UserID })
 }
 
 func (a *actor) notifyVoice(v *VoiceState) {
@@ -222,10 +224,10 @@ func (r *Router) ModifyMember(ctx context.Context, guild, actorUser, user ID, mu
 		}
 		*m = next
 		out = a.member(user)
-		a.fanout(NewEvent("GUILD_MEMBER_UPDATE", struct {
+		a.fanout(NewEvent(protocol.EventGuildMemberUpdate, struct {
 			Member
 			GuildID ID `json:"guild_id"`
-		}{out, a.guild.ID}), func(s *Sub) bool { return s.Intents&IntentGuildMembers != 0 || s.User == user })
+		}{out, a.guild.ID}), func(s *Sub) bool { return s.Intents&protocol.IntentGuildMembers != 0 || s.User == user })
 		if v := a.voice[user]; v != nil {
 			a.fanoutVoice(v)
 			a.notifyVoice(v)

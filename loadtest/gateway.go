@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/chorus-voice/chorus/protocol"
 	"github.com/gorilla/websocket"
 )
 
@@ -123,7 +124,7 @@ func dial(ctx context.Context, d *websocket.Dialer, url, token string, intents i
 			Interval int `json:"heartbeat_interval"`
 		} `json:"d"`
 	}
-	if err := ws.ReadJSON(&hello); err != nil || hello.Op != 10 {
+	if err := ws.ReadJSON(&hello); err != nil || hello.Op != protocol.OpHello {
 		ws.Close()
 		return nil, fmt.Errorf("loadtest: no Hello: %v", err)
 	}
@@ -149,7 +150,7 @@ func dial(ctx context.Context, d *websocket.Dialer, url, token string, intents i
 func (c *GatewayClient) identify() error {
 	c.ackPending.Store(false)
 	c.identifying.Store(true)
-	return c.Send(2, map[string]any{"token": c.token, "intents": c.intents,
+	return c.Send(protocol.OpIdentify, map[string]any{"token": c.token, "intents": c.intents,
 		"properties": map[string]string{"os": "linux", "browser": "chorus-loadtest", "device": "chorus-loadtest"}})
 }
 
@@ -173,7 +174,7 @@ func (c *GatewayClient) read(ws *websocket.Conn) {
 		}
 		if c.Discard.Load() {
 			op, _ := numField(b, `"op":`)
-			if op != 0 {
+			if op != protocol.OpDispatch {
 				c.control(int(op))
 				continue
 			}
@@ -182,7 +183,7 @@ func (c *GatewayClient) read(ws *websocket.Conn) {
 				c.lastS = s
 				c.smu.Unlock()
 			}
-			if bytes.HasPrefix(b, []byte(`{"t":"READY"`)) || bytes.HasPrefix(b, []byte(`{"t":"RESUMED"`)) || bytes.HasPrefix(b, []byte(`{"t":"GUILD_CREATE"`)) {
+			if isDispatch(b, protocol.EventReady) || isDispatch(b, protocol.EventResumed) || isDispatch(b, protocol.EventGuildCreate) {
 				var d Dispatch
 				if json.Unmarshal(b, &d) == nil {
 					d.Seen = time.Now()
@@ -195,7 +196,7 @@ func (c *GatewayClient) read(ws *websocket.Conn) {
 		if json.Unmarshal(b, &d) != nil {
 			continue
 		}
-		if d.Op != 0 {
+		if d.Op != protocol.OpDispatch {
 			c.control(d.Op)
 			continue
 		}
@@ -217,7 +218,7 @@ func (c *GatewayClient) read(ws *websocket.Conn) {
 // DialGateway's answer.
 func (c *GatewayClient) track(d Dispatch) bool {
 	switch d.T {
-	case "READY":
+	case protocol.EventReady:
 		c.identifying.Store(false)
 		var r struct {
 			SessionID string            `json:"session_id"`
@@ -245,11 +246,11 @@ func (c *GatewayClient) track(d Dispatch) bool {
 			c.ready <- struct{}{}
 		})
 		return !first
-	case "GUILD_CREATE":
+	case protocol.EventGuildCreate:
 		if c.pendingGuilds.Add(-1) == 0 {
 			c.back(d.Seen)
 		}
-	case "RESUMED":
+	case protocol.EventResumed:
 		c.Resumed.Add(1)
 		c.back(d.Seen)
 	}
@@ -259,9 +260,9 @@ func (c *GatewayClient) track(d Dispatch) bool {
 // control handles the opcodes a client must act on besides dispatches.
 func (c *GatewayClient) control(op int) {
 	switch op {
-	case 11: // Heartbeat ACK
+	case protocol.OpHeartbeatACK:
 		c.ackPending.Store(false)
-	case 9: // Invalid Session: identify afresh on this connection (gateway.md §10)
+	case protocol.OpInvalidSession: // identify afresh on this connection (gateway.md §10)
 		c.Invalidated.Add(1)
 		if !c.Reconnect.Load() {
 			return
@@ -379,7 +380,7 @@ func (c *GatewayClient) Resume(ctx context.Context) error {
 		return err
 	}
 	var hello struct{ Op int }
-	if err := ws.ReadJSON(&hello); err != nil || hello.Op != 10 {
+	if err := ws.ReadJSON(&hello); err != nil || hello.Op != protocol.OpHello {
 		ws.Close()
 		return fmt.Errorf("loadtest: no Hello on resume: %v", err)
 	}
@@ -387,7 +388,7 @@ func (c *GatewayClient) Resume(ctx context.Context) error {
 	c.ws = ws
 	c.gen.Add(1)
 	c.ackPending.Store(false)
-	err = ws.WriteJSON(map[string]any{"op": 6, "d": map[string]any{"token": c.token, "session_id": sessionID, "seq": seq}})
+	err = ws.WriteJSON(map[string]any{"op": protocol.OpResume, "d": protocol.Resume{Token: c.token, SessionID: sessionID, Seq: &seq}})
 	c.wmu.Unlock()
 	if c.closing.Load() {
 		ws.Close() // Close ran while this resume was being dialled
@@ -408,14 +409,14 @@ func (c *GatewayClient) Reidentify(ctx context.Context) error {
 	c.droppedAt.CompareAndSwap(0, time.Now().UnixNano())
 	c.wmu.Lock()
 	old := c.ws
-	old.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""), time.Now().Add(time.Second))
+	old.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(int(protocol.CloseNormal), ""), time.Now().Add(time.Second))
 	c.wmu.Unlock()
 	ws, _, err := c.dialer.DialContext(ctx, c.url+"/?v=10&encoding=json", nil)
 	if err != nil {
 		return err
 	}
 	var hello struct{ Op int }
-	if err := ws.ReadJSON(&hello); err != nil || hello.Op != 10 {
+	if err := ws.ReadJSON(&hello); err != nil || hello.Op != protocol.OpHello {
 		ws.Close()
 		return fmt.Errorf("loadtest: no Hello on re-identify: %v", err)
 	}
@@ -470,7 +471,7 @@ func (c *GatewayClient) heartbeat(every time.Duration) {
 		if c.Reconnect.Load() && c.ackPending.Swap(true) {
 			c.Drop() // the last beat was never acknowledged: a zombie connection
 		} else {
-			c.Send(1, s)
+			c.Send(protocol.OpHeartbeat, s)
 		}
 		t.Reset(every)
 	})
@@ -502,7 +503,15 @@ func (c *GatewayClient) Close() error {
 		c.finish()
 	}
 	c.wmu.Lock()
-	c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""), time.Now().Add(time.Second))
+	c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(int(protocol.CloseNormal), ""), time.Now().Add(time.Second))
 	c.wmu.Unlock()
 	return c.ws.Close()
+}
+
+// isDispatch reports whether a raw frame is a dispatch named name, as the
+// server writes them: the envelope starts {"t":"NAME" (protocol.AppendDispatch).
+func isDispatch(b []byte, name string) bool {
+	const head = `{"t":"`
+	n := len(head) + len(name)
+	return len(b) > n && string(b[:len(head)]) == head && string(b[len(head):n]) == name && b[n] == '"'
 }

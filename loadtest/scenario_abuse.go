@@ -10,12 +10,14 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/chorus-voice/chorus/adminapi"
+	"github.com/chorus-voice/chorus/protocol"
 
 	"github.com/gorilla/websocket"
 
@@ -157,7 +159,7 @@ func RunAbuse(ctx context.Context, o AbuseOptions) (*Result, error) {
 	// What the node counted for the attacks: closes by code and refusals.
 	for series, v := range after {
 		if strings.HasPrefix(series, "chorus_gateway_closes_total") || strings.HasPrefix(series, "chorus_connections_refused") ||
-			strings.HasPrefix(series, "chorus_voice_gateway_closes_total") || strings.HasPrefix(series, "chorus_voice_dropped_total") ||
+			strings.HasPrefix(series, "chorus_voice_dropped_total") ||
 			strings.HasPrefix(series, "chorus_voice_udp_dropped_total") {
 			if d := v - before[series]; d > 0 {
 				r.Counters["node_"+strings.TrimPrefix(series, "chorus_")] = d
@@ -227,33 +229,33 @@ func (h *hostile) attacks() []attack {
 	voice := "wss://" + h.vc.Endpoint + "/?v=8"
 	return []attack{
 		{"close-status-0", "close 1002", func(ctx context.Context) string {
-			return h.wsAttack(ctx, gw, 1002, func(ws *websocket.Conn) error {
+			return h.wsAttack(ctx, gw, protocol.CloseProtocol, func(ws *websocket.Conn) error {
 				return ws.WriteControl(websocket.CloseMessage, []byte{0, 0}, time.Now().Add(time.Second))
 			})
 		}},
 		{"text-not-utf8", "close 1007", func(ctx context.Context) string {
-			return h.wsAttack(ctx, gw, 1007, func(ws *websocket.Conn) error {
+			return h.wsAttack(ctx, gw, protocol.CloseInvalidData, func(ws *websocket.Conn) error {
 				return ws.WriteMessage(websocket.TextMessage, []byte("{\"op\":1,\"d\":\"\xff\"}"))
 			})
 		}},
 		{"oversized-payload", "close 4002", func(ctx context.Context) string {
-			return h.wsAttack(ctx, gw, 4002, func(ws *websocket.Conn) error {
-				return ws.WriteMessage(websocket.TextMessage, []byte(`{"op":1,"d":"`+strings.Repeat("a", 8000)+`"}`))
+			return h.wsAttack(ctx, gw, protocol.CloseDecodeError, func(ws *websocket.Conn) error {
+				return ws.WriteMessage(websocket.TextMessage, []byte(`{"op":`+strconv.Itoa(protocol.OpHeartbeat)+`,"d":"`+strings.Repeat("a", 2*protocol.MaxPayload)+`"}`))
 			})
 		}},
 		{"forged-token", "close 4004", func(ctx context.Context) string {
-			return h.wsAttack(ctx, gw, 4004, func(ws *websocket.Conn) error {
-				return ws.WriteJSON(map[string]any{"op": 2, "d": map[string]any{"token": h.token[:len(h.token)-4] + "AAAA",
+			return h.wsAttack(ctx, gw, protocol.CloseAuthenticationFailed, func(ws *websocket.Conn) error {
+				return ws.WriteJSON(map[string]any{"op": protocol.OpIdentify, "d": map[string]any{"token": h.token[:len(h.token)-4] + "AAAA",
 					"intents": 1, "properties": map[string]string{"os": "linux"}}})
 			})
 		}},
 		{"never-identify", "close 4003", func(ctx context.Context) string {
-			return h.wsAttack(ctx, gw, 4003, func(*websocket.Conn) error { return nil })
+			return h.wsAttack(ctx, gw, protocol.CloseNotAuthenticated, func(*websocket.Conn) error { return nil })
 		}},
 		{"voice-payload-flood", "close 4021", func(ctx context.Context) string {
-			return h.wsAttackWith(ctx, h.voiceDialer, voice, 4021, func(ws *websocket.Conn) error {
+			return h.wsAttackWith(ctx, h.voiceDialer, voice, protocol.VoiceCloseRateLimited, func(ws *websocket.Conn) error {
 				for i := range 200 {
-					if err := ws.WriteJSON(map[string]any{"op": 3, "d": map[string]any{"t": i, "seq_ack": -1}}); err != nil {
+					if err := ws.WriteJSON(map[string]any{"op": protocol.VoiceHeartbeat, "d": map[string]any{"t": i, "seq_ack": -1}}); err != nil {
 						return nil // closed mid-flood: the read below says how
 					}
 				}
@@ -288,11 +290,11 @@ func (h *hostile) attacks() []attack {
 
 // wsAttack dials the main gateway, reads Hello, does act and expects the
 // server to close with code.
-func (h *hostile) wsAttack(ctx context.Context, url string, code int, act func(*websocket.Conn) error) string {
+func (h *hostile) wsAttack(ctx context.Context, url string, code protocol.CloseCode, act func(*websocket.Conn) error) string {
 	return h.wsAttackWith(ctx, h.dialer, url, code, act)
 }
 
-func (h *hostile) wsAttackWith(ctx context.Context, d *websocket.Dialer, url string, code int, act func(*websocket.Conn) error) string {
+func (h *hostile) wsAttackWith(ctx context.Context, d *websocket.Dialer, url string, code protocol.CloseCode, act func(*websocket.Conn) error) string {
 	ws, _, err := d.DialContext(ctx, url, nil)
 	if err != nil {
 		return "dial: " + failureKey(err)

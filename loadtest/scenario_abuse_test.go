@@ -41,9 +41,10 @@ func TestAbuseScenario(t *testing.T) {
 		t.Fatalf("voice: lost %v received %v", c["voice_lost"], c["voice_received_packets"])
 	}
 	// The node counted what it refused.
-	for _, series := range []string{`node_gateway_closes_total{code="1002"}`, `node_gateway_closes_total{code="1007"}`,
-		`node_gateway_closes_total{code="4002"}`, `node_gateway_closes_total{code="4003"}`, `node_gateway_closes_total{code="4004"}`,
-		`node_voice_gateway_closes_total{code="4021"}`, `node_voice_dropped_total{reason="discovery_refused"}`,
+	for _, series := range []string{`node_gateway_closes_total{gateway="main",code="1002"}`,
+		`node_gateway_closes_total{gateway="main",code="1007"}`, `node_gateway_closes_total{gateway="main",code="4002"}`,
+		`node_gateway_closes_total{gateway="main",code="4003"}`, `node_gateway_closes_total{gateway="main",code="4004"}`,
+		`node_gateway_closes_total{gateway="voice",code="4021"}`, `node_voice_dropped_total{reason="discovery_refused"}`,
 		`node_voice_udp_dropped_total{reason="keepalive"}`} {
 		if c[series] < 1 {
 			t.Fatalf("%s not counted: %v", series, c)

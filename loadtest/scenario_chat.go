@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/chorus-voice/chorus/adminapi"
+	"github.com/chorus-voice/chorus/protocol"
 )
 
 // ChatOptions configures the chat scenario.
@@ -166,7 +167,7 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 				case <-u.gw.Done():
 					return
 				}
-				if ev.T != "MESSAGE_CREATE" {
+				if ev.T != protocol.EventMessageCreate {
 					continue
 				}
 				var m struct {

@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/chorus-voice/chorus/crypto"
+	"github.com/chorus-voice/chorus/protocol"
 	"github.com/chorus-voice/chorus/transport"
 )
 
@@ -50,7 +51,7 @@ func JoinVoice(ctx context.Context, gw *GatewayClient, d *websocket.Dialer, guil
 // of the server's UDP address, for a proxy that injects loss in tests.
 func JoinVoiceVia(ctx context.Context, gw *GatewayClient, d *websocket.Dialer, guild, channel, user string, mode crypto.Mode,
 	route func(netip.AddrPort) netip.AddrPort) (*VoiceClient, error) {
-	if err := gw.Send(4, map[string]any{"guild_id": guild, "channel_id": channel, "self_mute": false, "self_deaf": false}); err != nil {
+	if err := gw.Send(protocol.OpVoiceState, map[string]any{"guild_id": guild, "channel_id": channel, "self_mute": false, "self_deaf": false}); err != nil {
 		return nil, err
 	}
 	var session, token, endpoint string
@@ -66,7 +67,7 @@ func JoinVoiceVia(ctx context.Context, gw *GatewayClient, d *websocket.Dialer, g
 			return nil, ctx.Err()
 		}
 		switch ev.T {
-		case "VOICE_STATE_UPDATE":
+		case protocol.EventVoiceStateUpdate:
 			var v struct {
 				UserID    string `json:"user_id"`
 				SessionID string `json:"session_id"`
@@ -75,7 +76,7 @@ func JoinVoiceVia(ctx context.Context, gw *GatewayClient, d *websocket.Dialer, g
 			if v.UserID == user {
 				session = v.SessionID
 			}
-		case "VOICE_SERVER_UPDATE":
+		case protocol.EventVoiceServerUpdate:
 			var v struct{ Token, Endpoint string }
 			json.Unmarshal(ev.D, &v)
 			token, endpoint = v.Token, v.Endpoint
@@ -89,21 +90,17 @@ func JoinVoiceVia(ctx context.Context, gw *GatewayClient, d *websocket.Dialer, g
 		return nil, err
 	}
 	vc := &VoiceClient{ws: ws, Endpoint: endpoint, speakers: map[uint32]string{}, readBuf: make([]byte, transport.MaxDatagram)}
-	if _, err := vc.wait(8); err != nil {
+	if _, err := vc.wait(protocol.VoiceHello); err != nil {
 		ws.Close()
 		return nil, err
 	}
-	vc.send(0, map[string]any{"server_id": guild, "user_id": user, "session_id": session, "token": token})
-	raw, err := vc.wait(2)
+	vc.send(protocol.VoiceIdentify, map[string]any{"server_id": guild, "user_id": user, "session_id": session, "token": token})
+	raw, err := vc.wait(protocol.VoiceReady)
 	if err != nil {
 		ws.Close()
 		return nil, err
 	}
-	var ready struct {
-		SSRC uint32 `json:"ssrc"`
-		IP   string `json:"ip"`
-		Port uint16 `json:"port"`
-	}
+	var ready protocol.VoiceReadyData
 	json.Unmarshal(raw, &ready)
 	vc.SSRC = ready.SSRC
 	server, err := netip.ParseAddrPort(fmt.Sprintf("%s:%d", ready.IP, ready.Port))
@@ -131,22 +128,21 @@ func JoinVoiceVia(ctx context.Context, gw *GatewayClient, d *websocket.Dialer, g
 	// server sends a listening-only client media only once it confirmed
 	// the discovered address this way.
 	ip, _, _ := bytes.Cut(vc.readBuf[8:72], []byte{0})
-	vc.send(1, map[string]any{"protocol": "udp", "data": map[string]any{"address": string(ip),
-		"port": binary.BigEndian.Uint16(vc.readBuf[72:]), "mode": mode.String()}})
-	raw, err = vc.wait(4)
+	var sel protocol.SelectProtocolData
+	sel.Protocol, sel.Data.Address, sel.Data.Mode = "udp", string(ip), mode.String()
+	sel.Data.Port = int(binary.BigEndian.Uint16(vc.readBuf[72:]))
+	vc.send(protocol.VoiceSelectProtocol, sel)
+	raw, err = vc.wait(protocol.VoiceSessionDescription)
 	if err != nil {
 		vc.Close()
 		return nil, err
 	}
-	var desc struct {
-		Key []int `json:"secret_key"`
+	var desc protocol.SessionDescriptionData
+	if err := json.Unmarshal(raw, &desc); err != nil {
+		vc.Close()
+		return nil, fmt.Errorf("loadtest: session description: %w", err)
 	}
-	json.Unmarshal(raw, &desc)
-	key := make([]byte, len(desc.Key))
-	for i, b := range desc.Key {
-		key[i] = byte(b)
-	}
-	if vc.cipher, err = crypto.NewCipher(mode, key); err != nil {
+	if vc.cipher, err = crypto.NewCipher(mode, desc.SecretKey[:]); err != nil {
 		vc.Close()
 		return nil, err
 	}
@@ -180,7 +176,7 @@ func (vc *VoiceClient) wait(op int) (json.RawMessage, error) {
 }
 
 func (vc *VoiceClient) noteSpeaking(op int, d json.RawMessage) {
-	if op != 5 {
+	if op != protocol.VoiceSpeaking {
 		return
 	}
 	var s struct {
@@ -200,7 +196,7 @@ func (vc *VoiceClient) readGateway() {
 	defer t.Stop()
 	go func() {
 		for range t.C {
-			if vc.send(3, map[string]any{"t": time.Now().UnixMilli(), "seq_ack": -1}) != nil {
+			if vc.send(protocol.VoiceHeartbeat, map[string]any{"t": time.Now().UnixMilli(), "seq_ack": -1}) != nil {
 				return
 			}
 		}
@@ -226,7 +222,7 @@ func (vc *VoiceClient) Speaker(ssrc uint32) string {
 
 // SetSpeaking sends voice op 5.
 func (vc *VoiceClient) SetSpeaking(flags int) error {
-	return vc.send(5, map[string]any{"speaking": flags, "delay": 0, "ssrc": vc.SSRC})
+	return vc.send(protocol.VoiceSpeaking, map[string]any{"speaking": flags, "delay": 0, "ssrc": vc.SSRC})
 }
 
 // SendOpus sends one Opus frame as the next RTP packet (20 ms later).

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/chorus-voice/chorus/protocol"
 	"github.com/chorus-voice/chorus/signaling"
 )
 
@@ -53,7 +54,7 @@ func TestBadInputCloseCodes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := f.node.Gateway().Metrics().Closes(tt.code)
+			before := f.node.Gateway().Metrics().Closes(protocol.CloseCode(tt.code))
 			c := f.dial(tt.query)
 			c.t = t
 			for _, fr := range tt.frames {
@@ -64,7 +65,7 @@ func TestBadInputCloseCodes(t *testing.T) {
 				}
 			}
 			c.expectClose(tt.code)
-			if after := f.node.Gateway().Metrics().Closes(tt.code); after != before+1 {
+			if after := f.node.Gateway().Metrics().Closes(protocol.CloseCode(tt.code)); after != before+1 {
 				t.Fatalf("close %d counted %d times", tt.code, after-before)
 			}
 		})
@@ -199,7 +200,7 @@ func TestCloseFramesAndUTF8(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := f.node.Gateway().Metrics().Closes(tt.reply)
+			before := f.node.Gateway().Metrics().Closes(protocol.CloseCode(tt.reply))
 			c := f.dial("v=10")
 			c.t = t
 			if tt.ctl != nil {
@@ -211,7 +212,7 @@ func TestCloseFramesAndUTF8(t *testing.T) {
 			}
 			c.expectClose(tt.reply)
 			if tt.reply != 1000 {
-				if after := f.node.Gateway().Metrics().Closes(tt.reply); after != before+1 {
+				if after := f.node.Gateway().Metrics().Closes(protocol.CloseCode(tt.reply)); after != before+1 {
 					t.Fatalf("close %d counted %d times", tt.reply, after-before)
 				}
 			}

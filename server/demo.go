@@ -5,7 +5,7 @@ import (
 	"errors"
 
 	"github.com/chorus-voice/chorus/guild"
-	"github.com/chorus-voice/chorus/signaling/wire"
+	"github.com/chorus-voice/chorus/protocol"
 	"github.com/chorus-voice/chorus/snowflake"
 	"github.com/chorus-voice/chorus/store"
 )
@@ -131,7 +131,7 @@ func (n *Node) ensureUser(ctx context.Context, name, display string, bot bool) (
 	}
 	u = store.User{ID: n.ids.Next(), Username: name, GlobalName: display, Bot: bot}
 	if bot {
-		u.AppFlags = wire.AppFlagsAllPrivileged
+		u.AppFlags = protocol.AppFlagsAllPrivileged
 	}
 	return u, n.store.PutUser(ctx, u)
 }

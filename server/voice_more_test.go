@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/chorus-voice/chorus/crypto"
+	"github.com/chorus-voice/chorus/protocol"
 	"github.com/chorus-voice/chorus/server"
 	"github.com/chorus-voice/chorus/sfu"
 	"github.com/chorus-voice/chorus/signaling"
@@ -138,7 +139,7 @@ func TestVoiceCloseCodes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := f.node.Voice().Closes(tt.code)
+			before := f.node.Voice().Closes(protocol.CloseCode(tt.code))
 			ws := dialVoice(t, pool, vs.Endpoint, "?v=8")
 			readOp(t, ws, 8)
 			for _, fr := range tt.frames {
@@ -151,7 +152,7 @@ func TestVoiceCloseCodes(t *testing.T) {
 			if code := closeCode(t, ws); code != tt.code {
 				t.Fatalf("closed with %d, want %d", code, tt.code)
 			}
-			if f.node.Voice().Closes(tt.code) != before+1 {
+			if f.node.Voice().Closes(protocol.CloseCode(tt.code)) != before+1 {
 				t.Fatalf("close %d not counted", tt.code)
 			}
 		})

@@ -11,7 +11,7 @@ import (
 
 	"github.com/chorus-voice/chorus/auth"
 	"github.com/chorus-voice/chorus/guild"
-	"github.com/chorus-voice/chorus/signaling/wire"
+	"github.com/chorus-voice/chorus/protocol"
 	"github.com/chorus-voice/chorus/snowflake"
 	"github.com/chorus-voice/chorus/store"
 )
@@ -79,7 +79,7 @@ func (a *api) adminCreateUser(w http.ResponseWriter, r *http.Request) error {
 		Bot        bool   `json:"bot"`
 		// Privileged says which privileged intents a bot may use: true
 		// (the default) for all, false for none, or a list of names from
-		// wire.PrivilegedIntentNames ("presences", "guild_members",
+		// protocol.PrivilegedIntentNames ("presences", "guild_members",
 		// "message_content").
 		Privileged json.RawMessage `json:"privileged_intents"`
 	}
@@ -116,11 +116,11 @@ func privilegedFlags(raw json.RawMessage) (int, error) {
 		`Must be true, false or a list of "presences", "guild_members", "message_content".`)
 	var all bool
 	if len(raw) == 0 || string(raw) == "null" {
-		return wire.AppFlagsAllPrivileged, nil
+		return protocol.AppFlagsAllPrivileged, nil
 	}
 	if json.Unmarshal(raw, &all) == nil {
 		if all {
-			return wire.AppFlagsAllPrivileged, nil
+			return protocol.AppFlagsAllPrivileged, nil
 		}
 		return 0, nil
 	}
@@ -130,7 +130,7 @@ func privilegedFlags(raw json.RawMessage) (int, error) {
 	}
 	flags := 0
 	for _, n := range names {
-		f, ok := wire.PrivilegedIntentNames[n]
+		f, ok := protocol.PrivilegedIntentNames[n]
 		if !ok {
 			return 0, invalid
 		}

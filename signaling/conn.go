@@ -8,11 +8,12 @@ import (
 	"time"
 
 	"github.com/chorus-voice/chorus/guild"
+	"github.com/chorus-voice/chorus/protocol"
 	"github.com/chorus-voice/chorus/signaling/wire"
 )
 
 // closeSlowConsumer is the resumable code a slow consumer is closed with.
-const closeSlowConsumer = wire.CloseUnknownError
+const closeSlowConsumer = protocol.CloseUnknownError
 
 // writeBatch is how many dispatches one system call carries at most.
 const writeBatch = 64
@@ -57,7 +58,7 @@ type conn struct {
 	mu          sync.Mutex
 	done        chan struct{} // closed once the close frame is written
 	ctrl        []ctrlFrame
-	closeCode   int
+	closeCode   protocol.CloseCode
 	closeReason string
 
 	// writer-goroutine state; the byte buffers come from writeBufs for the
@@ -100,14 +101,14 @@ func (c *conn) queue(f ctrlFrame) {
 
 // closeWith asks the writer to send a close frame and end the connection,
 // and counts the code. The first code wins. It never blocks.
-func (c *conn) closeWith(code int, reason string) { c.closeFrame(code, reason, true) }
+func (c *conn) closeWith(code protocol.CloseCode, reason string) { c.closeFrame(code, reason, true) }
 
-func (c *conn) closeFrame(code int, reason string, count bool) {
+func (c *conn) closeFrame(code protocol.CloseCode, reason string, count bool) {
 	c.mu.Lock()
 	if c.closeCode == 0 {
 		c.closeCode, c.closeReason = code, reason
 		if count {
-			c.g.metrics.countClose(code)
+			c.g.metrics.closes.add(code)
 		}
 	}
 	c.mu.Unlock()
@@ -209,7 +210,7 @@ func (c *conn) checkHeartbeat() {
 		// A connection that never logs in holds a socket for nothing.
 		left := c.g.cfg.IdentifyTimeout - time.Since(c.opened)
 		if left <= 0 {
-			c.closeWith(wire.CloseNotAuthenticated, "no identify in time")
+			c.closeWith(protocol.CloseNotAuthenticated, "no identify in time")
 			return
 		}
 		next = min(next, left)
@@ -217,7 +218,7 @@ func (c *conn) checkHeartbeat() {
 	idle := time.Since(time.Unix(0, c.lastBeat.Load()))
 	if idle >= c.g.heartbeatTimeout() {
 		// Zombie connection (gateway.md §6); the session stays resumable.
-		c.closeWith(wire.CloseUnknownError, "heartbeat timeout")
+		c.closeWith(protocol.CloseUnknownError, "heartbeat timeout")
 		return
 	}
 	c.hb.Reset(min(next, c.g.heartbeatTimeout()-idle))
@@ -255,7 +256,7 @@ func (c *conn) flush() bool {
 			batch, first := s.pending(c, c.batch[:0])
 			c.batch = batch
 			for i, ev := range batch {
-				*c.env = wire.AppendDispatch((*c.env)[:0], ev.Name, first+uint64(i), ev.Data)
+				*c.env = protocol.AppendDispatch((*c.env)[:0], ev.Name, first+uint64(i), ev.Data)
 				b = c.appendMessage(b, *c.env)
 				batch[i] = nil
 			}

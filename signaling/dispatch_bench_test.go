@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/chorus-voice/chorus/guild"
-	"github.com/chorus-voice/chorus/signaling/wire"
+	"github.com/chorus-voice/chorus/protocol"
 	"github.com/chorus-voice/chorus/store"
 )
 
@@ -39,7 +39,7 @@ func drainWriter(c *conn) int {
 	s := c.sess.Load()
 	batch, first := s.pending(c, c.batch[:0])
 	for i, ev := range batch {
-		*c.env = wire.AppendDispatch((*c.env)[:0], ev.Name, first+uint64(i), ev.Data)
+		*c.env = protocol.AppendDispatch((*c.env)[:0], ev.Name, first+uint64(i), ev.Data)
 		batch[i] = nil
 	}
 	if len(batch) > 0 {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/chorus-voice/chorus/auth"
 	"github.com/chorus-voice/chorus/guild"
+	"github.com/chorus-voice/chorus/protocol"
 	"github.com/chorus-voice/chorus/signaling/wire"
 	"github.com/chorus-voice/chorus/store"
 )
@@ -136,8 +137,8 @@ func NewGateway(cfg Config, st store.Store, signer *auth.Signer) *Gateway {
 		WriteBufferPool: &sync.Pool{}, // we write frames ourselves; gorilla keeps no buffer
 		CheckOrigin:     func(*http.Request) bool { return true },
 	}
-	g.bufs.New = func() any { b := make([]byte, wire.MaxPayload+1); return &b }
-	g.hello = wire.Hello(int(cfg.HeartbeatInterval / time.Millisecond))
+	g.bufs.New = func() any { b := make([]byte, protocol.MaxPayload+1); return &b }
+	g.hello = protocol.Hello(int(cfg.HeartbeatInterval / time.Millisecond))
 	return g
 }
 
@@ -190,14 +191,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch v := q.Get("v"); v {
 	case "", "9", "10":
 	default:
-		c.closeWith(wire.CloseInvalidAPIVersion, "invalid API version")
+		c.closeWith(protocol.CloseInvalidAPIVersion, "invalid API version")
 	}
 	if enc := q.Get("encoding"); enc != "" && enc != "json" {
-		c.closeWith(wire.CloseDecodeError, "only encoding=json is supported")
+		c.closeWith(protocol.CloseDecodeError, "only encoding=json is supported")
 	}
 	comp, err := wire.NewCompressor(q.Get("compress"))
 	if err != nil {
-		c.closeWith(wire.CloseDecodeError, "unknown compress value")
+		c.closeWith(protocol.CloseDecodeError, "unknown compress value")
 	}
 	c.comp = comp
 	c.send(g.hello)
@@ -243,11 +244,11 @@ func (g *Gateway) run(c *conn) {
 
 // ended releases a connection whose read loop is over: a session the
 // client closed normally ends, any other waits for a resume.
-func (g *Gateway) ended(c *conn, code int) {
+func (g *Gateway) ended(c *conn, code protocol.CloseCode) {
 	c.hb.Stop()
 	c.nc.Close()
 	if s := c.sess.Load(); s != nil && s.detach(c) {
-		if code == wire.CloseNormal || code == wire.CloseGoingAway {
+		if code.EndsSession() {
 			g.endSession(s) // the client ended it (gateway.md §10)
 		} else {
 			time.AfterFunc(g.cfg.ResumeWindow, func() { g.expire(s) })
@@ -261,24 +262,24 @@ func (c *conn) allow() bool { return c.limit.take(time.Now()) }
 // handle processes one client payload; false once the connection is closing.
 func (g *Gateway) handle(c *conn, p []byte) bool {
 	if !c.allow() {
-		c.closeWith(wire.CloseRateLimited, "rate limited")
+		c.closeWith(protocol.CloseRateLimited, "rate limited")
 		return false
 	}
-	env, err := wire.DecodeEnvelope(p)
+	env, err := protocol.DecodeEnvelope(p)
 	if err != nil {
-		if errors.Is(err, wire.ErrSyntax) {
-			c.closeWith(wire.CloseDecodeError, "decode error")
+		if errors.Is(err, protocol.ErrSyntax) {
+			c.closeWith(protocol.CloseDecodeError, "decode error")
 		} else {
-			c.closeWith(wire.CloseUnknownOpcode, "invalid payload")
+			c.closeWith(protocol.CloseUnknownOpcode, "invalid payload")
 		}
 		return false
 	}
 	s := c.sess.Load()
 	switch env.Op {
-	case wire.OpHeartbeat:
-		seq, err := wire.DecodeHeartbeat(env.D)
+	case protocol.OpHeartbeat:
+		seq, err := protocol.DecodeHeartbeat(env.D)
 		if err != nil {
-			c.closeWith(wire.CloseUnknownOpcode, "invalid heartbeat")
+			c.closeWith(protocol.CloseUnknownOpcode, "invalid heartbeat")
 			return false
 		}
 		c.lastBeat.Store(time.Now().UnixNano())
@@ -287,38 +288,38 @@ func (g *Gateway) handle(c *conn, p []byte) bool {
 			// it again: a resume names a seq at least this high.
 			s.ack(c, uint64(seq))
 		}
-		c.send(wire.HeartbeatACK)
+		c.send(protocol.HeartbeatACK)
 		return true
-	case wire.OpIdentify:
+	case protocol.OpIdentify:
 		if s != nil {
-			c.closeWith(wire.CloseAlreadyAuthenticated, "already authenticated")
+			c.closeWith(protocol.CloseAlreadyAuthenticated, "already authenticated")
 			return false
 		}
 		c.loggingIn.Store(true)
 		return g.identify(c, env.D)
-	case wire.OpResume:
+	case protocol.OpResume:
 		if s != nil {
-			c.closeWith(wire.CloseAlreadyAuthenticated, "already authenticated")
+			c.closeWith(protocol.CloseAlreadyAuthenticated, "already authenticated")
 			return false
 		}
 		c.loggingIn.Store(true)
 		return g.resume(c, env.D)
-	case wire.OpPresenceUpdate, wire.OpVoiceState, wire.OpRequestMembers, wire.OpRequestSounds, wire.OpRequestChanInfo:
+	case protocol.OpPresenceUpdate, protocol.OpVoiceState, protocol.OpRequestMembers, protocol.OpRequestSounds, protocol.OpRequestChanInfo:
 		if s == nil {
-			c.closeWith(wire.CloseNotAuthenticated, "not authenticated")
+			c.closeWith(protocol.CloseNotAuthenticated, "not authenticated")
 			return false
 		}
 	default:
-		c.closeWith(wire.CloseUnknownOpcode, "unknown opcode")
+		c.closeWith(protocol.CloseUnknownOpcode, "unknown opcode")
 		return false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
 	switch env.Op {
-	case wire.OpPresenceUpdate:
-		pr, err := wire.DecodePresence(env.D)
+	case protocol.OpPresenceUpdate:
+		pr, err := protocol.DecodePresence(env.D)
 		if err != nil {
-			c.closeWith(wire.CloseUnknownOpcode, "invalid presence")
+			c.closeWith(protocol.CloseUnknownOpcode, "invalid presence")
 			return false
 		}
 		s.mu.Lock()
@@ -328,10 +329,10 @@ func (g *Gateway) handle(c *conn, p []byte) bool {
 		for _, gid := range guilds {
 			g.router.UpdatePresence(ctx, gid, s.user.ID, pr.Status, activities(pr.Activities))
 		}
-	case wire.OpRequestMembers:
-		req, err := wire.DecodeRequestMembers(env.D)
+	case protocol.OpRequestMembers:
+		req, err := protocol.DecodeRequestMembers(env.D)
 		if err != nil {
-			c.closeWith(wire.CloseUnknownOpcode, "invalid request guild members")
+			c.closeWith(protocol.CloseUnknownOpcode, "invalid request guild members")
 			return false
 		}
 		if !s.inGuild(req.GuildID) {
@@ -340,10 +341,10 @@ func (g *Gateway) handle(c *conn, p []byte) bool {
 		g.router.RequestMembers(ctx, req.GuildID, guild.MembersRequest{Node: g.cfg.NodeID, Session: s.id,
 			User: s.user.ID, Intents: s.intents, Query: req.Query, Limit: req.Limit, UserIDs: req.IDs,
 			Presences: req.Presences, Nonce: req.Nonce})
-	case wire.OpVoiceState:
-		v, err := wire.DecodeVoiceStateUpdate(env.D)
+	case protocol.OpVoiceState:
+		v, err := protocol.DecodeVoiceStateUpdate(env.D)
 		if err != nil {
-			c.closeWith(wire.CloseUnknownOpcode, "invalid voice state update")
+			c.closeWith(protocol.CloseUnknownOpcode, "invalid voice state update")
 			return false
 		}
 		if !s.inGuild(v.GuildID) {
@@ -369,7 +370,7 @@ func (s *Session) inGuild(id guild.ID) bool {
 	return false
 }
 
-func activities(in []wire.Activity) []guild.Activity {
+func activities(in []protocol.Activity) []guild.Activity {
 	out := make([]guild.Activity, 0, len(in))
 	now := time.Now().UnixMilli()
 	for _, a := range in {
@@ -408,10 +409,10 @@ func (g *Gateway) authenticate(ctx context.Context, token string) (store.User, e
 func (g *Gateway) closeAuthFailed(c *conn, err error) {
 	if errors.Is(err, errStoreUnavailable) {
 		g.cfg.Logger.Warn("identify: store unavailable", "err", err)
-		c.closeWith(wire.CloseUnknownError, "store unavailable")
+		c.closeWith(protocol.CloseUnknownError, "store unavailable")
 		return
 	}
-	c.closeWith(wire.CloseAuthenticationFailed, "authentication failed")
+	c.closeWith(protocol.CloseAuthenticationFailed, "authentication failed")
 }
 
 func newSessionID() string {
@@ -420,41 +421,17 @@ func newSessionID() string {
 	return hex.EncodeToString(b[:])
 }
 
-type readyPayload struct {
-	V                int                `json:"v"`
-	User             readyUser          `json:"user"`
-	Guilds           []unavailableGuild `json:"guilds"`
-	SessionID        string             `json:"session_id"`
-	SessionType      string             `json:"session_type"`
-	ResumeGatewayURL string             `json:"resume_gateway_url"`
-	Shard            []int              `json:"shard,omitempty"`
-	Application      readyApplication   `json:"application"`
-	PrivateChannels  []any              `json:"private_channels"`
-	Presences        []any              `json:"presences"`
-	Relationships    []any              `json:"relationships"`
-	GuildJoinReqs    []any              `json:"guild_join_requests"`
-}
-
+// readyUser is READY's and GET /users/@me's user object.
 type readyUser struct {
 	guild.User
 	Verified   bool `json:"verified"`
 	MFAEnabled bool `json:"mfa_enabled"`
 }
 
-type unavailableGuild struct {
-	ID          guild.ID `json:"id"`
-	Unavailable bool     `json:"unavailable"`
-}
-
-type readyApplication struct {
-	ID    guild.ID `json:"id"`
-	Flags int      `json:"flags"`
-}
-
 func (g *Gateway) identify(c *conn, d json.RawMessage) bool {
-	id, err := wire.DecodeIdentify(d)
+	id, err := protocol.DecodeIdentify(d)
 	if err != nil {
-		c.closeWith(wire.CloseUnknownOpcode, "invalid identify")
+		c.closeWith(protocol.CloseUnknownOpcode, "invalid identify")
 		return false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
@@ -464,36 +441,36 @@ func (g *Gateway) identify(c *conn, d json.RawMessage) bool {
 		g.closeAuthFailed(c, err)
 		return false
 	}
-	if id.Intents == nil || *id.Intents&^wire.AllIntents != 0 {
-		c.closeWith(wire.CloseInvalidIntents, "invalid intent(s)")
+	if id.Intents == nil || *id.Intents&^protocol.AllIntents != 0 {
+		c.closeWith(protocol.CloseInvalidIntents, "invalid intent(s)")
 		return false
 	}
 	intents := *id.Intents
-	if u.Bot && intents&wire.PrivilegedIntents&^wire.AllowedIntents(u.AppFlags) != 0 {
-		c.closeWith(wire.CloseDisallowedIntents, "disallowed intent(s)")
+	if u.Bot && intents&protocol.PrivilegedIntents&^protocol.AllowedIntents(u.AppFlags) != 0 {
+		c.closeWith(protocol.CloseDisallowedIntents, "disallowed intent(s)")
 		return false
 	}
 	if id.Shard != nil && (len(id.Shard) != 2 || id.Shard[1] < 1 || id.Shard[1] > 4096 || id.Shard[0] < 0 || id.Shard[0] >= id.Shard[1]) {
-		c.closeWith(wire.CloseInvalidShard, "invalid shard")
+		c.closeWith(protocol.CloseInvalidShard, "invalid shard")
 		return false
 	}
 	if !g.limits.allow("identify:"+u.ID.String(), g.cfg.IdentifiesPer5s, 5*time.Second) {
-		c.send(wire.InvalidSession)
+		c.send(protocol.InvalidSession)
 		return true
 	}
 	all, err := g.store.UserGuilds(ctx, u.ID)
 	if err != nil {
-		c.closeWith(wire.CloseUnknownError, "store unavailable")
+		c.closeWith(protocol.CloseUnknownError, "store unavailable")
 		return false
 	}
 	var guilds []guild.ID
 	for _, gid := range all {
-		if onShard(gid, id.Shard) {
+		if protocol.OnShard(gid, id.Shard) {
 			guilds = append(guilds, gid)
 		}
 	}
 	if len(guilds) > g.cfg.MaxGuildsPerSession {
-		c.closeWith(wire.CloseShardingRequired, "sharding required")
+		c.closeWith(protocol.CloseShardingRequired, "sharding required")
 		return false
 	}
 	s := newSession(newSessionID(), u)
@@ -510,14 +487,14 @@ func (g *Gateway) identify(c *conn, d json.RawMessage) bool {
 	s.attach(c, false, 0)
 	c.sess.Store(s)
 
-	ready := readyPayload{V: 10, User: readyUser{User: guild.UserObject(u), Verified: true}, SessionID: s.id,
+	ready := protocol.Ready{V: 10, User: readyUser{User: guild.UserObject(u), Verified: true}, SessionID: s.id,
 		SessionType: "normal", ResumeGatewayURL: g.cfg.GatewayURL, Shard: id.Shard,
-		Application: readyApplication{ID: u.ID, Flags: u.AppFlags}, Guilds: make([]unavailableGuild, 0, len(guilds)),
+		Application: protocol.ReadyApplication{ID: u.ID, Flags: u.AppFlags}, Guilds: make([]protocol.UnavailableGuild, 0, len(guilds)),
 		PrivateChannels: []any{}, Presences: []any{}, Relationships: []any{}, GuildJoinReqs: []any{}}
 	for _, gid := range guilds {
-		ready.Guilds = append(ready.Guilds, unavailableGuild{ID: gid, Unavailable: true})
+		ready.Guilds = append(ready.Guilds, protocol.UnavailableGuild{ID: gid, Unavailable: true})
 	}
-	s.push(guild.NewEvent("READY", ready), g.cfg.logLimit())
+	s.push(guild.NewEvent(protocol.EventReady, ready), g.cfg.logLimit())
 	for _, gid := range guilds {
 		g.subscribe(ctx, s, gid)
 	}
@@ -529,7 +506,7 @@ func (g *Gateway) subscribe(ctx context.Context, s *Session, gid guild.ID) {
 		g.cfg.Logger.Warn("subscribe failed", "guild", gid, "session", s.id, "err", err)
 		// The guild is unavailable for this session until a later try
 		// succeeds; its GUILD_CREATE then says it is back (gateway.md §9.2).
-		s.push(guild.NewEvent("GUILD_DELETE", unavailableGuild{ID: gid, Unavailable: true}), g.cfg.logLimit())
+		s.push(guild.NewEvent(protocol.EventGuildDelete, protocol.UnavailableGuild{ID: gid, Unavailable: true}), g.cfg.logLimit())
 		go g.resubscribe(s, gid)
 	}
 }
@@ -565,16 +542,10 @@ func (g *Gateway) resubscribe(s *Session, gid guild.ID) {
 	g.cfg.Logger.Warn("gave up subscribing", "guild", gid, "session", s.id)
 }
 
-// onShard reports whether a guild belongs to shard [id, count] (Discord's
-// formula: (guild_id >> 22) % count); every guild does without sharding.
-func onShard(gid guild.ID, shard []int) bool {
-	return shard == nil || int((uint64(gid)>>22)%uint64(shard[1])) == shard[0]
-}
-
 // onJoin subscribes a user's live sessions to a guild they just joined.
 func (g *Gateway) onJoin(gid, user guild.ID) {
 	for _, s := range g.hub.userSessions(user) {
-		if !onShard(gid, s.shard) {
+		if !protocol.OnShard(gid, s.shard) {
 			continue
 		}
 		s.mu.Lock()
@@ -598,9 +569,9 @@ func (s *Session) inGuildLocked(id guild.ID) bool {
 }
 
 func (g *Gateway) resume(c *conn, d json.RawMessage) bool {
-	r, err := wire.DecodeResume(d)
+	r, err := protocol.DecodeResume(d)
 	if err != nil {
-		c.closeWith(wire.CloseUnknownOpcode, "invalid resume")
+		c.closeWith(protocol.CloseUnknownOpcode, "invalid resume")
 		return false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
@@ -613,26 +584,26 @@ func (g *Gateway) resume(c *conn, d json.RawMessage) bool {
 	s := g.hub.get(r.SessionID)
 	if s == nil || s.user.ID != u.ID {
 		g.metrics.ResumeFailed.Add(1)
-		c.send(wire.InvalidSession)
+		c.send(protocol.InvalidSession)
 		return true
 	}
 	old, result := s.attach(c, true, uint64(*r.Seq))
 	switch result {
 	case resumeBadSeq:
 		g.metrics.ResumeFailed.Add(1)
-		c.closeWith(wire.CloseInvalidSeq, "invalid seq")
+		c.closeWith(protocol.CloseInvalidSeq, "invalid seq")
 		return false
 	case resumeGone:
 		g.metrics.ResumeFailed.Add(1)
-		c.send(wire.InvalidSession)
+		c.send(protocol.InvalidSession)
 		return true
 	}
 	if old != nil {
-		old.closeWith(wire.CloseUnknownError, "session resumed elsewhere")
+		old.closeWith(protocol.CloseUnknownError, "session resumed elsewhere")
 	}
 	c.sess.Store(s)
 	g.metrics.Resumes.Add(1)
-	s.push(guild.NewEvent("RESUMED", struct{}{}), g.cfg.logLimit())
+	s.push(guild.NewEvent(protocol.EventResumed, struct{}{}), g.cfg.logLimit())
 	c.wake()
 	return true
 }
@@ -675,7 +646,7 @@ func (g *Gateway) revokeSessions(user guild.ID) {
 		c := s.conn
 		s.mu.Unlock()
 		if c != nil {
-			c.closeWith(wire.CloseAuthenticationFailed, "token revoked")
+			c.closeWith(protocol.CloseAuthenticationFailed, "token revoked")
 		}
 		g.endSession(s)
 	}
@@ -694,9 +665,9 @@ func (g *Gateway) Shutdown(ctx context.Context) {
 	g.connsMu.Unlock()
 	for _, c := range conns {
 		if c.sess.Load() != nil {
-			c.send(wire.Reconnect)
+			c.send(protocol.Reconnect)
 		}
-		c.closeFrame(wire.CloseUnknownError, "server shutting down", false)
+		c.closeFrame(protocol.CloseUnknownError, "server shutting down", false)
 	}
 	done := make(chan struct{})
 	go func() { g.running.Wait(); close(done) }()

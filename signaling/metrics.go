@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/chorus-voice/chorus/protocol"
 )
 
 // Metrics counts what the edge saw. Every rejected input is counted here.
@@ -35,47 +37,44 @@ type Metrics struct {
 // gateways' own 4000–4031.
 type closeCounts [48]atomic.Uint64
 
-func closeSlot(code int) int {
+func closeSlot(code protocol.CloseCode) int {
 	switch {
 	case code >= 4000 && code < 4032:
-		return code - 4000
+		return int(code - 4000)
 	case code >= 1000 && code < 1016:
-		return 32 + code - 1000
+		return int(32 + code - 1000)
 	}
 	return -1
 }
 
-func (cc *closeCounts) add(code int) {
+func (cc *closeCounts) add(code protocol.CloseCode) {
 	if i := closeSlot(code); i >= 0 {
 		cc[i].Add(1)
 	}
 }
 
-func (cc *closeCounts) get(code int) uint64 {
+func (cc *closeCounts) get(code protocol.CloseCode) uint64 {
 	if i := closeSlot(code); i >= 0 {
 		return cc[i].Load()
 	}
 	return 0
 }
 
-// each calls f for every code counted at least once.
-func (cc *closeCounts) each(f func(code int, n uint64)) {
-	for code := 1000; code < 1016; code++ {
-		if n := cc.get(code); n > 0 {
-			f(code, n)
-		}
-	}
-	for code := 4000; code < 4032; code++ {
-		if n := cc.get(code); n > 0 {
-			f(code, n)
+// write writes the codes counted at least once as one series each of
+// chorus_gateway_closes_total, the family both gateways share, labelled
+// by gateway ("main" or "voice") and code.
+func (cc *closeCounts) write(w io.Writer, gateway string) {
+	for _, r := range [][2]protocol.CloseCode{{1000, 1016}, {4000, 4032}} {
+		for code := r[0]; code < r[1]; code++ {
+			if n := cc.get(code); n > 0 {
+				fmt.Fprintf(w, "chorus_gateway_closes_total{gateway=%q,code=\"%d\"} %d\n", gateway, code, n)
+			}
 		}
 	}
 }
 
-func (m *Metrics) countClose(code int) { m.closes.add(code) }
-
 // Closes returns how many connections the server closed with code.
-func (m *Metrics) Closes(code int) uint64 { return m.closes.get(code) }
+func (m *Metrics) Closes(code protocol.CloseCode) uint64 { return m.closes.get(code) }
 
 // recovered counts and logs a panic that a connection's goroutine caught.
 func (m *Metrics) recovered(log *slog.Logger, where string, r any) {
@@ -95,9 +94,7 @@ func (m *Metrics) WriteText(w io.Writer, sessions int) {
 	fmt.Fprintf(w, "chorus_gateway_identifies_total %d\n", m.Identifies.Load())
 	fmt.Fprintf(w, "chorus_gateway_resumes_total %d\n", m.Resumes.Load())
 	fmt.Fprintf(w, "chorus_gateway_resume_failures_total %d\n", m.ResumeFailed.Load())
-	m.closes.each(func(code int, n uint64) {
-		fmt.Fprintf(w, "chorus_gateway_closes_total{code=\"%d\"} %d\n", code, n)
-	})
+	m.closes.write(w, "main")
 	fmt.Fprintf(w, "chorus_panics_recovered_total %d\n", m.Panics.Load())
 	fmt.Fprintf(w, "chorus_connections_refused_per_ip_total %d\n", m.ConnsRefused.Load())
 	fmt.Fprintf(w, "chorus_rest_requests_total %d\n", m.RESTRequests.Load())

@@ -6,6 +6,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/chorus-voice/chorus/protocol"
 	"github.com/chorus-voice/chorus/signaling/wire"
 )
 
@@ -23,7 +24,7 @@ var (
 )
 
 // closeNoResponse stands for "the peer vanished without a close frame".
-const closeNoResponse = 0
+const closeNoResponse protocol.CloseCode = 0
 
 // readMessage reads one client message and returns it in a buffer from
 // the gateway's pool, which the caller puts back. The buffer is taken only
@@ -31,7 +32,7 @@ const closeNoResponse = 0
 // Control frames in between are handled here: pings are answered, pongs
 // ignored. A close frame ends reading with errPeerClosed and the client's
 // status code; every other error comes with a nil buffer.
-func (c *conn) readMessage() (bp *[]byte, n int, closeCode int, err error) {
+func (c *conn) readMessage() (bp *[]byte, n int, closeCode protocol.CloseCode, err error) {
 	defer func() {
 		if bp != nil && err != nil {
 			c.g.bufs.Put(bp)
@@ -82,7 +83,7 @@ func (c *conn) readMessage() (bp *[]byte, n int, closeCode int, err error) {
 			text = h.Opcode == wire.FrameText
 		}
 		inMessage = true
-		if uint64(n)+h.Length > wire.MaxPayload {
+		if uint64(n)+h.Length > protocol.MaxPayload {
 			return bp, 0, closeNoResponse, errTooLarge
 		}
 		if bp == nil {
@@ -106,25 +107,25 @@ func (c *conn) readMessage() (bp *[]byte, n int, closeCode int, err error) {
 
 // readLoop reads client payloads until the connection ends and returns the
 // client's close code (closeNoResponse when it just went away).
-func (g *Gateway) readLoop(c *conn) int {
+func (g *Gateway) readLoop(c *conn) protocol.CloseCode {
 	for {
 		bp, n, code, err := c.readMessage()
 		if err != nil {
 			switch {
 			case errors.Is(err, errTooLarge):
-				c.closeWith(wire.CloseDecodeError, "payload too large")
+				c.closeWith(protocol.CloseDecodeError, "payload too large")
 				return drain(c)
 			case errors.Is(err, errProtocol):
-				c.closeWith(wire.CloseProtocol, "protocol error")
+				c.closeWith(protocol.CloseProtocol, "protocol error")
 				return drain(c)
 			case errors.Is(err, errNotUTF8):
-				c.closeWith(wire.CloseInvalidData, "text is not UTF-8")
+				c.closeWith(protocol.CloseInvalidData, "text is not UTF-8")
 				return drain(c)
 			case errors.Is(err, errPeerClosed):
 				// Answer the client's close (RFC 6455 §5.5.1) with a normal
 				// closure of our own, never an echo of what the client
 				// claimed, and let the writer finish before the socket goes.
-				c.closeFrame(wire.CloseNormal, "", false)
+				c.closeFrame(protocol.CloseNormal, "", false)
 				c.waitFinished(closeDrain)
 			}
 			return code
@@ -153,7 +154,7 @@ func (g *Gateway) handleAsync(c *conn, p []byte) {
 	defer func() {
 		if r := recover(); r != nil {
 			g.metrics.recovered(g.cfg.Logger, "gateway payload handler", r)
-			c.closeWith(wire.CloseUnknownError, "internal error")
+			c.closeWith(protocol.CloseUnknownError, "internal error")
 		}
 		c.handled <- ok
 	}()
@@ -162,7 +163,7 @@ func (g *Gateway) handleAsync(c *conn, p []byte) {
 
 // drain discards input after we decided to close, until the peer goes away
 // or the deadline set here passes.
-func drain(c *conn) int {
+func drain(c *conn) protocol.CloseCode {
 	c.nc.SetReadDeadline(time.Now().Add(drainAfterError))
 	var buf [512]byte
 	for {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/chorus-voice/chorus/guild"
+	"github.com/chorus-voice/chorus/protocol"
 	"github.com/chorus-voice/chorus/signaling/wire"
 	"github.com/chorus-voice/chorus/store"
 )
@@ -55,15 +56,15 @@ func TestReadMessage(t *testing.T) {
 	tests := []struct {
 		name string
 		in   []byte
-		want string // the message, when one is read
-		code int    // the close code, with errPeerClosed
+		want string             // the message, when one is read
+		code protocol.CloseCode // the close code, with errPeerClosed
 		err  error
 	}{
 		{"text", maskedFrame(true, wire.FrameText, []byte(`{"op":1}`)), `{"op":1}`, 0, nil},
 		{"fragmented", append(maskedFrame(false, wire.FrameText, []byte(`{"op"`)), maskedFrame(true, 0, []byte(`:1}`))...), `{"op":1}`, 0, nil},
 		{"ping between fragments", append(append(maskedFrame(false, wire.FrameText, []byte(`ab`)), maskedFrame(true, wire.FramePing, []byte("x"))...), maskedFrame(true, 0, []byte(`c`))...), `abc`, 0, nil},
 		{"empty message", maskedFrame(true, wire.FrameBinary, nil), ``, 0, nil},
-		{"close without body", maskedFrame(true, wire.FrameClose, nil), ``, wire.CloseNoStatus, errPeerClosed},
+		{"close without body", maskedFrame(true, wire.FrameClose, nil), ``, protocol.CloseNoStatus, errPeerClosed},
 		{"close 1000", maskedFrame(true, wire.FrameClose, closeBody(1000, "bye")), ``, 1000, errPeerClosed},
 		{"close 4000", maskedFrame(true, wire.FrameClose, closeBody(4000, "")), ``, 4000, errPeerClosed},
 		// The frame that crashed the node: status code 0.
@@ -79,7 +80,7 @@ func TestReadMessage(t *testing.T) {
 		{"UTF-8 split across fragments", append(maskedFrame(false, wire.FrameText, []byte("\xc3")), maskedFrame(true, 0, []byte("\xa9"))...), "é", 0, nil},
 		{"binary need not be UTF-8", maskedFrame(true, wire.FrameBinary, []byte{0xff}), "\xff", 0, nil},
 		{"continuation first", maskedFrame(true, 0, []byte("x")), ``, 0, errProtocol},
-		{"too large", maskedFrame(true, wire.FrameText, make([]byte, wire.MaxPayload+1)), ``, 0, errTooLarge},
+		{"too large", maskedFrame(true, wire.FrameText, make([]byte, protocol.MaxPayload+1)), ``, 0, errTooLarge},
 		{"truncated", maskedFrame(true, wire.FrameText, []byte("abc"))[:5], ``, 0, io.ErrUnexpectedEOF},
 	}
 	for _, tt := range tests {
@@ -122,12 +123,12 @@ func FuzzReadMessage(f *testing.F) {
 				if bp != nil {
 					t.Fatal("a buffer came back with an error")
 				}
-				if errors.Is(err, errPeerClosed) && code != wire.CloseNoStatus && !wire.SendableCloseCode(code) {
+				if errors.Is(err, errPeerClosed) && code != protocol.CloseNoStatus && !wire.SendableCloseCode(int(code)) {
 					t.Fatalf("close code %d accepted", code)
 				}
 				return
 			}
-			if n > wire.MaxPayload {
+			if n > protocol.MaxPayload {
 				t.Fatalf("message of %d bytes", n)
 			}
 			c.g.bufs.Put(bp)
@@ -156,7 +157,7 @@ func TestHandlerPanicIsConfined(t *testing.T) {
 	c.mu.Lock()
 	code := c.closeCode
 	c.mu.Unlock()
-	if code != wire.CloseUnknownError {
+	if code != protocol.CloseUnknownError {
 		t.Fatalf("closed with %d", code)
 	}
 }

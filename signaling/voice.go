@@ -6,7 +6,6 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -23,8 +22,8 @@ import (
 	"github.com/chorus-voice/chorus/auth"
 	"github.com/chorus-voice/chorus/crypto"
 	"github.com/chorus-voice/chorus/guild"
+	"github.com/chorus-voice/chorus/protocol"
 	"github.com/chorus-voice/chorus/sfu"
-	"github.com/chorus-voice/chorus/signaling/wire"
 )
 
 // VoiceConfig configures the voice gateway.
@@ -89,14 +88,12 @@ func NewVoiceGateway(cfg VoiceConfig, r *guild.Router, signer *auth.Signer, node
 }
 
 // Closes returns how many voice connections were closed with code.
-func (v *VoiceGateway) Closes(code int) uint64 { return v.closes.get(code) }
+func (v *VoiceGateway) Closes(code protocol.CloseCode) uint64 { return v.closes.get(code) }
 
 // WriteMetrics writes the voice gateway's closes by code in the Prometheus
 // text format.
 func (v *VoiceGateway) WriteMetrics(w io.Writer) {
-	v.closes.each(func(code int, n uint64) {
-		fmt.Fprintf(w, "chorus_voice_gateway_closes_total{code=\"%d\"} %d\n", code, n)
-	})
+	v.closes.write(w, "voice")
 }
 
 // VoiceTokenTTL is how long a voice token from VOICE_SERVER_UPDATE admits.
@@ -160,7 +157,7 @@ func (c *voiceConn) send(op int, d any, sequenced bool) {
 		c.seq = (c.seq + 1) & 0xFFFF
 		seq = c.seq
 	}
-	frame := wire.AppendVoiceFrame(nil, op, b, seq)
+	frame := protocol.AppendVoiceFrame(nil, op, b, seq)
 	if seq >= 0 {
 		if len(c.sent) == resumeBuffer {
 			copy(c.sent, c.sent[1:])
@@ -182,7 +179,7 @@ func (c *voiceConn) write(frame []byte) {
 	}
 }
 
-func (c *voiceConn) close(code int, reason string) {
+func (c *voiceConn) close(code protocol.CloseCode, reason string) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.done {
@@ -191,7 +188,7 @@ func (c *voiceConn) close(code int, reason string) {
 	c.done = true
 	c.g.closes.add(code)
 	if c.ws != nil {
-		c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(controlWriteTimeout))
+		c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(int(code), reason), time.Now().Add(controlWriteTimeout))
 		// Half-close and let the read loop drain until the client answers
 		// or the deadline passes: a socket closed with unread input is
 		// reset, and the client may then never read the close frame and
@@ -220,11 +217,7 @@ func (v *VoiceGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.version, _ = strconv.Atoi(r.URL.Query().Get("v"))
 	c.beat.Store(time.Now().UnixNano())
 	interval := int(v.cfg.HeartbeatInterval / time.Millisecond)
-	hello := map[string]int{"heartbeat_interval": interval}
-	if c.version > 0 {
-		hello["v"] = c.version
-	}
-	c.send(wire.VoiceHello, hello, false)
+	c.send(protocol.VoiceHello, protocol.VoiceHelloData{HeartbeatInterval: interval, V: c.version}, false)
 	// cur is the session this websocket serves: c, or after a Resume the
 	// session it took over.
 	var cur atomic.Pointer[voiceConn]
@@ -234,7 +227,7 @@ func (v *VoiceGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hb = time.AfterFunc(timeout, func() {
 		s := cur.Load()
 		if idle := time.Since(time.Unix(0, s.beat.Load())); idle >= timeout {
-			s.close(wire.VoiceCloseSessionTimeout, "heartbeat timeout")
+			s.close(protocol.VoiceCloseSessionTimeout, "heartbeat timeout")
 		} else {
 			hb.Reset(timeout - idle)
 		}
@@ -242,7 +235,7 @@ func (v *VoiceGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// A connection that never identifies holds a socket for nothing.
 	deadline := time.AfterFunc(v.cfg.IdentifyTimeout, func() {
 		if !c.loggingIn.Load() {
-			c.close(wire.VoiceCloseNotAuthenticated, "no identify in time")
+			c.close(protocol.VoiceCloseNotAuthenticated, "no identify in time")
 		}
 	})
 	go func() {
@@ -255,7 +248,7 @@ func (v *VoiceGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // readLoop reads one websocket until it ends and returns the client's close
 // code (0 when there was none).
-func (v *VoiceGateway) readLoop(ws *websocket.Conn, cur *atomic.Pointer[voiceConn]) int {
+func (v *VoiceGateway) readLoop(ws *websocket.Conn, cur *atomic.Pointer[voiceConn]) protocol.CloseCode {
 	// Answer a client's close with our own normal closure, not an echo of
 	// the client's code (gorilla's default).
 	ws.SetCloseHandler(func(int, string) error {
@@ -263,14 +256,14 @@ func (v *VoiceGateway) readLoop(ws *websocket.Conn, cur *atomic.Pointer[voiceCon
 			time.Now().Add(controlWriteTimeout))
 		return nil
 	})
-	buf := make([]byte, wire.MaxPayload+1)
+	buf := make([]byte, protocol.MaxPayload+1)
 	limit := newPayloadBucket(v.cfg.PayloadsPerMinute)
 	for {
 		mt, rd, err := ws.NextReader()
 		if err != nil {
 			var ce *websocket.CloseError
 			if errors.As(err, &ce) {
-				return ce.Code
+				return protocol.CloseCode(ce.Code)
 			}
 			return 0
 		}
@@ -280,17 +273,17 @@ func (v *VoiceGateway) readLoop(ws *websocket.Conn, cur *atomic.Pointer[voiceCon
 		}
 		n, err := io.ReadFull(rd, buf)
 		switch {
-		case n > wire.MaxPayload:
-			c.close(wire.VoiceCloseDecodeError, "payload too large")
+		case n > protocol.MaxPayload:
+			c.close(protocol.VoiceCloseDecodeError, "payload too large")
 		case err != nil && err != io.ErrUnexpectedEOF && err != io.EOF:
 			return 0
 		case !limit.take(time.Now()):
 			// Each payload may be relayed to the whole room (Speaking).
-			c.close(wire.VoiceCloseRateLimited, "rate limited")
+			c.close(protocol.VoiceCloseRateLimited, "rate limited")
 		case mt == websocket.BinaryMessage:
 			// DAVE binary opcodes: never negotiated, ignored (voice.md §7)
 		case !utf8.Valid(buf[:n]): // RFC 6455 §8.1
-			c.close(wire.CloseInvalidData, "text is not UTF-8")
+			c.close(protocol.CloseInvalidData, "text is not UTF-8")
 		default:
 			cur.Store(v.handle(c, buf[:n]))
 		}
@@ -299,7 +292,7 @@ func (v *VoiceGateway) readLoop(ws *websocket.Conn, cur *atomic.Pointer[voiceCon
 
 // guardedReadLoop confines a panic to its connection: counted, its stack
 // logged, and the websocket ends as a drop (the session stays resumable).
-func (v *VoiceGateway) guardedReadLoop(ws *websocket.Conn, cur *atomic.Pointer[voiceConn]) (code int) {
+func (v *VoiceGateway) guardedReadLoop(ws *websocket.Conn, cur *atomic.Pointer[voiceConn]) (code protocol.CloseCode) {
 	defer func() {
 		if r := recover(); r != nil {
 			v.cfg.Metrics.recovered(v.cfg.Logger, "voice read loop", r)
@@ -312,7 +305,7 @@ func (v *VoiceGateway) guardedReadLoop(ws *websocket.Conn, cur *atomic.Pointer[v
 // disconnected runs when a websocket ended. A session the client or the
 // server ended leaves its room; one that merely dropped waits
 // VoiceResumeWindow for a Resume.
-func (v *VoiceGateway) disconnected(c *voiceConn, ws *websocket.Conn, code int) {
+func (v *VoiceGateway) disconnected(c *voiceConn, ws *websocket.Conn, code protocol.CloseCode) {
 	ws.Close()
 	c.wmu.Lock()
 	if c.ws != ws {
@@ -320,7 +313,7 @@ func (v *VoiceGateway) disconnected(c *voiceConn, ws *websocket.Conn, code int) 
 		return // a Resume on another websocket took this session over
 	}
 	c.ws = nil
-	ended := c.done || c.p == nil || code == websocket.CloseNormalClosure || code == websocket.CloseGoingAway
+	ended := c.done || c.p == nil || code.EndsSession()
 	c.done = c.done || ended
 	c.wmu.Unlock()
 	if ended {
@@ -353,45 +346,45 @@ func (v *VoiceGateway) handle(c *voiceConn, p []byte) *voiceConn {
 }
 
 func (v *VoiceGateway) handleOp(c *voiceConn, p []byte) {
-	env, err := wire.DecodeEnvelope(p)
+	env, err := protocol.DecodeEnvelope(p)
 	if err != nil {
-		c.close(wire.VoiceCloseDecodeError, "decode error")
+		c.close(protocol.VoiceCloseDecodeError, "decode error")
 		return
 	}
 	switch env.Op {
-	case wire.VoiceHeartbeat:
-		hb, err := wire.DecodeVoiceHeartbeat(env.D)
+	case protocol.VoiceHeartbeat:
+		hb, err := protocol.DecodeVoiceHeartbeat(env.D)
 		if err != nil {
-			c.close(wire.VoiceCloseDecodeError, "invalid heartbeat")
+			c.close(protocol.VoiceCloseDecodeError, "invalid heartbeat")
 			return
 		}
 		c.beat.Store(time.Now().UnixNano())
 		// Echo t exactly as it came (clients.md §17), in the form it came.
 		if hb.Legacy {
-			c.send(wire.VoiceHeartbeatACK, hb.T, false)
+			c.send(protocol.VoiceHeartbeatACK, hb.T, false)
 		} else {
-			c.send(wire.VoiceHeartbeatACK, map[string]json.RawMessage{"t": hb.T}, false)
+			c.send(protocol.VoiceHeartbeatACK, protocol.VoiceHeartbeatACKData{T: hb.T}, false)
 		}
-	case wire.VoiceIdentify:
+	case protocol.VoiceIdentify:
 		if c.p != nil {
-			c.close(wire.VoiceCloseAlreadyAuthed, "already authenticated")
+			c.close(protocol.VoiceCloseAlreadyAuthed, "already authenticated")
 			return
 		}
 		c.loggingIn.Store(true)
 		v.identify(c, env.D)
-	case wire.VoiceResume:
+	case protocol.VoiceResume:
 		if c.p != nil {
-			c.close(wire.VoiceCloseAlreadyAuthed, "already authenticated")
+			c.close(protocol.VoiceCloseAlreadyAuthed, "already authenticated")
 			return
 		}
 		c.loggingIn.Store(true)
 		v.resume(c, env.D)
-	case wire.VoiceSelectProtocol, wire.VoiceSpeaking:
+	case protocol.VoiceSelectProtocol, protocol.VoiceSpeaking:
 		if c.p == nil {
-			c.close(wire.VoiceCloseNotAuthenticated, "not authenticated")
+			c.close(protocol.VoiceCloseNotAuthenticated, "not authenticated")
 			return
 		}
-		if env.Op == wire.VoiceSelectProtocol {
+		if env.Op == protocol.VoiceSelectProtocol {
 			v.selectProtocol(c, env.D)
 		} else {
 			v.speaking(c, env.D)
@@ -401,25 +394,25 @@ func (v *VoiceGateway) handleOp(c *voiceConn, p []byte) {
 }
 
 func (v *VoiceGateway) identify(c *voiceConn, d json.RawMessage) {
-	id, err := wire.DecodeVoiceIdentify(d)
+	id, err := protocol.DecodeVoiceIdentify(d)
 	if err != nil {
-		c.close(wire.VoiceCloseDecodeError, "invalid identify")
+		c.close(protocol.VoiceCloseDecodeError, "invalid identify")
 		return
 	}
 	user, expires, err := v.signer.Verify(auth.PurposeVoice, id.Token)
 	if err != nil || user != id.UserID || time.Now().UnixMilli() > int64(expires) {
-		c.close(wire.VoiceCloseAuthFailed, "authentication failed")
+		c.close(protocol.VoiceCloseAuthFailed, "authentication failed")
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
 	st, ok, err := v.router.VoiceStateOf(ctx, id.ServerID, user)
 	if err != nil {
-		c.close(wire.VoiceCloseServerNotFound, "server not found")
+		c.close(protocol.VoiceCloseServerNotFound, "server not found")
 		return
 	}
 	if !ok || st.SessionID != id.SessionID {
-		c.close(wire.VoiceCloseSessionInvalid, "session no longer valid")
+		c.close(protocol.VoiceCloseSessionInvalid, "session no longer valid")
 		return
 	}
 	p, old := v.node.Join(sfu.Key{Guild: uint64(id.ServerID), Channel: uint64(st.ChannelID)}, uint64(user))
@@ -434,14 +427,14 @@ func (v *VoiceGateway) identify(c *voiceConn, d json.RawMessage) {
 	v.conns[p] = c
 	v.mu.Unlock()
 	if oldConn != nil {
-		oldConn.close(wire.VoiceCloseDisconnected, "replaced by a new connection")
+		oldConn.close(protocol.VoiceCloseDisconnected, "replaced by a new connection")
 	}
 	modes := make([]string, len(v.cfg.Modes))
 	for i, m := range v.cfg.Modes {
 		modes[i] = m.String()
 	}
-	c.send(wire.VoiceReady, map[string]any{"ssrc": p.SSRC, "ip": v.cfg.UDP.Addr().String(), "port": v.cfg.UDP.Port(),
-		"modes": modes, "heartbeat_interval": int(v.cfg.HeartbeatInterval / time.Millisecond), "experiments": []string{}}, false)
+	c.send(protocol.VoiceReady, protocol.VoiceReadyData{SSRC: p.SSRC, IP: v.cfg.UDP.Addr().String(), Port: int(v.cfg.UDP.Port()),
+		Modes: modes, HeartbeatInterval: int(v.cfg.HeartbeatInterval / time.Millisecond), Experiments: []string{}}, false)
 
 	// The roster both ways, and the SSRCs already known (voice.md §5.7, §5.9).
 	var others []string
@@ -451,14 +444,14 @@ func (v *VoiceGateway) identify(c *voiceConn, d json.RawMessage) {
 		}
 		others = append(others, strconv.FormatUint(q.UserID, 10))
 		if q.Flags()&sfu.FlagAnnounced != 0 {
-			c.send(wire.VoiceSpeaking, speakingOut{UserID: strconv.FormatUint(q.UserID, 10), SSRC: q.SSRC, Speaking: speakingOf(q)}, true)
+			c.send(protocol.VoiceSpeaking, protocol.SpeakingEvent{UserID: strconv.FormatUint(q.UserID, 10), SSRC: q.SSRC, Speaking: speakingOf(q)}, true)
 		}
 		if oc := v.conn(q); oc != nil {
-			oc.send(wire.VoiceClientsConnect, map[string][]string{"user_ids": {user.String()}}, true)
+			oc.send(protocol.VoiceClientsConnect, protocol.ClientsConnectData{UserIDs: []string{user.String()}}, true)
 		}
 	}
 	if len(others) > 0 {
-		c.send(wire.VoiceClientsConnect, map[string][]string{"user_ids": others}, true)
+		c.send(protocol.VoiceClientsConnect, protocol.ClientsConnectData{UserIDs: others}, true)
 	}
 	// The SSRC is known now: tell everyone whose it is, long before any
 	// audio can follow it (clients.md §15; a receiver drops packets of
@@ -469,10 +462,10 @@ func (v *VoiceGateway) identify(c *voiceConn, d json.RawMessage) {
 // announce sends op 5 for c's participant to everyone else in the room and
 // marks the SSRC as announced.
 func (v *VoiceGateway) announce(c *voiceConn, speaking int) {
-	out := speakingOut{UserID: c.user.String(), SSRC: c.p.SSRC, Speaking: speaking}
+	out := protocol.SpeakingEvent{UserID: c.user.String(), SSRC: c.p.SSRC, Speaking: speaking}
 	for _, q := range c.p.Room().Members() {
 		if oc := v.conn(q); q != c.p && oc != nil {
-			oc.send(wire.VoiceSpeaking, out, true)
+			oc.send(protocol.VoiceSpeaking, out, true)
 		}
 	}
 	c.p.SetFlags(sfu.FlagAnnounced, 0)
@@ -484,35 +477,29 @@ func (v *VoiceGateway) conn(p *sfu.Participant) *voiceConn {
 	return v.conns[p]
 }
 
-type speakingOut struct {
-	UserID   string `json:"user_id"`
-	SSRC     uint32 `json:"ssrc"`
-	Speaking int    `json:"speaking"`
-}
-
 // speakingOf is the last speaking bitmask a participant sent.
-func speakingOf(p *sfu.Participant) int { return int(p.Flags() >> 16 & 0x7) }
+func speakingOf(p *sfu.Participant) int { return int(p.Flags() >> 16 & protocol.SpeakingAll) }
 
 func (v *VoiceGateway) selectProtocol(c *voiceConn, d json.RawMessage) {
-	sp, err := wire.DecodeSelectProtocol(d)
+	sp, err := protocol.DecodeSelectProtocol(d)
 	if err != nil {
-		c.close(wire.VoiceCloseDecodeError, "invalid select protocol")
+		c.close(protocol.VoiceCloseDecodeError, "invalid select protocol")
 		return
 	}
 	if sp.Protocol != "udp" {
-		c.close(wire.VoiceCloseUnknownProtocol, "unknown protocol")
+		c.close(protocol.VoiceCloseUnknownProtocol, "unknown protocol")
 		return
 	}
 	mode, err := crypto.ParseMode(sp.Data.Mode)
 	if err != nil || !slices.Contains(v.cfg.Modes, mode) {
-		c.close(wire.VoiceCloseUnknownEncryption, "unknown encryption mode")
+		c.close(protocol.VoiceCloseUnknownEncryption, "unknown encryption mode")
 		return
 	}
-	key := make([]byte, 32)
-	rand.Read(key)
-	ci, err := crypto.NewCipher(mode, key)
+	var key [32]byte
+	rand.Read(key[:])
+	ci, err := crypto.NewCipher(mode, key[:])
 	if err != nil {
-		c.close(wire.VoiceCloseUnknownEncryption, "unknown encryption mode")
+		c.close(protocol.VoiceCloseUnknownEncryption, "unknown encryption mode")
 		return
 	}
 	c.p.SetCipher(ci)
@@ -528,24 +515,20 @@ func (v *VoiceGateway) selectProtocol(c *voiceConn, d json.RawMessage) {
 		claim = netip.AddrPortFrom(ip, uint16(sp.Data.Port))
 	}
 	v.node.Claim(c.p, claim)
-	ints := make([]int, 32)
-	for i, b := range key {
-		ints[i] = int(b)
-	}
 	// dave_protocol_version 0 keeps the call out of DAVE (voice.md §7).
-	c.send(wire.VoiceSessionDescription, map[string]any{"mode": mode.String(), "secret_key": ints,
-		"dave_protocol_version": 0, "audio_codec": "opus"}, false)
+	c.send(protocol.VoiceSessionDescription, protocol.SessionDescriptionData{Mode: mode.String(), SecretKey: key,
+		DAVEProtocolVersion: 0, AudioCodec: "opus"}, false)
 }
 
 func (v *VoiceGateway) speaking(c *voiceConn, d json.RawMessage) {
-	sp, err := wire.DecodeSpeaking(d)
+	sp, err := protocol.DecodeSpeaking(d)
 	if err != nil {
-		c.close(wire.VoiceCloseDecodeError, "invalid speaking")
+		c.close(protocol.VoiceCloseDecodeError, "invalid speaking")
 		return
 	}
 	p := c.p
 	before := speakingOf(p)
-	p.SetFlags(uint32(sp.Speaking)<<16, 0x7<<16)
+	p.SetFlags(uint32(sp.Speaking)<<16, protocol.SpeakingAll<<16)
 	if sp.Speaking != before {
 		v.announce(c, sp.Speaking)
 	}
@@ -567,7 +550,7 @@ func (v *VoiceGateway) leave(c *voiceConn) {
 	}
 	for _, q := range c.p.Room().Members() {
 		if oc := v.conn(q); oc != nil {
-			oc.send(wire.VoiceClientDisconnect, map[string]string{"user_id": c.user.String()}, true)
+			oc.send(protocol.VoiceClientDisconnect, protocol.ClientDisconnectData{UserID: c.user.String()}, true)
 		}
 	}
 }
@@ -598,7 +581,7 @@ func (v *VoiceGateway) OnVoiceChange(ch guild.VoiceChange) {
 	}
 	if ch.ChannelID == 0 || uint64(ch.ChannelID) != p.Room().Key.Channel {
 		if c := v.conn(p); c != nil {
-			go c.close(wire.VoiceCloseDisconnected, "disconnected")
+			go c.close(protocol.VoiceCloseDisconnected, "disconnected")
 		}
 		return
 	}
@@ -617,7 +600,7 @@ func (v *VoiceGateway) Revoke(user guild.ID) {
 	}
 	v.mu.Unlock()
 	for _, c := range cs {
-		c.close(wire.VoiceCloseAuthFailed, "token revoked")
+		c.close(protocol.VoiceCloseAuthFailed, "token revoked")
 		v.leave(c)
 	}
 }
@@ -627,9 +610,9 @@ func (v *VoiceGateway) Revoke(user guild.ID) {
 // §6). The UDP side never stopped. A session that is gone, or whose
 // buffer no longer reaches back to seq_ack, is closed with 4006.
 func (v *VoiceGateway) resume(c *voiceConn, d json.RawMessage) {
-	r, err := wire.DecodeVoiceResume(d)
+	r, err := protocol.DecodeVoiceResume(d)
 	if err != nil {
-		c.close(wire.VoiceCloseDecodeError, "invalid resume")
+		c.close(protocol.VoiceCloseDecodeError, "invalid resume")
 		return
 	}
 	var s *voiceConn
@@ -641,11 +624,11 @@ func (v *VoiceGateway) resume(c *voiceConn, d json.RawMessage) {
 	}
 	v.mu.Unlock()
 	if s == nil {
-		c.close(wire.VoiceCloseSessionInvalid, "session no longer valid")
+		c.close(protocol.VoiceCloseSessionInvalid, "session no longer valid")
 		return
 	}
 	if subtle.ConstantTimeCompare([]byte(s.token), []byte(r.Token)) != 1 {
-		c.close(wire.VoiceCloseAuthFailed, "authentication failed")
+		c.close(protocol.VoiceCloseAuthFailed, "authentication failed")
 		return
 	}
 	s.wmu.Lock()
@@ -666,14 +649,14 @@ func (v *VoiceGateway) resume(c *voiceConn, d json.RawMessage) {
 	}
 	if !ok {
 		s.wmu.Unlock()
-		c.close(wire.VoiceCloseSessionInvalid, "session no longer valid")
+		c.close(protocol.VoiceCloseSessionInvalid, "session no longer valid")
 		return
 	}
 	old := s.ws
 	s.ws = c.ws
 	s.version = max(s.version, c.version)
 	s.beat.Store(time.Now().UnixNano())
-	s.write(wire.AppendVoiceFrame(nil, wire.VoiceResumed, []byte("null"), -1))
+	s.write(protocol.VoiceResumedFrame)
 	for _, f := range replay {
 		s.write(f)
 	}

@@ -1,6 +1,13 @@
 package wire
 
-import "github.com/klauspost/compress/flate"
+import (
+	"errors"
+
+	"github.com/klauspost/compress/flate"
+)
+
+// ErrUnknownCompression is a compress= value that names no stream.
+var ErrUnknownCompression = errors.New("wire: unknown compression")
 
 // Compressor turns each gateway payload into the bytes of one binary frame
 // of a transport-compressed stream (gateway.md §2.2).
@@ -9,7 +16,7 @@ type Compressor interface {
 }
 
 // NewCompressor returns the compressor for a compress= query value, nil for
-// none, or ErrPayload for an unknown value.
+// none, or ErrUnknownCompression for an unknown value.
 func NewCompressor(mode string) (Compressor, error) {
 	switch mode {
 	case "":
@@ -19,7 +26,7 @@ func NewCompressor(mode string) (Compressor, error) {
 	case "zstd-stream":
 		return &ZstdStream{}, nil
 	}
-	return nil, ErrPayload
+	return nil, ErrUnknownCompression
 }
 
 // appender is an io.Writer that appends to a slice.

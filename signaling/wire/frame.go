@@ -1,9 +1,16 @@
+// Package wire holds the websocket framing both gateways share: frame
+// headers (RFC 6455 §5.2), close payloads, and the transport compression
+// streams of gateway.md §2.2. Nothing here does I/O, so every function is
+// testable and fuzzable on byte slices. What the frames carry, the two
+// protocols' payloads, lives in package protocol.
 package wire
 
 import (
 	"encoding/binary"
 	"errors"
 	"unicode/utf8"
+
+	"github.com/chorus-voice/chorus/protocol"
 )
 
 // WebSocket opcodes (RFC 6455 §5.2).
@@ -34,7 +41,7 @@ func AppendFrame(b []byte, opcode byte, payload []byte) []byte {
 
 // AppendClose appends a close frame with a status code and a reason
 // (truncated so the control frame stays within 125 bytes, RFC 6455 §5.5).
-func AppendClose(b []byte, code int, reason string) []byte {
+func AppendClose(b []byte, code protocol.CloseCode, reason string) []byte {
 	if len(reason) > 123 {
 		reason = reason[:123]
 	}
@@ -133,18 +140,9 @@ func Unmask(p []byte, key [4]byte, pos int) {
 	}
 }
 
-// WebSocket close status codes (RFC 6455 §7.4.1).
-const (
-	CloseNormal        = 1000
-	CloseGoingAway     = 1001
-	CloseProtocol      = 1002
-	CloseNoStatus      = 1005 // never on the wire: a close frame without a body
-	CloseInvalidData   = 1007 // e.g. a text message that is not UTF-8
-	CloseMessageTooBig = 1009
-)
-
-// Close payload errors; each is answered with CloseProtocol except
-// ErrCloseReasonUTF8, which is answered with CloseInvalidData.
+// Close payload errors; each is answered with protocol.CloseProtocol
+// except ErrCloseReasonUTF8, which is answered with
+// protocol.CloseInvalidData.
 var (
 	ErrCloseLength     = errors.New("wire: close frame body of one byte")
 	ErrCloseCode       = errors.New("wire: close status code that may not be sent")
@@ -152,13 +150,13 @@ var (
 )
 
 // ParseClosePayload returns the status code of a client's close frame
-// body (RFC 6455 §5.5.1): CloseNoStatus for an empty body. Codes an
+// body (RFC 6455 §5.5.1): protocol.CloseNoStatus for an empty body. Codes an
 // endpoint may not send (below 1000, 1004–1006, 1015, 1016–2999, 5000 and
 // above; RFC 6455 §7.4) and a reason that is not UTF-8 (§5.5.1) are errors.
-func ParseClosePayload(p []byte) (int, error) {
+func ParseClosePayload(p []byte) (protocol.CloseCode, error) {
 	switch len(p) {
 	case 0:
-		return CloseNoStatus, nil
+		return protocol.CloseNoStatus, nil
 	case 1:
 		return 0, ErrCloseLength
 	}
@@ -169,7 +167,7 @@ func ParseClosePayload(p []byte) (int, error) {
 	if !utf8.Valid(p[2:]) {
 		return 0, ErrCloseReasonUTF8
 	}
-	return code, nil
+	return protocol.CloseCode(code), nil
 }
 
 // SendableCloseCode reports whether a peer may put code in a close frame:

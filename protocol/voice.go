@@ -1,4 +1,4 @@
-package wire
+package protocol
 
 import (
 	"bytes"
@@ -26,21 +26,21 @@ const (
 
 // Voice close codes (voice.md §8).
 const (
-	VoiceCloseUnknownOpcode     = 4001
-	VoiceCloseDecodeError       = 4002
-	VoiceCloseNotAuthenticated  = 4003
-	VoiceCloseAuthFailed        = 4004
-	VoiceCloseAlreadyAuthed     = 4005
-	VoiceCloseSessionInvalid    = 4006
-	VoiceCloseSessionTimeout    = 4009
-	VoiceCloseServerNotFound    = 4011
-	VoiceCloseUnknownProtocol   = 4012
-	VoiceCloseDisconnected      = 4014
-	VoiceCloseServerCrashed     = 4015
-	VoiceCloseUnknownEncryption = 4016
-	VoiceCloseBadRequest        = 4020
-	VoiceCloseRateLimited       = 4021
-	VoiceCloseCallTerminated    = 4022
+	VoiceCloseUnknownOpcode     CloseCode = 4001
+	VoiceCloseDecodeError       CloseCode = 4002
+	VoiceCloseNotAuthenticated  CloseCode = 4003
+	VoiceCloseAuthFailed        CloseCode = 4004
+	VoiceCloseAlreadyAuthed     CloseCode = 4005
+	VoiceCloseSessionInvalid    CloseCode = 4006
+	VoiceCloseSessionTimeout    CloseCode = 4009
+	VoiceCloseServerNotFound    CloseCode = 4011
+	VoiceCloseUnknownProtocol   CloseCode = 4012
+	VoiceCloseDisconnected      CloseCode = 4014
+	VoiceCloseServerCrashed     CloseCode = 4015
+	VoiceCloseUnknownEncryption CloseCode = 4016
+	VoiceCloseBadRequest        CloseCode = 4020
+	VoiceCloseRateLimited       CloseCode = 4021
+	VoiceCloseCallTerminated    CloseCode = 4022
 )
 
 // VoiceIdentifyData is voice op 0.
@@ -192,18 +192,4 @@ func DecodeVoiceResume(d []byte) (VoiceResumeData, error) {
 		return v, ErrPayload
 	}
 	return v, nil
-}
-
-// AppendVoiceFrame appends {"op":op,"d":d} and, when seq >= 0, the v8
-// "seq" key (voice.md §6).
-func AppendVoiceFrame(b []byte, op int, d []byte, seq int) []byte {
-	b = append(b, `{"op":`...)
-	b = strconv.AppendInt(b, int64(op), 10)
-	b = append(b, `,"d":`...)
-	b = append(b, d...)
-	if seq >= 0 {
-		b = append(b, `,"seq":`...)
-		b = strconv.AppendInt(b, int64(seq), 10)
-	}
-	return append(b, '}')
 }

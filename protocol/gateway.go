@@ -1,8 +1,4 @@
-// Package wire holds the pure codecs of the client-facing protocols:
-// gateway opcodes, close codes, payload decoding, dispatch envelopes,
-// websocket frame headers and transport compression framing. Nothing here
-// does I/O, so every function is testable and fuzzable on byte slices.
-package wire
+package protocol
 
 import (
 	"bytes"
@@ -33,40 +29,51 @@ const (
 
 // Gateway close codes (gateway.md §11).
 const (
-	CloseUnknownError         = 4000
-	CloseUnknownOpcode        = 4001
-	CloseDecodeError          = 4002
-	CloseNotAuthenticated     = 4003
-	CloseAuthenticationFailed = 4004
-	CloseAlreadyAuthenticated = 4005
-	CloseInvalidSeq           = 4007
-	CloseRateLimited          = 4008
-	CloseSessionTimedOut      = 4009
-	CloseInvalidShard         = 4010
-	CloseShardingRequired     = 4011
-	CloseInvalidAPIVersion    = 4012
-	CloseInvalidIntents       = 4013
-	CloseDisallowedIntents    = 4014
+	CloseUnknownError         CloseCode = 4000
+	CloseUnknownOpcode        CloseCode = 4001
+	CloseDecodeError          CloseCode = 4002
+	CloseNotAuthenticated     CloseCode = 4003
+	CloseAuthenticationFailed CloseCode = 4004
+	CloseAlreadyAuthenticated CloseCode = 4005
+	CloseInvalidSeq           CloseCode = 4007
+	CloseRateLimited          CloseCode = 4008
+	CloseSessionTimedOut      CloseCode = 4009
+	CloseInvalidShard         CloseCode = 4010
+	CloseShardingRequired     CloseCode = 4011
+	CloseInvalidAPIVersion    CloseCode = 4012
+	CloseInvalidIntents       CloseCode = 4013
+	CloseDisallowedIntents    CloseCode = 4014
 )
 
 // MaxPayload is the largest client payload in bytes (gateway.md §12).
 const MaxPayload = 4096
 
+// Gateway intents the server filters by (gateway.md §13).
+const (
+	IntentGuilds             uint64 = 1 << 0
+	IntentGuildMembers       uint64 = 1 << 1
+	IntentGuildVoiceStates   uint64 = 1 << 7
+	IntentGuildPresences     uint64 = 1 << 8
+	IntentGuildMessages      uint64 = 1 << 9
+	IntentGuildMessageTyping uint64 = 1 << 11
+	IntentMessageContent     uint64 = 1 << 15
+)
+
 // AllIntents is the union of every defined intent bit (gateway.md §13).
 const AllIntents uint64 = 53608447
 
 // PrivilegedIntents are GUILD_MEMBERS, GUILD_PRESENCES and MESSAGE_CONTENT.
-const PrivilegedIntents uint64 = 1<<1 | 1<<8 | 1<<15
+const PrivilegedIntents = IntentGuildMembers | IntentGuildPresences | IntentMessageContent
 
 // Application flags that grant privileged intents (the "limited" variants too).
 const (
-	AppFlagGatewayPresence             = 1 << 12
-	AppFlagGatewayPresenceLimited      = 1 << 13
-	AppFlagGatewayGuildMembers         = 1 << 14
-	AppFlagGatewayGuildMembersLimited  = 1 << 15
-	AppFlagGatewayMessageContent       = 1 << 18
-	AppFlagGatewayMessageContentLimted = 1 << 19
-	AppFlagsAllPrivileged              = AppFlagGatewayPresence | AppFlagGatewayGuildMembers | AppFlagGatewayMessageContent
+	AppFlagGatewayPresence              = 1 << 12
+	AppFlagGatewayPresenceLimited       = 1 << 13
+	AppFlagGatewayGuildMembers          = 1 << 14
+	AppFlagGatewayGuildMembersLimited   = 1 << 15
+	AppFlagGatewayMessageContent        = 1 << 18
+	AppFlagGatewayMessageContentLimited = 1 << 19
+	AppFlagsAllPrivileged               = AppFlagGatewayPresence | AppFlagGatewayGuildMembers | AppFlagGatewayMessageContent
 )
 
 // PrivilegedIntentNames names the application flag that grants each
@@ -81,13 +88,13 @@ var PrivilegedIntentNames = map[string]int{
 func AllowedIntents(appFlags int) uint64 {
 	var allowed uint64
 	if appFlags&(AppFlagGatewayGuildMembers|AppFlagGatewayGuildMembersLimited) != 0 {
-		allowed |= 1 << 1
+		allowed |= IntentGuildMembers
 	}
 	if appFlags&(AppFlagGatewayPresence|AppFlagGatewayPresenceLimited) != 0 {
-		allowed |= 1 << 8
+		allowed |= IntentGuildPresences
 	}
-	if appFlags&(AppFlagGatewayMessageContent|AppFlagGatewayMessageContentLimted) != 0 {
-		allowed |= 1 << 15
+	if appFlags&(AppFlagGatewayMessageContent|AppFlagGatewayMessageContentLimited) != 0 {
+		allowed |= IntentMessageContent
 	}
 	return allowed
 }
@@ -95,8 +102,8 @@ func AllowedIntents(appFlags int) uint64 {
 // Errors of payload decoding. ErrSyntax maps to close 4002, ErrPayload to
 // 4001 (a well-formed frame whose data does not fit its opcode).
 var (
-	ErrSyntax  = errors.New("wire: payload is not valid JSON")
-	ErrPayload = errors.New("wire: invalid payload for opcode")
+	ErrSyntax  = errors.New("protocol: payload is not valid JSON")
+	ErrPayload = errors.New("protocol: invalid payload for opcode")
 )
 
 // Envelope is a decoded client frame: the opcode and the raw data.
@@ -334,29 +341,3 @@ func DecodeVoiceStateUpdate(d []byte) (VoiceStateUpdate, error) {
 	}
 	return v, nil
 }
-
-// AppendDispatch appends a dispatch envelope around already encoded data:
-// {"t":name,"s":seq,"op":0,"d":data}. It allocates nothing when b has room.
-func AppendDispatch(b []byte, name string, seq uint64, data []byte) []byte {
-	b = append(b, `{"t":"`...)
-	b = append(b, name...)
-	b = append(b, `","s":`...)
-	b = strconv.AppendUint(b, seq, 10)
-	b = append(b, `,"op":0,"d":`...)
-	b = append(b, data...)
-	return append(b, '}')
-}
-
-// Hello returns the op 10 frame.
-func Hello(intervalMS int) []byte {
-	return []byte(`{"op":10,"d":{"heartbeat_interval":` + strconv.Itoa(intervalMS) + `},"s":null,"t":null}`)
-}
-
-// Fixed server frames.
-var (
-	HeartbeatACK         = []byte(`{"op":11,"d":null,"s":null,"t":null}`)
-	HeartbeatRequest     = []byte(`{"op":1,"d":null,"s":null,"t":null}`)
-	Reconnect            = []byte(`{"op":7,"d":null,"s":null,"t":null}`)
-	InvalidSession       = []byte(`{"op":9,"d":false,"s":null,"t":null}`)
-	InvalidSessionResume = []byte(`{"op":9,"d":true,"s":null,"t":null}`)
-)
