@@ -110,3 +110,22 @@ func (n *Node) Close() {
 		n.ns.WaitForShutdown()
 	}
 }
+
+// Static is a placement that never changes: a fixed ring and this node's
+// id, with no NATS. It serves the guild layer's tests and tools that run
+// one node's logic in process; a running node uses *Node.
+type Static struct {
+	id   string
+	ring *ring.Ring
+}
+
+// NewStatic returns the placement of a one-node cluster: id owns every role.
+func NewStatic(id string) *Static {
+	return &Static{id: id, ring: ring.New(1, []ring.Node{{ID: id, Roles: ring.RoleAll}})}
+}
+
+// ID returns this node's id.
+func (s *Static) ID() string { return s.id }
+
+// Ring returns the fixed ring.
+func (s *Static) Ring() *ring.Ring { return s.ring }

@@ -234,7 +234,7 @@ func (a *actor) fanout(ev *Event, want func(*Sub) bool) {
 	}
 	for node, ids := range a.scratch {
 		if len(ids) > 0 {
-			a.r.deliver.Deliver(node, ev, ids)
+			a.r.sessions.Deliver(node, ev, ids)
 		}
 	}
 }
@@ -242,7 +242,7 @@ func (a *actor) fanout(ev *Event, want func(*Sub) bool) {
 // toSub delivers an event to one session.
 func (a *actor) toSub(s *Sub, ev *Event) {
 	a.flush()
-	a.r.deliver.Deliver(s.Node, ev, []string{s.Session})
+	a.r.sessions.Deliver(s.Node, ev, []string{s.Session})
 }
 
 // canSee reports whether a subscriber with intent may see an event in channel c.

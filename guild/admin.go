@@ -33,9 +33,7 @@ func (r *Router) CreateGuild(ctx context.Context, name string, owner ID) (store.
 	if err := r.store.PutGuild(ctx, g); err != nil {
 		return store.Guild{}, err
 	}
-	if r.OnJoin != nil {
-		r.OnJoin(g.ID, owner)
-	}
+	r.subscribeJoined(ctx, g.ID, owner)
 	return g, nil
 }
 
@@ -143,8 +141,8 @@ func (r *Router) PutMember(ctx context.Context, m store.Member) (Member, bool, e
 		a.reevaluateVoice(m.UserID) // new roles, mute or deafen apply at once
 		return nil
 	})
-	if err == nil && added && r.OnJoin != nil {
-		r.OnJoin(m.GuildID, m.UserID)
+	if err == nil && added {
+		r.subscribeJoined(ctx, m.GuildID, m.UserID)
 	}
 	return out, added, err
 }

@@ -36,7 +36,7 @@ func groupFixture(t *testing.T) (*Router, *recorder, *commitCounter, *actor, ID)
 	t.Helper()
 	r0, rec, st := newTestRouter(t)
 	cc := &commitCounter{Store: st}
-	r := NewRouter(Config{}, r0.node, cc, rec, snowflake.NewGenerator(7))
+	r := NewRouter(Config{}, Deps{Placement: r0.place, Store: cc, Sessions: rec, IDs: snowflake.NewGenerator(7)})
 	ctx := context.Background()
 	st.PutUser(ctx, store.User{ID: 1, Username: "owner"})
 	g, err := r.CreateGuild(ctx, "g", 1)
@@ -197,7 +197,7 @@ func TestGroupCommitKeepsEventOrder(t *testing.T) {
 // at once with ErrOverloaded.
 func TestSubscribeWaitsForMailboxSpace(t *testing.T) {
 	r0, rec, st := newTestRouter(t)
-	r := NewRouter(Config{Mailbox: 1}, r0.node, st, rec, snowflake.NewGenerator(8))
+	r := NewRouter(Config{Mailbox: 1}, Deps{Placement: r0.place, Store: st, Sessions: rec, IDs: snowflake.NewGenerator(8)})
 	ctx := context.Background()
 	st.PutUser(ctx, store.User{ID: 1, Username: "owner"})
 	g, err := r.CreateGuild(ctx, "g", 1)

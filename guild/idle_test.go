@@ -25,7 +25,7 @@ func waitLoaded(t *testing.T, r *Router, want int) {
 // the next call; a guild with a subscribed session stays.
 func TestIdleActorsRetire(t *testing.T) {
 	r0, rec, st := newTestRouter(t)
-	r := NewRouter(Config{IdleAfter: 20 * time.Millisecond}, r0.node, st, rec, snowflake.NewGenerator(5))
+	r := NewRouter(Config{IdleAfter: 20 * time.Millisecond}, Deps{Placement: r0.place, Store: st, Sessions: rec, IDs: snowflake.NewGenerator(5)})
 	ctx := context.Background()
 	st.PutUser(ctx, store.User{ID: 1, Username: "owner"})
 	quiet, err := r.CreateGuild(ctx, "quiet", 1)
@@ -66,7 +66,7 @@ func TestIdleActorsRetire(t *testing.T) {
 // one guild: every message is stored exactly once and every call succeeds.
 func TestIdleRetirementRacesCalls(t *testing.T) {
 	r0, rec, st := newTestRouter(t)
-	r := NewRouter(Config{IdleAfter: time.Millisecond}, r0.node, st, rec, snowflake.NewGenerator(6))
+	r := NewRouter(Config{IdleAfter: time.Millisecond}, Deps{Placement: r0.place, Store: st, Sessions: rec, IDs: snowflake.NewGenerator(6)})
 	ctx := context.Background()
 	st.PutUser(ctx, store.User{ID: 1, Username: "owner"})
 	g, _ := r.CreateGuild(ctx, "g", 1)

@@ -2,12 +2,14 @@ package guild
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/chorus-voice/chorus/cluster"
+	"github.com/chorus-voice/chorus/protocol"
 	"github.com/chorus-voice/chorus/ring"
 	"github.com/chorus-voice/chorus/snowflake"
 	"github.com/chorus-voice/chorus/store"
@@ -25,23 +27,56 @@ type Config struct {
 	IdleAfter time.Duration
 }
 
+// Placement says which node owns a guild: the ring of the current view
+// and this node's id. A running node passes its *cluster.Node;
+// cluster.Static serves one node without NATS (the guild tests).
+type Placement interface {
+	Ring() *ring.Ring
+	ID() string
+}
+
+// Sessions is the node's table of gateway sessions as the guild layer
+// sees it: it delivers events, and it names the sessions a user who just
+// joined a guild has that now want its events.
+type Sessions interface {
+	Deliverer
+	// Joined records that user became a member of guild and returns the
+	// subscriptions of that user's live sessions that carry it (by shard).
+	Joined(guild, user ID) []Sub
+}
+
+// VoiceHost is the node's voice side. VoiceServer places a voice room and
+// issues the token its voice gateway admits the user with (the endpoint
+// and token of VOICE_SERVER_UPDATE); VoiceChanged hears every voice state
+// change, before the user hears of it, so the voice gateway can admit the
+// user's Identify, apply mute and deafen to live media at once, or end a
+// connection. Neither may block.
+type VoiceHost interface {
+	VoiceServer(guild, channel, user ID) (endpoint, token string, ok bool)
+	VoiceChanged(VoiceChange)
+}
+
+// Deps are what a router works with, all given at construction.
+type Deps struct {
+	Placement Placement
+	Store     store.Store
+	Sessions  Sessions
+	// Voice is nil on a node that serves no voice: joins then get no
+	// VOICE_SERVER_UPDATE.
+	Voice VoiceHost
+	IDs   *snowflake.Generator
+}
+
 // Router finds the actor that owns a guild: a ring lookup, then a local call
 // (or, once the cluster issue lands, a request to the owning node). Callers
 // use its typed methods and never see where the guild lives.
 type Router struct {
-	cfg     Config
-	node    *cluster.Node
-	store   store.Store
-	deliver Deliverer
-	ids     *snowflake.Generator
-
-	// OnJoin is called after a user became a member of a guild, so that the
-	// gateway can subscribe that user's live sessions. Set before use.
-	OnJoin func(guild, user ID)
-	// VoiceServer places voice rooms and issues voice tokens; OnVoice hears
-	// every voice state change (it must not block). Set before use.
-	VoiceServer VoiceServer
-	OnVoice     func(VoiceChange)
+	cfg      Config
+	place    Placement
+	store    store.Store
+	sessions Sessions
+	voice    VoiceHost
+	ids      *snowflake.Generator
 
 	mu          sync.Mutex
 	slots       map[ID]*slot
@@ -57,21 +92,22 @@ type slot struct {
 }
 
 // NewRouter returns a router for this node.
-func NewRouter(cfg Config, node *cluster.Node, st store.Store, d Deliverer, ids *snowflake.Generator) *Router {
+func NewRouter(cfg Config, d Deps) *Router {
 	if cfg.Mailbox <= 0 {
 		cfg.Mailbox = 4096
 	}
 	if cfg.IdleAfter == 0 {
 		cfg.IdleAfter = 10 * time.Minute
 	}
-	return &Router{cfg: cfg, node: node, store: st, deliver: d, ids: ids, slots: map[ID]*slot{}}
+	return &Router{cfg: cfg, place: d.Placement, store: d.Store, sessions: d.Sessions, voice: d.Voice, ids: d.IDs,
+		slots: map[ID]*slot{}}
 }
 
 // Store returns the store the router reads and writes.
 func (r *Router) Store() store.Store { return r.store }
 
 func (r *Router) actor(ctx context.Context, id ID) (*actor, error) {
-	if owner, ok := r.node.Ring().Owner(ring.RoleGuild, uint64(id)); !ok || owner.ID != r.node.ID() {
+	if owner, ok := r.place.Ring().Owner(ring.RoleGuild, uint64(id)); !ok || owner.ID != r.place.ID() {
 		return nil, ErrNotOwner
 	}
 	r.mu.Lock()
@@ -179,6 +215,12 @@ func (r *Router) Loaded() int {
 	return len(r.slots)
 }
 
+// WriteMetrics writes the router's guild actors in the Prometheus text format.
+func (r *Router) WriteMetrics(w io.Writer) {
+	fmt.Fprintf(w, "chorus_guild_actors %d\n", r.Loaded())
+	fmt.Fprintf(w, "chorus_guild_actors_retired_total %d\n", r.Retired())
+}
+
 // GuildOfChannel returns the guild a channel belongs to.
 func (r *Router) GuildOfChannel(ctx context.Context, channel ID) (ID, error) {
 	if g, ok := r.chanGuild.Load(channel); ok {
@@ -201,6 +243,19 @@ func (r *Router) GuildOfChannel(ctx context.Context, channel ID) (ID, error) {
 // again) waits for mailbox space instead of failing.
 func (r *Router) Subscribe(ctx context.Context, guild ID, s Sub) error {
 	return r.send(ctx, guild, func(a *actor, reply func(error)) { reply(a.subscribe(&s)) }, true)
+}
+
+// subscribeJoined subscribes the live sessions of a user who just became a
+// member of a guild. A session whose subscription fails is told the guild
+// is unavailable (gateway.md §9.2) rather than left without word; it gets
+// the guild on its next identify.
+func (r *Router) subscribeJoined(ctx context.Context, guild, user ID) {
+	for _, sub := range r.sessions.Joined(guild, user) {
+		if err := r.Subscribe(ctx, guild, sub); err != nil {
+			r.sessions.Deliver(sub.Node, NewEvent(protocol.EventGuildDelete,
+				protocol.UnavailableGuild{ID: guild, Unavailable: true}), []string{sub.Session})
+		}
+	}
 }
 
 // Unsubscribe removes a session from a guild.

@@ -10,7 +10,6 @@ import (
 
 	"github.com/chorus-voice/chorus/cluster"
 	"github.com/chorus-voice/chorus/protocol"
-	"github.com/chorus-voice/chorus/ring"
 	"github.com/chorus-voice/chorus/snowflake"
 	"github.com/chorus-voice/chorus/store"
 )
@@ -29,6 +28,9 @@ func (r *recorder) Deliver(_ string, ev *Event, sessions []string) {
 		r.got[s] = append(r.got[s], ev)
 	}
 }
+
+// Joined: the recorder stands for a node without live sessions.
+func (r *recorder) Joined(guild, user ID) []Sub { return nil }
 
 func (r *recorder) events(session, name string) []*Event {
 	r.mu.Lock()
@@ -49,13 +51,8 @@ func newTestRouter(t *testing.T) (*Router, *recorder, store.Store) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	node, err := cluster.Start(cluster.Config{NodeID: "n", Roles: ring.RoleAll, DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(node.Close)
 	rec := &recorder{got: map[string][]*Event{}}
-	return NewRouter(Config{}, node, st, rec, snowflake.NewGenerator(1)), rec, st
+	return NewRouter(Config{}, Deps{Placement: cluster.NewStatic("n"), Store: st, Sessions: rec, IDs: snowflake.NewGenerator(1)}), rec, st
 }
 
 func TestMemberChunking(t *testing.T) {
@@ -74,7 +71,7 @@ func TestMemberChunking(t *testing.T) {
 		st.PutMember(ctx, store.Member{GuildID: g.ID, UserID: u.ID, JoinedAt: time.Now()})
 	}
 	// A fresh router loads the guild with all members from the store.
-	r2 := NewRouter(Config{}, r.node, st, rec, snowflake.NewGenerator(2))
+	r2 := NewRouter(Config{}, Deps{Placement: r.place, Store: st, Sessions: rec, IDs: snowflake.NewGenerator(2)})
 	all := ""
 	err = r2.RequestMembers(ctx, g.ID, MembersRequest{Node: "n", Session: "s", User: owner.ID,
 		Intents: protocol.IntentGuildMembers, Query: &all, Nonce: "big-nonce"})
@@ -126,7 +123,7 @@ func TestUnknownGuildAndOverload(t *testing.T) {
 
 	// A full mailbox answers ErrOverloaded at once instead of queueing.
 	st.PutUser(ctx, store.User{ID: 1, Username: "o"})
-	small := NewRouter(Config{Mailbox: 1}, r.node, st, rec, snowflake.NewGenerator(3))
+	small := NewRouter(Config{Mailbox: 1}, Deps{Placement: r.place, Store: st, Sessions: rec, IDs: snowflake.NewGenerator(3)})
 	g, err := small.CreateGuild(ctx, "g", 1)
 	if err != nil {
 		t.Fatal(err)

@@ -35,10 +35,6 @@ type VoiceChange struct {
 	Mute, Deaf, SelfMute, SelfDeaf, MaySpeak bool
 }
 
-// VoiceServer answers where a voice room lives and with what token its
-// voice gateway admits the user. Set by the server wiring.
-type VoiceServer func(guild, channel, user ID) (endpoint, token string, ok bool)
-
 type voiceStateObject struct {
 	GuildID                 *ID     `json:"guild_id,omitempty"`
 	ChannelID               *ID     `json:"channel_id"`
@@ -114,8 +110,11 @@ func (a *actor) updateVoice(u VoiceUpdate) {
 	v := &VoiceState{UserID: u.User, ChannelID: c.ID, SessionID: u.Session, SelfMute: u.SelfMute, SelfDeaf: u.SelfDeaf}
 	a.voice[u.User] = v
 	a.fanoutVoice(v)
-	if moving && a.r.VoiceServer != nil {
-		if endpoint, token, ok := a.r.VoiceServer(a.guild.ID, c.ID, u.User); ok {
+	// The voice side learns of the state before the user learns where to
+	// connect: its Identify finds the state there.
+	a.notifyVoice(v)
+	if moving && a.r.voice != nil {
+		if endpoint, token, ok := a.r.voice.VoiceServer(a.guild.ID, c.ID, u.User); ok {
 			a.toSub(&Sub{Node: u.Node, Session: u.Session}, NewEvent(protocol.EventVoiceServerUpdate, struct {
 				Token    string `json:"token"`
 				GuildID  ID     `json:"guild_id"`
@@ -123,7 +122,6 @@ func (a *actor) updateVoice(u VoiceUpdate) {
 			}{token, a.guild.ID, endpoint}))
 		}
 	}
-	a.notifyVoice(v)
 }
 
 func (a *actor) voiceCount(channel, except ID) int {
@@ -144,7 +142,7 @@ func (a *actor) fanoutVoice(v *VoiceState) {
 }
 
 func (a *actor) notifyVoice(v *VoiceState) {
-	if a.r.OnVoice == nil {
+	if a.r.voice == nil {
 		return
 	}
 	ch := VoiceChange{Guild: a.guild.ID, User: v.UserID, ChannelID: v.ChannelID, SessionID: v.SessionID,
@@ -155,36 +153,12 @@ func (a *actor) notifyVoice(v *VoiceState) {
 			ch.MaySpeak = a.permissions(v.UserID, c)&PermSpeak != 0
 		}
 	}
-	a.r.OnVoice(ch)
-}
-
-// VoiceStateOf returns a user's voice state and what the SFU needs to know
-// about it, for the voice gateway's Identify.
-func (r *Router) VoiceStateOf(ctx context.Context, guild, user ID) (VoiceChange, bool, error) {
-	var out VoiceChange
-	var ok bool
-	err := r.call(ctx, guild, func(a *actor) error {
-		v := a.voice[user]
-		if v == nil {
-			return nil
-		}
-		ok = true
-		out = VoiceChange{Guild: guild, User: user, ChannelID: v.ChannelID, SessionID: v.SessionID,
-			SelfMute: v.SelfMute, SelfDeaf: v.SelfDeaf}
-		if m := a.members[user]; m != nil {
-			out.Mute, out.Deaf = m.Mute, m.Deaf
-			if c := a.channels[v.ChannelID]; c != nil {
-				out.MaySpeak = a.permissions(user, c)&PermSpeak != 0
-			}
-		}
-		return nil
-	})
-	return out, ok, err
+	a.r.voice.VoiceChanged(ch)
 }
 
 // ModifyMember applies a moderator's PATCH /guilds/{id}/members/{user}:
 // server mute and deafen (MUTE_MEMBERS, DEAFEN_MEMBERS) and nick. The SFU
-// enforces mute and deafen at once through OnVoice.
+// enforces mute and deafen at once (VoiceHost.VoiceChanged).
 func (r *Router) ModifyMember(ctx context.Context, guild, actorUser, user ID, mute, deaf *bool, nick *string) (Member, error) {
 	if nick != nil && *nick != "" {
 		if err := CheckLength("nick", *nick, 1, MaxNick); err != nil {

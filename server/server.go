@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -184,27 +183,16 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if gcfg.GatewayURL = cfg.GatewayURL; gcfg.GatewayURL == "" {
 		gcfg.GatewayURL = "ws://" + n.HTTPAddr
 	}
-	gcfg.MoreMetrics = func(w io.Writer) {
-		if n.voice != nil {
-			n.voice.WriteMetrics(w)
-			n.sfu.WriteMetrics(w)
-			n.udp.Stats.WriteMetrics(w)
-		}
-	}
-	gcfg.OnRevoke = func(user snowflake.ID) {
-		if n.voice != nil {
-			n.voice.Revoke(user)
-		}
-	}
-	n.gateway = signaling.NewGateway(gcfg, st, n.signer)
-	n.router = guild.NewRouter(guild.Config{}, n.cluster, st, n.gateway.Hub(), n.ids)
-	n.gateway.SetRouter(n.router)
-	handler := n.gateway.Handler(n.ids)
+	metrics := &signaling.Metrics{}
 
-	// Voice first, then the listeners: nothing is served half-wired. Voice
-	// has its own TLS listener, so it runs with or without the HTTPS one.
+	// Everything is built before anything is served, in dependency order:
+	// the voice side (the router places voice rooms through it), the
+	// session hub, the router, then the gateway and APIs over them.
 	var tlsCfg *tls.Config
+	var voiceLn net.Listener
 	if httpsLn != nil || cfg.VoiceAddr != "off" {
+		// Voice has its own TLS listener, so it runs with or without the
+		// HTTPS one.
 		var cert tls.Certificate
 		if cfg.TLSCert != "" {
 			cert, err = tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
@@ -214,7 +202,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		if err != nil {
 			err = fmt.Errorf("tls: %w", err)
 		} else if cfg.VoiceAddr != "off" {
-			err = n.startVoice(cfg, cert)
+			voiceLn, err = n.startVoice(cfg, metrics)
 		}
 		if err != nil {
 			httpLn.Close()
@@ -225,12 +213,37 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		}
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
+	hub := signaling.NewHub(gcfg, metrics)
+	deps := guild.Deps{Placement: n.cluster, Store: st, Sessions: hub, IDs: n.ids}
+	sources := []signaling.MetricsWriter{metrics, hub}
+	if n.voice != nil {
+		deps.Voice = n.voice // left nil (no interface holding a nil pointer) when voice is off
+		sources = append(sources, n.voice, n.sfu, &n.udp.Stats)
+	}
+	n.router = guild.NewRouter(guild.Config{}, deps)
+	edge := signaling.Deps{Store: st, Signer: n.signer, Router: n.router, Hub: hub, Metrics: metrics}
+	n.gateway = signaling.NewGateway(gcfg, edge)
+	api := signaling.NewAPI(gcfg, edge, n.ids, n.revoke)
+	handler := signaling.Handler(n.gateway, api, signaling.NewOps(append(sources, n.router)...))
+
 	n.serve(httpLn, handler, nil)
 	if httpsLn != nil {
 		n.serve(httpsLn, handler, tlsCfg)
 	}
+	if voiceLn != nil {
+		n.serve(voiceLn, n.voice, tlsCfg)
+	}
 	ok = true
 	return n, nil
+}
+
+// revoke ends the voice connections and then the gateway sessions of a
+// user whose tokens were just revoked.
+func (n *Node) revoke(user snowflake.ID) {
+	if n.voice != nil {
+		n.voice.Revoke(user)
+	}
+	n.gateway.Revoke(user)
 }
 
 func (n *Node) serve(ln net.Listener, h http.Handler, tc *tls.Config) {
@@ -250,12 +263,13 @@ func (n *Node) serve(ln net.Listener, h http.Handler, tc *tls.Config) {
 	}()
 }
 
-// startVoice starts the voice gateway (TLS) and the media socket, and
-// connects them to the guild router.
-func (n *Node) startVoice(cfg Config, cert tls.Certificate) error {
+// startVoice opens the voice gateway's listener and the media socket and
+// builds the voice gateway; the caller serves the listener once the rest
+// of the node is built.
+func (n *Node) startVoice(cfg Config, metrics *signaling.Metrics) (net.Listener, error) {
 	ln, err := net.Listen("tcp", cfg.VoiceAddr)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.VoiceAddr, err)
+		return nil, fmt.Errorf("listen %s: %w", cfg.VoiceAddr, err)
 	}
 	n.VoiceAddr = ln.Addr().String()
 	udpAddr := cfg.VoiceUDP
@@ -267,21 +281,14 @@ func (n *Node) startVoice(cfg Config, cert tls.Certificate) error {
 	n.sfu = sfu.NewNode(workers)
 	if n.udp, err = transport.Listen(udpAddr, n.sfu, workers); err != nil {
 		ln.Close()
-		return fmt.Errorf("voice udp %s: %w", udpAddr, err)
+		return nil, fmt.Errorf("voice udp %s: %w", udpAddr, err)
 	}
 	n.VoiceUDP = n.udp.Addr().String()
 	n.udp.Serve()
-	n.voice = signaling.NewVoiceGateway(signaling.VoiceConfig{UDP: n.udp.Addr(), HeartbeatInterval: cfg.Gateway.HeartbeatInterval,
-		Modes: cfg.VoiceModes, Metrics: n.gateway.Metrics(), Logger: cfg.Logger, IdentifyTimeout: cfg.Gateway.IdentifyTimeout,
-		PayloadsPerMinute: cfg.Gateway.PayloadsPerMinute},
-		n.router, n.signer, n.sfu)
-	endpoint := n.VoiceAddr
-	n.router.VoiceServer = func(guild, channel, user snowflake.ID) (string, string, bool) {
-		return endpoint, n.voice.IssueToken(user), true
-	}
-	n.router.OnVoice = n.voice.OnVoiceChange
-	n.serve(ln, n.voice, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
-	return nil
+	n.voice = signaling.NewVoiceGateway(signaling.VoiceConfig{Endpoint: n.VoiceAddr, UDP: n.udp.Addr(),
+		HeartbeatInterval: cfg.Gateway.HeartbeatInterval, Modes: cfg.VoiceModes, Metrics: metrics, Logger: cfg.Logger,
+		IdentifyTimeout: cfg.Gateway.IdentifyTimeout, PayloadsPerMinute: cfg.Gateway.PayloadsPerMinute}, n.signer, n.sfu)
+	return ln, nil
 }
 
 // Voice returns the voice gateway, nil when voice is off.

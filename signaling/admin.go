@@ -20,11 +20,11 @@ import (
 // and bots (with their tokens), guilds, channels, roles and memberships. It
 // is authenticated by the node's admin token ("Authorization: Bearer ...").
 
-func (a *api) admin(mux *http.ServeMux) {
+func (a *API) admin(mux *http.ServeMux) {
 	h := func(pattern string, fn func(w http.ResponseWriter, r *http.Request) error) {
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 			tok := auth.StripScheme(r.Header.Get("Authorization"))
-			if a.g.cfg.AdminToken == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(a.g.cfg.AdminToken)) != 1 {
+			if a.cfg.AdminToken == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(a.cfg.AdminToken)) != 1 {
 				a.fail(w, errUnauthorized)
 				return
 			}
@@ -35,7 +35,7 @@ func (a *api) admin(mux *http.ServeMux) {
 	}
 	h("POST /admin/v1/users", a.adminCreateUser)
 	h("GET /admin/v1/users", func(w http.ResponseWriter, r *http.Request) error {
-		us, err := a.g.store.ListUsers(r.Context())
+		us, err := a.store.ListUsers(r.Context())
 		if err != nil {
 			return err
 		}
@@ -49,7 +49,7 @@ func (a *api) admin(mux *http.ServeMux) {
 	h("POST /admin/v1/users/{user}/token", a.adminIssueToken)
 	h("POST /admin/v1/guilds", a.adminCreateGuild)
 	h("GET /admin/v1/guilds", func(w http.ResponseWriter, r *http.Request) error {
-		gs, err := a.g.store.ListGuilds(r.Context())
+		gs, err := a.store.ListGuilds(r.Context())
 		if err != nil {
 			return err
 		}
@@ -72,7 +72,7 @@ type createdUser struct {
 	Token string     `json:"token"`
 }
 
-func (a *api) adminCreateUser(w http.ResponseWriter, r *http.Request) error {
+func (a *API) adminCreateUser(w http.ResponseWriter, r *http.Request) error {
 	var p struct {
 		Username   string `json:"username"`
 		GlobalName string `json:"global_name"`
@@ -92,7 +92,7 @@ func (a *api) adminCreateUser(w http.ResponseWriter, r *http.Request) error {
 	if err := guild.CheckLength("global_name", p.GlobalName, 0, guild.MaxGlobalName); err != nil {
 		return err
 	}
-	if _, err := a.g.store.UserByName(r.Context(), p.Username); err == nil {
+	if _, err := a.store.UserByName(r.Context(), p.Username); err == nil {
 		return guild.InvalidForm("username", "USERNAME_ALREADY_TAKEN", "Username is unavailable.")
 	}
 	u := store.User{ID: a.ids.Next(), Username: p.Username, GlobalName: p.GlobalName, Bot: p.Bot}
@@ -103,10 +103,10 @@ func (a *api) adminCreateUser(w http.ResponseWriter, r *http.Request) error {
 		}
 		u.AppFlags = flags
 	}
-	if err := a.g.store.PutUser(r.Context(), u); err != nil {
+	if err := a.store.PutUser(r.Context(), u); err != nil {
 		return err
 	}
-	writeJSON(w, 201, createdUser{User: guild.UserObject(u), Token: a.g.signer.Issue(auth.PurposeUser, u.ID, u.TokenGen)})
+	writeJSON(w, 201, createdUser{User: guild.UserObject(u), Token: a.signer.Issue(auth.PurposeUser, u.ID, u.TokenGen)})
 	return nil
 }
 
@@ -141,12 +141,12 @@ func privilegedFlags(raw json.RawMessage) (int, error) {
 
 // adminIssueToken issues a new token; with ?revoke=true every older token of
 // the user stops working.
-func (a *api) adminIssueToken(w http.ResponseWriter, r *http.Request) error {
+func (a *API) adminIssueToken(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathID(r, "user")
 	if err != nil {
 		return err
 	}
-	u, err := a.g.store.GetUser(r.Context(), id)
+	u, err := a.store.GetUser(r.Context(), id)
 	if errors.Is(err, store.ErrNotFound) {
 		return guild.ErrUnknownUser
 	} else if err != nil {
@@ -154,16 +154,16 @@ func (a *api) adminIssueToken(w http.ResponseWriter, r *http.Request) error {
 	}
 	if rv, _ := strconv.ParseBool(r.URL.Query().Get("revoke")); rv {
 		u.TokenGen++
-		if err := a.g.store.PutUser(r.Context(), u); err != nil {
+		if err := a.store.PutUser(r.Context(), u); err != nil {
 			return err
 		}
-		a.g.revokeSessions(u.ID)
+		a.revoke(u.ID)
 	}
-	writeJSON(w, 200, createdUser{User: guild.UserObject(u), Token: a.g.signer.Issue(auth.PurposeUser, u.ID, u.TokenGen)})
+	writeJSON(w, 200, createdUser{User: guild.UserObject(u), Token: a.signer.Issue(auth.PurposeUser, u.ID, u.TokenGen)})
 	return nil
 }
 
-func (a *api) adminCreateGuild(w http.ResponseWriter, r *http.Request) error {
+func (a *API) adminCreateGuild(w http.ResponseWriter, r *http.Request) error {
 	var p struct {
 		Name    string       `json:"name"`
 		OwnerID snowflake.ID `json:"owner_id"`
@@ -171,7 +171,7 @@ func (a *api) adminCreateGuild(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeBody(r, &p); err != nil {
 		return err
 	}
-	g, err := a.g.router.CreateGuild(r.Context(), p.Name, p.OwnerID)
+	g, err := a.router.CreateGuild(r.Context(), p.Name, p.OwnerID)
 	if err != nil {
 		return err
 	}
@@ -179,7 +179,7 @@ func (a *api) adminCreateGuild(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (a *api) adminCreateChannel(w http.ResponseWriter, r *http.Request) error {
+func (a *API) adminCreateChannel(w http.ResponseWriter, r *http.Request) error {
 	gid, err := pathID(r, "guild")
 	if err != nil {
 		return err
@@ -207,7 +207,7 @@ func (a *api) adminCreateChannel(w http.ResponseWriter, r *http.Request) error {
 		}
 		c.Overwrites = append(c.Overwrites, store.Overwrite{ID: o.ID, Type: o.Type, Allow: allow, Deny: deny})
 	}
-	out, err := a.g.router.CreateChannel(r.Context(), c)
+	out, err := a.router.CreateChannel(r.Context(), c)
 	if err != nil {
 		return err
 	}
@@ -215,7 +215,7 @@ func (a *api) adminCreateChannel(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (a *api) adminCreateRole(w http.ResponseWriter, r *http.Request) error {
+func (a *API) adminCreateRole(w http.ResponseWriter, r *http.Request) error {
 	gid, err := pathID(r, "guild")
 	if err != nil {
 		return err
@@ -234,7 +234,7 @@ func (a *api) adminCreateRole(w http.ResponseWriter, r *http.Request) error {
 	if p.Permissions != "" && err != nil {
 		return guild.InvalidForm("permissions", "NUMBER_TYPE_COERCE", "Value is not a permission bitfield.")
 	}
-	out, err := a.g.router.CreateRole(r.Context(), store.Role{GuildID: gid, Name: p.Name, Permissions: perms,
+	out, err := a.router.CreateRole(r.Context(), store.Role{GuildID: gid, Name: p.Name, Permissions: perms,
 		Color: p.Color, Hoist: p.Hoist, Mentionable: p.Mentionable})
 	if err != nil {
 		return err
@@ -243,7 +243,7 @@ func (a *api) adminCreateRole(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (a *api) adminPutMember(w http.ResponseWriter, r *http.Request) error {
+func (a *API) adminPutMember(w http.ResponseWriter, r *http.Request) error {
 	ids, err := pathIDs(r, "guild", "user")
 	if err != nil {
 		return err
@@ -260,7 +260,7 @@ func (a *api) adminPutMember(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	m, added, err := a.g.router.PutMember(r.Context(), store.Member{GuildID: gid, UserID: uid, Roles: p.Roles,
+	m, added, err := a.router.PutMember(r.Context(), store.Member{GuildID: gid, UserID: uid, Roles: p.Roles,
 		Nick: p.Nick, Mute: p.Mute, Deaf: p.Deaf})
 	if err != nil {
 		return err
@@ -273,13 +273,13 @@ func (a *api) adminPutMember(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (a *api) adminDeleteMember(w http.ResponseWriter, r *http.Request) error {
+func (a *API) adminDeleteMember(w http.ResponseWriter, r *http.Request) error {
 	ids, err := pathIDs(r, "guild", "user")
 	if err != nil {
 		return err
 	}
 	gid, uid := ids[0], ids[1]
-	if err := a.g.router.RemoveMember(r.Context(), gid, uid); err != nil {
+	if err := a.router.RemoveMember(r.Context(), gid, uid); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -288,7 +288,7 @@ func (a *api) adminDeleteMember(w http.ResponseWriter, r *http.Request) error {
 
 // adminPatchRole changes a role's name or permissions; people in voice get
 // the new permissions at once.
-func (a *api) adminPatchRole(w http.ResponseWriter, r *http.Request) error {
+func (a *API) adminPatchRole(w http.ResponseWriter, r *http.Request) error {
 	ids, err := pathIDs(r, "guild", "role")
 	if err != nil {
 		return err
@@ -308,7 +308,7 @@ func (a *api) adminPatchRole(w http.ResponseWriter, r *http.Request) error {
 		}
 		perms = &v
 	}
-	out, err := a.g.router.UpdateRole(r.Context(), ids[0], ids[1], p.Name, perms)
+	out, err := a.router.UpdateRole(r.Context(), ids[0], ids[1], p.Name, perms)
 	if err != nil {
 		return err
 	}
@@ -318,7 +318,7 @@ func (a *api) adminPatchRole(w http.ResponseWriter, r *http.Request) error {
 
 // adminPutOverwrite sets a channel permission overwrite, in the shape of
 // Discord's PUT /channels/{id}/permissions/{overwrite_id}.
-func (a *api) adminPutOverwrite(w http.ResponseWriter, r *http.Request) error {
+func (a *API) adminPutOverwrite(w http.ResponseWriter, r *http.Request) error {
 	ids, err := pathIDs(r, "channel", "overwrite")
 	if err != nil {
 		return err
@@ -336,7 +336,7 @@ func (a *api) adminPutOverwrite(w http.ResponseWriter, r *http.Request) error {
 	if err1 != nil || err2 != nil || p.Type == nil || *p.Type < 0 || *p.Type > 1 {
 		return guild.InvalidForm("permission_overwrites", "BASE_TYPE_INVALID", "Invalid overwrite.")
 	}
-	out, err := a.g.router.SetOverwrite(r.Context(), ids[0], store.Overwrite{ID: ids[1], Type: *p.Type, Allow: allow, Deny: deny})
+	out, err := a.router.SetOverwrite(r.Context(), ids[0], store.Overwrite{ID: ids[1], Type: *p.Type, Allow: allow, Deny: deny})
 	if err != nil {
 		return err
 	}

@@ -79,6 +79,9 @@ type conn struct {
 	loggingIn atomic.Bool
 }
 
+// allow applies the payloads-per-minute limit.
+func (c *conn) allow() bool { return c.limit.take(time.Now()) }
+
 // wake makes sure a writer will look at the queues. It never blocks.
 func (c *conn) wake() {
 	c.dirty.Store(true)

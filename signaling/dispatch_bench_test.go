@@ -16,7 +16,7 @@ import (
 // event was encoded except the socket write: hub lookup, log push, writer
 // wake-up, envelope stamping and the sent mark.
 func newBenchHub(n int) (*Hub, []string, []*conn) {
-	h := newHub(logLimit{events: 1024, bytes: 4 << 20}, &Metrics{})
+	h := newHub("n", logLimit{events: 1024, bytes: 4 << 20}, &Metrics{})
 	g := &Gateway{metrics: h.metrics}
 	ids := make([]string, n)
 	conns := make([]*conn, n)

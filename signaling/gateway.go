@@ -7,8 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -57,12 +55,6 @@ type Config struct {
 	IdentifyTimeout time.Duration
 	// HTTP bounds how long an HTTP request may take (zero fields: defaults).
 	HTTP HTTPTimeouts
-	// MoreMetrics, if set, writes further series (voice) after the edge's
-	// own on /metrics.
-	MoreMetrics func(io.Writer)
-	// OnRevoke is told of a user whose tokens were just revoked, after the
-	// gateway closed that user's sessions (the voice gateway closes theirs).
-	OnRevoke func(user guild.ID)
 	// AdminToken authenticates the admin API.
 	AdminToken string
 	Logger     *slog.Logger
@@ -106,12 +98,34 @@ func (c *Config) setDefaults() {
 
 func (c *Config) logLimit() logLimit { return logLimit{events: c.MaxLog, bytes: c.MaxLogBytes} }
 
+// Deps are what the edge's parts (Gateway, API) work with, all given at
+// construction: nothing is wired afterwards.
+type Deps struct {
+	Store  store.Store
+	Signer *auth.Signer
+	Router *guild.Router
+	// Hub is this node's session table; the router must deliver through
+	// it (guild.Deps.Sessions). Default: a new one.
+	Hub *Hub
+	// Metrics, shared by every part of the edge. Default: a private set.
+	Metrics *Metrics
+}
+
+func (d *Deps) setDefaults(cfg Config) {
+	if d.Metrics == nil {
+		d.Metrics = &Metrics{}
+	}
+	if d.Hub == nil {
+		d.Hub = NewHub(cfg, d.Metrics)
+	}
+}
+
 // Gateway serves Discord Gateway v10 sessions.
 type Gateway struct {
 	cfg      Config
 	router   *guild.Router
 	store    store.Store
-	signer   *auth.Signer
+	tokens   tokens
 	hub      *Hub
 	metrics  *Metrics
 	upgrader websocket.Upgrader
@@ -125,13 +139,12 @@ type Gateway struct {
 	running sync.WaitGroup
 }
 
-// NewGateway returns a gateway; its Hub must be the router's Deliverer for
-// this node (see Hub).
-func NewGateway(cfg Config, st store.Store, signer *auth.Signer) *Gateway {
+// NewGateway returns a gateway.
+func NewGateway(cfg Config, d Deps) *Gateway {
 	cfg.setDefaults()
-	m := &Metrics{}
-	g := &Gateway{cfg: cfg, store: st, signer: signer, metrics: m, hub: newHub(cfg.logLimit(), m),
-		limits: newLimiter(), conns: map[*conn]struct{}{}}
+	d.setDefaults(cfg)
+	g := &Gateway{cfg: cfg, router: d.Router, store: d.Store, tokens: tokens{d.Signer, d.Store}, metrics: d.Metrics,
+		hub: d.Hub, limits: newLimiter(), conns: map[*conn]struct{}{}}
 	g.upgrader = websocket.Upgrader{
 		ReadBufferSize:  512,          // client payloads are small; gorilla's minimum is 125
 		WriteBufferPool: &sync.Pool{}, // we write frames ourselves; gorilla keeps no buffer
@@ -140,13 +153,6 @@ func NewGateway(cfg Config, st store.Store, signer *auth.Signer) *Gateway {
 	g.bufs.New = func() any { b := make([]byte, protocol.MaxPayload+1); return &b }
 	g.hello = protocol.Hello(int(cfg.HeartbeatInterval / time.Millisecond))
 	return g
-}
-
-// SetRouter connects the gateway to the guild layer. The router must deliver
-// this node's events through g.Hub().
-func (g *Gateway) SetRouter(r *guild.Router) {
-	g.router = r
-	r.OnJoin = g.onJoin
 }
 
 // Hub returns this node's session table.
@@ -256,9 +262,6 @@ func (g *Gateway) ended(c *conn, code protocol.CloseCode) {
 	}
 }
 
-// allow applies the payloads-per-minute limit.
-func (c *conn) allow() bool { return c.limit.take(time.Now()) }
-
 // handle processes one client payload; false once the connection is closing.
 func (g *Gateway) handle(c *conn, p []byte) bool {
 	if !c.allow() {
@@ -359,17 +362,6 @@ func (g *Gateway) handle(c *conn, p []byte) bool {
 	return true
 }
 
-func (s *Session) inGuild(id guild.ID) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, g := range s.guilds {
-		if g == id {
-			return true
-		}
-	}
-	return false
-}
-
 func activities(in []protocol.Activity) []guild.Activity {
 	out := make([]guild.Activity, 0, len(in))
 	now := time.Now().UnixMilli()
@@ -377,30 +369,6 @@ func activities(in []protocol.Activity) []guild.Activity {
 		out = append(out, guild.Activity{Name: a.Name, Type: a.Type, URL: a.URL, State: a.State, CreatedAt: now})
 	}
 	return out
-}
-
-// authenticate resolves a gateway token to its user.
-// errStoreUnavailable means a token could not be checked because the store
-// did not answer: the client should retry (REST 503, gateway close 4000),
-// not drop its token as it would on 401 or close 4004.
-var errStoreUnavailable = errors.New("store unavailable")
-
-func (g *Gateway) authenticate(ctx context.Context, token string) (store.User, error) {
-	id, gen, err := g.signer.Verify(auth.PurposeUser, token)
-	if err != nil {
-		return store.User{}, err
-	}
-	u, err := g.store.GetUser(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return store.User{}, auth.ErrInvalid
-	}
-	if err != nil {
-		return store.User{}, fmt.Errorf("%w: %v", errStoreUnavailable, err)
-	}
-	if gen != u.TokenGen {
-		return store.User{}, auth.ErrInvalid
-	}
-	return u, nil
 }
 
 // closeAuthFailed closes a connection whose token could not be accepted:
@@ -436,7 +404,7 @@ func (g *Gateway) identify(c *conn, d json.RawMessage) bool {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
-	u, err := g.authenticate(ctx, id.Token)
+	u, err := g.tokens.authenticate(ctx, id.Token)
 	if err != nil {
 		g.closeAuthFailed(c, err)
 		return false
@@ -512,11 +480,7 @@ func (g *Gateway) subscribe(ctx context.Context, s *Session, gid guild.ID) {
 }
 
 func (g *Gateway) trySubscribe(ctx context.Context, s *Session, gid guild.ID) error {
-	s.mu.Lock()
-	sub := guild.Sub{Node: g.cfg.NodeID, Session: s.id, User: s.user.ID, Intents: s.intents,
-		LargeThreshold: s.large, Status: s.status, Activities: s.acts}
-	s.mu.Unlock()
-	return g.router.Subscribe(ctx, gid, sub)
+	return g.router.Subscribe(ctx, gid, s.sub(g.cfg.NodeID))
 }
 
 // resubscribe retries a failed subscription with backoff (1 s doubling to
@@ -542,32 +506,6 @@ func (g *Gateway) resubscribe(s *Session, gid guild.ID) {
 	g.cfg.Logger.Warn("gave up subscribing", "guild", gid, "session", s.id)
 }
 
-// onJoin subscribes a user's live sessions to a guild they just joined.
-func (g *Gateway) onJoin(gid, user guild.ID) {
-	for _, s := range g.hub.userSessions(user) {
-		if !protocol.OnShard(gid, s.shard) {
-			continue
-		}
-		s.mu.Lock()
-		if !s.inGuildLocked(gid) {
-			s.guilds = append(s.guilds, gid)
-		}
-		s.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-		g.subscribe(ctx, s, gid)
-		cancel()
-	}
-}
-
-func (s *Session) inGuildLocked(id guild.ID) bool {
-	for _, g := range s.guilds {
-		if g == id {
-			return true
-		}
-	}
-	return false
-}
-
 func (g *Gateway) resume(c *conn, d json.RawMessage) bool {
 	r, err := protocol.DecodeResume(d)
 	if err != nil {
@@ -576,7 +514,7 @@ func (g *Gateway) resume(c *conn, d json.RawMessage) bool {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
-	u, err := g.authenticate(ctx, r.Token)
+	u, err := g.tokens.authenticate(ctx, r.Token)
 	if err != nil {
 		g.closeAuthFailed(c, err)
 		return false
@@ -633,14 +571,10 @@ func (g *Gateway) endSession(s *Session) {
 	}
 }
 
-// revokeSessions ends every session of a user whose tokens were revoked:
-// the voice connections first, then each gateway connection with 4004
-// (bots then stop, as for a bad token) and its session, which cannot be
-// resumed.
-func (g *Gateway) revokeSessions(user guild.ID) {
-	if g.cfg.OnRevoke != nil {
-		g.cfg.OnRevoke(user)
-	}
+// Revoke ends every session of a user whose tokens were revoked: each
+// gateway connection is closed with 4004 (bots then stop, as for a bad
+// token) and its session, which cannot be resumed, ends.
+func (g *Gateway) Revoke(user guild.ID) {
 	for _, s := range g.hub.userSessions(user) {
 		s.mu.Lock()
 		c := s.conn

@@ -1,6 +1,8 @@
 package signaling
 
 import (
+	"fmt"
+	"io"
 	"runtime"
 	"sync"
 
@@ -11,6 +13,7 @@ import (
 // guild.Deliverer for the sessions of this node: delivering an event is a
 // pointer push into each session's log, with no encoding and no allocation.
 type Hub struct {
+	node    string
 	limit   logLimit
 	metrics *Metrics
 
@@ -19,8 +22,28 @@ type Hub struct {
 	byUser   map[guild.ID]map[*Session]struct{}
 }
 
-func newHub(limit logLimit, m *Metrics) *Hub {
-	return &Hub{limit: limit, metrics: m, sessions: map[string]*Session{}, byUser: map[guild.ID]map[*Session]struct{}{}}
+// NewHub returns an empty session table for the node cfg names, with
+// cfg's session log limits; m counts deliveries and slow consumers.
+func NewHub(cfg Config, m *Metrics) *Hub {
+	cfg.setDefaults()
+	return newHub(cfg.NodeID, cfg.logLimit(), m)
+}
+
+func newHub(node string, limit logLimit, m *Metrics) *Hub {
+	return &Hub{node: node, limit: limit, metrics: m, sessions: map[string]*Session{},
+		byUser: map[guild.ID]map[*Session]struct{}{}}
+}
+
+// Joined adds a guild a user just joined to that user's sessions whose
+// shard carries it and returns their subscriptions (guild.Sessions).
+func (h *Hub) Joined(gid, user guild.ID) []guild.Sub {
+	var subs []guild.Sub
+	for _, s := range h.userSessions(user) {
+		if s.join(gid) {
+			subs = append(subs, s.sub(h.node))
+		}
+	}
+	return subs
 }
 
 // deliverChunk is how many sessions one event is pushed to before the
@@ -102,4 +125,9 @@ func (h *Hub) Len() int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	return len(h.sessions)
+}
+
+// WriteMetrics writes the number of sessions.
+func (h *Hub) WriteMetrics(w io.Writer) {
+	fmt.Fprintf(w, "chorus_gateway_sessions %d\n", h.Len())
 }

@@ -83,12 +83,12 @@ func (m *Metrics) recovered(log *slog.Logger, where string, r any) {
 		"stack", string(debug.Stack()))
 }
 
-// WriteText writes the metrics in the Prometheus text format.
-func (m *Metrics) WriteText(w io.Writer, sessions int) {
+// WriteMetrics writes the edge's counters and the process's in the
+// Prometheus text format.
+func (m *Metrics) WriteMetrics(w io.Writer) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	fmt.Fprintf(w, "chorus_gateway_connections %d\n", m.Connections.Load())
-	fmt.Fprintf(w, "chorus_gateway_sessions %d\n", sessions)
 	fmt.Fprintf(w, "chorus_gateway_deliveries_total %d\n", m.Deliveries.Load())
 	fmt.Fprintf(w, "chorus_gateway_slow_consumers_total %d\n", m.SlowConsumers.Load())
 	fmt.Fprintf(w, "chorus_gateway_identifies_total %d\n", m.Identifies.Load())

@@ -42,7 +42,7 @@ func maskedFrame(fin bool, op byte, payload []byte) []byte {
 
 // readerConn is a conn whose input is in and whose output is discarded.
 func readerConn(t testing.TB, in []byte) *conn {
-	g := NewGateway(Config{}, nil, nil)
+	g := NewGateway(Config{}, Deps{})
 	server, client := net.Pipe()
 	go io.Copy(io.Discard, client)
 	t.Cleanup(func() { server.Close(); client.Close() })

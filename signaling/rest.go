@@ -4,40 +4,44 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"mime"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/chorus-voice/chorus/auth"
 	"github.com/chorus-voice/chorus/guild"
 	"github.com/chorus-voice/chorus/snowflake"
 	"github.com/chorus-voice/chorus/store"
 )
 
-// Handler returns the HTTP handler of the node's client-facing edge: the
-// gateway websocket at "/", the REST subset under /api/v9 and /api/v10
-// (gateway.md §18), the admin API under /admin/v1, and /metrics.
-func (g *Gateway) Handler(ids *snowflake.Generator) http.Handler {
-	mux := http.NewServeMux()
-	a := &api{g: g, ids: ids}
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "Chorus node %s. Gateway: %s  REST: /api/v10\n", g.cfg.NodeID, g.cfg.GatewayURL)
-	})
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		g.metrics.WriteText(w, g.hub.Len())
-		if g.router != nil {
-			fmt.Fprintf(w, "chorus_guild_actors %d\n", g.router.Loaded())
-			fmt.Fprintf(w, "chorus_guild_actors_retired_total %d\n", g.router.Retired())
-		}
-		if g.cfg.MoreMetrics != nil {
-			g.cfg.MoreMetrics(w)
-		}
-	})
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+// API serves the REST subset under /api/v9 and /api/v10 (gateway.md §18)
+// and the admin API under /admin/v1 (admin.go). It shares the gateway's
+// token check and metrics, and reaches the guild layer through the router.
+type API struct {
+	cfg     Config
+	router  *guild.Router
+	store   store.Store
+	signer  *auth.Signer
+	tokens  tokens
+	metrics *Metrics
+	limits  *limiter
+	ids     *snowflake.Generator
+	revoke  func(user guild.ID)
+}
 
+// NewAPI returns the REST and admin API. ids numbers the users the admin
+// API creates; revoke is told of a user whose tokens the admin API just
+// revoked, to end that user's gateway and voice connections.
+func NewAPI(cfg Config, d Deps, ids *snowflake.Generator, revoke func(user guild.ID)) *API {
+	cfg.setDefaults()
+	d.setDefaults(cfg)
+	return &API{cfg: cfg, router: d.Router, store: d.Store, signer: d.Signer, tokens: tokens{d.Signer, d.Store},
+		metrics: d.Metrics, limits: newLimiter(), ids: ids, revoke: revoke}
+}
+
+// register adds the API's routes to mux.
+func (a *API) register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/{ver}/gateway", a.public(a.getGateway))
 	a.route(mux, "GET /api/{ver}/gateway/bot", "gateway", a.getGatewayBot)
 	a.route(mux, "GET /api/{ver}/users/@me", "users/@me", a.getMe)
@@ -58,33 +62,6 @@ func (g *Gateway) Handler(ids *snowflake.Generator) http.Handler {
 		writeJSON(w, http.StatusNotFound, apiError{Message: "404: Not Found", Code: 0})
 	})
 	a.admin(mux)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// net/http would recover a handler's panic too, but silently for
-		// our counters: count it, log it, answer 500.
-		defer func() {
-			if p := recover(); p != nil {
-				if p == http.ErrAbortHandler {
-					panic(p)
-				}
-				g.metrics.recovered(g.cfg.Logger, r.Method+" "+r.URL.Path, p)
-				writeJSON(w, http.StatusInternalServerError, apiError{Message: "500: Internal Server Error", Code: 0})
-			}
-		}()
-		// The gateway lives at "/". Some libraries append "/" to the URL
-		// they were given (clients.md §2); "//" would make the mux redirect,
-		// which no websocket client follows, so any all-slash path with an
-		// upgrade goes to the gateway directly.
-		if strings.Trim(r.URL.Path, "/") == "" && strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
-			g.ServeHTTP(w, r)
-			return
-		}
-		mux.ServeHTTP(w, r)
-	})
-}
-
-type api struct {
-	g   *Gateway
-	ids *snowflake.Generator
 }
 
 type apiError struct {
@@ -114,9 +91,9 @@ func checkVersion(r *http.Request) error {
 	return errBadVersion
 }
 
-func (a *api) public(fn func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {
+func (a *API) public(fn func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		a.g.metrics.RESTRequests.Add(1)
+		a.metrics.RESTRequests.Add(1)
 		err := checkVersion(r)
 		if err == nil {
 			err = fn(w, r)
@@ -129,14 +106,14 @@ func (a *api) public(fn func(w http.ResponseWriter, r *http.Request) error) http
 
 // route registers an authenticated, rate-limited REST route. The bucket is
 // per user, per route and per top-level resource (gateway.md §18.8).
-func (a *api) route(mux *http.ServeMux, pattern, bucket string, fn handlerFunc) {
+func (a *API) route(mux *http.ServeMux, pattern, bucket string, fn handlerFunc) {
 	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		a.g.metrics.RESTRequests.Add(1)
+		a.metrics.RESTRequests.Add(1)
 		if err := checkVersion(r); err != nil {
 			a.fail(w, err)
 			return
 		}
-		u, err := a.g.authenticate(r.Context(), r.Header.Get("Authorization"))
+		u, err := a.tokens.authenticate(r.Context(), r.Header.Get("Authorization"))
 		if err != nil {
 			if !errors.Is(err, errStoreUnavailable) {
 				err = errUnauthorized
@@ -145,8 +122,8 @@ func (a *api) route(mux *http.ServeMux, pattern, bucket string, fn handlerFunc) 
 			return
 		}
 		major := r.PathValue("channel") + r.PathValue("guild")
-		limit := a.g.cfg.RESTRequestsPerSecond
-		remaining, reset, ok := a.g.limits.take(u.ID.String()+"|"+bucket+"|"+major, limit, time.Second)
+		limit := a.cfg.RESTRequestsPerSecond
+		remaining, reset, ok := a.limits.take(u.ID.String()+"|"+bucket+"|"+major, limit, time.Second)
 		h := w.Header()
 		after := time.Until(reset).Seconds()
 		h.Set("X-RateLimit-Limit", strconv.Itoa(limit))
@@ -155,7 +132,7 @@ func (a *api) route(mux *http.ServeMux, pattern, bucket string, fn handlerFunc) 
 		h.Set("X-RateLimit-Reset-After", strconv.FormatFloat(after, 'f', 3, 64))
 		h.Set("X-RateLimit-Bucket", bucket)
 		if !ok {
-			a.g.metrics.RESTLimited.Add(1)
+			a.metrics.RESTLimited.Add(1)
 			h.Set("Retry-After", strconv.Itoa(int(after+0.999)))
 			h.Set("X-RateLimit-Scope", "user")
 			writeJSON(w, http.StatusTooManyRequests, map[string]any{
@@ -168,8 +145,8 @@ func (a *api) route(mux *http.ServeMux, pattern, bucket string, fn handlerFunc) 
 	})
 }
 
-func (a *api) fail(w http.ResponseWriter, err error) {
-	a.g.metrics.RESTErrors.Add(1)
+func (a *API) fail(w http.ResponseWriter, err error) {
+	a.metrics.RESTErrors.Add(1)
 	var ge *guild.Error
 	var fe *guild.FormError
 	switch {
@@ -181,10 +158,10 @@ func (a *api) fail(w http.ResponseWriter, err error) {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		writeJSON(w, http.StatusServiceUnavailable, apiError{Message: "timed out", Code: 0})
 	case errors.Is(err, errStoreUnavailable):
-		a.g.cfg.Logger.Warn("rest: store unavailable", "err", err)
+		a.cfg.Logger.Warn("rest: store unavailable", "err", err)
 		writeJSON(w, http.StatusServiceUnavailable, apiError{Message: "503: Service Unavailable", Code: 0})
 	default:
-		a.g.cfg.Logger.Error("rest", "err", err)
+		a.cfg.Logger.Error("rest", "err", err)
 		writeJSON(w, http.StatusInternalServerError, apiError{Message: "500: Internal Server Error", Code: 0})
 	}
 }
@@ -210,24 +187,24 @@ func pathIDs(r *http.Request, names ...string) ([]snowflake.ID, error) {
 	return out, nil
 }
 
-func (a *api) getGateway(w http.ResponseWriter, r *http.Request) error {
-	writeJSON(w, 200, map[string]string{"url": a.g.cfg.GatewayURL})
+func (a *API) getGateway(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, 200, map[string]string{"url": a.cfg.GatewayURL})
 	return nil
 }
 
-func (a *api) getGatewayBot(w http.ResponseWriter, r *http.Request, u store.User) error {
-	writeJSON(w, 200, map[string]any{"url": a.g.cfg.GatewayURL, "shards": 1,
+func (a *API) getGatewayBot(w http.ResponseWriter, r *http.Request, u store.User) error {
+	writeJSON(w, 200, map[string]any{"url": a.cfg.GatewayURL, "shards": 1,
 		"session_start_limit": map[string]int{"total": 1000, "remaining": 1000, "reset_after": 86400000,
-			"max_concurrency": a.g.cfg.IdentifiesPer5s}})
+			"max_concurrency": a.cfg.IdentifiesPer5s}})
 	return nil
 }
 
-func (a *api) getMe(w http.ResponseWriter, r *http.Request, u store.User) error {
+func (a *API) getMe(w http.ResponseWriter, r *http.Request, u store.User) error {
 	writeJSON(w, 200, readyUser{User: guild.UserObject(u), Verified: true})
 	return nil
 }
 
-func (a *api) getApplication(w http.ResponseWriter, r *http.Request, u store.User) error {
+func (a *API) getApplication(w http.ResponseWriter, r *http.Request, u store.User) error {
 	owner := guild.UserObject(u)
 	writeJSON(w, 200, map[string]any{"id": u.ID, "name": u.Username, "description": "", "icon": nil,
 		"bot_public": true, "bot_require_code_grant": false, "owner": owner, "bot": owner, "verify_key": "",
@@ -235,12 +212,12 @@ func (a *api) getApplication(w http.ResponseWriter, r *http.Request, u store.Use
 	return nil
 }
 
-func (a *api) getChannel(w http.ResponseWriter, r *http.Request, u store.User) error {
+func (a *API) getChannel(w http.ResponseWriter, r *http.Request, u store.User) error {
 	ch, err := pathID(r, "channel")
 	if err != nil {
 		return err
 	}
-	c, err := a.g.router.Channel(r.Context(), ch, u.ID)
+	c, err := a.router.Channel(r.Context(), ch, u.ID)
 	if err != nil {
 		return err
 	}
@@ -305,7 +282,7 @@ func decodeBody(r *http.Request, v any) error {
 	return guild.InvalidForm("_body", "CONTENT_TYPE_INVALID", "Expected Content-Type application/json.")
 }
 
-func (a *api) postMessage(w http.ResponseWriter, r *http.Request, u store.User) error {
+func (a *API) postMessage(w http.ResponseWriter, r *http.Request, u store.User) error {
 	ch, err := pathID(r, "channel")
 	if err != nil {
 		return err
@@ -317,7 +294,7 @@ func (a *api) postMessage(w http.ResponseWriter, r *http.Request, u store.User) 
 	if string(p.Nonce) == "null" {
 		p.Nonce = nil
 	}
-	m, err := a.g.router.CreateMessage(r.Context(), guild.CreateMessage{ChannelID: ch, AuthorID: u.ID,
+	m, err := a.router.CreateMessage(r.Context(), guild.CreateMessage{ChannelID: ch, AuthorID: u.ID,
 		Content: p.Content, Nonce: p.Nonce, EnforceNonce: p.EnforceNonce, TTS: p.TTS})
 	if err != nil {
 		return err
@@ -326,7 +303,7 @@ func (a *api) postMessage(w http.ResponseWriter, r *http.Request, u store.User) 
 	return nil
 }
 
-func (a *api) listMessages(w http.ResponseWriter, r *http.Request, u store.User) error {
+func (a *API) listMessages(w http.ResponseWriter, r *http.Request, u store.User) error {
 	ch, err := pathID(r, "channel")
 	if err != nil {
 		return err
@@ -357,7 +334,7 @@ func (a *api) listMessages(w http.ResponseWriter, r *http.Request, u store.User)
 	if page.After == 0 && q.Get("after") != "" {
 		page.After = 1 // after=0: from the very first message (gateway.md §17)
 	}
-	ms, err := a.g.router.ListMessages(r.Context(), ch, u.ID, page)
+	ms, err := a.router.ListMessages(r.Context(), ch, u.ID, page)
 	if err != nil {
 		return err
 	}
@@ -365,13 +342,13 @@ func (a *api) listMessages(w http.ResponseWriter, r *http.Request, u store.User)
 	return nil
 }
 
-func (a *api) getMessage(w http.ResponseWriter, r *http.Request, u store.User) error {
+func (a *API) getMessage(w http.ResponseWriter, r *http.Request, u store.User) error {
 	ids, err := pathIDs(r, "channel", "message")
 	if err != nil {
 		return err
 	}
 	ch, id := ids[0], ids[1]
-	m, err := a.g.router.GetMessage(r.Context(), ch, id, u.ID)
+	m, err := a.router.GetMessage(r.Context(), ch, id, u.ID)
 	if err != nil {
 		return err
 	}
@@ -379,7 +356,7 @@ func (a *api) getMessage(w http.ResponseWriter, r *http.Request, u store.User) e
 	return nil
 }
 
-func (a *api) patchMessage(w http.ResponseWriter, r *http.Request, u store.User) error {
+func (a *API) patchMessage(w http.ResponseWriter, r *http.Request, u store.User) error {
 	ids, err := pathIDs(r, "channel", "message")
 	if err != nil {
 		return err
@@ -394,7 +371,7 @@ func (a *api) patchMessage(w http.ResponseWriter, r *http.Request, u store.User)
 	if p.Content == nil {
 		return guild.InvalidForm("content", "BASE_TYPE_REQUIRED", "This field is required.")
 	}
-	m, err := a.g.router.EditMessage(r.Context(), ch, id, u.ID, *p.Content)
+	m, err := a.router.EditMessage(r.Context(), ch, id, u.ID, *p.Content)
 	if err != nil {
 		return err
 	}
@@ -402,37 +379,37 @@ func (a *api) patchMessage(w http.ResponseWriter, r *http.Request, u store.User)
 	return nil
 }
 
-func (a *api) deleteMessage(w http.ResponseWriter, r *http.Request, u store.User) error {
+func (a *API) deleteMessage(w http.ResponseWriter, r *http.Request, u store.User) error {
 	ids, err := pathIDs(r, "channel", "message")
 	if err != nil {
 		return err
 	}
 	ch, id := ids[0], ids[1]
-	if err := a.g.router.DeleteMessage(r.Context(), ch, id, u.ID); err != nil {
+	if err := a.router.DeleteMessage(r.Context(), ch, id, u.ID); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
-func (a *api) postTyping(w http.ResponseWriter, r *http.Request, u store.User) error {
+func (a *API) postTyping(w http.ResponseWriter, r *http.Request, u store.User) error {
 	ch, err := pathID(r, "channel")
 	if err != nil {
 		return err
 	}
-	if err := a.g.router.Typing(r.Context(), ch, u.ID); err != nil {
+	if err := a.router.Typing(r.Context(), ch, u.ID); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
-func (a *api) getGuild(w http.ResponseWriter, r *http.Request, u store.User) error {
+func (a *API) getGuild(w http.ResponseWriter, r *http.Request, u store.User) error {
 	id, err := pathID(r, "guild")
 	if err != nil {
 		return err
 	}
-	gd, err := a.g.router.GetGuild(r.Context(), id, u.ID)
+	gd, err := a.router.GetGuild(r.Context(), id, u.ID)
 	if err != nil {
 		return err
 	}
@@ -440,12 +417,12 @@ func (a *api) getGuild(w http.ResponseWriter, r *http.Request, u store.User) err
 	return nil
 }
 
-func (a *api) getGuildChannels(w http.ResponseWriter, r *http.Request, u store.User) error {
+func (a *API) getGuildChannels(w http.ResponseWriter, r *http.Request, u store.User) error {
 	id, err := pathID(r, "guild")
 	if err != nil {
 		return err
 	}
-	cs, err := a.g.router.Channels(r.Context(), id, u.ID)
+	cs, err := a.router.Channels(r.Context(), id, u.ID)
 	if err != nil {
 		return err
 	}
@@ -453,7 +430,7 @@ func (a *api) getGuildChannels(w http.ResponseWriter, r *http.Request, u store.U
 	return nil
 }
 
-func (a *api) getGuildMembers(w http.ResponseWriter, r *http.Request, u store.User) error {
+func (a *API) getGuildMembers(w http.ResponseWriter, r *http.Request, u store.User) error {
 	id, err := pathID(r, "guild")
 	if err != nil {
 		return err
@@ -473,7 +450,7 @@ func (a *api) getGuildMembers(w http.ResponseWriter, r *http.Request, u store.Us
 			return guild.InvalidForm("after", "NUMBER_TYPE_COERCE", "Value is not snowflake.")
 		}
 	}
-	ms, err := a.g.router.Members(r.Context(), id, u.ID, after, limit)
+	ms, err := a.router.Members(r.Context(), id, u.ID, after, limit)
 	if err != nil {
 		return err
 	}
@@ -483,7 +460,7 @@ func (a *api) getGuildMembers(w http.ResponseWriter, r *http.Request, u store.Us
 
 // patchGuildMember is PATCH /guilds/{id}/members/{user}: server mute,
 // deafen and nick, enforced in the SFU at once.
-func (a *api) patchGuildMember(w http.ResponseWriter, r *http.Request, u store.User) error {
+func (a *API) patchGuildMember(w http.ResponseWriter, r *http.Request, u store.User) error {
 	ids, err := pathIDs(r, "guild", "user")
 	if err != nil {
 		return err
@@ -492,7 +469,7 @@ func (a *api) patchGuildMember(w http.ResponseWriter, r *http.Request, u store.U
 }
 
 // patchMemberMe is PATCH /guilds/{id}/members/@me: one's own nick.
-func (a *api) patchMemberMe(w http.ResponseWriter, r *http.Request, u store.User) error {
+func (a *API) patchMemberMe(w http.ResponseWriter, r *http.Request, u store.User) error {
 	gid, err := pathID(r, "guild")
 	if err != nil {
 		return err
@@ -500,7 +477,7 @@ func (a *api) patchMemberMe(w http.ResponseWriter, r *http.Request, u store.User
 	return a.modifyMember(w, r, u, gid, u.ID, false)
 }
 
-func (a *api) modifyMember(w http.ResponseWriter, r *http.Request, u store.User, gid, uid guild.ID, voice bool) error {
+func (a *API) modifyMember(w http.ResponseWriter, r *http.Request, u store.User, gid, uid guild.ID, voice bool) error {
 	var p struct {
 		Mute *bool           `json:"mute"`
 		Deaf *bool           `json:"deaf"`
@@ -520,7 +497,7 @@ func (a *api) modifyMember(w http.ResponseWriter, r *http.Request, u store.User,
 		}
 		nick = &n
 	}
-	m, err := a.g.router.ModifyMember(r.Context(), gid, u.ID, uid, p.Mute, p.Deaf, nick)
+	m, err := a.router.ModifyMember(r.Context(), gid, u.ID, uid, p.Mute, p.Deaf, nick)
 	if err != nil {
 		return err
 	}

@@ -1,10 +1,12 @@
 package signaling
 
 import (
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/chorus-voice/chorus/guild"
+	"github.com/chorus-voice/chorus/protocol"
 	"github.com/chorus-voice/chorus/store"
 )
 
@@ -201,4 +203,37 @@ func (s *Session) invalidate() {
 	s.mu.Lock()
 	s.invalid = true
 	s.mu.Unlock()
+}
+
+func (s *Session) inGuild(id guild.ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, g := range s.guilds {
+		if g == id {
+			return true
+		}
+	}
+	return false
+}
+
+// sub is the session's subscription to a guild's events, as node's.
+func (s *Session) sub(node string) guild.Sub {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return guild.Sub{Node: node, Session: s.id, User: s.user.ID, Intents: s.intents, LargeThreshold: s.large,
+		Status: s.status, Activities: s.acts}
+}
+
+// join adds a guild the user just joined to the session when its shard
+// carries it, and reports whether it does.
+func (s *Session) join(gid guild.ID) bool {
+	if !protocol.OnShard(gid, s.shard) {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !slices.Contains(s.guilds, gid) {
+		s.guilds = append(s.guilds, gid)
+	}
+	return true
 }

@@ -1,7 +1,6 @@
 package signaling
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/json"
@@ -28,6 +27,9 @@ import (
 
 // VoiceConfig configures the voice gateway.
 type VoiceConfig struct {
+	// Endpoint is the voice gateway's public host:port, which
+	// VOICE_SERVER_UPDATE names (voice.md §3).
+	Endpoint string
 	// UDP is the media address announced in Ready (IPv4, voice.md §3).
 	UDP netip.AddrPort
 	// HeartbeatInterval is sent in Hello and Ready. Default 41.25 s.
@@ -52,19 +54,24 @@ type VoiceConfig struct {
 // voice.md §2) over websockets and drives the SFU node.
 type VoiceGateway struct {
 	cfg      VoiceConfig
-	router   *guild.Router
 	signer   *auth.Signer
 	node     *sfu.Node
 	upgrader websocket.Upgrader
 
 	mu    sync.Mutex
 	conns map[*sfu.Participant]*voiceConn
+	// states are the voice states of the users in this node's rooms, by
+	// guild and user, as the guild layer last told them (VoiceChanged):
+	// what Identify checks.
+	states map[guild.ID]map[guild.ID]guild.VoiceChange
 
 	closes closeCounts
 }
 
-// NewVoiceGateway returns a voice gateway for node.
-func NewVoiceGateway(cfg VoiceConfig, r *guild.Router, signer *auth.Signer, node *sfu.Node) *VoiceGateway {
+// NewVoiceGateway returns a voice gateway for node. It implements
+// guild.VoiceHost: the guild router places rooms and reports voice state
+// changes through it, and it never calls the router.
+func NewVoiceGateway(cfg VoiceConfig, signer *auth.Signer, node *sfu.Node) *VoiceGateway {
 	if cfg.HeartbeatInterval == 0 {
 		cfg.HeartbeatInterval = DefaultHeartbeatInterval
 	}
@@ -83,7 +90,8 @@ func NewVoiceGateway(cfg VoiceConfig, r *guild.Router, signer *auth.Signer, node
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &VoiceGateway{cfg: cfg, router: r, signer: signer, node: node, conns: map[*sfu.Participant]*voiceConn{},
+	return &VoiceGateway{cfg: cfg, signer: signer, node: node, conns: map[*sfu.Participant]*voiceConn{},
+		states:   map[guild.ID]map[guild.ID]guild.VoiceChange{},
 		upgrader: websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}}
 }
 
@@ -98,6 +106,12 @@ func (v *VoiceGateway) WriteMetrics(w io.Writer) {
 
 // VoiceTokenTTL is how long a voice token from VOICE_SERVER_UPDATE admits.
 const VoiceTokenTTL = 5 * time.Minute
+
+// VoiceServer answers VOICE_SERVER_UPDATE for a user joining a room of
+// this node: the endpoint and a fresh token (guild.VoiceHost).
+func (v *VoiceGateway) VoiceServer(_, _, user guild.ID) (endpoint, token string, ok bool) {
+	return v.cfg.Endpoint, v.IssueToken(user), true
+}
 
 // IssueToken returns the token VOICE_SERVER_UPDATE carries for user.
 func (v *VoiceGateway) IssueToken(user guild.ID) string {
@@ -404,10 +418,12 @@ func (v *VoiceGateway) identify(c *voiceConn, d json.RawMessage) {
 		c.close(protocol.VoiceCloseAuthFailed, "authentication failed")
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	defer cancel()
-	st, ok, err := v.router.VoiceStateOf(ctx, id.ServerID, user)
-	if err != nil {
+	v.mu.Lock()
+	room, known := v.states[id.ServerID]
+	st, ok := room[user]
+	v.mu.Unlock()
+	if !known {
+		// No room of that guild is placed here (voice.md §8).
 		c.close(protocol.VoiceCloseServerNotFound, "server not found")
 		return
 	}
@@ -571,10 +587,25 @@ func applyFlags(p *sfu.Participant, st guild.VoiceChange) {
 	p.SetFlags(set, clear)
 }
 
-// OnVoiceChange applies a voice state change from the guild layer: new
-// mute and deafen flags at once, or the end of a connection whose user left
-// or moved (4014: the client then follows its new VOICE_SERVER_UPDATE).
-func (v *VoiceGateway) OnVoiceChange(ch guild.VoiceChange) {
+// VoiceChanged applies a voice state change from the guild layer
+// (guild.VoiceHost): it admits the user's next Identify, applies new mute
+// and deafen flags at once, or ends a connection whose user left or moved
+// (4014: the client then follows its new VOICE_SERVER_UPDATE).
+func (v *VoiceGateway) VoiceChanged(ch guild.VoiceChange) {
+	v.mu.Lock()
+	room := v.states[ch.Guild]
+	switch {
+	case ch.ChannelID != 0 && room == nil:
+		v.states[ch.Guild] = map[guild.ID]guild.VoiceChange{ch.User: ch}
+	case ch.ChannelID != 0:
+		room[ch.User] = ch
+	default:
+		delete(room, ch.User)
+		if len(room) == 0 {
+			delete(v.states, ch.Guild)
+		}
+	}
+	v.mu.Unlock()
 	p := v.node.Participant(uint64(ch.Guild), uint64(ch.User))
 	if p == nil {
 		return
