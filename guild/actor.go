@@ -2,6 +2,7 @@ package guild
 
 import (
 	"context"
+	"errors"
 	"sort"
 	"sync"
 	"time"
@@ -57,7 +58,7 @@ const maxGroupCommit = 256
 
 func (r *Router) load(ctx context.Context, id ID) (*actor, error) {
 	g, err := r.store.GetGuild(ctx, id)
-	if err == store.ErrNotFound {
+	if errors.Is(err, store.ErrNotFound) {
 		return nil, ErrUnknownGuild
 	}
 	if err != nil {

@@ -1,35 +1,31 @@
 package guild
 
-import "fmt"
+import "errors"
 
-// Error is a failed guild operation with its Discord JSON error code and
-// HTTP status (gateway.md §18.1), so the REST layer can answer it as is.
-type Error struct {
-	Status  int
-	Code    int
-	Message string
-}
-
-func (e *Error) Error() string { return fmt.Sprintf("%s (%d)", e.Message, e.Code) }
-
-// Errors the guild layer returns.
+// Errors the guild layer returns. They say what went wrong in the domain;
+// the edge (signaling/errors.go) maps each to Discord's JSON error code and
+// an HTTP status in one table. Compare with errors.Is.
 var (
-	ErrUnknownGuild       = &Error{404, 10004, "Unknown Guild"}
-	ErrUnknownChannel     = &Error{404, 10003, "Unknown Channel"}
-	ErrUnknownMember      = &Error{404, 10007, "Unknown Member"}
-	ErrUnknownMessage     = &Error{404, 10008, "Unknown Message"}
-	ErrUnknownRole        = &Error{404, 10011, "Unknown Role"}
-	ErrUnknownUser        = &Error{404, 10013, "Unknown User"}
-	ErrMissingAccess      = &Error{403, 50001, "Missing Access"}
-	ErrMissingPermissions = &Error{403, 50013, "Missing Permissions"}
-	ErrNotAuthor          = &Error{403, 50005, "Cannot edit a message authored by another user"}
-	ErrEmptyMessage       = &Error{400, 50006, "Cannot send an empty message"}
-	ErrNotTextChannel     = &Error{400, 50008, "Cannot send messages in a non-text channel"}
-	ErrOverloaded         = &Error{503, 130000, "API resource is currently overloaded. Try again a little later."}
-	ErrNotOwner           = &Error{503, 0, "guild is not served by this node"}
+	ErrUnknownGuild       = errors.New("guild: unknown guild")
+	ErrUnknownChannel     = errors.New("guild: unknown channel")
+	ErrUnknownMember      = errors.New("guild: unknown member")
+	ErrUnknownMessage     = errors.New("guild: unknown message")
+	ErrUnknownRole        = errors.New("guild: unknown role")
+	ErrUnknownUser        = errors.New("guild: unknown user")
+	ErrMissingAccess      = errors.New("guild: missing access")
+	ErrMissingPermissions = errors.New("guild: missing permissions")
+	ErrNotAuthor          = errors.New("guild: cannot edit a message authored by another user")
+	ErrEmptyMessage       = errors.New("guild: cannot send an empty message")
+	ErrNotTextChannel     = errors.New("guild: cannot send messages in a non-text channel")
+	// ErrOverloaded is a full actor mailbox: try again a little later.
+	ErrOverloaded = errors.New("guild: overloaded")
+	// ErrNotOwner is a call for a guild the ring places on another node.
+	ErrNotOwner = errors.New("guild: guild is not served by this node")
 )
 
-// InvalidForm is a 50035 Invalid Form Body error for one field.
+// InvalidForm is a validation failure of one request field: the field's
+// name, Discord's error code for it (BASE_TYPE_MAX_LENGTH, ...) and a
+// message. The edge answers it as 50035 Invalid Form Body.
 func InvalidForm(field, code, msg string) *FormError {
 	return &FormError{Field: field, ErrCode: code, Msg: msg}
 }

@@ -2,6 +2,7 @@ package guild
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -227,7 +228,7 @@ func (r *Router) GuildOfChannel(ctx context.Context, channel ID) (ID, error) {
 		return g.(ID), nil
 	}
 	c, err := r.store.GetChannel(ctx, channel)
-	if err == store.ErrNotFound {
+	if errors.Is(err, store.ErrNotFound) {
 		return 0, ErrUnknownChannel
 	}
 	if err != nil {

@@ -330,7 +330,7 @@ func (g *Gateway) handle(c *conn, p []byte) bool {
 		guilds := append([]guild.ID(nil), s.guilds...)
 		s.mu.Unlock()
 		for _, gid := range guilds {
-			g.router.UpdatePresence(ctx, gid, s.user.ID, pr.Status, activities(pr.Activities))
+			g.opFailed("presence update", gid, g.router.UpdatePresence(ctx, gid, s.user.ID, pr.Status, activities(pr.Activities)))
 		}
 	case protocol.OpRequestMembers:
 		req, err := protocol.DecodeRequestMembers(env.D)
@@ -341,9 +341,10 @@ func (g *Gateway) handle(c *conn, p []byte) bool {
 		if !s.inGuild(req.GuildID) {
 			return true
 		}
-		g.router.RequestMembers(ctx, req.GuildID, guild.MembersRequest{Node: g.cfg.NodeID, Session: s.id,
+		err = g.router.RequestMembers(ctx, req.GuildID, guild.MembersRequest{Node: g.cfg.NodeID, Session: s.id,
 			User: s.user.ID, Intents: s.intents, Query: req.Query, Limit: req.Limit, UserIDs: req.IDs,
 			Presences: req.Presences, Nonce: req.Nonce})
+		g.opFailed("request guild members", req.GuildID, err)
 	case protocol.OpVoiceState:
 		v, err := protocol.DecodeVoiceStateUpdate(env.D)
 		if err != nil {
@@ -357,9 +358,21 @@ func (g *Gateway) handle(c *conn, p []byte) bool {
 		if v.ChannelID != nil {
 			u.ChannelID = *v.ChannelID
 		}
-		g.router.UpdateVoiceState(ctx, v.GuildID, u)
+		g.opFailed("voice state update", v.GuildID, g.router.UpdateVoiceState(ctx, v.GuildID, u))
 	}
 	return true
+}
+
+// opFailed counts and logs a client operation the guild layer could not
+// carry out (an overloaded or unreachable guild). The protocol has no
+// answer for it: the client sees the effect missing, as after a lost
+// packet, and the connection goes on.
+func (g *Gateway) opFailed(op string, gid guild.ID, err error) {
+	if err == nil {
+		return
+	}
+	g.metrics.OpFailures.Add(1)
+	g.cfg.Logger.Warn("gateway op failed", "op", op, "guild", gid, "err", err)
 }
 
 func activities(in []protocol.Activity) []guild.Activity {
@@ -567,7 +580,11 @@ func (g *Gateway) endSession(s *Session) {
 	guilds := append([]guild.ID(nil), s.guilds...)
 	s.mu.Unlock()
 	for _, gid := range guilds {
-		g.router.Unsubscribe(ctx, gid, s.id)
+		if err := g.router.Unsubscribe(ctx, gid, s.id); err != nil {
+			// The actor keeps a subscription it can no longer deliver to;
+			// deliveries to the forgotten session id are dropped by the hub.
+			g.cfg.Logger.Warn("unsubscribe failed", "guild", gid, "session", s.id, "err", err)
+		}
 	}
 }
 

@@ -21,9 +21,12 @@ type Metrics struct {
 	Resumes       atomic.Uint64
 	ResumeFailed  atomic.Uint64
 	Identifies    atomic.Uint64
-	RESTRequests  atomic.Uint64
-	RESTErrors    atomic.Uint64
-	RESTLimited   atomic.Uint64
+	// OpFailures counts client operations (presence, voice state, member
+	// requests) the guild layer could not carry out.
+	OpFailures   atomic.Uint64
+	RESTRequests atomic.Uint64
+	RESTErrors   atomic.Uint64
+	RESTLimited  atomic.Uint64
 	// ConnsRefused counts connections refused at accept because their
 	// source IP held its limit already.
 	ConnsRefused atomic.Uint64
@@ -94,6 +97,7 @@ func (m *Metrics) WriteMetrics(w io.Writer) {
 	fmt.Fprintf(w, "chorus_gateway_identifies_total %d\n", m.Identifies.Load())
 	fmt.Fprintf(w, "chorus_gateway_resumes_total %d\n", m.Resumes.Load())
 	fmt.Fprintf(w, "chorus_gateway_resume_failures_total %d\n", m.ResumeFailed.Load())
+	fmt.Fprintf(w, "chorus_gateway_op_failures_total %d\n", m.OpFailures.Load())
 	m.closes.write(w, "main")
 	fmt.Fprintf(w, "chorus_panics_recovered_total %d\n", m.Panics.Load())
 	fmt.Fprintf(w, "chorus_connections_refused_per_ip_total %d\n", m.ConnsRefused.Load())

@@ -1,7 +1,6 @@
 package signaling
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"mime"
@@ -64,12 +63,6 @@ func (a *API) register(mux *http.ServeMux) {
 	a.admin(mux)
 }
 
-type apiError struct {
-	Message string `json:"message"`
-	Code    int    `json:"code"`
-	Errors  any    `json:"errors,omitempty"`
-}
-
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -77,11 +70,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request, u store.User) error
-
-// errBadVersion answers API versions other than 9 and 10.
-var errBadVersion = &guild.Error{Status: 400, Code: 50041, Message: "Invalid API version provided"}
-
-var errUnauthorized = &guild.Error{Status: 401, Code: 0, Message: "401: Unauthorized"}
 
 func checkVersion(r *http.Request) error {
 	switch r.PathValue("ver") {
@@ -147,23 +135,14 @@ func (a *API) route(mux *http.ServeMux, pattern, bucket string, fn handlerFunc) 
 
 func (a *API) fail(w http.ResponseWriter, err error) {
 	a.metrics.RESTErrors.Add(1)
-	var ge *guild.Error
-	var fe *guild.FormError
+	status, body := errorResponse(err)
 	switch {
-	case errors.As(err, &ge):
-		writeJSON(w, ge.Status, apiError{Message: ge.Message, Code: ge.Code})
-	case errors.As(err, &fe):
-		writeJSON(w, http.StatusBadRequest, apiError{Message: "Invalid Form Body", Code: 50035,
-			Errors: map[string]any{fe.Field: map[string]any{"_errors": []map[string]string{{"code": fe.ErrCode, "message": fe.Msg}}}}})
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		writeJSON(w, http.StatusServiceUnavailable, apiError{Message: "timed out", Code: 0})
 	case errors.Is(err, errStoreUnavailable):
 		a.cfg.Logger.Warn("rest: store unavailable", "err", err)
-		writeJSON(w, http.StatusServiceUnavailable, apiError{Message: "503: Service Unavailable", Code: 0})
-	default:
+	case status == http.StatusInternalServerError:
 		a.cfg.Logger.Error("rest", "err", err)
-		writeJSON(w, http.StatusInternalServerError, apiError{Message: "500: Internal Server Error", Code: 0})
 	}
+	writeJSON(w, status, body)
 }
 
 func pathID(r *http.Request, name string) (snowflake.ID, error) {
@@ -239,9 +218,6 @@ const (
 	maxJSONBody      = 1 << 20
 	maxMultipartBody = 8 << 20
 )
-
-// errBodyTooLarge answers a body over its limit (Discord's 40005).
-var errBodyTooLarge = &guild.Error{Status: http.StatusRequestEntityTooLarge, Code: 40005, Message: "Request entity too large"}
 
 // decodeBody reads a JSON body, or the payload_json part of a multipart one.
 func decodeBody(r *http.Request, v any) error {
