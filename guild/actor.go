@@ -11,6 +11,10 @@ import (
 	"github.com/chorus-voice/chorus/store"
 )
 
+// storeWriteTimeout bounds one group commit's store write; past it every
+// message of the batch is answered with the error.
+const storeWriteTimeout = 30 * time.Second
+
 // actor owns one guild's state. Only its goroutine touches the fields below;
 // everything reaches it through the mailbox.
 type actor struct {
@@ -184,7 +188,7 @@ func (a *actor) flush() {
 			writes = append(writes, batch[i].m)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), storeWriteTimeout)
 	err := a.r.store.CreateMessages(ctx, writes...)
 	cancel()
 	for i := range batch {

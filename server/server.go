@@ -75,6 +75,15 @@ type Config struct {
 	Logger  *slog.Logger
 }
 
+// Timeouts of a node's start and stop.
+const (
+	// shutdownTimeout bounds Close: clients told to reconnect and listeners
+	// drained; what is left after it is cut.
+	shutdownTimeout = 5 * time.Second
+	// storeOpenTimeout bounds connecting to PostgreSQL at start.
+	storeOpenTimeout = 30 * time.Second
+)
+
 // Node is a running Chorus node.
 type Node struct {
 	cfg     Config
@@ -323,7 +332,7 @@ func (n *Node) Close() error {
 }
 
 func (n *Node) close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if n.gateway != nil {
 		n.gateway.Shutdown(ctx)
@@ -348,7 +357,7 @@ func openStore(ctx context.Context, cfg Config) (store.Store, error) {
 	if cfg.Postgres == "" {
 		return store.OpenPebble(filepath.Join(cfg.DataDir, "store"))
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, storeOpenTimeout)
 	defer cancel()
 	return store.OpenPostgres(ctx, cfg.Postgres)
 }

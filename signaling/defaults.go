@@ -16,6 +16,10 @@ const (
 	DefaultIdentifyTimeout       = 10 * time.Second
 	DefaultMaxGuildsPerSession   = 2500 // Discord's sharding threshold
 	DefaultMaxConnsPerIP         = 1000 // per listener
+	DefaultHTTPReadHeader        = 10 * time.Second
+	DefaultHTTPRead              = 30 * time.Second // headers and body
+	DefaultHTTPWrite             = 30 * time.Second
+	DefaultHTTPIdle              = 60 * time.Second // between keep-alive requests
 )
 
 // Fixed timeouts of the edge, one name each.
@@ -35,4 +39,15 @@ const (
 	voiceWriteTimeout = 10 * time.Second
 	// controlWriteTimeout bounds writing a close frame.
 	controlWriteTimeout = time.Second
+	// identifyWindow is the window of max_concurrency: IdentifiesPer5s
+	// identifies per user per window (gateway.md §13).
+	identifyWindow = 5 * time.Second
+	// restWindow is the window of RESTRequestsPerSecond.
+	restWindow = time.Second
+	// resubscribeFirst and resubscribeMax bound the backoff of a failed
+	// subscription's retries: resubscribeFirst doubling to resubscribeMax,
+	// resubscribeTries in all (about ten minutes).
+	resubscribeFirst = time.Second
+	resubscribeMax   = 30 * time.Second
+	resubscribeTries = 25
 )

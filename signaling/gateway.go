@@ -435,7 +435,7 @@ func (g *Gateway) identify(c *conn, d json.RawMessage) bool {
 		c.closeWith(protocol.CloseInvalidShard, "invalid shard")
 		return false
 	}
-	if !g.limits.allow("identify:"+u.ID.String(), g.cfg.IdentifiesPer5s, 5*time.Second) {
+	if !g.limits.allow("identify:"+u.ID.String(), g.cfg.IdentifiesPer5s, identifyWindow) {
 		c.send(protocol.InvalidSession)
 		return true
 	}
@@ -499,10 +499,10 @@ func (g *Gateway) trySubscribe(ctx context.Context, s *Session, gid guild.ID) er
 // resubscribe retries a failed subscription with backoff (1 s doubling to
 // 30 s, about ten minutes in all) while the session lives and the node runs.
 func (g *Gateway) resubscribe(s *Session, gid guild.ID) {
-	backoff := time.Second
-	for try := 0; try < 25; try++ {
+	backoff := resubscribeFirst
+	for try := 0; try < resubscribeTries; try++ {
 		time.Sleep(backoff)
-		backoff = min(2*backoff, 30*time.Second)
+		backoff = min(2*backoff, resubscribeMax)
 		g.connsMu.Lock()
 		closing := g.closing
 		g.connsMu.Unlock()

@@ -15,24 +15,24 @@ import (
 // deadlines apply (net/http clears its deadlines when a connection is
 // hijacked; TestIdleConnectionsAreCut guards that).
 type HTTPTimeouts struct {
-	ReadHeader time.Duration // default 10 s
-	Read       time.Duration // headers and body; default 30 s
-	Write      time.Duration // default 30 s
-	Idle       time.Duration // between keep-alive requests; default 60 s
+	ReadHeader time.Duration // default DefaultHTTPReadHeader
+	Read       time.Duration // headers and body; default DefaultHTTPRead
+	Write      time.Duration // default DefaultHTTPWrite
+	Idle       time.Duration // between keep-alive requests; default DefaultHTTPIdle
 }
 
 func (t *HTTPTimeouts) setDefaults() {
 	if t.ReadHeader == 0 {
-		t.ReadHeader = 10 * time.Second
+		t.ReadHeader = DefaultHTTPReadHeader
 	}
 	if t.Read == 0 {
-		t.Read = 30 * time.Second
+		t.Read = DefaultHTTPRead
 	}
 	if t.Write == 0 {
-		t.Write = 30 * time.Second
+		t.Write = DefaultHTTPWrite
 	}
 	if t.Idle == 0 {
-		t.Idle = 60 * time.Second
+		t.Idle = DefaultHTTPIdle
 	}
 }
 

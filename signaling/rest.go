@@ -111,7 +111,7 @@ func (a *API) route(mux *http.ServeMux, pattern, bucket string, fn handlerFunc) 
 		}
 		major := r.PathValue("channel") + r.PathValue("guild")
 		limit := a.cfg.RESTRequestsPerSecond
-		remaining, reset, ok := a.limits.take(u.ID.String()+"|"+bucket+"|"+major, limit, time.Second)
+		remaining, reset, ok := a.limits.take(u.ID.String()+"|"+bucket+"|"+major, limit, restWindow)
 		h := w.Header()
 		after := time.Until(reset).Seconds()
 		h.Set("X-RateLimit-Limit", strconv.Itoa(limit))
