@@ -71,10 +71,22 @@ var VoiceResumedFrame = AppendVoiceFrame(nil, VoiceResumed, []byte("null"), -1)
 // AppendVoiceFrame appends {"op":op,"d":d} and, when seq >= 0, the v8
 // "seq" key (voice.md §6).
 func AppendVoiceFrame(b []byte, op int, d []byte, seq int) []byte {
+	return EndVoiceFrame(OpenVoiceFrame(b, op, d), seq)
+}
+
+// OpenVoiceFrame appends a voice frame without its end: {"op":op,"d":d.
+// A message kept for a resume is stored so; EndVoiceFrame completes it
+// with the seq it is sent under.
+func OpenVoiceFrame(b []byte, op int, d []byte) []byte {
 	b = append(b, `{"op":`...)
 	b = strconv.AppendInt(b, int64(op), 10)
 	b = append(b, `,"d":`...)
-	b = append(b, d...)
+	return append(b, d...)
+}
+
+// EndVoiceFrame ends a frame OpenVoiceFrame began, with "seq" when
+// seq >= 0 (v8 clients; older ones know no seq).
+func EndVoiceFrame(b []byte, seq int) []byte {
 	if seq >= 0 {
 		b = append(b, `,"seq":`...)
 		b = strconv.AppendInt(b, int64(seq), 10)

@@ -256,6 +256,9 @@ func (n *Node) revoke(user snowflake.ID) {
 }
 
 func (n *Node) serve(ln net.Listener, h http.Handler, tc *tls.Config) {
+	// A config of its own: net/http adds its protocols to the one it is
+	// given, and two servers must not do that to one config.
+	tc = tc.Clone()
 	srv := signaling.NewHTTPServer(h, tc, n.cfg.Logger, n.cfg.Gateway.HTTP)
 	ln = signaling.LimitPerIP(ln, n.cfg.MaxConnsPerIP, tc == nil, n.gateway.Metrics())
 	n.servers = append(n.servers, srv)

@@ -1,8 +1,11 @@
 package signaling
 
 import (
+	"bufio"
 	"io"
+	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -10,10 +13,8 @@ import (
 	"github.com/chorus-voice/chorus/guild"
 	"github.com/chorus-voice/chorus/protocol"
 	"github.com/chorus-voice/chorus/signaling/wire"
+	"github.com/gorilla/websocket"
 )
-
-// closeSlowConsumer is the resumable code a slow consumer is closed with.
-const closeSlowConsumer = protocol.CloseUnknownError
 
 // writeBatch is how many dispatches one system call carries at most.
 const writeBatch = 64
@@ -36,19 +37,91 @@ type ctrlFrame struct {
 	p  []byte
 }
 
-// conn is one websocket connection. Its reader goroutine parses client
-// payloads. A writer goroutine exists only while there is something to
-// write: it coalesces control frames and dispatches into one write per
-// round and exits when the queue is empty, so an idle connection costs one
-// parked goroutine with a small stack.
+// endpoint is what one gateway's connections share: limits and timeouts,
+// the close codes its protocol gives the situations the connection layer
+// handles itself, how a message kept in a session's eventLog is framed,
+// and where closes and panics are counted.
+type endpoint struct {
+	name              string // "main" or "voice": the closes label, logs
+	heartbeatTimeout  time.Duration
+	identifyTimeout   time.Duration
+	writeTimeout      time.Duration
+	payloadsPerMinute int
+	// ignoreBinary drops binary messages unread (voice: DAVE's binary
+	// opcodes, never negotiated, voice.md §7).
+	ignoreBinary bool
+	// Close codes: no Identify in time (4003 in both protocols), a
+	// heartbeat timeout, a payload over protocol.MaxPayload, a server
+	// fault (a handler's panic, a slow consumer) the client may resume
+	// from, and too many payloads.
+	closeNoIdentify, closeZombie, closeTooLarge, closeServerFault protocol.CloseCode
+	closeRateLimited                                              protocol.CloseCode
+	// frame appends a kept message with its sequence number.
+	frame    func(c *conn, b []byte, ev *guild.Event, seq uint64) []byte
+	closes   *closeCounts
+	metrics  *Metrics
+	logger   *slog.Logger
+	bufs     sync.Pool // payload buffers, protocol.MaxPayload+1 bytes
+	upgrader websocket.Upgrader
+}
+
+func (e *endpoint) init() {
+	e.bufs.New = func() any { b := make([]byte, protocol.MaxPayload+1); return &b }
+	e.upgrader = websocket.Upgrader{
+		ReadBufferSize:  512,          // client payloads are small; gorilla's minimum is 125
+		WriteBufferPool: &sync.Pool{}, // we write frames ourselves; gorilla keeps no buffer
+		CheckOrigin:     func(*http.Request) bool { return true },
+	}
+}
+
+// heartbeatTimeout is one interval plus half of one: the interval already
+// includes slack (gateway.md §6).
+func heartbeatTimeout(interval time.Duration) time.Duration { return interval * 3 / 2 }
+
+// accept upgrades a request to a websocket connection of e: gorilla
+// performs the handshake, and from then on the socket is ours (reader.go
+// reads frames, the writer here writes them). It returns nil when gorilla
+// answered with an HTTP error.
+func (e *endpoint) accept(w http.ResponseWriter, r *http.Request) *conn {
+	hw := &hijackWriter{ResponseWriter: w}
+	if _, err := e.upgrader.Upgrade(hw, r, nil); err != nil {
+		return nil
+	}
+	return &conn{ep: e, nc: hw.conn, rd: hw.conn.Conn, limit: newPayloadBucket(e.payloadsPerMinute)}
+}
+
+// hijackWriter hands gorilla a connection whose writes are serialised with ours.
+type hijackWriter struct {
+	http.ResponseWriter
+	conn *lockedConn
+}
+
+func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, rw, err := h.ResponseWriter.(http.Hijacker).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	h.conn = &lockedConn{Conn: nc}
+	return h.conn, rw, nil
+}
+
+// conn is one websocket connection of either gateway. Its reader goroutine
+// parses client payloads (reader.go). A writer goroutine exists only while
+// there is something to write: it coalesces control frames, the session's
+// sequenced messages and a close frame into one write per round and exits
+// when the queue is empty, so an idle connection costs one parked
+// goroutine with a small stack.
 type conn struct {
-	g    *Gateway
+	ep   *endpoint
 	nc   *lockedConn // writes, deadlines, close
 	rd   io.Reader   // reads (the same socket, without the write lock)
 	hdr  [14]byte    // frame header being read
 	comp wire.Compressor
 
+	// The session the connection serves, once identified or resumed: a
+	// gateway Session or a voice session; its eventLog feeds the writer.
 	sess     atomic.Pointer[Session]
+	voice    atomic.Pointer[voiceSession]
 	lastBeat atomic.Int64 // unix nanoseconds
 
 	writing atomic.Bool // a writer goroutine is running
@@ -74,9 +147,22 @@ type conn struct {
 	handled chan bool
 
 	// the identify deadline: when the connection opened, and whether
-	// Identify or Resume arrived since (cold fields, kept last)
+	// Identify or Resume arrived since; the protocol version the client
+	// asked for (cold fields, kept last)
 	opened    time.Time
 	loggingIn atomic.Bool
+	version   int
+}
+
+// log returns the eventLog of the session the connection serves, if any.
+func (c *conn) log() *eventLog {
+	if s := c.sess.Load(); s != nil {
+		return &s.eventLog
+	}
+	if v := c.voice.Load(); v != nil {
+		return &v.eventLog
+	}
+	return nil
 }
 
 // allow applies the payloads-per-minute limit.
@@ -111,7 +197,7 @@ func (c *conn) closeFrame(code protocol.CloseCode, reason string, count bool) {
 	if c.closeCode == 0 {
 		c.closeCode, c.closeReason = code, reason
 		if count {
-			c.g.metrics.closes.add(code)
+			c.ep.closes.add(code)
 		}
 	}
 	c.mu.Unlock()
@@ -190,7 +276,7 @@ func (c *conn) writeLoop() {
 			// Confined to this connection: counted, logged, socket closed
 			// (the reader then ends the connection; the session stays
 			// resumable). writing stays true, so no writer starts again.
-			c.g.metrics.recovered(c.g.cfg.Logger, "gateway writer", r)
+			c.ep.metrics.recovered(c.ep.logger, c.ep.name+" writer", r)
 			c.nc.Close()
 		}
 	}()
@@ -206,25 +292,33 @@ func (c *conn) writeLoop() {
 	}
 }
 
+// startTimers arms the heartbeat and identify deadlines of a new connection.
+func (c *conn) startTimers() {
+	c.opened = time.Now()
+	c.lastBeat.Store(c.opened.UnixNano())
+	c.hb = time.AfterFunc(min(c.ep.heartbeatTimeout, c.ep.identifyTimeout), c.checkHeartbeat)
+}
+
 // checkHeartbeat runs when the heartbeat or identify deadline passes.
 func (c *conn) checkHeartbeat() {
-	next := c.g.heartbeatTimeout()
+	next := c.ep.heartbeatTimeout
 	if !c.loggingIn.Load() {
 		// A connection that never logs in holds a socket for nothing.
-		left := c.g.cfg.IdentifyTimeout - time.Since(c.opened)
+		left := c.ep.identifyTimeout - time.Since(c.opened)
 		if left <= 0 {
-			c.closeWith(protocol.CloseNotAuthenticated, "no identify in time")
+			c.closeWith(c.ep.closeNoIdentify, "no identify in time")
 			return
 		}
 		next = min(next, left)
 	}
 	idle := time.Since(time.Unix(0, c.lastBeat.Load()))
-	if idle >= c.g.heartbeatTimeout() {
-		// Zombie connection (gateway.md §6); the session stays resumable.
-		c.closeWith(protocol.CloseUnknownError, "heartbeat timeout")
+	if idle >= c.ep.heartbeatTimeout {
+		// Zombie connection (gateway.md §6, voice.md §5.4); the session
+		// stays resumable.
+		c.closeWith(c.ep.closeZombie, "heartbeat timeout")
 		return
 	}
-	c.hb.Reset(min(next, c.g.heartbeatTimeout()-idle))
+	c.hb.Reset(min(next, c.ep.heartbeatTimeout-idle))
 }
 
 // flush writes everything queued; false once the connection is finished.
@@ -251,7 +345,7 @@ func (c *conn) flush() bool {
 		}
 		var last uint64
 		more := false
-		if s := c.sess.Load(); s != nil && code == 0 {
+		if s := c.log(); s != nil && code == 0 {
 			if c.batch == nil {
 				c.batchp = batches.Get().(*[]*guild.Event)
 				c.batch = *c.batchp
@@ -259,7 +353,7 @@ func (c *conn) flush() bool {
 			batch, first := s.pending(c, c.batch[:0])
 			c.batch = batch
 			for i, ev := range batch {
-				*c.env = protocol.AppendDispatch((*c.env)[:0], ev.Name, first+uint64(i), ev.Data)
+				*c.env = c.ep.frame(c, (*c.env)[:0], ev, first+uint64(i))
 				b = c.appendMessage(b, *c.env)
 				batch[i] = nil
 			}
@@ -273,16 +367,16 @@ func (c *conn) flush() bool {
 		}
 		*c.wbuf = b
 		if len(b) > 0 {
-			c.nc.SetWriteDeadline(time.Now().Add(c.g.cfg.WriteTimeout))
+			c.nc.SetWriteDeadline(time.Now().Add(c.ep.writeTimeout))
 			if _, err := c.nc.Write(b); err != nil {
-				c.g.metrics.SlowConsumers.Add(1)
+				c.ep.metrics.SlowConsumers.Add(1)
 				c.nc.Close()
 				c.release()
 				return false
 			}
 		}
 		if last != 0 {
-			c.sess.Load().markSent(c, last)
+			c.log().markSent(c, last)
 		}
 		if code != 0 {
 			c.release()
@@ -304,4 +398,12 @@ func (c *conn) finish() {
 		tc.CloseWrite()
 	}
 	c.nc.SetReadDeadline(time.Now().Add(closeDrain))
+}
+
+// closedWith returns the code of the close frame the server sent or
+// queued, 0 for none.
+func (c *conn) closedWith() protocol.CloseCode {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closeCode
 }

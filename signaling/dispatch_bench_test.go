@@ -17,13 +17,14 @@ import (
 // wake-up, envelope stamping and the sent mark.
 func newBenchHub(n int) (*Hub, []string, []*conn) {
 	h := newHub("n", logLimit{events: 1024, bytes: 4 << 20}, &Metrics{})
-	g := &Gateway{metrics: h.metrics}
+	ep := &endpoint{name: "main", metrics: h.metrics, closes: &h.metrics.closes, frame: frameDispatch,
+		closeServerFault: protocol.CloseUnknownError}
 	ids := make([]string, n)
 	conns := make([]*conn, n)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("session-%06d", i)
 		s := newSession(ids[i], store.User{ID: guild.ID(i + 1)})
-		c := &conn{g: g, batch: make([]*guild.Event, 0, writeBatch), env: getBuf()}
+		c := &conn{ep: ep, batch: make([]*guild.Event, 0, writeBatch), env: getBuf()}
 		c.writing.Store(true) // drainWriter below is this connection's writer
 		s.attach(c, false, 0)
 		c.sess.Store(s)
@@ -129,7 +130,7 @@ func TestDeliverYieldsBetweenChunks(t *testing.T) {
 func TestSessionLogBounds(t *testing.T) {
 	const max = 64
 	s := newSession("s", store.User{ID: 1})
-	c := &conn{g: &Gateway{metrics: &Metrics{}}, batch: make([]*guild.Event, 0, writeBatch), env: getBuf()}
+	c := &conn{ep: &endpoint{metrics: &Metrics{}, closes: &closeCounts{}, closeServerFault: protocol.CloseUnknownError}, batch: make([]*guild.Event, 0, writeBatch), env: getBuf()}
 	c.writing.Store(true)
 	s.attach(c, false, 0)
 	c.sess.Store(s)
@@ -180,7 +181,7 @@ func TestSessionLogByteBound(t *testing.T) {
 	lim := logLimit{events: 1024, bytes: 1 << 20}
 	big := guild.NewEvent("GUILD_MEMBER_UPDATE", map[string]string{"nick": strings.Repeat("x", 100<<10)})
 	s := newSession("s", store.User{ID: 1})
-	c := &conn{g: &Gateway{metrics: &Metrics{}}, batch: make([]*guild.Event, 0, writeBatch), env: getBuf()}
+	c := &conn{ep: &endpoint{metrics: &Metrics{}, closes: &closeCounts{}, closeServerFault: protocol.CloseUnknownError}, batch: make([]*guild.Event, 0, writeBatch), env: getBuf()}
 	c.writing.Store(true)
 	s.attach(c, false, 0)
 	c.sess.Store(s)

@@ -1,19 +1,15 @@
 package signaling
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync"
 	"time"
-
-	"github.com/gorilla/websocket"
 
 	"github.com/chorus-voice/chorus/auth"
 	"github.com/chorus-voice/chorus/guild"
@@ -122,16 +118,15 @@ func (d *Deps) setDefaults(cfg Config) {
 
 // Gateway serves Discord Gateway v10 sessions.
 type Gateway struct {
-	cfg      Config
-	router   *guild.Router
-	store    store.Store
-	tokens   tokens
-	hub      *Hub
-	metrics  *Metrics
-	upgrader websocket.Upgrader
-	limits   *limiter
-	bufs     sync.Pool
-	hello    []byte
+	cfg     Config
+	router  *guild.Router
+	store   store.Store
+	tokens  tokens
+	hub     *Hub
+	metrics *Metrics
+	ep      endpoint
+	limits  *limiter
+	hello   []byte
 
 	connsMu sync.Mutex
 	conns   map[*conn]struct{}
@@ -145,14 +140,20 @@ func NewGateway(cfg Config, d Deps) *Gateway {
 	d.setDefaults(cfg)
 	g := &Gateway{cfg: cfg, router: d.Router, store: d.Store, tokens: tokens{d.Signer, d.Store}, metrics: d.Metrics,
 		hub: d.Hub, limits: newLimiter(), conns: map[*conn]struct{}{}}
-	g.upgrader = websocket.Upgrader{
-		ReadBufferSize:  512,          // client payloads are small; gorilla's minimum is 125
-		WriteBufferPool: &sync.Pool{}, // we write frames ourselves; gorilla keeps no buffer
-		CheckOrigin:     func(*http.Request) bool { return true },
-	}
-	g.bufs.New = func() any { b := make([]byte, protocol.MaxPayload+1); return &b }
+	g.ep = endpoint{name: "main", heartbeatTimeout: heartbeatTimeout(cfg.HeartbeatInterval),
+		identifyTimeout: cfg.IdentifyTimeout, writeTimeout: cfg.WriteTimeout, payloadsPerMinute: cfg.PayloadsPerMinute,
+		closeNoIdentify: protocol.CloseNotAuthenticated, closeZombie: protocol.CloseUnknownError,
+		closeTooLarge: protocol.CloseDecodeError, closeServerFault: protocol.CloseUnknownError,
+		closeRateLimited: protocol.CloseRateLimited, frame: frameDispatch, closes: &d.Metrics.closes,
+		metrics: d.Metrics, logger: cfg.Logger}
+	g.ep.init()
 	g.hello = protocol.Hello(int(cfg.HeartbeatInterval / time.Millisecond))
 	return g
+}
+
+// frameDispatch frames a gateway event as a dispatch (gateway.md §5).
+func frameDispatch(_ *conn, b []byte, ev *guild.Event, seq uint64) []byte {
+	return protocol.AppendDispatch(b, ev.Name, seq, ev.Data)
 }
 
 // Hub returns this node's session table.
@@ -161,38 +162,13 @@ func (g *Gateway) Hub() *Hub { return g.hub }
 // Metrics returns the edge's counters.
 func (g *Gateway) Metrics() *Metrics { return g.metrics }
 
-func (g *Gateway) heartbeatTimeout() time.Duration {
-	// One interval plus half of one: the interval already includes slack
-	// (gateway.md §6).
-	return g.cfg.HeartbeatInterval * 3 / 2
-}
-
-// hijackWriter hands gorilla a connection whose writes are serialised with ours.
-type hijackWriter struct {
-	http.ResponseWriter
-	conn *lockedConn
-}
-
-func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	nc, rw, err := h.ResponseWriter.(http.Hijacker).Hijack()
-	if err != nil {
-		return nil, nil, err
-	}
-	h.conn = &lockedConn{Conn: nc}
-	return h.conn, rw, nil
-}
-
 // ServeHTTP upgrades a gateway connection (gateway.md §1) and runs it.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	hw := &hijackWriter{ResponseWriter: w}
-	if _, err := g.upgrader.Upgrade(hw, r, nil); err != nil {
+	c := g.ep.accept(w, r)
+	if c == nil {
 		return // gorilla already answered with an HTTP error
 	}
-	// From here on the socket is ours: reader.go reads frames, conn.go writes.
-	c := &conn{g: g, nc: hw.conn, rd: hw.conn.Conn}
-	c.lastBeat.Store(time.Now().UnixNano())
-	c.limit = newPayloadBucket(g.cfg.PayloadsPerMinute)
 
 	switch v := q.Get("v"); v {
 	case "", "9", "10":
@@ -218,8 +194,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.conns[c] = struct{}{}
 	g.running.Add(1)
 	g.connsMu.Unlock()
-	c.opened = time.Now()
-	c.hb = time.AfterFunc(min(g.heartbeatTimeout(), g.cfg.IdentifyTimeout), c.checkHeartbeat)
+	c.startTimers()
 	// The connection runs on its own goroutine so that net/http can free
 	// its per-request state (buffers, context) now: an idle session then
 	// costs only what it needs (DESIGN.md, idle memory per session).
@@ -245,7 +220,7 @@ func (g *Gateway) run(c *conn) {
 		g.connsMu.Unlock()
 		g.running.Done()
 	}()
-	code = g.readLoop(c)
+	code = readLoop(c, g.handle)
 }
 
 // ended releases a connection whose read loop is over: a session the
@@ -561,10 +536,7 @@ func (g *Gateway) resume(c *conn, d json.RawMessage) bool {
 
 // expire ends a session that was not resumed in time.
 func (g *Gateway) expire(s *Session) {
-	s.mu.Lock()
-	stale := s.conn == nil && time.Since(s.detached) >= g.cfg.ResumeWindow
-	s.mu.Unlock()
-	if stale {
+	if s.stale(g.cfg.ResumeWindow) {
 		g.endSession(s)
 	}
 }
@@ -593,10 +565,7 @@ func (g *Gateway) endSession(s *Session) {
 // token) and its session, which cannot be resumed, ends.
 func (g *Gateway) Revoke(user guild.ID) {
 	for _, s := range g.hub.userSessions(user) {
-		s.mu.Lock()
-		c := s.conn
-		s.mu.Unlock()
-		if c != nil {
+		if c := s.current(); c != nil {
 			c.closeWith(protocol.CloseAuthenticationFailed, "token revoked")
 		}
 		g.endSession(s)

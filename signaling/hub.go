@@ -73,7 +73,7 @@ func (h *Hub) deliver(ev *guild.Event, ids []string) {
 		}
 		if slow := s.push(ev, h.limit); slow != nil {
 			h.metrics.SlowConsumers.Add(1)
-			slow.closeWith(closeSlowConsumer, "slow consumer")
+			slow.closeWith(slow.ep.closeServerFault, "slow consumer")
 		}
 	}
 	h.mu.RUnlock()

@@ -32,25 +32,25 @@ const closeNoResponse protocol.CloseCode = 0
 // Control frames in between are handled here: pings are answered, pongs
 // ignored. A close frame ends reading with errPeerClosed and the client's
 // status code; every other error comes with a nil buffer.
-func (c *conn) readMessage() (bp *[]byte, n int, closeCode protocol.CloseCode, err error) {
+func (c *conn) readMessage() (bp *[]byte, n int, binary bool, closeCode protocol.CloseCode, err error) {
 	defer func() {
 		if bp != nil && err != nil {
-			c.g.bufs.Put(bp)
+			c.ep.bufs.Put(bp)
 			bp = nil
 		}
 	}()
 	var text, inMessage bool
 	for {
 		if _, err := io.ReadFull(c.rd, c.hdr[:2]); err != nil {
-			return bp, 0, closeNoResponse, err
+			return bp, 0, false, closeNoResponse, err
 		}
 		size := wire.HeaderSize(c.hdr[1])
 		if _, err := io.ReadFull(c.rd, c.hdr[2:size]); err != nil {
-			return bp, 0, closeNoResponse, err
+			return bp, 0, false, closeNoResponse, err
 		}
 		h, err := wire.ParseFrameHeader(c.hdr[:size])
 		if err != nil {
-			return bp, 0, closeNoResponse, errProtocol
+			return bp, 0, false, closeNoResponse, errProtocol
 		}
 		if h.Opcode >= wire.FrameClose {
 			// At most 125 bytes (ParseFrameHeader) and rare. On the heap: an
@@ -58,7 +58,7 @@ func (c *conn) readMessage() (bp *[]byte, n int, closeCode protocol.CloseCode, e
 			// push its stack past 2 KiB.
 			p := make([]byte, h.Length)
 			if _, err := io.ReadFull(c.rd, p); err != nil {
-				return bp, 0, closeNoResponse, err
+				return bp, 0, false, closeNoResponse, err
 			}
 			wire.Unmask(p, h.Mask, 0)
 			switch h.Opcode {
@@ -68,52 +68,56 @@ func (c *conn) readMessage() (bp *[]byte, n int, closeCode protocol.CloseCode, e
 				code, err := wire.ParseClosePayload(p)
 				switch {
 				case errors.Is(err, wire.ErrCloseReasonUTF8):
-					return bp, 0, closeNoResponse, errNotUTF8
+					return bp, 0, false, closeNoResponse, errNotUTF8
 				case err != nil:
-					return bp, 0, closeNoResponse, errProtocol
+					return bp, 0, false, closeNoResponse, errProtocol
 				}
-				return bp, 0, code, errPeerClosed
+				return bp, 0, false, code, errPeerClosed
 			}
 			continue
 		}
 		if (h.Opcode == 0) != inMessage {
-			return bp, 0, closeNoResponse, errProtocol // continuation without a start, or a new start mid-message
+			return bp, 0, false, closeNoResponse, errProtocol // continuation without a start, or a new start mid-message
 		}
 		if !inMessage {
 			text = h.Opcode == wire.FrameText
 		}
 		inMessage = true
 		if uint64(n)+h.Length > protocol.MaxPayload {
-			return bp, 0, closeNoResponse, errTooLarge
+			return bp, 0, false, closeNoResponse, errTooLarge
 		}
 		if bp == nil {
-			bp = c.g.bufs.Get().(*[]byte)
+			bp = c.ep.bufs.Get().(*[]byte)
 		}
 		end := n + int(h.Length)
 		if _, err := io.ReadFull(c.rd, (*bp)[n:end]); err != nil {
-			return bp, 0, closeNoResponse, err
+			return bp, 0, false, closeNoResponse, err
 		}
 		wire.Unmask((*bp)[n:end], h.Mask, 0)
 		n = end
 		if h.Fin {
 			// RFC 6455 §8.1: a text message is UTF-8 as a whole.
 			if text && !utf8.Valid((*bp)[:n]) {
-				return bp, 0, closeNoResponse, errNotUTF8
+				return bp, 0, false, closeNoResponse, errNotUTF8
 			}
-			return bp, n, 0, nil
+			return bp, n, !text, 0, nil
 		}
 	}
 }
 
+// handler processes one client payload; false once the connection is
+// closing.
+type handler func(c *conn, p []byte) bool
+
 // readLoop reads client payloads until the connection ends and returns the
 // client's close code (closeNoResponse when it just went away).
-func (g *Gateway) readLoop(c *conn) protocol.CloseCode {
+func readLoop(c *conn, handle handler) protocol.CloseCode {
 	for {
-		bp, n, code, err := c.readMessage()
+		bp, n, binary, code, err := c.readMessage()
 		if err != nil {
 			switch {
 			case errors.Is(err, errTooLarge):
-				c.closeWith(protocol.CloseDecodeError, "payload too large")
+				c.closeWith(c.ep.closeTooLarge, "payload too large")
 				return drain(c)
 			case errors.Is(err, errProtocol):
 				c.closeWith(protocol.CloseProtocol, "protocol error")
@@ -130,6 +134,21 @@ func (g *Gateway) readLoop(c *conn) protocol.CloseCode {
 			}
 			return code
 		}
+		if c.closedWith() != 0 {
+			// A close frame is out (from this reader or elsewhere: a
+			// replaced session, a slow consumer): input is read until the
+			// client answers or the drain deadline passes, never handled.
+			c.ep.bufs.Put(bp)
+			continue
+		}
+		if binary && c.ep.ignoreBinary {
+			c.ep.bufs.Put(bp)
+			if !c.allow() { // unread, but counted like any payload
+				c.closeWith(c.ep.closeRateLimited, "rate limited")
+				return drain(c)
+			}
+			continue
+		}
 		// Handling (JSON decoding, store and guild calls) runs on a
 		// short-lived goroutine so that its deep stack is not kept by the
 		// long-lived reader of an idle connection. The reader waits, so
@@ -137,9 +156,9 @@ func (g *Gateway) readLoop(c *conn) protocol.CloseCode {
 		if c.handled == nil {
 			c.handled = make(chan bool, 1)
 		}
-		go g.handleAsync(c, (*bp)[:n])
+		go handleAsync(c, handle, (*bp)[:n])
 		ok := <-c.handled
-		g.bufs.Put(bp)
+		c.ep.bufs.Put(bp)
 		if !ok {
 			return drain(c)
 		}
@@ -147,18 +166,18 @@ func (g *Gateway) readLoop(c *conn) protocol.CloseCode {
 }
 
 // handleAsync runs handle for the reader and reports back. A panic while
-// handling closes this connection only (4000, resumable) and is counted;
-// the node and every other session go on.
-func (g *Gateway) handleAsync(c *conn, p []byte) {
+// handling closes this connection only (with the endpoint's resumable
+// server-fault code) and is counted; the node and every other session go on.
+func handleAsync(c *conn, handle handler, p []byte) {
 	ok := false
 	defer func() {
 		if r := recover(); r != nil {
-			g.metrics.recovered(g.cfg.Logger, "gateway payload handler", r)
-			c.closeWith(protocol.CloseUnknownError, "internal error")
+			c.ep.metrics.recovered(c.ep.logger, c.ep.name+" payload handler", r)
+			c.closeWith(c.ep.closeServerFault, "internal error")
 		}
 		c.handled <- ok
 	}()
-	ok = g.handle(c, p)
+	ok = handle(c, p)
 }
 
 // drain discards input after we decided to close, until the peer goes away

@@ -42,11 +42,17 @@ func maskedFrame(fin bool, op byte, payload []byte) []byte {
 
 // readerConn is a conn whose input is in and whose output is discarded.
 func readerConn(t testing.TB, in []byte) *conn {
+	c, _ := readerGatewayConn(t, in)
+	return c
+}
+
+// readerGatewayConn is readerConn with the gateway it belongs to.
+func readerGatewayConn(t testing.TB, in []byte) (*conn, *Gateway) {
 	g := NewGateway(Config{}, Deps{})
 	server, client := net.Pipe()
 	go io.Copy(io.Discard, client)
 	t.Cleanup(func() { server.Close(); client.Close() })
-	return &conn{g: g, nc: &lockedConn{Conn: server}, rd: bytes.NewReader(in)}
+	return &conn{ep: &g.ep, nc: &lockedConn{Conn: server}, rd: bytes.NewReader(in)}, g
 }
 
 func TestReadMessage(t *testing.T) {
@@ -86,7 +92,7 @@ func TestReadMessage(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := readerConn(t, tt.in)
-			bp, n, code, err := c.readMessage()
+			bp, n, _, code, err := c.readMessage()
 			if !errors.Is(err, tt.err) {
 				t.Fatalf("err %v, want %v", err, tt.err)
 			}
@@ -118,7 +124,7 @@ func FuzzReadMessage(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		c := readerConn(t, in)
 		for range 64 { // every frame is at least 2 bytes: bounded by the input anyway
-			bp, n, code, err := c.readMessage()
+			bp, n, _, code, err := c.readMessage()
 			if err != nil {
 				if bp != nil {
 					t.Fatal("a buffer came back with an error")
@@ -131,7 +137,7 @@ func FuzzReadMessage(f *testing.F) {
 			if n > protocol.MaxPayload {
 				t.Fatalf("message of %d bytes", n)
 			}
-			c.g.bufs.Put(bp)
+			c.ep.bufs.Put(bp)
 		}
 	})
 }
@@ -141,17 +147,17 @@ func FuzzReadMessage(f *testing.F) {
 // (Here the panic is a nil router: a session in a guild on a gateway that
 // was never given one.)
 func TestHandlerPanicIsConfined(t *testing.T) {
-	c := readerConn(t, nil)
+	c, g := readerGatewayConn(t, nil)
 	s := newSession("s1", store.User{ID: 1})
 	s.guilds = []guild.ID{2}
 	c.sess.Store(s)
 	c.handled = make(chan bool, 1)
 	c.limit = newPayloadBucket(10)
-	go c.g.handleAsync(c, []byte(`{"op":3,"d":{"status":"idle","activities":[]}}`))
+	go handleAsync(c, g.handle, []byte(`{"op":3,"d":{"status":"idle","activities":[]}}`))
 	if ok := <-c.handled; ok {
 		t.Fatal("the handler reported success")
 	}
-	if n := c.g.metrics.Panics.Load(); n != 1 {
+	if n := g.metrics.Panics.Load(); n != 1 {
 		t.Fatalf("%d panics counted", n)
 	}
 	c.mu.Lock()
@@ -168,15 +174,15 @@ func (panicReader) Read([]byte) (int, error) { panic("reader exploded") }
 
 // A panic in the read loop ends that connection only, counted.
 func TestReadLoopPanicIsConfined(t *testing.T) {
-	c := readerConn(t, nil)
+	c, g := readerGatewayConn(t, nil)
 	c.rd = panicReader{}
 	c.hb = time.AfterFunc(time.Hour, func() {})
-	c.g.running.Add(1)
-	c.g.run(c) // returns instead of taking the process down
-	if n := c.g.metrics.Panics.Load(); n != 1 {
+	g.running.Add(1)
+	g.run(c) // returns instead of taking the process down
+	if n := g.metrics.Panics.Load(); n != 1 {
 		t.Fatalf("%d panics counted", n)
 	}
-	if n := c.g.metrics.Connections.Load(); n != 0 {
+	if n := g.metrics.Connections.Load(); n != 0 {
 		t.Fatalf("%d connections still counted", n)
 	}
 }
