@@ -1,11 +1,9 @@
 package sfu
 
 import (
-	"crypto/rand"
-	"encoding/binary"
-	mrand "math/rand/v2"
 	"net/netip"
 
+	"github.com/chorus-voice/chorus/crypto"
 	"github.com/chorus-voice/chorus/transport"
 )
 
@@ -19,11 +17,7 @@ type Forwarder struct {
 	recv       []*Participant
 	bufs       [][]byte
 	out        []Datagram
-	nonce      [24]byte
-	// rng makes the 24-byte nonces of the suffix mode: ChaCha8 seeded from
-	// crypto/rand, so unpredictable and unique without a system call or an
-	// allocation per packet.
-	rng *mrand.ChaCha8
+	nonces     crypto.Nonces
 }
 
 // Forward processes one RTP packet that arrived from addr for sender (found
@@ -88,19 +82,7 @@ func (f *Forwarder) Forward(room *Room, sender *Participant, addr netip.AddrPort
 		if i == len(f.bufs) {
 			f.bufs = append(f.bufs, make([]byte, 0, len(fwd)+64))
 		}
-		n := rc.Mode().NonceSize()
-		switch n {
-		case 4:
-			binary.BigEndian.PutUint32(f.nonce[:4], r.counter.Add(1))
-		case 24:
-			if f.rng == nil {
-				var seed [32]byte
-				rand.Read(seed[:])
-				f.rng = mrand.NewChaCha8(seed)
-			}
-			f.rng.Read(f.nonce[:])
-		}
-		buf, err := rc.Seal(f.bufs[i][:0], fwd, f.nonce[:n])
+		buf, err := rc.Seal(f.bufs[i][:0], fwd, f.nonces.Next(rc.Mode(), &r.counter))
 		if err != nil {
 			continue
 		}

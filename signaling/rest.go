@@ -45,18 +45,18 @@ func (a *API) register(mux *http.ServeMux) {
 	a.route(mux, "GET /api/{ver}/gateway/bot", "gateway", a.getGatewayBot)
 	a.route(mux, "GET /api/{ver}/users/@me", "users/@me", a.getMe)
 	a.route(mux, "GET /api/{ver}/oauth2/applications/@me", "applications/@me", a.getApplication)
-	a.route(mux, "GET /api/{ver}/channels/{channel}", "channels", a.getChannel)
-	a.route(mux, "POST /api/{ver}/channels/{channel}/messages", "messages:post", a.postMessage)
-	a.route(mux, "GET /api/{ver}/channels/{channel}/messages", "messages:list", a.listMessages)
-	a.route(mux, "GET /api/{ver}/channels/{channel}/messages/{message}", "messages:get", a.getMessage)
-	a.route(mux, "PATCH /api/{ver}/channels/{channel}/messages/{message}", "messages:patch", a.patchMessage)
-	a.route(mux, "DELETE /api/{ver}/channels/{channel}/messages/{message}", "messages:delete", a.deleteMessage)
-	a.route(mux, "POST /api/{ver}/channels/{channel}/typing", "typing", a.postTyping)
-	a.route(mux, "GET /api/{ver}/guilds/{guild}", "guilds", a.getGuild)
-	a.route(mux, "GET /api/{ver}/guilds/{guild}/channels", "guilds/channels", a.getGuildChannels)
-	a.route(mux, "GET /api/{ver}/guilds/{guild}/members", "guilds/members", a.getGuildMembers)
-	a.route(mux, "PATCH /api/{ver}/guilds/{guild}/members/{user}", "guilds/members:patch", a.patchGuildMember)
-	a.route(mux, "PATCH /api/{ver}/guilds/{guild}/members/@me", "guilds/members:patch", a.patchMemberMe)
+	a.route(mux, "GET /api/{ver}/channels/{channel}", "channels", withIDs(a.getChannel, "channel"))
+	a.route(mux, "POST /api/{ver}/channels/{channel}/messages", "messages:post", withIDs(a.postMessage, "channel"))
+	a.route(mux, "GET /api/{ver}/channels/{channel}/messages", "messages:list", withIDs(a.listMessages, "channel"))
+	a.route(mux, "GET /api/{ver}/channels/{channel}/messages/{message}", "messages:get", withIDs(a.getMessage, "channel", "message"))
+	a.route(mux, "PATCH /api/{ver}/channels/{channel}/messages/{message}", "messages:patch", withIDs(a.patchMessage, "channel", "message"))
+	a.route(mux, "DELETE /api/{ver}/channels/{channel}/messages/{message}", "messages:delete", withIDs(a.deleteMessage, "channel", "message"))
+	a.route(mux, "POST /api/{ver}/channels/{channel}/typing", "typing", withIDs(a.postTyping, "channel"))
+	a.route(mux, "GET /api/{ver}/guilds/{guild}", "guilds", withIDs(a.getGuild, "guild"))
+	a.route(mux, "GET /api/{ver}/guilds/{guild}/channels", "guilds/channels", withIDs(a.getGuildChannels, "guild"))
+	a.route(mux, "GET /api/{ver}/guilds/{guild}/members", "guilds/members", withIDs(a.getGuildMembers, "guild"))
+	a.route(mux, "PATCH /api/{ver}/guilds/{guild}/members/{user}", "guilds/members:patch", withIDs(a.patchGuildMember, "guild", "user"))
+	a.route(mux, "PATCH /api/{ver}/guilds/{guild}/members/@me", "guilds/members:patch", withIDs(a.patchMemberMe, "guild"))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, apiError{Message: "404: Not Found", Code: 0})
 	})
@@ -153,6 +153,35 @@ func pathID(r *http.Request, name string) (snowflake.ID, error) {
 	return id, nil
 }
 
+// ids are the snowflakes of a route's path segments, in the order named.
+type ids []snowflake.ID
+
+// withIDs is the shape of most REST handlers: parse the named path
+// segments as snowflakes (400 50035 when one is not), call the guild layer,
+// and answer its result as JSON with 200, or its error. A nil result
+// (an operation with nothing to return) is answered 204.
+func withIDs[T any](fn func(r *http.Request, u store.User, id ids) (T, error), names ...string) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, u store.User) error {
+		id, err := pathIDs(r, names...)
+		if err != nil {
+			return err
+		}
+		v, err := fn(r, u, id)
+		if err != nil {
+			return err
+		}
+		if any(v) == nil {
+			w.WriteHeader(http.StatusNoContent)
+			return nil
+		}
+		writeJSON(w, http.StatusOK, v)
+		return nil
+	}
+}
+
+// noContent is the result of an operation that answers 204.
+type noContent = any
+
 // pathIDs parses several path segments as snowflakes, in order.
 func pathIDs(r *http.Request, names ...string) ([]snowflake.ID, error) {
 	out := make([]snowflake.ID, len(names))
@@ -191,17 +220,8 @@ func (a *API) getApplication(w http.ResponseWriter, r *http.Request, u store.Use
 	return nil
 }
 
-func (a *API) getChannel(w http.ResponseWriter, r *http.Request, u store.User) error {
-	ch, err := pathID(r, "channel")
-	if err != nil {
-		return err
-	}
-	c, err := a.router.Channel(r.Context(), ch, u.ID)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, 200, c)
-	return nil
+func (a *API) getChannel(r *http.Request, u store.User, id ids) (guild.Channel, error) {
+	return a.router.Channel(r.Context(), id[0], u.ID)
 }
 
 type messageParams struct {
@@ -258,209 +278,120 @@ func decodeBody(r *http.Request, v any) error {
 	return guild.InvalidForm("_body", "CONTENT_TYPE_INVALID", "Expected Content-Type application/json.")
 }
 
-func (a *API) postMessage(w http.ResponseWriter, r *http.Request, u store.User) error {
-	ch, err := pathID(r, "channel")
-	if err != nil {
-		return err
-	}
+func (a *API) postMessage(r *http.Request, u store.User, id ids) (guild.Message, error) {
 	var p messageParams
 	if err := decodeBody(r, &p); err != nil {
-		return err
+		return guild.Message{}, err
 	}
 	if string(p.Nonce) == "null" {
 		p.Nonce = nil
 	}
-	m, err := a.router.CreateMessage(r.Context(), guild.CreateMessage{ChannelID: ch, AuthorID: u.ID,
+	return a.router.CreateMessage(r.Context(), guild.CreateMessage{ChannelID: id[0], AuthorID: u.ID,
 		Content: p.Content, Nonce: p.Nonce, EnforceNonce: p.EnforceNonce, TTS: p.TTS})
-	if err != nil {
-		return err
-	}
-	writeJSON(w, 200, m)
-	return nil
 }
 
-func (a *API) listMessages(w http.ResponseWriter, r *http.Request, u store.User) error {
-	ch, err := pathID(r, "channel")
-	if err != nil {
-		return err
-	}
+func (a *API) listMessages(r *http.Request, u store.User, id ids) ([]guild.Message, error) {
 	q := r.URL.Query()
 	page := store.Page{Limit: 50}
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 1 || n > 100 {
-			return guild.InvalidForm("limit", "NUMBER_TYPE_MAX", "int value should be between 1 and 100.")
+			return nil, guild.InvalidForm("limit", "NUMBER_TYPE_MAX", "int value should be between 1 and 100.")
 		}
 		page.Limit = n
 	}
 	anchors := 0
 	for name, dst := range map[string]*snowflake.ID{"before": &page.Before, "after": &page.After, "around": &page.Around} {
 		if v := q.Get(name); v != "" {
-			id, err := snowflake.Parse(v)
+			anchor, err := snowflake.Parse(v)
 			if err != nil {
-				return guild.InvalidForm(name, "NUMBER_TYPE_COERCE", "Value is not snowflake.")
+				return nil, guild.InvalidForm(name, "NUMBER_TYPE_COERCE", "Value is not snowflake.")
 			}
-			*dst = id
+			*dst = anchor
 			anchors++
 		}
 	}
 	if anchors > 1 {
-		return guild.InvalidForm("_query", "BASE_TYPE_INVALID", "before, after and around are mutually exclusive.")
+		return nil, guild.InvalidForm("_query", "BASE_TYPE_INVALID", "before, after and around are mutually exclusive.")
 	}
 	if page.After == 0 && q.Get("after") != "" {
 		page.After = 1 // after=0: from the very first message (gateway.md §17)
 	}
-	ms, err := a.router.ListMessages(r.Context(), ch, u.ID, page)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, 200, ms)
-	return nil
+	return a.router.ListMessages(r.Context(), id[0], u.ID, page)
 }
 
-func (a *API) getMessage(w http.ResponseWriter, r *http.Request, u store.User) error {
-	ids, err := pathIDs(r, "channel", "message")
-	if err != nil {
-		return err
-	}
-	ch, id := ids[0], ids[1]
-	m, err := a.router.GetMessage(r.Context(), ch, id, u.ID)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, 200, m)
-	return nil
+func (a *API) getMessage(r *http.Request, u store.User, id ids) (guild.Message, error) {
+	return a.router.GetMessage(r.Context(), id[0], id[1], u.ID)
 }
 
-func (a *API) patchMessage(w http.ResponseWriter, r *http.Request, u store.User) error {
-	ids, err := pathIDs(r, "channel", "message")
-	if err != nil {
-		return err
-	}
-	ch, id := ids[0], ids[1]
+func (a *API) patchMessage(r *http.Request, u store.User, id ids) (guild.Message, error) {
 	var p struct {
 		Content *string `json:"content"`
 	}
 	if err := decodeBody(r, &p); err != nil {
-		return err
+		return guild.Message{}, err
 	}
 	if p.Content == nil {
-		return guild.InvalidForm("content", "BASE_TYPE_REQUIRED", "This field is required.")
+		return guild.Message{}, guild.InvalidForm("content", "BASE_TYPE_REQUIRED", "This field is required.")
 	}
-	m, err := a.router.EditMessage(r.Context(), ch, id, u.ID, *p.Content)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, 200, m)
-	return nil
+	return a.router.EditMessage(r.Context(), id[0], id[1], u.ID, *p.Content)
 }
 
-func (a *API) deleteMessage(w http.ResponseWriter, r *http.Request, u store.User) error {
-	ids, err := pathIDs(r, "channel", "message")
-	if err != nil {
-		return err
-	}
-	ch, id := ids[0], ids[1]
-	if err := a.router.DeleteMessage(r.Context(), ch, id, u.ID); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+func (a *API) deleteMessage(r *http.Request, u store.User, id ids) (noContent, error) {
+	return nil, a.router.DeleteMessage(r.Context(), id[0], id[1], u.ID)
 }
 
-func (a *API) postTyping(w http.ResponseWriter, r *http.Request, u store.User) error {
-	ch, err := pathID(r, "channel")
-	if err != nil {
-		return err
-	}
-	if err := a.router.Typing(r.Context(), ch, u.ID); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+func (a *API) postTyping(r *http.Request, u store.User, id ids) (noContent, error) {
+	return nil, a.router.Typing(r.Context(), id[0], u.ID)
 }
 
-func (a *API) getGuild(w http.ResponseWriter, r *http.Request, u store.User) error {
-	id, err := pathID(r, "guild")
-	if err != nil {
-		return err
-	}
-	gd, err := a.router.GetGuild(r.Context(), id, u.ID)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, 200, gd)
-	return nil
+func (a *API) getGuild(r *http.Request, u store.User, id ids) (guild.Guild, error) {
+	return a.router.GetGuild(r.Context(), id[0], u.ID)
 }
 
-func (a *API) getGuildChannels(w http.ResponseWriter, r *http.Request, u store.User) error {
-	id, err := pathID(r, "guild")
-	if err != nil {
-		return err
-	}
-	cs, err := a.router.Channels(r.Context(), id, u.ID)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, 200, cs)
-	return nil
+func (a *API) getGuildChannels(r *http.Request, u store.User, id ids) ([]guild.Channel, error) {
+	return a.router.Channels(r.Context(), id[0], u.ID)
 }
 
-func (a *API) getGuildMembers(w http.ResponseWriter, r *http.Request, u store.User) error {
-	id, err := pathID(r, "guild")
-	if err != nil {
-		return err
-	}
+func (a *API) getGuildMembers(r *http.Request, u store.User, id ids) ([]guild.Member, error) {
 	q := r.URL.Query()
 	limit := 1
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 1 || n > 1000 {
-			return guild.InvalidForm("limit", "NUMBER_TYPE_MAX", "int value should be between 1 and 1000.")
+			return nil, guild.InvalidForm("limit", "NUMBER_TYPE_MAX", "int value should be between 1 and 1000.")
 		}
 		limit = n
 	}
 	var after snowflake.ID
 	if v := q.Get("after"); v != "" {
+		var err error
 		if after, err = snowflake.Parse(v); err != nil {
-			return guild.InvalidForm("after", "NUMBER_TYPE_COERCE", "Value is not snowflake.")
+			return nil, guild.InvalidForm("after", "NUMBER_TYPE_COERCE", "Value is not snowflake.")
 		}
 	}
-	ms, err := a.router.Members(r.Context(), id, u.ID, after, limit)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, 200, ms)
-	return nil
+	return a.router.Members(r.Context(), id[0], u.ID, after, limit)
 }
 
 // patchGuildMember is PATCH /guilds/{id}/members/{user}: server mute,
 // deafen and nick, enforced in the SFU at once.
-func (a *API) patchGuildMember(w http.ResponseWriter, r *http.Request, u store.User) error {
-	ids, err := pathIDs(r, "guild", "user")
-	if err != nil {
-		return err
-	}
-	return a.modifyMember(w, r, u, ids[0], ids[1], true)
+func (a *API) patchGuildMember(r *http.Request, u store.User, id ids) (guild.Member, error) {
+	return a.modifyMember(r, u, id[0], id[1], true)
 }
 
 // patchMemberMe is PATCH /guilds/{id}/members/@me: one's own nick.
-func (a *API) patchMemberMe(w http.ResponseWriter, r *http.Request, u store.User) error {
-	gid, err := pathID(r, "guild")
-	if err != nil {
-		return err
-	}
-	return a.modifyMember(w, r, u, gid, u.ID, false)
+func (a *API) patchMemberMe(r *http.Request, u store.User, id ids) (guild.Member, error) {
+	return a.modifyMember(r, u, id[0], u.ID, false)
 }
 
-func (a *API) modifyMember(w http.ResponseWriter, r *http.Request, u store.User, gid, uid guild.ID, voice bool) error {
+func (a *API) modifyMember(r *http.Request, u store.User, gid, uid guild.ID, voice bool) (guild.Member, error) {
 	var p struct {
 		Mute *bool           `json:"mute"`
 		Deaf *bool           `json:"deaf"`
 		Nick json.RawMessage `json:"nick"` // absent: unchanged; null or "": removed
 	}
 	if err := decodeBody(r, &p); err != nil {
-		return err
+		return guild.Member{}, err
 	}
 	if !voice {
 		p.Mute, p.Deaf = nil, nil
@@ -469,14 +400,9 @@ func (a *API) modifyMember(w http.ResponseWriter, r *http.Request, u store.User,
 	if len(p.Nick) > 0 {
 		n := ""
 		if string(p.Nick) != "null" && json.Unmarshal(p.Nick, &n) != nil {
-			return guild.InvalidForm("nick", "BASE_TYPE_STRING", "Must be a string.")
+			return guild.Member{}, guild.InvalidForm("nick", "BASE_TYPE_STRING", "Must be a string.")
 		}
 		nick = &n
 	}
-	m, err := a.router.ModifyMember(r.Context(), gid, u.ID, uid, p.Mute, p.Deaf, nick)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, 200, m)
-	return nil
+	return a.router.ModifyMember(r.Context(), gid, u.ID, uid, p.Mute, p.Deaf, nick)
 }
