@@ -60,7 +60,8 @@ type ChatOptions struct {
 // RunChat builds guilds of realistic sizes (one huge, many small), connects
 // every member, has members post at Rate, and measures delivery latency
 // from send to every member's receipt, separately for the huge guild and
-// the small ones, with lost and duplicated deliveries.
+// the small ones, with lost and duplicated deliveries. It runs in phases:
+// build the world, connect, drive (send, churn, fault), settle, report.
 func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 	if o.Sessions < 2 || o.Guilds < 1 || o.Rate <= 0 || o.HugeShare < 0 || o.HugeShare > 1 || o.ReidentifyShare < 0 || o.ReidentifyShare > 1 || o.SizeSkew < 0 {
 		return nil, errors.New("loadtest: chat needs sessions >= 2, guilds >= 1, rate > 0, 0 <= huge share <= 1, 0 <= re-identify share <= 1, size skew >= 0")
@@ -71,13 +72,47 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 	if o.Fault != nil && o.ChurnPerSecond > 0 {
 		return nil, errors.New("loadtest fault: runs under chat without churn, so that every drop is the fault's")
 	}
-	base := strings.TrimRight(o.URL, "/")
-	ad := adminapi.New(base, o.AdminToken)
-	r := newResult("chat", map[string]any{"url": o.URL, "sessions": o.Sessions, "guilds": o.Guilds,
+	c := &chatRun{o: o, base: strings.TrimRight(o.URL, "/"), start: time.Now(),
+		small: &Histogram{}, hugeH: &Histogram{}, hc: &http.Client{Timeout: 30 * time.Second}}
+	c.r = newResult("chat", map[string]any{"url": o.URL, "sessions": o.Sessions, "guilds": o.Guilds,
 		"huge_share": o.HugeShare, "size_skew": o.SizeSkew, "huge_messages": o.HugeMessages, "rate": o.Rate, "duration_s": o.Duration.Seconds()})
-	start := time.Now()
+	if o.Fault != nil {
+		c.fr = &faultRun{Fault: *o.Fault}
+	}
+	var err error
+	if c.users, c.guilds, err = buildChatWorld(adminapi.New(c.base, o.AdminToken), o); err != nil {
+		return nil, err
+	}
+	if err := c.connect(ctx); err != nil {
+		return nil, err
+	}
+	c.drive(ctx)
+	c.settle(ctx)
+	return c.report(ctx)
+}
 
-	// Users, then guild membership: the huge guild first, then the others by size.
+// chatRun is one run of the chat scenario: its world and what it counted.
+type chatRun struct {
+	o            ChatOptions
+	base         string
+	start        time.Time
+	hc           *http.Client
+	r            *Result
+	fr           *faultRun // nil without a fault
+	users        []*chatUser
+	guilds       []*chatGuild // the huge one first
+	small, hugeH *Histogram
+	all          *Timed
+	readers      sync.WaitGroup
+
+	sendStart, sendEnd                                             time.Time
+	delivered, duplicated, sent, expected, failed                  atomic.Int64
+	drops, resumeErrors, reidentifies, reidentifyErrors, recovered atomic.Int64
+}
+
+// buildChatWorld creates the users, then the guilds and their membership
+// through the admin API: the huge guild first, then the others by size.
+func buildChatWorld(ad *adminapi.Client, o ChatOptions) ([]*chatUser, []*chatGuild, error) {
 	var run [4]byte
 	rand.Read(run[:])
 	users := make([]*chatUser, o.Sessions)
@@ -87,7 +122,7 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 			Token string              `json:"token"`
 		}
 		if err := ad.Do("POST", "/admin/v1/users", map[string]any{"username": fmt.Sprintf("lt%s%05d", hex.EncodeToString(run[:]), i)}, &u); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		users[i] = &chatUser{id: u.User.ID, token: u.Token}
 	}
@@ -119,211 +154,165 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 		}
 		var gg struct{ ID string }
 		if err := ad.Do("POST", "/admin/v1/guilds", map[string]any{"name": fmt.Sprintf("load %d", i), "owner_id": g.members[0].id}, &gg); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		g.id = gg.ID
 		var ch struct{ ID string }
 		if err := ad.Do("POST", "/admin/v1/guilds/"+g.id+"/channels", map[string]any{"name": "load", "type": 0}, &ch); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		g.channel = ch.ID
 		for _, m := range g.members[1:] {
 			if err := ad.Do("PUT", "/admin/v1/guilds/"+g.id+"/members/"+m.id, map[string]any{}, nil); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 	}
+	return users, guilds, nil
+}
 
-	// Every member connects and records what it receives.
-	small, hugeH, all := &Histogram{}, &Histogram{}, NewTimed()
-	var delivered, duplicated atomic.Int64
-	ds := dialers(base)
-	var wg sync.WaitGroup
-	for i, u := range users {
+// connect opens every member's session; each records what it receives.
+func (c *chatRun) connect(ctx context.Context) error {
+	c.all = NewTimed() // the delivery timeline starts with the first session
+	ds := dialers(c.base)
+	for i, u := range c.users {
 		cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		gw, err := DialGateway(cctx, ds[i%len(ds)], wsURL(base), u.token, 1|1<<9|1<<15)
+		gw, err := DialGateway(cctx, ds[i%len(ds)], wsURL(c.base), u.token,
+			int(protocol.IntentGuilds|protocol.IntentGuildMessages|protocol.IntentMessageContent))
 		cancel()
 		if err != nil {
-			return nil, fmt.Errorf("loadtest: session %d: %w", i, err)
+			return fmt.Errorf("loadtest: session %d: %w", i, err)
 		}
 		u.gw = gw
-		gw.Resumable.Store(o.ChurnPerSecond > 0)
-		if o.Fault != nil {
-			gw.ReconnectFor = o.Fault.recoverWithin()
+		gw.Resumable.Store(c.o.ChurnPerSecond > 0)
+		if c.o.Fault != nil {
+			gw.ReconnectFor = c.o.Fault.recoverWithin()
 			gw.Reconnect.Store(true)
 		}
 		u.seen, u.recovered = map[uint64]bool{}, map[uint64]bool{}
-		wg.Add(1)
-		go func(u *chatUser) {
-			defer wg.Done()
-			for {
-				var ev Dispatch
-				select {
-				case e, ok := <-u.gw.Events:
-					if !ok {
-						return
-					}
-					ev = e
-				case <-u.gw.Done():
-					return
-				}
-				if ev.T != protocol.EventMessageCreate {
-					continue
-				}
-				var m struct {
-					ID      string `json:"id"`
-					Content string `json:"content"`
-				}
-				json.Unmarshal(ev.D, &m)
-				sentAt, seq, ok := parseLoad(m.Content)
-				if !ok {
-					continue
-				}
-				id, _ := strconv.ParseUint(m.ID, 10, 64)
-				if fresh, dup := u.receive(seq, id); !fresh {
-					if dup {
-						duplicated.Add(1)
-					}
-					continue
-				}
-				lat := ev.Seen.Sub(time.Unix(0, sentAt))
-				all.RecordAt(ev.Seen, lat)
-				if u.guild.huge {
-					hugeH.Record(lat)
-				} else {
-					small.Record(lat)
-				}
-				delivered.Add(1)
-			}
-		}(u)
+		c.readers.Add(1)
+		go c.read(u)
 	}
+	return nil
+}
 
-	// Senders: Rate messages per second, HugeMessages of them in the huge
-	// guild, each from a random member of its guild.
+// read records a member's MESSAGE_CREATEs until its session ends.
+func (c *chatRun) read(u *chatUser) {
+	defer c.readers.Done()
+	for {
+		var ev Dispatch
+		select {
+		case e, ok := <-u.gw.Events:
+			if !ok {
+				return
+			}
+			ev = e
+		case <-u.gw.Done():
+			return
+		}
+		if ev.T != protocol.EventMessageCreate {
+			continue
+		}
+		var m struct {
+			ID      string `json:"id"`
+			Content string `json:"content"`
+		}
+		json.Unmarshal(ev.D, &m)
+		sentAt, seq, ok := parseLoad(m.Content)
+		if !ok {
+			continue
+		}
+		id, _ := strconv.ParseUint(m.ID, 10, 64)
+		if fresh, dup := u.receive(seq, id); !fresh {
+			if dup {
+				c.duplicated.Add(1)
+			}
+			continue
+		}
+		lat := ev.Seen.Sub(time.Unix(0, sentAt))
+		c.all.RecordAt(ev.Seen, lat)
+		if u.guild.huge {
+			c.hugeH.Record(lat)
+		} else {
+			c.small.Record(lat)
+		}
+		c.delivered.Add(1)
+	}
+}
+
+// post sends message seq from u with its nonce enforced, so that a retry
+// after a lost answer cannot post it twice; under a fault it retries until
+// the fault's recovery bound. It returns the last HTTP status (0: no
+// answer).
+func (c *chatRun) post(ctx context.Context, u *chatUser, seq uint64) (bool, int) {
+	content := loadContent(seq)
+	body, _ := json.Marshal(map[string]any{"content": content, "nonce": strconv.FormatUint(seq, 10), "enforce_nonce": true})
+	backoff := 50 * time.Millisecond
+	for {
+		status, began := 0, time.Now()
+		req, _ := http.NewRequestWithContext(ctx, "POST", c.base+"/api/v10/channels/"+u.guild.channel+"/messages", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bot "+u.token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := c.hc.Do(req)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			status = resp.StatusCode
+		}
+		if c.fr == nil {
+			return status == 200, status
+		}
+		at := time.Now()
+		c.fr.attempt(seq, u.guild, began, at, status == 200)
+		// 4xx other than 429 will not change on a retry.
+		if status == 200 || (status >= 400 && status < 500 && status != 429) || ctx.Err() != nil ||
+			at.After(c.sendStart.Add(c.o.Duration+c.fr.recoverWithin())) {
+			return status == 200, status
+		}
+		time.Sleep(backoff)
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// drive sends Rate messages per second for Duration, HugeMessages of them
+// in the huge guild, each from a random member of its guild, while churn
+// and the fault (if any) run.
+func (c *chatRun) drive(ctx context.Context) {
 	var smallGuilds []*chatGuild
-	for _, g := range guilds[1:] {
+	for _, g := range c.guilds[1:] {
 		if len(g.members) > 0 {
 			smallGuilds = append(smallGuilds, g)
 		}
 	}
-	hugeMessages := o.HugeMessages
+	hugeMessages := c.o.HugeMessages
 	if hugeMessages <= 0 || hugeMessages > 1 {
 		hugeMessages = 0.5
 	}
-	var sent, expected, failed atomic.Int64
-	hc := &http.Client{Timeout: 30 * time.Second}
-	var sendStart time.Time
-	var fr *faultRun
-	if o.Fault != nil {
-		fr = &faultRun{Fault: *o.Fault}
-	}
-	// post sends message seq from u with its nonce enforced, so that a
-	// retry after a lost answer cannot post it twice; under a fault it
-	// retries until the fault's recovery bound. It returns the last HTTP
-	// status (0: no answer).
-	post := func(u *chatUser, seq uint64) (bool, int) {
-		content := loadContent(seq)
-		body, _ := json.Marshal(map[string]any{"content": content, "nonce": strconv.FormatUint(seq, 10), "enforce_nonce": true})
-		backoff := 50 * time.Millisecond
-		for attempt := 0; ; attempt++ {
-			status, began := 0, time.Now()
-			req, _ := http.NewRequestWithContext(ctx, "POST", base+"/api/v10/channels/"+u.guild.channel+"/messages", bytes.NewReader(body))
-			req.Header.Set("Authorization", "Bot "+u.token)
-			req.Header.Set("Content-Type", "application/json")
-			resp, err := hc.Do(req)
-			if err == nil {
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				status = resp.StatusCode
-			}
-			if fr == nil {
-				return status == 200, status
-			}
-			at := time.Now()
-			fr.attempt(seq, u.guild, began, at, status == 200)
-			// 4xx other than 429 will not change on a retry.
-			if status == 200 || (status >= 400 && status < 500 && status != 429) || ctx.Err() != nil ||
-				at.After(sendStart.Add(o.Duration+fr.recoverWithin())) {
-				return status == 200, status
-			}
-			time.Sleep(backoff)
-			backoff = min(2*backoff, time.Second)
-		}
-	}
-	interval := time.Duration(float64(time.Second) / o.Rate)
+	interval := time.Duration(float64(time.Second) / c.o.Rate)
 	rng := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 1))
-	sendStart = time.Now()
-	if fr != nil {
-		fr.start(ctx, sendStart)
+	c.sendStart = time.Now()
+	if c.fr != nil {
+		c.fr.start(ctx, c.sendStart)
 	}
 	var swg sync.WaitGroup
 	sem := make(chan struct{}, 64)
 	progress := time.NewTicker(time.Second)
 	defer progress.Stop()
-	var drops, resumeErrors, reidentifies, reidentifyErrors, recovered atomic.Int64
 	churnDone := make(chan struct{})
-	if o.ChurnPerSecond > 0 {
-		go func() {
-			defer close(churnDone)
-			crng := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 3))
-			every := time.Duration(float64(time.Second) / o.ChurnPerSecond)
-			var cwg sync.WaitGroup
-			for time.Since(sendStart) < o.Duration && ctx.Err() == nil {
-				time.Sleep(every)
-				u := users[crng.IntN(len(users))]
-				pause := time.Duration(50+crng.IntN(150)) * time.Millisecond
-				if !u.churning.CompareAndSwap(false, true) {
-					continue // one drop at a time per session, as a real client
-				}
-				cwg.Add(1)
-				if crng.Float64() < o.ReidentifyShare {
-					go func() {
-						defer cwg.Done()
-						defer u.churning.Store(false)
-						reidentifies.Add(1)
-						rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-						defer cancel()
-						if err := u.gw.Reidentify(rctx); err != nil {
-							reidentifyErrors.Add(1)
-							return
-						}
-						for u.gw.Recovering() && rctx.Err() == nil {
-							time.Sleep(10 * time.Millisecond)
-						}
-						n, err := u.catchUp(rctx, hc, base)
-						if err != nil || u.gw.Recovering() {
-							reidentifyErrors.Add(1)
-						}
-						recovered.Add(int64(n))
-					}()
-					continue
-				}
-				go func() {
-					defer cwg.Done()
-					defer u.churning.Store(false)
-					u.gw.Drop()
-					drops.Add(1)
-					time.Sleep(pause)
-					rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-					defer cancel()
-					if err := u.gw.Resume(rctx); err != nil {
-						resumeErrors.Add(1)
-					}
-				}()
-			}
-			cwg.Wait()
-		}()
+	if c.o.ChurnPerSecond > 0 {
+		go c.churn(ctx, churnDone)
 	} else {
 		close(churnDone)
 	}
-	for seq := uint64(1); time.Since(sendStart) < o.Duration && ctx.Err() == nil; seq++ {
-		if wait := time.Until(sendStart.Add(time.Duration(seq-1) * interval)); wait > 0 {
+	guilds := c.guilds
+	for seq := uint64(1); time.Since(c.sendStart) < c.o.Duration && ctx.Err() == nil; seq++ {
+		if wait := time.Until(c.sendStart.Add(time.Duration(seq-1) * interval)); wait > 0 {
 			time.Sleep(wait)
 		}
 		select {
 		case <-progress.C:
-			if o.Progress != nil {
-				o.Progress(sent.Load(), delivered.Load())
+			if c.o.Progress != nil {
+				c.o.Progress(c.sent.Load(), c.delivered.Load())
 			}
 		default:
 		}
@@ -337,85 +326,154 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 		go func(u *chatUser, seq uint64) {
 			defer swg.Done()
 			defer func() { <-sem }()
-			ok, status := post(u, seq)
+			ok, status := c.post(ctx, u, seq)
 			if !ok {
-				failed.Add(1)
+				c.failed.Add(1)
 				if status != 0 {
-					r.addFailure(fmt.Sprintf("http-%d", status))
+					c.r.addFailure(fmt.Sprintf("http-%d", status))
 				}
 				return
 			}
-			sent.Add(1)
-			expected.Add(int64(len(u.guild.members)))
+			c.sent.Add(1)
+			c.expected.Add(int64(len(u.guild.members)))
 		}(u, seq)
 	}
 	swg.Wait()
 	<-churnDone
-	sendTime := time.Since(sendStart)
-	// Drain: wait until every expected delivery (and every RESUMED) arrived,
-	// or 5 s passed.
-	resumedAll := func() int64 {
-		var n int64
-		for _, u := range users {
-			n += u.gw.Resumed.Load()
+	c.sendEnd = time.Now()
+}
+
+// churn drops ChurnPerSecond random sessions per second while sending
+// runs: most resume a moment later, ReidentifyShare start over and catch
+// up from the channel's history.
+func (c *chatRun) churn(ctx context.Context, done chan struct{}) {
+	defer close(done)
+	crng := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 3))
+	every := time.Duration(float64(time.Second) / c.o.ChurnPerSecond)
+	var cwg sync.WaitGroup
+	for time.Since(c.sendStart) < c.o.Duration && ctx.Err() == nil {
+		time.Sleep(every)
+		u := c.users[crng.IntN(len(c.users))]
+		pause := time.Duration(50+crng.IntN(150)) * time.Millisecond
+		if !u.churning.CompareAndSwap(false, true) {
+			continue // one drop at a time per session, as a real client
 		}
-		return n
+		cwg.Add(1)
+		if crng.Float64() < c.o.ReidentifyShare {
+			go func() {
+				defer cwg.Done()
+				defer u.churning.Store(false)
+				c.reidentifies.Add(1)
+				rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				if err := u.gw.Reidentify(rctx); err != nil {
+					c.reidentifyErrors.Add(1)
+					return
+				}
+				for u.gw.Recovering() && rctx.Err() == nil {
+					time.Sleep(10 * time.Millisecond)
+				}
+				n, err := u.catchUp(rctx, c.hc, c.base)
+				if err != nil || u.gw.Recovering() {
+					c.reidentifyErrors.Add(1)
+				}
+				c.recovered.Add(int64(n))
+			}()
+			continue
+		}
+		go func() {
+			defer cwg.Done()
+			defer u.churning.Store(false)
+			u.gw.Drop()
+			c.drops.Add(1)
+			time.Sleep(pause)
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			if err := u.gw.Resume(rctx); err != nil {
+				c.resumeErrors.Add(1)
+			}
+		}()
 	}
-	gws := make([]*GatewayClient, len(users))
-	for i, u := range users {
+	cwg.Wait()
+}
+
+func (c *chatRun) resumedAll() int64 {
+	var n int64
+	for _, u := range c.users {
+		n += u.gw.Resumed.Load()
+	}
+	return n
+}
+
+func (c *chatRun) gateways() []*GatewayClient {
+	gws := make([]*GatewayClient, len(c.users))
+	for i, u := range c.users {
 		gws[i] = u.gw
 	}
-	if fr != nil {
-		fr.settle(ctx, gws, delivered.Load)
+	return gws
+}
+
+// settle waits until every expected delivery (and every RESUMED) arrived,
+// or 5 s passed (under a fault, until the fault run says), then closes
+// every session.
+func (c *chatRun) settle(ctx context.Context) {
+	if c.fr != nil {
+		c.fr.settle(ctx, c.gateways(), c.delivered.Load)
 	} else {
 		deadline := time.Now().Add(5 * time.Second)
-		for (delivered.Load()+recovered.Load() < expected.Load() || resumedAll() < drops.Load()-resumeErrors.Load()) && time.Now().Before(deadline) {
+		for (c.delivered.Load()+c.recovered.Load() < c.expected.Load() || c.resumedAll() < c.drops.Load()-c.resumeErrors.Load()) &&
+			time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	for _, u := range users {
+	for _, u := range c.users {
 		u.gw.Close()
 	}
-	wg.Wait()
+	c.readers.Wait()
+}
 
-	r.Counters["sessions"] = float64(len(users))
-	r.Counters["sent"] = float64(sent.Load())
-	r.Counters["send_failed"] = float64(failed.Load())
-	r.Counters["expected_deliveries"] = float64(expected.Load())
-	r.Counters["delivered"] = float64(delivered.Load())
-	r.Counters["lost"] = float64(expected.Load() - delivered.Load() - recovered.Load())
-	r.Counters["duplicated"] = float64(duplicated.Load())
-	r.Counters["deliveries_per_s"] = float64(delivered.Load()) / sendTime.Seconds()
+// report turns what the run counted into its Result.
+func (c *chatRun) report(ctx context.Context) (*Result, error) {
+	r, guilds := c.r, c.guilds
+	sendTime := c.sendEnd.Sub(c.sendStart)
+	r.Counters["sessions"] = float64(len(c.users))
+	r.Counters["sent"] = float64(c.sent.Load())
+	r.Counters["send_failed"] = float64(c.failed.Load())
+	r.Counters["expected_deliveries"] = float64(c.expected.Load())
+	r.Counters["delivered"] = float64(c.delivered.Load())
+	r.Counters["lost"] = float64(c.expected.Load() - c.delivered.Load() - c.recovered.Load())
+	r.Counters["duplicated"] = float64(c.duplicated.Load())
+	r.Counters["deliveries_per_s"] = float64(c.delivered.Load()) / sendTime.Seconds()
 	r.Counters["huge_guild_members"] = float64(len(guilds[0].members))
 	if len(guilds) > 1 {
 		r.Counters["largest_other_guild_members"] = float64(len(guilds[1].members))
 		r.Counters["smallest_other_guild_members"] = float64(len(guilds[len(guilds)-1].members))
 	}
-	if o.ChurnPerSecond > 0 {
+	if c.o.ChurnPerSecond > 0 {
 		r.Scenario = "churn"
-		resumed, invalidated := resumedAll(), int64(0)
-		for _, u := range users {
+		invalidated := int64(0)
+		for _, u := range c.users {
 			invalidated += u.gw.Invalidated.Load()
 		}
-		r.Counters["drops"] = float64(drops.Load())
-		r.Counters["resumed"] = float64(resumed)
-		r.Counters["resume_errors"] = float64(resumeErrors.Load())
+		r.Counters["drops"] = float64(c.drops.Load())
+		r.Counters["resumed"] = float64(c.resumedAll())
+		r.Counters["resume_errors"] = float64(c.resumeErrors.Load())
 		r.Counters["invalid_sessions"] = float64(invalidated)
-		r.Counters["reidentified"] = float64(reidentifies.Load())
-		r.Counters["reidentify_errors"] = float64(reidentifyErrors.Load())
-		r.Counters["recovered_from_history"] = float64(recovered.Load())
+		r.Counters["reidentified"] = float64(c.reidentifies.Load())
+		r.Counters["reidentify_errors"] = float64(c.reidentifyErrors.Load())
+		r.Counters["recovered_from_history"] = float64(c.recovered.Load())
 		r.Counters["missed_after_resume"] = r.Counters["lost"]
 	}
-	if fr != nil {
-		if err := fr.report(ctx, r, base, sendStart, all, gws, guilds); err != nil {
+	if c.fr != nil {
+		if err := c.fr.report(ctx, r, c.base, c.sendStart, c.all, c.gateways(), guilds); err != nil {
 			return nil, err
 		}
 	}
-	r.Latency["delivery"] = all.Summarize()
-	r.TimelineOf, r.Timeline = "delivery", all.Timeline()
-	r.Latency["delivery_huge"] = hugeH.Summarize()
-	r.Latency["delivery_small"] = small.Summarize()
-	r.Seconds = time.Since(start).Seconds()
+	r.Latency["delivery"] = c.all.Summarize()
+	r.TimelineOf, r.Timeline = "delivery", c.all.Timeline()
+	r.Latency["delivery_huge"] = c.hugeH.Summarize()
+	r.Latency["delivery_small"] = c.small.Summarize()
+	r.Seconds = time.Since(c.start).Seconds()
 	return r, nil
 }
 

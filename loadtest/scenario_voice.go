@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/chorus-voice/chorus/adminapi"
+	"github.com/chorus-voice/chorus/protocol"
 
 	"github.com/gorilla/websocket"
 
@@ -82,74 +83,110 @@ func RunVoice(ctx context.Context, o VoiceOptions) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	base := strings.TrimRight(o.URL, "/")
-	dialer, err := voiceDialer(o.CAFile)
-	if err != nil {
+	v := &voiceRun{o: o, base: strings.TrimRight(o.URL, "/"), start: time.Now(), frames: frames}
+	if v.dialer, err = voiceDialer(o.CAFile); err != nil {
 		return nil, err
 	}
-	ad := adminapi.New(base, o.AdminToken)
-	r := newResult("voice", map[string]any{"url": o.URL, "rooms": o.Rooms, "participants": o.Participants,
+	v.r = newResult("voice", map[string]any{"url": o.URL, "rooms": o.Rooms, "participants": o.Participants,
 		"speakers": o.Speakers, "duration_s": o.Duration.Seconds(), "talk_on_s": o.TalkOn.Seconds(), "talk_off_s": o.TalkOff.Seconds()})
-	start := time.Now()
+	if err := v.buildWorld(adminapi.New(v.base, o.AdminToken)); err != nil {
+		return nil, err
+	}
+	if err := v.connect(ctx); err != nil {
+		return nil, err
+	}
+	defer v.close()
+	v.drive(ctx)
+	return v.report(), nil
+}
 
-	// One guild, one voice channel per room, one user per participant.
+// voiceRun is one run of the voice scenario: its world and what it counted.
+type voiceRun struct {
+	o        VoiceOptions
+	base     string
+	start    time.Time
+	frames   [][]byte
+	dialer   *websocket.Dialer
+	r        *Result
+	guild    string
+	channels []string // one per room
+	members  []*voiceMember
+	speakers map[uint32]*voiceMember // by SSRC
+
+	latency                        *Timed
+	sendStart, sendEnd             time.Time
+	cpu0, cpu1                     time.Duration
+	cpuErr                         error
+	sent, expected, received, late atomic.Int64
+	jitterSum, jitterN             atomic.Int64
+}
+
+type voiceMember struct {
+	id, token string
+	vc        *VoiceClient
+	gw        *GatewayClient
+	log       *sendLog // speakers only
+}
+
+// buildWorld creates one guild, one voice channel per room and one user
+// per participant through the admin API.
+func (v *voiceRun) buildWorld(ad *adminapi.Client) error {
 	var run [4]byte
 	rand.Read(run[:])
-	type member struct {
-		id, token string
-		vc        *VoiceClient
-		gw        *GatewayClient
-		log       *sendLog
-	}
-	n := o.Rooms * o.Participants
-	members := make([]*member, n)
-	for i := range members {
+	v.members = make([]*voiceMember, v.o.Rooms*v.o.Participants)
+	for i := range v.members {
 		var u struct {
 			User  struct{ ID string } `json:"user"`
 			Token string              `json:"token"`
 		}
 		if err := ad.Do("POST", "/admin/v1/users", map[string]any{"username": fmt.Sprintf("lv%s%05d", hex.EncodeToString(run[:]), i)}, &u); err != nil {
-			return nil, err
+			return err
 		}
-		members[i] = &member{id: u.User.ID, token: u.Token}
+		v.members[i] = &voiceMember{id: u.User.ID, token: u.Token}
 	}
 	var g struct{ ID string }
-	if err := ad.Do("POST", "/admin/v1/guilds", map[string]any{"name": "voice load", "owner_id": members[0].id}, &g); err != nil {
-		return nil, err
+	if err := ad.Do("POST", "/admin/v1/guilds", map[string]any{"name": "voice load", "owner_id": v.members[0].id}, &g); err != nil {
+		return err
 	}
-	for _, m := range members[1:] {
+	v.guild = g.ID
+	for _, m := range v.members[1:] {
 		if err := ad.Do("PUT", "/admin/v1/guilds/"+g.ID+"/members/"+m.id, map[string]any{}, nil); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	channels := make([]string, o.Rooms)
-	for i := range channels {
+	v.channels = make([]string, v.o.Rooms)
+	for i := range v.channels {
 		var ch struct{ ID string }
 		if err := ad.Do("POST", "/admin/v1/guilds/"+g.ID+"/channels", map[string]any{"name": fmt.Sprintf("room %d", i), "type": 2}, &ch); err != nil {
-			return nil, err
+			return err
 		}
-		channels[i] = ch.ID
+		v.channels[i] = ch.ID
 	}
-	// Connect everyone, a few at a time.
-	ds := dialers(base)
-	errs := make(chan error, n)
+	return nil
+}
+
+// connect joins everyone to their room, a few at a time, and turns the
+// speakers' microphones on; on a failure it closes what it opened.
+func (v *voiceRun) connect(ctx context.Context) error {
+	ds := dialers(v.base)
+	errs := make(chan error, len(v.members))
 	sem := make(chan struct{}, 16)
 	var wg sync.WaitGroup
-	for i, m := range members {
+	for i, m := range v.members {
 		wg.Add(1)
 		sem <- struct{}{}
-		go func(i int, m *member) {
+		go func(i int, m *voiceMember) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 			defer cancel()
-			gw, err := DialGateway(cctx, ds[i%len(ds)], wsURL(base), m.token, 1)
+			gw, err := DialGateway(cctx, ds[i%len(ds)], wsURL(v.base), m.token, int(protocol.IntentGuilds))
 			if err != nil {
 				errs <- err
 				return
 			}
 			m.gw = gw
-			vc, err := JoinVoiceVia(cctx, gw, dialer, g.ID, channels[i/o.Participants], m.id, o.Modes[i%len(o.Modes)], o.Route)
+			vc, err := JoinVoiceVia(cctx, gw, v.dialer, v.guild, v.channels[i/v.o.Participants], m.id, v.o.Modes[i%len(v.o.Modes)], v.o.Route)
 			if err != nil {
 				errs <- err
 				return
@@ -161,7 +198,7 @@ func RunVoice(ctx context.Context, o VoiceOptions) (*Result, error) {
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		for _, m := range members {
+		for _, m := range v.members {
 			if m.vc != nil {
 				m.vc.Close()
 			}
@@ -169,158 +206,178 @@ func RunVoice(ctx context.Context, o VoiceOptions) (*Result, error) {
 				m.gw.Close()
 			}
 		}
-		return nil, fmt.Errorf("loadtest: voice setup: %w", err)
+		return fmt.Errorf("loadtest: voice setup: %w", err)
 	}
-	defer func() {
-		for _, m := range members {
-			m.vc.Close()
-			m.gw.Close()
-		}
-	}()
-	speakers := map[uint32]*member{}
-	for room := 0; room < o.Rooms; room++ {
-		for s := 0; s < o.Speakers; s++ {
-			m := members[room*o.Participants+s]
+	v.speakers = map[uint32]*voiceMember{}
+	for room := 0; room < v.o.Rooms; room++ {
+		for s := 0; s < v.o.Speakers; s++ {
+			m := v.members[room*v.o.Participants+s]
 			m.log = &sendLog{}
-			speakers[m.vc.SSRC] = m
-			m.vc.SetSpeaking(1)
+			v.speakers[m.vc.SSRC] = m
+			m.vc.SetSpeaking(protocol.SpeakingMicrophone)
 		}
 	}
 	time.Sleep(300 * time.Millisecond) // op 5 reaches everyone
+	return nil
+}
 
-	cpu0, cpuErr := ServerCPU(base)
-	latency := NewTimed()
-	var sent, expected, received, late atomic.Int64
-	var jitterSum, jitterN atomic.Int64
+func (v *voiceRun) close() {
+	for _, m := range v.members {
+		m.vc.Close()
+		m.gw.Close()
+	}
+}
+
+// drive has every speaker talk (in spurts, when TalkOff is set) for
+// Duration while every member receives, then waits up to 2 s for what is
+// still in flight.
+func (v *voiceRun) drive(ctx context.Context) {
+	v.cpu0, v.cpuErr = ServerCPU(v.base)
+	v.latency = NewTimed()
 	stop := make(chan struct{})
 	var rwg sync.WaitGroup
-	for _, m := range members {
+	for _, m := range v.members {
 		rwg.Add(1)
-		go func(m *member) {
+		go func() {
 			defer rwg.Done()
-			type stream struct {
-				prevTransit time.Duration
-				jitter      float64
-				seen        bool
-			}
-			streams := map[uint32]*stream{}
-			for {
-				ssrc, seq, _, err := m.vc.ReceivePacket(time.Second)
-				if err != nil {
-					select {
-					case <-stop:
-						return
-					default:
-						continue
-					}
-				}
-				sp := speakers[ssrc]
-				if sp == nil {
-					continue
-				}
-				received.Add(1)
-				at := sp.log.at[seq&1023].Load()
-				if at == 0 {
-					late.Add(1)
-					continue
-				}
-				now := time.Now()
-				transit := now.Sub(time.Unix(0, at))
-				latency.RecordAt(now, transit)
-				// RFC 3550 §6.4.1 interarrival jitter, per stream.
-				st := streams[ssrc]
-				if st == nil {
-					st = &stream{}
-					streams[ssrc] = st
-				}
-				if st.seen {
-					d := transit - st.prevTransit
-					if d < 0 {
-						d = -d
-					}
-					st.jitter += (float64(d) - st.jitter) / 16
-				}
-				st.prevTransit, st.seen = transit, true
-				jitterSum.Add(int64(st.jitter))
-				jitterN.Add(1)
-			}
-		}(m)
+			v.receive(m, stop)
+		}()
 	}
 	var swg sync.WaitGroup
-	sendStart := time.Now()
-	for _, sp := range speakers {
+	v.sendStart = time.Now()
+	for _, sp := range v.speakers {
 		swg.Add(1)
-		go func(m *member) {
+		go func() {
 			defer swg.Done()
-			rng := mrand.New(mrand.NewPCG(uint64(m.vc.SSRC), 7))
-			tick := time.NewTicker(20 * time.Millisecond)
-			defer tick.Stop()
-			talking, until := true, time.Now().Add(spurt(rng, o.TalkOn))
-			i := 0
-			for time.Since(sendStart) < o.Duration && ctx.Err() == nil {
-				<-tick.C
-				if o.TalkOff > 0 && time.Now().After(until) {
-					talking = !talking
-					if talking {
-						until = time.Now().Add(spurt(rng, o.TalkOn))
-					} else {
-						until = time.Now().Add(spurt(rng, o.TalkOff))
-					}
-				}
-				if !talking {
-					continue
-				}
-				now := time.Now().UnixNano()
-				seq := m.vc.seq + 1
-				m.log.at[seq&1023].Store(now)
-				if _, err := m.vc.SendOpusSeq(frames[i%len(frames)]); err != nil {
-					continue
-				}
-				i++
-				sent.Add(1)
-				expected.Add(int64(o.Participants - 1))
-			}
-		}(sp)
+			v.speak(ctx, sp)
+		}()
 	}
 	progress := time.NewTicker(time.Second)
 	go func() {
 		for range progress.C {
-			if o.Progress != nil {
-				o.Progress(sent.Load(), received.Load())
+			if v.o.Progress != nil {
+				v.o.Progress(v.sent.Load(), v.received.Load())
 			}
 		}
 	}()
 	swg.Wait()
-	sendTime := time.Since(sendStart)
+	v.sendEnd = time.Now()
 	deadline := time.Now().Add(2 * time.Second)
-	for received.Load() < expected.Load() && time.Now().Before(deadline) {
+	for v.received.Load() < v.expected.Load() && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	progress.Stop()
 	close(stop)
-	cpu1, _ := ServerCPU(base)
+	v.cpu1, _ = ServerCPU(v.base)
 	rwg.Wait()
+}
 
-	rc := received.Load()
-	r.Counters["participants"] = float64(n)
-	r.Counters["sent_packets"] = float64(sent.Load())
-	r.Counters["expected_packets"] = float64(expected.Load())
+// receive records one member's packets until stop: latency from the
+// speaker's send, and RFC 3550 jitter per stream.
+func (v *voiceRun) receive(m *voiceMember, stop chan struct{}) {
+	type stream struct {
+		prevTransit time.Duration
+		jitter      float64
+		seen        bool
+	}
+	streams := map[uint32]*stream{}
+	for {
+		ssrc, seq, _, err := m.vc.ReceivePacket(time.Second)
+		if err != nil {
+			select {
+			case <-stop:
+				return
+			default:
+				continue
+			}
+		}
+		sp := v.speakers[ssrc]
+		if sp == nil {
+			continue
+		}
+		v.received.Add(1)
+		at := sp.log.at[seq&1023].Load()
+		if at == 0 {
+			v.late.Add(1)
+			continue
+		}
+		now := time.Now()
+		transit := now.Sub(time.Unix(0, at))
+		v.latency.RecordAt(now, transit)
+		// RFC 3550 §6.4.1 interarrival jitter, per stream.
+		st := streams[ssrc]
+		if st == nil {
+			st = &stream{}
+			streams[ssrc] = st
+		}
+		if st.seen {
+			d := transit - st.prevTransit
+			if d < 0 {
+				d = -d
+			}
+			st.jitter += (float64(d) - st.jitter) / 16
+		}
+		st.prevTransit, st.seen = transit, true
+		v.jitterSum.Add(int64(st.jitter))
+		v.jitterN.Add(1)
+	}
+}
+
+// speak sends one speaker's Opus frames every 20 ms for Duration.
+func (v *voiceRun) speak(ctx context.Context, m *voiceMember) {
+	rng := mrand.New(mrand.NewPCG(uint64(m.vc.SSRC), 7))
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	talking, until := true, time.Now().Add(spurt(rng, v.o.TalkOn))
+	i := 0
+	for time.Since(v.sendStart) < v.o.Duration && ctx.Err() == nil {
+		<-tick.C
+		if v.o.TalkOff > 0 && time.Now().After(until) {
+			talking = !talking
+			if talking {
+				until = time.Now().Add(spurt(rng, v.o.TalkOn))
+			} else {
+				until = time.Now().Add(spurt(rng, v.o.TalkOff))
+			}
+		}
+		if !talking {
+			continue
+		}
+		now := time.Now().UnixNano()
+		seq := m.vc.seq + 1
+		m.log.at[seq&1023].Store(now)
+		if _, err := m.vc.SendOpusSeq(v.frames[i%len(v.frames)]); err != nil {
+			continue
+		}
+		i++
+		v.sent.Add(1)
+		v.expected.Add(int64(v.o.Participants - 1))
+	}
+}
+
+// report turns what the run counted into its Result.
+func (v *voiceRun) report() *Result {
+	r := v.r
+	rc := v.received.Load()
+	r.Counters["participants"] = float64(len(v.members))
+	r.Counters["sent_packets"] = float64(v.sent.Load())
+	r.Counters["expected_packets"] = float64(v.expected.Load())
 	r.Counters["received_packets"] = float64(rc)
-	r.Counters["unmatched_packets"] = float64(late.Load())
-	r.Counters["forwarded_packets_per_s"] = float64(rc) / sendTime.Seconds()
-	if e := expected.Load(); e > 0 {
+	r.Counters["unmatched_packets"] = float64(v.late.Load())
+	r.Counters["forwarded_packets_per_s"] = float64(rc) / v.sendEnd.Sub(v.sendStart).Seconds()
+	if e := v.expected.Load(); e > 0 {
 		r.Counters["loss_percent"] = 100 * float64(e-rc) / float64(e)
 	}
-	if jn := jitterN.Load(); jn > 0 {
-		r.Counters["jitter_ms"] = float64(jitterSum.Load()) / float64(jn) / float64(time.Millisecond)
+	if jn := v.jitterN.Load(); jn > 0 {
+		r.Counters["jitter_ms"] = float64(v.jitterSum.Load()) / float64(jn) / float64(time.Millisecond)
 	}
-	if cpuErr == nil && rc > 0 {
-		r.Counters["server_cpu_us_per_forwarded_packet"] = float64((cpu1-cpu0)/time.Microsecond) / float64(rc)
+	if v.cpuErr == nil && rc > 0 {
+		r.Counters["server_cpu_us_per_forwarded_packet"] = float64((v.cpu1-v.cpu0)/time.Microsecond) / float64(rc)
 	}
-	r.Latency["forwarding"] = latency.Summarize()
-	r.TimelineOf, r.Timeline = "forwarding", latency.Timeline()
-	r.Seconds = time.Since(start).Seconds()
-	return r, nil
+	r.Latency["forwarding"] = v.latency.Summarize()
+	r.TimelineOf, r.Timeline = "forwarding", v.latency.Timeline()
+	r.Seconds = time.Since(v.start).Seconds()
+	return r
 }
 
 // spurt draws an exponentially distributed duration with the given mean.
