@@ -1,110 +1,541 @@
-// Package cluster owns membership and node-to-node transport. On a single
-// node it runs an in-process NATS server (JetStream on, files under the data
-// directory) so that the same code paths exist from the first node on; a
-// message whose destination is this node never touches NATS.
+// Package cluster owns membership and node-to-node transport. A node is
+// always a member of a cluster: alone, it runs an in-process NATS server
+// (JetStream on, files under the data directory) and is a one-member
+// cluster through the same code paths as a node of many; with NATSURLs it
+// joins an external NATS cluster. A message whose destination is this node
+// never touches NATS.
 //
-// This package never knows what a guild is: it moves opaque batches.
+// This package never knows what a guild is: it keeps the ring and moves
+// opaque batches.
 package cluster
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/chorus-voice/chorus/ring"
 )
 
-// Config configures a node.
+// Config configures a node. Zero durations take the defaults named on them.
 type Config struct {
 	// NodeID names this node in the ring; it must be unique in a cluster.
 	NodeID string
 	// Roles this node serves.
 	Roles ring.Role
-	// Addr is the public host:port of this node's voice/gateway endpoints.
+	// Addr is the public host:port of this node's voice endpoint.
 	Addr string
+	// HTTP is the node's gateway/REST address, reported in its heartbeat.
+	HTTP string
 	// DataDir holds the embedded NATS server's JetStream files.
 	DataDir string
-	// NATSURLs, when set, joins an external NATS cluster instead of starting
-	// an embedded server. Multi-node membership arrives with the cluster issue.
+	// NATSURLs, when set (comma-separated), joins an external NATS cluster
+	// instead of starting an embedded server.
 	NATSURLs string
+	// Replicas of the membership bucket; default 1 on the embedded server
+	// and 3 on an external cluster (1 if it has fewer servers).
+	Replicas int
+	// HeartbeatEvery is how often the node renews its membership; default
+	// DefaultHeartbeatEvery.
+	HeartbeatEvery time.Duration
+	// TTL is how long a heartbeat keeps the node a member, in whole
+	// seconds (JetStream's per-message TTL); default DefaultTTL.
+	TTL time.Duration
+	// FenceAfter is how long the node serves after its last renewal before
+	// it fences itself (stops owning anything); default DefaultFenceAfter.
+	// It must be shorter than TTL, so a node cut off from NATS has stopped
+	// before any other node can see its key expire and take its guilds.
+	FenceAfter time.Duration
+	// JoinTimeout bounds Start's wait for the ring to include this node;
+	// default DefaultJoinTimeout.
+	JoinTimeout time.Duration
+	// Load reports the node's work for its heartbeats; nil reports none.
+	Load   func() Load
+	Logger *slog.Logger
 }
+
+// Membership timing defaults (issue 10: a heartbeat every second, a TTL of
+// about three, self-fencing after about two).
+const (
+	DefaultHeartbeatEvery = time.Second
+	DefaultTTL            = 3 * time.Second
+	DefaultFenceAfter     = 2 * time.Second
+	DefaultJoinTimeout    = 15 * time.Second
+	// natsStartTimeout bounds the embedded server's start.
+	natsStartTimeout = 10 * time.Second
+)
 
 // Node is this process's membership of the cluster.
 type Node struct {
-	cfg  Config
-	ns   *server.Server // nil with an external NATS
-	conn *nats.Conn
+	cfg     Config
+	ns      *server.Server // nil with an external NATS
+	conn    *nats.Conn
+	js      jetstream.JetStream
+	kv      jetstream.KeyValue
+	started time.Time
+	log     *slog.Logger
 
-	mu   sync.RWMutex
-	ring *ring.Ring
+	mu       sync.Mutex
+	live     map[string]Member // members whose heartbeat key exists
+	view     []ring.Node       // the ring record
+	viewRev  uint64
+	proposed uint64 // the ring revision this node last proposed over
+	fenced   bool   // serving nothing until unfenceSeq is seen
+	// unfenceSeq is the revision of the first heartbeat acknowledged after
+	// a fence; the node serves again once its watch has seen it, so its
+	// view is at least as new as that moment.
+	unfenceSeq uint64
+	ring       *ring.Ring // what Ring returns
+	changed    chan struct{}
+	fence      *time.Timer
+
+	stop      chan struct{}
+	stopWatch context.CancelFunc
+	wg        sync.WaitGroup
 }
 
-// ErrExternalNATS is returned for an external NATS cluster: this build
-// runs as a single node on its embedded server, and says so rather than
-// half-joining a cluster.
-var ErrExternalNATS = errors.New("cluster: joining an external NATS cluster is not supported yet")
+// ErrNotJoined is returned by Start when the ring did not take the node in
+// within JoinTimeout.
+var ErrNotJoined = errors.New("cluster: the ring did not include this node in time")
 
-// Start starts the node: the embedded NATS server and an in-process
-// connection to it, and the ring of the current view.
+// Start joins the cluster: it connects to NATS (starting the embedded server
+// without NATSURLs), renews the node's heartbeat, and returns once the ring
+// includes the node.
 func Start(cfg Config) (*Node, error) {
 	if cfg.NodeID == "" {
 		return nil, errors.New("cluster: empty node id")
 	}
-	if cfg.NATSURLs != "" {
-		return nil, ErrExternalNATS
+	if strings.ContainsAny(cfg.NodeID, ".*> \t") {
+		return nil, fmt.Errorf("cluster: node id %q: letters, digits, '-' and '_' only", cfg.NodeID)
 	}
-	dir := filepath.Join(cfg.DataDir, "nats")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if cfg.HeartbeatEvery <= 0 {
+		cfg.HeartbeatEvery = DefaultHeartbeatEvery
+	}
+	if cfg.TTL <= 0 {
+		cfg.TTL = DefaultTTL
+	}
+	if cfg.FenceAfter <= 0 {
+		cfg.FenceAfter = DefaultFenceAfter
+	}
+	if cfg.TTL%time.Second != 0 {
+		// JetStream's per-message TTL counts whole seconds.
+		return nil, fmt.Errorf("cluster: heartbeat TTL %v: whole seconds only", cfg.TTL)
+	}
+	if cfg.FenceAfter >= cfg.TTL {
+		return nil, fmt.Errorf("cluster: fence time %v must be shorter than the heartbeat TTL %v", cfg.FenceAfter, cfg.TTL)
+	}
+	if cfg.JoinTimeout <= 0 {
+		cfg.JoinTimeout = DefaultJoinTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	n := &Node{cfg: cfg, started: time.Now(), log: cfg.Logger, live: map[string]Member{},
+		changed: make(chan struct{}), stop: make(chan struct{}), fenced: true, ring: ring.New(0, nil)}
+	if err := n.connect(); err != nil {
 		return nil, err
 	}
-	ns, err := server.NewServer(&server.Options{
-		ServerName: cfg.NodeID,
-		DontListen: true, // reached in process only
-		JetStream:  true,
-		StoreDir:   dir,
-		NoSigs:     true,
-		NoLog:      true,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("cluster: nats server: %w", err)
+	if err := n.join(); err != nil {
+		n.closeConn()
+		return nil, err
 	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		ns.Shutdown()
-		return nil, errors.New("cluster: embedded nats server did not start")
-	}
-	conn, err := nats.Connect("", nats.InProcessServer(ns), nats.Name(cfg.NodeID))
-	if err != nil {
-		ns.Shutdown()
-		return nil, fmt.Errorf("cluster: connect: %w", err)
-	}
-	n := &Node{cfg: cfg, ns: ns, conn: conn}
-	n.ring = ring.New(1, []ring.Node{{ID: cfg.NodeID, Roles: cfg.Roles, Addr: cfg.Addr}})
 	return n, nil
+}
+
+// connect reaches NATS: the embedded server, or the external cluster whose
+// version must support per-message TTLs.
+func (n *Node) connect() error {
+	opts := []nats.Option{nats.Name("chorus " + n.cfg.NodeID)}
+	urls := n.cfg.NATSURLs
+	if urls == "" {
+		dir := filepath.Join(n.cfg.DataDir, "nats")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		ns, err := server.NewServer(&server.Options{
+			ServerName: n.cfg.NodeID,
+			DontListen: true, // reached in process only
+			JetStream:  true,
+			StoreDir:   dir,
+			NoSigs:     true,
+			NoLog:      true,
+		})
+		if err != nil {
+			return fmt.Errorf("cluster: nats server: %w", err)
+		}
+		ns.Start()
+		if !ns.ReadyForConnections(natsStartTimeout) {
+			ns.Shutdown()
+			return errors.New("cluster: embedded nats server did not start")
+		}
+		n.ns = ns
+		opts = append(opts, nats.InProcessServer(ns))
+	} else {
+		// A node keeps trying to reach its cluster for as long as it runs;
+		// while it cannot, it is fenced (it owns nothing).
+		opts = append(opts, nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond),
+			nats.Timeout(2*time.Second))
+	}
+	conn, err := nats.Connect(urls, opts...)
+	if err != nil {
+		n.closeConn()
+		return fmt.Errorf("cluster: connect to nats %s: %w", urls, err)
+	}
+	n.conn = conn
+	if err := checkServerVersion(conn.ConnectedServerVersion()); err != nil {
+		n.closeConn()
+		return err
+	}
+	if n.js, err = jetstream.New(conn); err != nil {
+		n.closeConn()
+		return fmt.Errorf("cluster: jetstream: %w", err)
+	}
+	return nil
+}
+
+// join creates the membership bucket, publishes the first heartbeat,
+// starts the watch and the heartbeat loop, and waits until the ring holds
+// this node.
+func (n *Node) join() error {
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.JoinTimeout)
+	defer cancel()
+	replicas := n.cfg.Replicas
+	if replicas <= 0 {
+		replicas = 1
+		if n.ns == nil {
+			replicas = 3
+		}
+	}
+	kv, err := bucket(ctx, n.js, replicas)
+	if err != nil && n.cfg.Replicas <= 0 && replicas > 1 {
+		// An external NATS of fewer than three servers cannot hold three
+		// replicas: membership then lives on one, and says so.
+		n.log.Warn("membership bucket with one replica: the NATS cluster has fewer than three JetStream servers", "err", err)
+		kv, err = bucket(ctx, n.js, 1)
+	}
+	if err != nil {
+		return err
+	}
+	n.kv = kv
+	seq, err := n.beat(ctx)
+	if err != nil {
+		return fmt.Errorf("cluster: first heartbeat: %w", err)
+	}
+	n.mu.Lock()
+	n.unfenceSeq = seq // serve once the watch has seen this heartbeat
+	n.mu.Unlock()
+	wctx, stopWatch := context.WithCancel(context.Background())
+	n.stopWatch = stopWatch
+	w, err := kv.WatchAll(wctx)
+	if err != nil {
+		return fmt.Errorf("cluster: watch membership: %w", err)
+	}
+	n.mu.Lock()
+	n.fence = time.AfterFunc(n.cfg.FenceAfter, n.fenceSelf)
+	n.mu.Unlock()
+	n.wg.Add(2)
+	go n.watch(w)
+	go n.heartbeats()
+	for {
+		n.mu.Lock()
+		joined := !n.fenced && n.ring.Has(n.cfg.NodeID)
+		ch := n.changed
+		n.mu.Unlock()
+		if joined {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			n.Close()
+			return fmt.Errorf("%w (%v)", ErrNotJoined, n.cfg.JoinTimeout)
+		}
+	}
+}
+
+// beat publishes this node's heartbeat with its TTL and returns the
+// revision the bucket gave it.
+func (n *Node) beat(ctx context.Context) (uint64, error) {
+	m := Member{ID: n.cfg.NodeID, Roles: n.cfg.Roles, Addr: n.cfg.Addr, HTTP: n.cfg.HTTP,
+		Started: n.started.UnixMilli(), Beat: time.Now().UnixMilli()}
+	if n.cfg.Load != nil {
+		m.Load = n.cfg.Load()
+	}
+	b, _ := json.Marshal(m) // strings and integers: cannot fail
+	ack, err := n.js.Publish(ctx, "$KV."+bucketName+"."+memberKey+n.cfg.NodeID, b, jetstream.WithMsgTTL(n.cfg.TTL))
+	if err != nil {
+		return 0, err
+	}
+	return ack.Sequence, nil
+}
+
+// heartbeats renews the membership every HeartbeatEvery. Each
+// acknowledged renewal pushes the self-fence back by FenceAfter.
+func (n *Node) heartbeats() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.cfg.HeartbeatEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.HeartbeatEvery)
+		seq, err := n.beat(ctx)
+		cancel()
+		if err != nil {
+			n.log.Warn("cluster heartbeat failed", "err", err)
+			continue
+		}
+		n.mu.Lock()
+		n.fence.Reset(n.cfg.FenceAfter)
+		if n.fenced && n.unfenceSeq == 0 {
+			n.unfenceSeq = seq
+		}
+		n.mu.Unlock()
+	}
+}
+
+// fenceSelf runs when no heartbeat was acknowledged for FenceAfter: the
+// node may already be gone from the others' view, so it owns nothing until
+// a renewal succeeds and its watch has caught up past it.
+func (n *Node) fenceSelf() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	select {
+	case <-n.stop:
+		return
+	default:
+	}
+	if n.fenced && n.unfenceSeq == 0 {
+		return
+	}
+	n.log.Warn("cluster membership not renewed: fencing this node", "after", n.cfg.FenceAfter)
+	n.fenced, n.unfenceSeq = true, 0
+	n.publishLocked()
+}
+
+// watch follows the bucket: heartbeats and their expiry markers update the
+// live set, ring records the view; after each change the proposer writes
+// the next ring record when the live set differs from it. A watch that
+// ends (its consumer lost) is started again from the current values.
+func (n *Node) watch(w jetstream.KeyWatcher) {
+	defer n.wg.Done()
+	synced := false
+	for {
+		var e jetstream.KeyValueEntry
+		ok := true
+		select {
+		case <-n.stop:
+			w.Stop()
+			return
+		case e, ok = <-w.Updates():
+		}
+		if !ok {
+			w.Stop()
+			if w = n.rewatch(); w == nil {
+				return
+			}
+			synced = false
+			continue
+		}
+		if e == nil {
+			synced = true // the initial values are in
+		} else {
+			n.apply(e)
+		}
+		if synced {
+			n.propose()
+		}
+	}
+}
+
+// rewatch starts a new watch, trying every HeartbeatEvery until it works or
+// the node stops; the live set is rebuilt from the initial values.
+func (n *Node) rewatch() jetstream.KeyWatcher {
+	for {
+		w, err := n.kv.WatchAll(context.Background())
+		if err == nil {
+			n.mu.Lock()
+			clear(n.live)
+			n.mu.Unlock()
+			return w
+		}
+		n.log.Warn("cluster: membership watch lost, retrying", "err", err)
+		select {
+		case <-n.stop:
+			return nil
+		case <-time.After(n.cfg.HeartbeatEvery):
+		}
+	}
+}
+
+// apply folds one bucket entry into the node's picture.
+func (n *Node) apply(e jetstream.KeyValueEntry) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	gone := e.Operation() != jetstream.KeyValuePut
+	switch key := e.Key(); {
+	case strings.HasPrefix(key, memberKey):
+		id := strings.TrimPrefix(key, memberKey)
+		if gone {
+			delete(n.live, id)
+			break
+		}
+		var m Member
+		if err := json.Unmarshal(e.Value(), &m); err != nil || m.ID != id {
+			n.log.Warn("cluster: ignoring a malformed heartbeat", "key", key)
+			break
+		}
+		n.live[id] = m
+	case key == ringKey:
+		if gone {
+			n.view, n.viewRev = nil, e.Revision()
+		} else if nodes, err := decodeView(e.Value()); err != nil {
+			n.log.Warn("cluster: ignoring a malformed ring record", "err", err)
+			break
+		} else {
+			n.view, n.viewRev = nodes, e.Revision()
+		}
+		n.ring = ring.New(n.viewRev, n.view)
+		n.publishLocked()
+	}
+	if n.fenced && n.unfenceSeq != 0 && e.Revision() >= n.unfenceSeq {
+		n.fenced, n.unfenceSeq = false, 0
+		n.publishLocked()
+	}
+}
+
+// propose writes the next ring record if this node is the proposer and the
+// live set differs from the current record.
+func (n *Node) propose() {
+	n.mu.Lock()
+	if n.fenced || sameNodes(n.view, liveNodes(n.live)) || proposer(n.view, n.live) != n.cfg.NodeID ||
+		(n.proposed == n.viewRev && n.viewRev != 0) {
+		n.mu.Unlock()
+		return
+	}
+	rev, next := n.viewRev, encodeView(liveNodes(n.live))
+	n.proposed = rev
+	n.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.HeartbeatEvery)
+	defer cancel()
+	var err error
+	if rev == 0 {
+		_, err = n.kv.Create(ctx, ringKey, next)
+	} else {
+		_, err = n.kv.Update(ctx, ringKey, next, rev)
+	}
+	if err != nil {
+		// Another writer got there first (the watch brings its record) or
+		// NATS is unreachable (the next change or heartbeat tries again).
+		n.log.Debug("cluster: ring proposal not written", "over", rev, "err", err)
+		n.mu.Lock()
+		if n.proposed == rev {
+			n.proposed = 0
+		}
+		n.mu.Unlock()
+	}
+}
+
+// publishLocked makes the current ring (empty while fenced) what Ring
+// returns and wakes everyone waiting on Changed.
+func (n *Node) publishLocked() {
+	if n.fenced {
+		n.ring = ring.New(n.viewRev, nil)
+	} else {
+		n.ring = ring.New(n.viewRev, n.view)
+	}
+	close(n.changed)
+	n.changed = make(chan struct{})
 }
 
 // ID returns this node's id.
 func (n *Node) ID() string { return n.cfg.NodeID }
 
-// Ring returns the current placement table.
+// Ring returns the current placement table: the ring record's view, or,
+// while the node is fenced, an empty ring at the same revision (the node
+// owns nothing and places nothing).
 func (n *Node) Ring() *ring.Ring {
-	n.mu.RLock()
-	defer n.mu.RUnlock()
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	return n.ring
+}
+
+// Changed returns a channel closed at the next change of Ring (a new
+// revision, a fence or its end).
+func (n *Node) Changed() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.changed
+}
+
+// Members returns the live members as this node sees them, sorted by id.
+func (n *Node) Members() []Member {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ms := make([]Member, 0, len(n.live))
+	for _, m := range n.live {
+		ms = append(ms, m)
+	}
+	sortMembers(ms)
+	return ms
+}
+
+// Fenced reports whether the node has fenced itself.
+func (n *Node) Fenced() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.fenced
 }
 
 // Conn returns the node's NATS connection.
 func (n *Node) Conn() *nats.Conn { return n.conn }
 
-// Close leaves the cluster and stops the embedded server.
+// Close leaves the cluster: it stops renewing, removes its heartbeat (the
+// others see it leave at once instead of after the TTL), and closes NATS.
 func (n *Node) Close() {
-	n.conn.Close()
+	select {
+	case <-n.stop:
+		return
+	default:
+	}
+	close(n.stop)
+	if n.stopWatch != nil {
+		n.stopWatch()
+	}
+	n.mu.Lock()
+	if n.fence != nil {
+		n.fence.Stop()
+	}
+	n.mu.Unlock()
+	n.wg.Wait()
+	if n.kv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.HeartbeatEvery)
+		if err := n.kv.Delete(ctx, memberKey+n.cfg.NodeID); err != nil {
+			n.log.Warn("cluster: leaving: heartbeat not removed (it expires)", "err", err)
+		}
+		cancel()
+	}
+	n.closeConn()
+}
+
+func (n *Node) closeConn() {
+	if n.conn != nil {
+		n.conn.Close()
+	}
 	if n.ns != nil {
 		n.ns.Shutdown()
 		n.ns.WaitForShutdown()

@@ -121,3 +121,16 @@ func (r *Ring) Nodes() []Node {
 
 // VoiceKey is the placement key of a voice room.
 func VoiceKey(guild, channel uint64) uint64 { return mix(guild) ^ channel }
+
+// Has reports whether the view holds a node with this id.
+func (r *Ring) Has(id string) bool {
+	if r == nil {
+		return false
+	}
+	for _, n := range r.nodes {
+		if n.ID == id {
+			return true
+		}
+	}
+	return false
+}

@@ -84,6 +84,16 @@ const (
 	storeOpenTimeout = 30 * time.Second
 )
 
+// Errors of a node's configuration.
+var (
+	// ErrClusterNeedsPostgres: the nodes of a cluster share one store, and
+	// an embedded store cannot be shared.
+	ErrClusterNeedsPostgres = errors.New("--nats needs --postgres: the nodes of a cluster share one PostgreSQL store (an embedded store cannot be shared)")
+	// ErrClusterNotYet: membership works on an external NATS cluster, but
+	// guild calls and fan-out do not cross nodes yet (issue 10).
+	ErrClusterNotYet = errors.New("--nats: a node of a multi-node cluster does not forward guild calls to other nodes yet (issue 10); run one node on the embedded NATS")
+)
+
 // Node is a running Chorus node.
 type Node struct {
 	cfg     Config
@@ -132,6 +142,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if cfg.MaxConnsPerIP == 0 {
 		cfg.MaxConnsPerIP = signaling.DefaultMaxConnsPerIP
+	}
+	if cfg.NATS != "" {
+		if cfg.Postgres == "" {
+			return nil, ErrClusterNeedsPostgres
+		}
+		return nil, ErrClusterNotYet
 	}
 	if err := secureDataDir(cfg.DataDir); err != nil {
 		return nil, err

@@ -82,7 +82,13 @@ try {
     const audio = got.filter((f) => !(f.length === 3 && f[0] === 0xf8 && f[1] === 0xff && f[2] === 0xfe));
     if (audio.length !== sent.length) throw new Error(`${name}: received ${audio.length} frames, sent ${sent.length}`);
     for (let i = 0; i < sent.length; i++) {
-      if (!audio[i].equals(sent[i])) throw new Error(`${name}: frame ${i} differs`);
+      if (!audio[i].equals(sent[i])) {
+        // Say what arrived instead (a reorder, a repeat, a stranger) so a
+        // failure can be told apart from the next.
+        const at = sent.findIndex((f) => f.equals(audio[i]));
+        const around = audio.slice(Math.max(0, i - 2), i + 3).map((f) => sent.findIndex((s) => s.equals(f)));
+        throw new Error(`${name}: frame ${i} differs: it is sent frame ${at} (-1: none); received ${i - 2}..${i + 2} are sent ${around}`);
+      }
     }
     results[name] = audio.length;
   }

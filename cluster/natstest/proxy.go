@@ -1,0 +1,115 @@
+package natstest
+
+import (
+	"net"
+	"sync"
+	"testing"
+)
+
+// Proxy is a loopback TCP proxy in front of one server that a test can cut
+// and heal: while cut, nothing moves either way (the connections stay
+// open, as across a network partition); healed, what was held flows on.
+// It cuts one client off from NATS without touching the NATS cluster
+// itself (stopping a server could cost the whole cluster a JetStream
+// leader election).
+type Proxy struct {
+	// URL is what the client connects to.
+	URL string
+
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	cut   bool
+	heal  *sync.Cond
+	conns []net.Conn
+}
+
+// NewProxy starts a proxy to a nats:// URL's host:port; it stops with the test.
+func NewProxy(t testing.TB, url string) *Proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{URL: "nats://" + ln.Addr().String(), ln: ln, target: hostPort(url)}
+	p.heal = sync.NewCond(&p.mu)
+	go p.accept()
+	t.Cleanup(p.close)
+	return p
+}
+
+func hostPort(url string) string {
+	const scheme = "nats://"
+	if len(url) > len(scheme) && url[:len(scheme)] == scheme {
+		return url[len(scheme):]
+	}
+	return url
+}
+
+// Cut stops all traffic through the proxy.
+func (p *Proxy) Cut() {
+	p.mu.Lock()
+	p.cut = true
+	p.mu.Unlock()
+}
+
+// Heal lets traffic through again.
+func (p *Proxy) Heal() {
+	p.mu.Lock()
+	p.cut = false
+	p.heal.Broadcast()
+	p.mu.Unlock()
+}
+
+func (p *Proxy) accept() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		s, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, s)
+		p.mu.Unlock()
+		go p.pipe(c, s)
+		go p.pipe(s, c)
+	}
+}
+
+// pipe copies src to dst, holding each chunk while the proxy is cut.
+func (p *Proxy) pipe(dst, src net.Conn) {
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			for p.cut {
+				p.heal.Wait()
+			}
+			p.mu.Unlock()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return // EOF or a closed connection: close both sides
+		}
+	}
+}
+
+func (p *Proxy) close() {
+	p.ln.Close()
+	p.Heal()
+	p.mu.Lock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.mu.Unlock()
+}
