@@ -560,3 +560,6 @@ func (s *Static) ID() string { return s.id }
 
 // Ring returns the fixed ring.
 func (s *Static) Ring() *ring.Ring { return s.ring }
+
+// Changed returns nil: a static ring never changes.
+func (s *Static) Changed() <-chan struct{} { return nil }

@@ -239,7 +239,7 @@ func (a *actor) fanout(ev *Event, want func(*Sub) bool) {
 	}
 	for node, ids := range a.scratch {
 		if len(ids) > 0 {
-			a.r.sessions.Deliver(node, ev, ids)
+			a.r.deliver(node, ev, ids)
 		}
 	}
 }
@@ -247,7 +247,7 @@ func (a *actor) fanout(ev *Event, want func(*Sub) bool) {
 // toSub delivers an event to one session.
 func (a *actor) toSub(s *Sub, ev *Event) {
 	a.flush()
-	a.r.sessions.Deliver(s.Node, ev, []string{s.Session})
+	a.r.deliver(s.Node, ev, []string{s.Session})
 }
 
 // canSee reports whether a subscriber with intent may see an event in channel c.

@@ -39,6 +39,13 @@ func (r *Router) CreateGuild(ctx context.Context, name string, owner ID) (store.
 
 // CreateChannel adds a channel and announces CHANNEL_CREATE.
 func (r *Router) CreateChannel(ctx context.Context, c store.Channel) (Channel, error) {
+	return opCreateChannel.run(ctx, r, c.GuildID, c)
+}
+
+var opCreateChannel = defineOp("create_channel", (*Router).createChannel)
+
+// createChannel is CreateChannel on the guild's owner.
+func (r *Router) createChannel(ctx context.Context, c store.Channel) (Channel, error) {
 	if err := CheckLength("name", c.Name, 1, MaxName); err != nil {
 		return Channel{}, err
 	}
@@ -72,6 +79,13 @@ func (r *Router) CreateChannel(ctx context.Context, c store.Channel) (Channel, e
 
 // CreateRole adds a role and announces GUILD_ROLE_CREATE.
 func (r *Router) CreateRole(ctx context.Context, role store.Role) (Role, error) {
+	return opCreateRole.run(ctx, r, role.GuildID, role)
+}
+
+var opCreateRole = defineOp("create_role", (*Router).createRole)
+
+// createRole is CreateRole on the guild's owner.
+func (r *Router) createRole(ctx context.Context, role store.Role) (Role, error) {
 	if err := CheckLength("name", role.Name, 1, MaxName); err != nil {
 		return Role{}, err
 	}
@@ -101,6 +115,24 @@ func (r *Router) CreateRole(ctx context.Context, role store.Role) (Role, error) 
 // (roles, nick, server mute and deafen). It announces GUILD_MEMBER_ADD or
 // GUILD_MEMBER_UPDATE; a new member's live sessions then receive the guild.
 func (r *Router) PutMember(ctx context.Context, m store.Member) (Member, bool, error) {
+	out, err := opPutMember.run(ctx, r, m.GuildID, m)
+	return out.Member, out.Added, err
+}
+
+type putMemberResult struct {
+	Member Member
+	Added  bool
+}
+
+var opPutMember = defineOp("put_member", func(r *Router, ctx context.Context, q store.Member) (putMemberResult, error) {
+	var out putMemberResult
+	var err error
+	out.Member, out.Added, err = r.putMember(ctx, q)
+	return out, err
+})
+
+// putMember is PutMember on the guild's owner.
+func (r *Router) putMember(ctx context.Context, m store.Member) (Member, bool, error) {
 	u, err := r.store.GetUser(ctx, m.UserID)
 	if errors.Is(err, store.ErrNotFound) {
 		return Member{}, false, ErrUnknownUser
@@ -151,6 +183,21 @@ func (r *Router) PutMember(ctx context.Context, m store.Member) (Member, bool, e
 // others and GUILD_DELETE to the user's own sessions, which stop receiving
 // the guild's events.
 func (r *Router) RemoveMember(ctx context.Context, guild, user ID) error {
+	_, err := opRemoveMember.run(ctx, r, guild, removeMemberArgs{guild, user})
+	return err
+}
+
+type removeMemberArgs struct {
+	Guild ID
+	User  ID
+}
+
+var opRemoveMember = defineOp("remove_member", func(r *Router, ctx context.Context, q removeMemberArgs) (none, error) {
+	return none{}, r.removeMember(ctx, q.Guild, q.User)
+})
+
+// removeMember is RemoveMember on the guild's owner.
+func (r *Router) removeMember(ctx context.Context, guild, user ID) error {
 	return r.call(ctx, guild, func(a *actor) error {
 		m := a.members[user]
 		if m == nil {

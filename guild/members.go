@@ -30,6 +30,21 @@ const chunkSize = 1000
 // RequestMembers answers op 8 with GUILD_MEMBERS_CHUNK events delivered to
 // the requesting session: always at least one chunk, each echoing the nonce.
 func (r *Router) RequestMembers(ctx context.Context, guild ID, req MembersRequest) error {
+	_, err := opRequestMembers.run(ctx, r, guild, requestMembersArgs{guild, req})
+	return err
+}
+
+type requestMembersArgs struct {
+	Guild ID
+	Req   MembersRequest
+}
+
+var opRequestMembers = defineOp("request_members", func(r *Router, ctx context.Context, q requestMembersArgs) (none, error) {
+	return none{}, r.requestMembers(ctx, q.Guild, q.Req)
+})
+
+// requestMembers is RequestMembers on the guild's owner.
+func (r *Router) requestMembers(ctx context.Context, guild ID, req MembersRequest) error {
 	return r.call(ctx, guild, func(a *actor) error { a.requestMembers(req); return nil })
 }
 
@@ -128,6 +143,20 @@ type rateMeta struct {
 
 // GetGuild returns the guild object for a member.
 func (r *Router) GetGuild(ctx context.Context, guild, user ID) (Guild, error) {
+	return opGetGuild.run(ctx, r, guild, getGuildArgs{guild, user})
+}
+
+type getGuildArgs struct {
+	Guild ID
+	User  ID
+}
+
+var opGetGuild = defineOp("get_guild", func(r *Router, ctx context.Context, q getGuildArgs) (Guild, error) {
+	return r.getGuild(ctx, q.Guild, q.User)
+})
+
+// getGuild is GetGuild on the guild's owner.
+func (r *Router) getGuild(ctx context.Context, guild, user ID) (Guild, error) {
 	var g Guild
 	err := r.call(ctx, guild, func(a *actor) error {
 		if a.members[user] == nil {
@@ -142,6 +171,20 @@ func (r *Router) GetGuild(ctx context.Context, guild, user ID) (Guild, error) {
 
 // Channels lists a guild's channels for a member.
 func (r *Router) Channels(ctx context.Context, guild, user ID) ([]Channel, error) {
+	return opChannels.run(ctx, r, guild, channelsArgs{guild, user})
+}
+
+type channelsArgs struct {
+	Guild ID
+	User  ID
+}
+
+var opChannels = defineOp("channels", func(r *Router, ctx context.Context, q channelsArgs) ([]Channel, error) {
+	return r.channels(ctx, q.Guild, q.User)
+})
+
+// channels is Channels on the guild's owner.
+func (r *Router) channels(ctx context.Context, guild, user ID) ([]Channel, error) {
 	var out []Channel
 	err := r.call(ctx, guild, func(a *actor) error {
 		if a.members[user] == nil {
@@ -160,6 +203,24 @@ func (r *Router) Channels(ctx context.Context, guild, user ID) ([]Channel, error
 
 // Channel returns one channel the user can see.
 func (r *Router) Channel(ctx context.Context, channel, user ID) (Channel, error) {
+	guild, err := r.GuildOfChannel(ctx, channel)
+	if err != nil {
+		return Channel{}, err
+	}
+	return opChannel.run(ctx, r, guild, channelArgs{channel, user})
+}
+
+type channelArgs struct {
+	Channel ID
+	User    ID
+}
+
+var opChannel = defineOp("channel", func(r *Router, ctx context.Context, q channelArgs) (Channel, error) {
+	return r.channel(ctx, q.Channel, q.User)
+})
+
+// channel is Channel on the guild's owner.
+func (r *Router) channel(ctx context.Context, channel, user ID) (Channel, error) {
 	gid, err := r.GuildOfChannel(ctx, channel)
 	if err != nil {
 		return Channel{}, err
@@ -181,6 +242,22 @@ func (r *Router) Channel(ctx context.Context, channel, user ID) (Channel, error)
 
 // Members lists members by ascending user id after a given id (REST).
 func (r *Router) Members(ctx context.Context, guild, user, after ID, limit int) ([]Member, error) {
+	return opMembers.run(ctx, r, guild, membersArgs{guild, user, after, limit})
+}
+
+type membersArgs struct {
+	Guild ID
+	User  ID
+	After ID
+	Limit int
+}
+
+var opMembers = defineOp("members", func(r *Router, ctx context.Context, q membersArgs) ([]Member, error) {
+	return r.members(ctx, q.Guild, q.User, q.After, q.Limit)
+})
+
+// members is Members on the guild's owner.
+func (r *Router) members(ctx context.Context, guild, user, after ID, limit int) ([]Member, error) {
 	var out []Member
 	err := r.call(ctx, guild, func(a *actor) error {
 		if a.members[user] == nil {

@@ -21,7 +21,7 @@ type CreateMessage struct {
 	ChannelID    ID
 	AuthorID     ID
 	Content      string
-	Nonce        json.RawMessage // raw JSON string or integer, or nil
+	Nonce        json.RawMessage `json:",omitempty"` // raw JSON string or integer, or nil (omitted between nodes so nil stays nil)
 	EnforceNonce bool
 	TTS          bool
 }
@@ -48,6 +48,17 @@ func ValidNonce(n json.RawMessage) bool {
 // returns it. With EnforceNonce a repeat of an earlier nonce returns the
 // earlier message and creates nothing.
 func (r *Router) CreateMessage(ctx context.Context, req CreateMessage) (Message, error) {
+	guild, err := r.GuildOfChannel(ctx, req.ChannelID)
+	if err != nil {
+		return Message{}, err
+	}
+	return opCreateMessage.run(ctx, r, guild, req)
+}
+
+var opCreateMessage = defineOp("create_message", (*Router).createMessage)
+
+// createMessage is CreateMessage on the guild's owner.
+func (r *Router) createMessage(ctx context.Context, req CreateMessage) (Message, error) {
 	if req.Content == "" {
 		return Message{}, ErrEmptyMessage
 	}
@@ -148,6 +159,26 @@ func (a *actor) fanoutMessage(name string, c *store.Channel, obj Message) {
 
 // EditMessage changes the content of the author's own message.
 func (r *Router) EditMessage(ctx context.Context, channel, id, user ID, content string) (Message, error) {
+	guild, err := r.GuildOfChannel(ctx, channel)
+	if err != nil {
+		return Message{}, err
+	}
+	return opEditMessage.run(ctx, r, guild, editMessageArgs{channel, id, user, content})
+}
+
+type editMessageArgs struct {
+	Channel ID
+	ID      ID
+	User    ID
+	Content string
+}
+
+var opEditMessage = defineOp("edit_message", func(r *Router, ctx context.Context, q editMessageArgs) (Message, error) {
+	return r.editMessage(ctx, q.Channel, q.ID, q.User, q.Content)
+})
+
+// editMessage is EditMessage on the guild's owner.
+func (r *Router) editMessage(ctx context.Context, channel, id, user ID, content string) (Message, error) {
 	if utf8.RuneCountInString(content) > MaxContent {
 		return Message{}, InvalidForm("content", "BASE_TYPE_MAX_LENGTH", "Must be 2000 or fewer in length.")
 	}
@@ -186,6 +217,26 @@ func (r *Router) EditMessage(ctx context.Context, channel, id, user ID, content 
 // DeleteMessage deletes a message; its author or a member with
 // MANAGE_MESSAGES may.
 func (r *Router) DeleteMessage(ctx context.Context, channel, id, user ID) error {
+	guild, err := r.GuildOfChannel(ctx, channel)
+	if err != nil {
+		return err
+	}
+	_, err = opDeleteMessage.run(ctx, r, guild, deleteMessageArgs{channel, id, user})
+	return err
+}
+
+type deleteMessageArgs struct {
+	Channel ID
+	ID      ID
+	User    ID
+}
+
+var opDeleteMessage = defineOp("delete_message", func(r *Router, ctx context.Context, q deleteMessageArgs) (none, error) {
+	return none{}, r.deleteMessage(ctx, q.Channel, q.ID, q.User)
+})
+
+// deleteMessage is DeleteMessage on the guild's owner.
+func (r *Router) deleteMessage(ctx context.Context, channel, id, user ID) error {
 	return r.callChannel(ctx, channel, func(a *actor) error {
 		c, p, err := a.viewable(channel, user)
 		if err != nil {
@@ -214,6 +265,25 @@ func (r *Router) DeleteMessage(ctx context.Context, channel, id, user ID) error 
 // ListMessages returns a page of a channel's messages, newest first. Without
 // READ_MESSAGE_HISTORY the page is empty (gateway.md §18.7).
 func (r *Router) ListMessages(ctx context.Context, channel, user ID, p store.Page) ([]Message, error) {
+	guild, err := r.GuildOfChannel(ctx, channel)
+	if err != nil {
+		return nil, err
+	}
+	return opListMessages.run(ctx, r, guild, listMessagesArgs{channel, user, p})
+}
+
+type listMessagesArgs struct {
+	Channel ID
+	User    ID
+	P       store.Page
+}
+
+var opListMessages = defineOp("list_messages", func(r *Router, ctx context.Context, q listMessagesArgs) ([]Message, error) {
+	return r.listMessages(ctx, q.Channel, q.User, q.P)
+})
+
+// listMessages is ListMessages on the guild's owner.
+func (r *Router) listMessages(ctx context.Context, channel, user ID, p store.Page) ([]Message, error) {
 	gid, err := r.GuildOfChannel(ctx, channel)
 	if err != nil {
 		return nil, err
@@ -270,6 +340,25 @@ func (r *Router) GetMessage(ctx context.Context, channel, id, user ID) (Message,
 
 // Typing fans out TYPING_START for a user in a channel.
 func (r *Router) Typing(ctx context.Context, channel, user ID) error {
+	guild, err := r.GuildOfChannel(ctx, channel)
+	if err != nil {
+		return err
+	}
+	_, err = opTyping.run(ctx, r, guild, typingArgs{channel, user})
+	return err
+}
+
+type typingArgs struct {
+	Channel ID
+	User    ID
+}
+
+var opTyping = defineOp("typing", func(r *Router, ctx context.Context, q typingArgs) (none, error) {
+	return none{}, r.typing(ctx, q.Channel, q.User)
+})
+
+// typing is Typing on the guild's owner.
+func (r *Router) typing(ctx context.Context, channel, user ID) error {
 	return r.callChannel(ctx, channel, func(a *actor) error {
 		c, p, err := a.viewable(channel, user)
 		if err != nil {

@@ -42,6 +42,22 @@ func (a *actor) reevaluateVoice(user ID) {
 // announces GUILD_ROLE_UPDATE and applies the new permissions to everyone
 // in voice.
 func (r *Router) UpdateRole(ctx context.Context, guild, role ID, name *string, perms *uint64) (Role, error) {
+	return opUpdateRole.run(ctx, r, guild, updateRoleArgs{guild, role, name, perms})
+}
+
+type updateRoleArgs struct {
+	Guild ID
+	Role  ID
+	Name  *string
+	Perms *uint64
+}
+
+var opUpdateRole = defineOp("update_role", func(r *Router, ctx context.Context, q updateRoleArgs) (Role, error) {
+	return r.updateRole(ctx, q.Guild, q.Role, q.Name, q.Perms)
+})
+
+// updateRole is UpdateRole on the guild's owner.
+func (r *Router) updateRole(ctx context.Context, guild, role ID, name *string, perms *uint64) (Role, error) {
 	if name != nil {
 		if err := CheckLength("name", *name, 1, MaxName); err != nil {
 			return Role{}, err
@@ -80,6 +96,24 @@ func (r *Router) UpdateRole(ctx context.Context, guild, role ID, name *string, p
 // (type 0) or member (type 1), announces CHANNEL_UPDATE to those who can
 // see the channel afterwards and applies it to everyone in voice.
 func (r *Router) SetOverwrite(ctx context.Context, channel ID, o store.Overwrite) (Channel, error) {
+	guild, err := r.GuildOfChannel(ctx, channel)
+	if err != nil {
+		return Channel{}, err
+	}
+	return opSetOverwrite.run(ctx, r, guild, setOverwriteArgs{channel, o})
+}
+
+type setOverwriteArgs struct {
+	Channel ID
+	O       store.Overwrite
+}
+
+var opSetOverwrite = defineOp("set_overwrite", func(r *Router, ctx context.Context, q setOverwriteArgs) (Channel, error) {
+	return r.setOverwrite(ctx, q.Channel, q.O)
+})
+
+// setOverwrite is SetOverwrite on the guild's owner.
+func (r *Router) setOverwrite(ctx context.Context, channel ID, o store.Overwrite) (Channel, error) {
 	var out Channel
 	err := r.callChannel(ctx, channel, func(a *actor) error {
 		c := a.channels[channel]

@@ -34,6 +34,9 @@ type Config struct {
 type Placement interface {
 	Ring() *ring.Ring
 	ID() string
+	// Changed returns a channel closed at the ring's next change (nil:
+	// it never changes).
+	Changed() <-chan struct{}
 }
 
 // Sessions is the node's table of gateway sessions as the guild layer
@@ -66,11 +69,14 @@ type Deps struct {
 	// VOICE_SERVER_UPDATE.
 	Voice VoiceHost
 	IDs   *snowflake.Generator
+	// Peers reaches the cluster's other nodes; nil on a node that is
+	// alone (cluster.Static), where every guild is local.
+	Peers Peers
 }
 
 // Router finds the actor that owns a guild: a ring lookup, then a local call
-// (or, once the cluster issue lands, a request to the owning node). Callers
-// use its typed methods and never see where the guild lives.
+// or a request to the owning node (remote.go). Callers use its typed
+// methods and never see where the guild lives.
 type Router struct {
 	cfg      Config
 	place    Placement
@@ -78,6 +84,12 @@ type Router struct {
 	sessions Sessions
 	voice    VoiceHost
 	ids      *snowflake.Generator
+	peers    Peers
+	out      outbox
+	served   chan struct{} // calls from other nodes running now
+	stats    routerStats
+	stop     chan struct{}
+	stopOnce sync.Once
 
 	mu          sync.Mutex
 	slots       map[ID]*slot
@@ -100,8 +112,23 @@ func NewRouter(cfg Config, d Deps) *Router {
 	if cfg.IdleAfter == 0 {
 		cfg.IdleAfter = 10 * time.Minute
 	}
-	return &Router{cfg: cfg, place: d.Placement, store: d.Store, sessions: d.Sessions, voice: d.Voice, ids: d.IDs,
-		slots: map[ID]*slot{}}
+	r := &Router{cfg: cfg, place: d.Placement, store: d.Store, sessions: d.Sessions, voice: d.Voice, ids: d.IDs,
+		peers: d.Peers, served: make(chan struct{}, maxServedCalls), stop: make(chan struct{}), slots: map[ID]*slot{}}
+	r.out = outbox{r: r, nodes: map[string]*queue{}}
+	return r
+}
+
+// Close stops the router's senders to other nodes.
+func (r *Router) Close() { r.stopOnce.Do(func() { close(r.stop) }) }
+
+// routerStats counts the router's traffic with other nodes.
+type routerStats struct {
+	callsSent, callsServed atomic.Uint64
+	movedSent, movedSeen   atomic.Uint64
+	batchesSent            atomic.Uint64
+	batchesReceived        atomic.Uint64
+	batchDropped           atomic.Uint64
+	batchMalformed         atomic.Uint64
 }
 
 // Store returns the store the router reads and writes.
@@ -220,6 +247,15 @@ func (r *Router) Loaded() int {
 func (r *Router) WriteMetrics(w io.Writer) {
 	fmt.Fprintf(w, "chorus_guild_actors %d\n", r.Loaded())
 	fmt.Fprintf(w, "chorus_guild_actors_retired_total %d\n", r.Retired())
+	st := &r.stats
+	fmt.Fprintf(w, "chorus_cluster_calls_sent_total %d\n", st.callsSent.Load())
+	fmt.Fprintf(w, "chorus_cluster_calls_served_total %d\n", st.callsServed.Load())
+	fmt.Fprintf(w, "chorus_cluster_moved_answers_total{dir=\"sent\"} %d\n", st.movedSent.Load())
+	fmt.Fprintf(w, "chorus_cluster_moved_answers_total{dir=\"received\"} %d\n", st.movedSeen.Load())
+	fmt.Fprintf(w, "chorus_cluster_batches_total{dir=\"sent\"} %d\n", st.batchesSent.Load())
+	fmt.Fprintf(w, "chorus_cluster_batches_total{dir=\"received\"} %d\n", st.batchesReceived.Load())
+	fmt.Fprintf(w, "chorus_cluster_batch_drops_total %d\n", st.batchDropped.Load())
+	fmt.Fprintf(w, "chorus_cluster_batches_malformed_total %d\n", st.batchMalformed.Load())
 }
 
 // GuildOfChannel returns the guild a channel belongs to.
@@ -243,6 +279,21 @@ func (r *Router) GuildOfChannel(ctx context.Context, channel ID) (ID, error) {
 // A burst of subscriptions (every session of a restarted node identifying
 // again) waits for mailbox space instead of failing.
 func (r *Router) Subscribe(ctx context.Context, guild ID, s Sub) error {
+	_, err := opSubscribe.run(ctx, r, guild, subscribeArgs{guild, s})
+	return err
+}
+
+type subscribeArgs struct {
+	Guild ID
+	S     Sub
+}
+
+var opSubscribe = defineOp("subscribe", func(r *Router, ctx context.Context, q subscribeArgs) (none, error) {
+	return none{}, r.subscribe(ctx, q.Guild, q.S)
+})
+
+// subscribe is Subscribe on the guild's owner.
+func (r *Router) subscribe(ctx context.Context, guild ID, s Sub) error {
 	return r.send(ctx, guild, func(a *actor, reply func(error)) { reply(a.subscribe(&s)) }, true)
 }
 
@@ -253,7 +304,7 @@ func (r *Router) Subscribe(ctx context.Context, guild ID, s Sub) error {
 func (r *Router) subscribeJoined(ctx context.Context, guild, user ID) {
 	for _, sub := range r.sessions.Joined(guild, user) {
 		if err := r.Subscribe(ctx, guild, sub); err != nil {
-			r.sessions.Deliver(sub.Node, NewEvent(protocol.EventGuildDelete,
+			r.deliver(sub.Node, NewEvent(protocol.EventGuildDelete,
 				protocol.UnavailableGuild{ID: guild, Unavailable: true}), []string{sub.Session})
 		}
 	}
@@ -261,10 +312,42 @@ func (r *Router) subscribeJoined(ctx context.Context, guild, user ID) {
 
 // Unsubscribe removes a session from a guild.
 func (r *Router) Unsubscribe(ctx context.Context, guild ID, session string) error {
+	_, err := opUnsubscribe.run(ctx, r, guild, unsubscribeArgs{guild, session})
+	return err
+}
+
+type unsubscribeArgs struct {
+	Guild   ID
+	Session string
+}
+
+var opUnsubscribe = defineOp("unsubscribe", func(r *Router, ctx context.Context, q unsubscribeArgs) (none, error) {
+	return none{}, r.unsubscribe(ctx, q.Guild, q.Session)
+})
+
+// unsubscribe is Unsubscribe on the guild's owner.
+func (r *Router) unsubscribe(ctx context.Context, guild ID, session string) error {
 	return r.call(ctx, guild, func(a *actor) error { a.unsubscribe(session); return nil })
 }
 
 // UpdatePresence sets a user's presence in a guild (gateway op 3).
 func (r *Router) UpdatePresence(ctx context.Context, guild, user ID, status string, acts []Activity) error {
+	_, err := opUpdatePresence.run(ctx, r, guild, updatePresenceArgs{guild, user, status, acts})
+	return err
+}
+
+type updatePresenceArgs struct {
+	Guild  ID
+	User   ID
+	Status string
+	Acts   []Activity
+}
+
+var opUpdatePresence = defineOp("update_presence", func(r *Router, ctx context.Context, q updatePresenceArgs) (none, error) {
+	return none{}, r.updatePresence(ctx, q.Guild, q.User, q.Status, q.Acts)
+})
+
+// updatePresence is UpdatePresence on the guild's owner.
+func (r *Router) updatePresence(ctx context.Context, guild, user ID, status string, acts []Activity) error {
 	return r.call(ctx, guild, func(a *actor) error { a.setPresence(user, status, acts); return nil })
 }

@@ -75,6 +75,21 @@ func (a *actor) voiceObject(v *VoiceState, withGuild bool) voiceStateObject {
 // join or move, VOICE_SERVER_UPDATE (clients.md §3). A join the user may
 // not make (no CONNECT, channel full) produces neither, as on Discord.
 func (r *Router) UpdateVoiceState(ctx context.Context, guild ID, u VoiceUpdate) error {
+	_, err := opUpdateVoiceState.run(ctx, r, guild, updateVoiceStateArgs{guild, u})
+	return err
+}
+
+type updateVoiceStateArgs struct {
+	Guild ID
+	U     VoiceUpdate
+}
+
+var opUpdateVoiceState = defineOp("update_voice_state", func(r *Router, ctx context.Context, q updateVoiceStateArgs) (none, error) {
+	return none{}, r.updateVoiceState(ctx, q.Guild, q.U)
+})
+
+// updateVoiceState is UpdateVoiceState on the guild's owner.
+func (r *Router) updateVoiceState(ctx context.Context, guild ID, u VoiceUpdate) error {
 	return r.call(ctx, guild, func(a *actor) error { a.updateVoice(u); return nil })
 }
 
@@ -160,6 +175,24 @@ func (a *actor) notifyVoice(v *VoiceState) {
 // server mute and deafen (MUTE_MEMBERS, DEAFEN_MEMBERS) and nick. The SFU
 // enforces mute and deafen at once (VoiceHost.VoiceChanged).
 func (r *Router) ModifyMember(ctx context.Context, guild, actorUser, user ID, mute, deaf *bool, nick *string) (Member, error) {
+	return opModifyMember.run(ctx, r, guild, modifyMemberArgs{guild, actorUser, user, mute, deaf, nick})
+}
+
+type modifyMemberArgs struct {
+	Guild     ID
+	ActorUser ID
+	User      ID
+	Mute      *bool
+	Deaf      *bool
+	Nick      *string
+}
+
+var opModifyMember = defineOp("modify_member", func(r *Router, ctx context.Context, q modifyMemberArgs) (Member, error) {
+	return r.modifyMember(ctx, q.Guild, q.ActorUser, q.User, q.Mute, q.Deaf, q.Nick)
+})
+
+// modifyMember is ModifyMember on the guild's owner.
+func (r *Router) modifyMember(ctx context.Context, guild, actorUser, user ID, mute, deaf *bool, nick *string) (Member, error) {
 	if nick != nil && *nick != "" {
 		if err := CheckLength("nick", *nick, 1, MaxNick); err != nil {
 			return Member{}, err

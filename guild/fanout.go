@@ -1,0 +1,205 @@
+package guild
+
+import (
+	"encoding/binary"
+	"errors"
+	"sync"
+)
+
+// Events for sessions on other nodes leave in batches: one bus message per
+// destination node per flush, never one per session or per event
+// (DESIGN.md "Cluster": Discord's manifold; unbatched bursts over NATS drop
+// messages). Each destination has a queue and a sender goroutine; events
+// queued while a batch is on its way leave together in the next one, so a
+// quiet node adds no delay and a busy one coalesces. One sender per
+// destination keeps the order the guild actors produced; the receiver
+// delivers a batch's events in order.
+
+// maxBatch bounds one batch's bytes (NATS's default max_payload is 1 MiB).
+const maxBatch = 512 << 10
+
+// maxQueued bounds what waits for one destination; past it events for
+// that node are dropped and counted (its sessions then miss them, as a
+// slow session does, and resume from their logs or reconnect).
+const maxQueued = 64 << 20
+
+// outbox holds the queues to other nodes.
+type outbox struct {
+	r     *Router
+	mu    sync.Mutex
+	nodes map[string]*queue
+}
+
+type queue struct {
+	mu      sync.Mutex
+	batches [][]byte // full batches first, the open one last
+	size    int
+	wake    chan struct{}
+}
+
+// deliver sends ev to sessions on node: straight to this node's sessions,
+// or into node's queue.
+func (r *Router) deliver(node string, ev *Event, sessions []string) {
+	if r.peers == nil || node == r.place.ID() {
+		r.sessions.Deliver(node, ev, sessions)
+		return
+	}
+	r.out.add(node, ev, sessions)
+}
+
+func (o *outbox) add(node string, ev *Event, sessions []string) {
+	o.mu.Lock()
+	q := o.nodes[node]
+	if q == nil {
+		q = &queue{wake: make(chan struct{}, 1)}
+		o.nodes[node] = q
+		go o.send(node, q)
+	}
+	o.mu.Unlock()
+	q.mu.Lock()
+	for len(sessions) > 0 {
+		// As many sessions as fit one batch with the event.
+		n, size := 0, itemSize(ev, nil)
+		for n < len(sessions) && n < 1<<16-1 && (n == 0 || size+2+len(sessions[n]) <= maxBatch) {
+			size += 2 + len(sessions[n])
+			n++
+		}
+		if q.size+size > maxQueued {
+			q.mu.Unlock()
+			o.r.stats.batchDropped.Add(uint64(len(sessions)))
+			return
+		}
+		last := len(q.batches) - 1
+		if last < 0 || len(q.batches[last])+size > maxBatch {
+			q.batches = append(q.batches, make([]byte, 0, min(max(size, 4096), maxBatch)))
+			last++
+		}
+		q.batches[last] = appendItem(q.batches[last], ev, sessions[:n])
+		q.size += size
+		sessions = sessions[n:]
+	}
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// send is node's sender: it takes every batch queued and sends each.
+func (o *outbox) send(node string, q *queue) {
+	for {
+		select {
+		case <-q.wake:
+		case <-o.r.stop:
+			return
+		}
+		for {
+			q.mu.Lock()
+			if len(q.batches) == 0 {
+				q.mu.Unlock()
+				break
+			}
+			b := q.batches[0]
+			q.batches = q.batches[1:]
+			q.size -= len(b)
+			q.mu.Unlock()
+			if err := o.r.peers.Send(node, b); err != nil {
+				o.r.stats.batchDropped.Add(1)
+				continue
+			}
+			o.r.stats.batchesSent.Add(1)
+		}
+	}
+}
+
+// ServeBatch delivers a batch from another node to this node's sessions,
+// in order.
+func (r *Router) ServeBatch(b []byte) error {
+	r.stats.batchesReceived.Add(1)
+	var sessions []string
+	for len(b) > 0 {
+		var ev *Event
+		var err error
+		ev, sessions, b, err = readItem(b, sessions[:0])
+		if err != nil {
+			r.stats.batchMalformed.Add(1)
+			return err
+		}
+		r.sessions.Deliver(r.place.ID(), ev, sessions)
+	}
+	return nil
+}
+
+// A batch is a sequence of items, each:
+//
+//	u16 name length, name, u32 data length, data,
+//	u16 session count, then per session u16 length and the id.
+//
+// All integers big-endian. appendItem and readItem are the codec, with no
+// I/O (fuzzed in fanout_test.go).
+
+func itemSize(ev *Event, sessions []string) int {
+	n := 2 + len(ev.Name) + 4 + len(ev.Data) + 2
+	for _, s := range sessions {
+		n += 2 + len(s)
+	}
+	return n
+}
+
+func appendItem(b []byte, ev *Event, sessions []string) []byte {
+	b = binary.BigEndian.AppendUint16(b, uint16(len(ev.Name)))
+	b = append(b, ev.Name...)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(ev.Data)))
+	b = append(b, ev.Data...)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(sessions)))
+	for _, s := range sessions {
+		b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
+		b = append(b, s...)
+	}
+	return b
+}
+
+var errMalformedBatch = errors.New("guild: malformed event batch")
+
+// readItem decodes the first item of b; the event's data aliases b.
+func readItem(b []byte, sessions []string) (*Event, []string, []byte, error) {
+	name, b, ok := readBytes(b, 2)
+	if !ok {
+		return nil, nil, nil, errMalformedBatch
+	}
+	data, b, ok := readBytes(b, 4)
+	if !ok {
+		return nil, nil, nil, errMalformedBatch
+	}
+	if len(b) < 2 {
+		return nil, nil, nil, errMalformedBatch
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	for i := 0; i < n; i++ {
+		var s []byte
+		if s, b, ok = readBytes(b, 2); !ok {
+			return nil, nil, nil, errMalformedBatch
+		}
+		sessions = append(sessions, string(s))
+	}
+	return &Event{Name: string(name), Data: data}, sessions, b, nil
+}
+
+// readBytes reads a length-prefixed field (prefix of 2 or 4 bytes).
+func readBytes(b []byte, prefix int) (field, rest []byte, ok bool) {
+	if len(b) < prefix {
+		return nil, nil, false
+	}
+	var n uint64
+	if prefix == 2 {
+		n = uint64(binary.BigEndian.Uint16(b))
+	} else {
+		n = uint64(binary.BigEndian.Uint32(b))
+	}
+	b = b[prefix:]
+	if uint64(len(b)) < n {
+		return nil, nil, false
+	}
+	return b[:n:n], b[n:], true
+}
