@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -96,9 +97,12 @@ type Node struct {
 	// a fence; the node serves again once its watch has seen it, so its
 	// view is at least as new as that moment.
 	unfenceSeq uint64
-	ring       *ring.Ring // what Ring returns
+	seen       uint64        // the newest revision the watch delivered
+	poke       chan struct{} // asks the watch to consider a proposal
+	ring       *ring.Ring    // what Ring returns
 	changed    chan struct{}
 	fence      *time.Timer
+	subs       []*nats.Subscription // Serve's
 
 	stop      chan struct{}
 	stopWatch context.CancelFunc
@@ -109,9 +113,10 @@ type Node struct {
 // within JoinTimeout.
 var ErrNotJoined = errors.New("cluster: the ring did not include this node in time")
 
-// Start joins the cluster: it connects to NATS (starting the embedded server
-// without NATSURLs), renews the node's heartbeat, and returns once the ring
-// includes the node.
+// Start connects the node to the cluster: to NATS (starting the embedded
+// server without NATSURLs) and to the membership bucket, whose ring it
+// follows from then on. The node becomes a member, placed on the ring, in
+// Serve, once the layers above can answer other nodes.
 func Start(cfg Config) (*Node, error) {
 	if cfg.NodeID == "" {
 		return nil, errors.New("cluster: empty node id")
@@ -142,12 +147,13 @@ func Start(cfg Config) (*Node, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{cfg: cfg, started: time.Now(), log: cfg.Logger, live: map[string]Member{},
-		changed: make(chan struct{}), stop: make(chan struct{}), fenced: true, ring: ring.New(0, nil)}
+		changed: make(chan struct{}), stop: make(chan struct{}), poke: make(chan struct{}, 1), fenced: true,
+		ring: ring.New(0, nil)}
 	if err := n.connect(); err != nil {
 		return nil, err
 	}
-	if err := n.join(); err != nil {
-		n.closeConn()
+	if err := n.observe(); err != nil {
+		n.Close()
 		return nil, err
 	}
 	return n, nil
@@ -204,10 +210,8 @@ func (n *Node) connect() error {
 	return nil
 }
 
-// join creates the membership bucket, publishes the first heartbeat,
-// starts the watch and the heartbeat loop, and waits until the ring holds
-// this node.
-func (n *Node) join() error {
+// observe creates (or finds) the membership bucket and starts following it.
+func (n *Node) observe() error {
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.JoinTimeout)
 	defer cancel()
 	replicas := n.cfg.Replicas
@@ -228,24 +232,31 @@ func (n *Node) join() error {
 		return err
 	}
 	n.kv = kv
-	seq, err := n.beat(ctx)
-	if err != nil {
-		return fmt.Errorf("cluster: first heartbeat: %w", err)
-	}
-	n.mu.Lock()
-	n.unfenceSeq = seq // serve once the watch has seen this heartbeat
-	n.mu.Unlock()
 	wctx, stopWatch := context.WithCancel(context.Background())
 	n.stopWatch = stopWatch
 	w, err := kv.WatchAll(wctx)
 	if err != nil {
 		return fmt.Errorf("cluster: watch membership: %w", err)
 	}
+	n.wg.Add(1)
+	go n.watch(w)
+	return nil
+}
+
+// join makes the node a member: its first heartbeat, the heartbeat loop
+// and the fence, then a wait until the ring holds it.
+func (n *Node) join() error {
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.JoinTimeout)
+	defer cancel()
+	seq, err := n.beat(ctx)
+	if err != nil {
+		return fmt.Errorf("cluster: first heartbeat: %w", err)
+	}
 	n.mu.Lock()
+	n.renewedLocked(seq)
 	n.fence = time.AfterFunc(n.cfg.FenceAfter, n.fenceSelf)
 	n.mu.Unlock()
-	n.wg.Add(2)
-	go n.watch(w)
+	n.wg.Add(1)
 	go n.heartbeats()
 	for {
 		n.mu.Lock()
@@ -258,7 +269,6 @@ func (n *Node) join() error {
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			n.Close()
 			return fmt.Errorf("%w (%v)", ErrNotJoined, n.cfg.JoinTimeout)
 		}
 	}
@@ -301,10 +311,27 @@ func (n *Node) heartbeats() {
 		}
 		n.mu.Lock()
 		n.fence.Reset(n.cfg.FenceAfter)
-		if n.fenced && n.unfenceSeq == 0 {
-			n.unfenceSeq = seq
-		}
+		n.renewedLocked(seq)
 		n.mu.Unlock()
+	}
+}
+
+// renewedLocked notes an acknowledged heartbeat at revision seq. A fenced
+// node serves again once its watch has seen seq (at once if it has): its
+// view is then at least as new as the renewal.
+func (n *Node) renewedLocked(seq uint64) {
+	if !n.fenced || n.unfenceSeq != 0 {
+		return
+	}
+	if n.seen < seq {
+		n.unfenceSeq = seq
+		return
+	}
+	n.fenced = false
+	n.publishLocked()
+	select {
+	case n.poke <- struct{}{}: // the watch may have a ring to propose
+	default:
 	}
 }
 
@@ -342,6 +369,11 @@ func (n *Node) watch(w jetstream.KeyWatcher) {
 			w.Stop()
 			return
 		case e, ok = <-w.Updates():
+		case <-n.poke:
+			if synced {
+				n.propose()
+			}
+			continue
 		}
 		if !ok {
 			w.Stop()
@@ -412,6 +444,7 @@ func (n *Node) apply(e jetstream.KeyValueEntry) {
 		n.ring = ring.New(n.viewRev, n.view)
 		n.publishLocked()
 	}
+	n.seen = max(n.seen, e.Revision())
 	if n.fenced && n.unfenceSeq != 0 && e.Revision() >= n.unfenceSeq {
 		n.fenced, n.unfenceSeq = false, 0
 		n.publishLocked()
@@ -522,7 +555,7 @@ func (n *Node) Close() {
 	}
 	n.mu.Unlock()
 	n.wg.Wait()
-	if n.kv != nil {
+	if n.kv != nil && n.fence != nil { // a member: say goodbye
 		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.HeartbeatEvery)
 		if err := n.kv.Delete(ctx, memberKey+n.cfg.NodeID); err != nil {
 			n.log.Warn("cluster: leaving: heartbeat not removed (it expires)", "err", err)
@@ -563,3 +596,19 @@ func (s *Static) Ring() *ring.Ring { return s.ring }
 
 // Changed returns nil: a static ring never changes.
 func (s *Static) Changed() <-chan struct{} { return nil }
+
+// WriteMetrics writes the node's view of the cluster in the Prometheus text
+// format.
+func (n *Node) WriteMetrics(w io.Writer) {
+	n.mu.Lock()
+	rev, members, fenced, inRing := n.viewRev, len(n.live), n.fenced, len(n.view)
+	n.mu.Unlock()
+	fmt.Fprintf(w, "chorus_cluster_ring_revision %d\n", rev)
+	fmt.Fprintf(w, "chorus_cluster_ring_nodes %d\n", inRing)
+	fmt.Fprintf(w, "chorus_cluster_members_seen %d\n", members)
+	f := 0
+	if fenced {
+		f = 1
+	}
+	fmt.Fprintf(w, "chorus_cluster_fenced %d\n", f)
+}

@@ -8,7 +8,7 @@ import (
 )
 
 func TestEmbeddedNodeRoundTrip(t *testing.T) {
-	n, err := Start(Config{NodeID: "n1", Roles: ring.RoleAll, DataDir: t.TempDir(), Addr: "127.0.0.1:1"})
+	n, err := member(Config{NodeID: "n1", Roles: ring.RoleAll, DataDir: t.TempDir(), Addr: "127.0.0.1:1"})
 	if err != nil {
 		t.Fatal(err)
 	}

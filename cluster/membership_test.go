@@ -1,7 +1,9 @@
 package cluster
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -67,6 +69,22 @@ func testConfig(id, urls string) Config {
 		JoinTimeout: 20 * time.Second}
 }
 
+// noHandlers serves nothing: membership tests need no bus.
+var noHandlers = Handlers{Call: func([]byte) []byte { return nil }, Batch: func([]byte) error { return nil }}
+
+// member starts a node and makes it a member.
+func member(cfg Config) (*Node, error) {
+	n, err := Start(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.Serve(noHandlers); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
 // waitRing waits until n's ring holds exactly ids and returns it.
 func waitRing(t *testing.T, n *Node, ids ...string) *ring.Ring {
 	t.Helper()
@@ -106,7 +124,7 @@ func TestMembershipOnNATSCluster(t *testing.T) {
 	nc := natstest.Start(t, 3)
 	var nodes []*Node
 	for i, id := range []string{"a", "b", "c"} {
-		n, err := Start(testConfig(id, nc.Servers[i].URL))
+		n, err := member(testConfig(id, nc.Servers[i].URL))
 		if err != nil {
 			t.Fatalf("start %s: %v", id, err)
 		}
@@ -153,7 +171,7 @@ func TestMembershipOnNATSCluster(t *testing.T) {
 	}
 
 	// c comes back under the same id and is placed again.
-	c, err := Start(testConfig("c", nc.Servers[2].URL))
+	c, err := member(testConfig("c", nc.Servers[2].URL))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,13 +194,13 @@ func TestMembershipOnNATSCluster(t *testing.T) {
 // renews, catches up with the current view and is placed again.
 func TestSelfFenceBeforeExpiry(t *testing.T) {
 	nc := natstest.Start(t, 3)
-	a, err := Start(testConfig("a", nc.Servers[0].URL))
+	a, err := member(testConfig("a", nc.Servers[0].URL))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
 	link := natstest.NewProxy(t, nc.Servers[1].URL)
-	b, err := Start(testConfig("b", link.URL))
+	b, err := member(testConfig("b", link.URL))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,5 +238,62 @@ func TestRefusesBadConfig(t *testing.T) {
 	}
 	if _, err := Start(Config{NodeID: "a", NATSURLs: "nats://127.0.0.1:1"}); err == nil {
 		t.Fatal("joined a NATS that is not there")
+	}
+}
+
+// The bus between two nodes of a real NATS cluster: calls are answered,
+// batches arrive in the order sent, a call to a node that is not there
+// fails at once.
+func TestBus(t *testing.T) {
+	nc := natstest.Start(t, 3)
+	a, err := member(testConfig("a", nc.Servers[0].URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Start(testConfig("b", nc.Servers[2].URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	const n = 2000
+	got := make(chan string, n)
+	err = b.Serve(Handlers{
+		Call:  func(req []byte) []byte { return append([]byte("re: "), req...) },
+		Batch: func(batch []byte) error { got <- string(batch); return nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Serve(noHandlers); !errors.Is(err, ErrServing) {
+		t.Fatalf("second Serve: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rep, err := a.Call(ctx, "b", []byte("hello"))
+	if err != nil || string(rep) != "re: hello" {
+		t.Fatalf("call: %q %v", rep, err)
+	}
+	for i := 0; i < n; i++ {
+		if err := a.Send("b", []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < n; i++ {
+		select {
+		case s := <-got:
+			if s != fmt.Sprint(i) {
+				t.Fatalf("batch %d arrived as %s", i, s)
+			}
+		case <-ctx.Done():
+			t.Fatalf("%d of %d batches arrived", i, n)
+		}
+	}
+	start := time.Now()
+	if _, err := a.Call(ctx, "nobody", []byte("x")); err == nil {
+		t.Fatal("a call to no node was answered")
+	}
+	if time.Since(start) > time.Second {
+		t.Fatal("a call to no node waited for its deadline instead of failing at once")
 	}
 }

@@ -40,6 +40,8 @@ type actor struct {
 	// lock; retire takes it to find the mailbox empty and set retired.
 	gate    sync.RWMutex
 	retired bool
+	// quit is closed when the ring moved the guild to another node.
+	quit chan struct{}
 
 	pending []pendingMessage // messages waiting for the group commit
 	writes  []store.Message  // the batch being written, reused
@@ -72,7 +74,7 @@ func (r *Router) load(ctx context.Context, id ID) (*actor, error) {
 		channels: map[ID]*store.Channel{}, roles: map[ID]*store.Role{}, members: map[ID]*store.Member{},
 		users: map[ID]*store.User{}, presence: map[ID]*Presence{}, subs: map[string]*Sub{},
 		userSubs: map[ID]int{}, voice: map[ID]*VoiceState{}, perms: map[[2]ID]uint64{}, lastFullReq: map[ID]time.Time{},
-		mbox: make(chan func(*actor), r.cfg.Mailbox), scratch: map[string][]string{}}
+		mbox: make(chan func(*actor), r.cfg.Mailbox), scratch: map[string][]string{}, quit: make(chan struct{})}
 	cs, err := r.store.ListChannels(ctx, id)
 	if err != nil {
 		return nil, err
@@ -155,6 +157,19 @@ func (a *actor) run() {
 			}
 			busy = false
 			continue
+		case <-a.quit:
+			// Moved away: what was accepted before is answered, then the
+			// actor ends (the new owner loads the guild from the store).
+			for {
+				select {
+				case fn := <-a.mbox:
+					fn(a)
+					continue
+				default:
+				}
+				a.flush()
+				return
+			}
 		}
 		// Group commit: while messages wait to be written, run what else is
 		// already in the mailbox (a bounded number), so that the messages

@@ -115,8 +115,66 @@ func NewRouter(cfg Config, d Deps) *Router {
 	r := &Router{cfg: cfg, place: d.Placement, store: d.Store, sessions: d.Sessions, voice: d.Voice, ids: d.IDs,
 		peers: d.Peers, served: make(chan struct{}, maxServedCalls), stop: make(chan struct{}), slots: map[ID]*slot{}}
 	r.out = outbox{r: r, nodes: map[string]*queue{}}
+	if ch := r.place.Changed(); ch != nil {
+		go r.follow(ch)
+	}
 	return r
 }
+
+// follow drops the actors of guilds the ring moved to other nodes, at each
+// change of the ring, until the router closes.
+func (r *Router) follow(ch <-chan struct{}) {
+	for {
+		select {
+		case <-ch:
+		case <-r.stop:
+			return
+		}
+		ch = r.place.Changed()
+		r.dropMoved()
+	}
+}
+
+// dropMoved retires every actor whose guild this node no longer owns: new
+// calls find the new owner; calls already in its mailbox are answered.
+func (r *Router) dropMoved() {
+	view, me := r.place.Ring(), r.place.ID()
+	var gone []*actor
+	r.mu.Lock()
+	for id, s := range r.slots {
+		if owner, ok := view.Owner(ring.RoleGuild, uint64(id)); ok && owner.ID == me {
+			continue
+		}
+		select {
+		case <-s.ready:
+		default:
+			continue // still loading; its first call finds it moved
+		}
+		if s.a != nil {
+			gone = append(gone, s.a)
+		}
+		delete(r.slots, id)
+	}
+	r.mu.Unlock()
+	for _, a := range gone {
+		a.gate.Lock()
+		a.retired = true
+		a.gate.Unlock()
+		close(a.quit)
+		r.stats.moves.Add(1)
+	}
+}
+
+// Owner names the node that owns a guild in the current ring ("" when
+// none does: the ring is empty or this node is fenced).
+func (r *Router) Owner(guild ID) string {
+	n, _ := r.place.Ring().Owner(ring.RoleGuild, uint64(guild))
+	return n.ID
+}
+
+// Changed returns a channel closed at the ring's next change (nil when it
+// never changes).
+func (r *Router) Changed() <-chan struct{} { return r.place.Changed() }
 
 // Close stops the router's senders to other nodes.
 func (r *Router) Close() { r.stopOnce.Do(func() { close(r.stop) }) }
@@ -129,6 +187,7 @@ type routerStats struct {
 	batchesReceived        atomic.Uint64
 	batchDropped           atomic.Uint64
 	batchMalformed         atomic.Uint64
+	moves                  atomic.Uint64 // guilds this node stopped serving
 }
 
 // Store returns the store the router reads and writes.
@@ -256,6 +315,7 @@ func (r *Router) WriteMetrics(w io.Writer) {
 	fmt.Fprintf(w, "chorus_cluster_batches_total{dir=\"received\"} %d\n", st.batchesReceived.Load())
 	fmt.Fprintf(w, "chorus_cluster_batch_drops_total %d\n", st.batchDropped.Load())
 	fmt.Fprintf(w, "chorus_cluster_batches_malformed_total %d\n", st.batchMalformed.Load())
+	fmt.Fprintf(w, "chorus_cluster_guilds_moved_away_total %d\n", st.moves.Load())
 }
 
 // GuildOfChannel returns the guild a channel belongs to.

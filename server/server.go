@@ -89,9 +89,6 @@ var (
 	// ErrClusterNeedsPostgres: the nodes of a cluster share one store, and
 	// an embedded store cannot be shared.
 	ErrClusterNeedsPostgres = errors.New("--nats needs --postgres: the nodes of a cluster share one PostgreSQL store (an embedded store cannot be shared)")
-	// ErrClusterNotYet: membership works on an external NATS cluster, but
-	// guild calls and fan-out do not cross nodes yet (issue 10).
-	ErrClusterNotYet = errors.New("--nats: a node of a multi-node cluster does not forward guild calls to other nodes yet (issue 10); run one node on the embedded NATS")
 )
 
 // Node is a running Chorus node.
@@ -143,11 +140,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.MaxConnsPerIP == 0 {
 		cfg.MaxConnsPerIP = signaling.DefaultMaxConnsPerIP
 	}
-	if cfg.NATS != "" {
-		if cfg.Postgres == "" {
-			return nil, ErrClusterNeedsPostgres
-		}
-		return nil, ErrClusterNotYet
+	if cfg.NATS != "" && cfg.Postgres == "" {
+		return nil, ErrClusterNeedsPostgres
 	}
 	if err := secureDataDir(cfg.DataDir); err != nil {
 		return nil, err
@@ -195,7 +189,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 
 	n.cluster, err = cluster.Start(cluster.Config{NodeID: cfg.NodeID, Roles: ring.RoleAll, Addr: n.HTTPSAddr,
-		DataDir: cfg.DataDir, NATSURLs: cfg.NATS})
+		HTTP: n.HTTPAddr, DataDir: cfg.DataDir, NATSURLs: cfg.NATS, Logger: cfg.Logger, Load: n.load})
 	if err != nil {
 		httpLn.Close()
 		if httpsLn != nil {
@@ -239,7 +233,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	hub := signaling.NewHub(gcfg, metrics)
-	deps := guild.Deps{Placement: n.cluster, Store: st, Sessions: hub, IDs: n.ids}
+	deps := guild.Deps{Placement: n.cluster, Store: st, Sessions: hub, IDs: n.ids, Peers: n.cluster}
 	sources := []signaling.MetricsWriter{metrics, hub}
 	if n.voice != nil {
 		deps.Voice = n.voice // left nil (no interface holding a nil pointer) when voice is off
@@ -249,7 +243,18 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	edge := signaling.Deps{Store: st, Signer: n.signer, Router: n.router, Hub: hub, Metrics: metrics}
 	n.gateway = signaling.NewGateway(gcfg, edge)
 	api := signaling.NewAPI(gcfg, edge, n.ids, n.revoke)
-	handler := signaling.Handler(n.gateway, api, signaling.NewOps(append(sources, n.router)...))
+	handler := signaling.Handler(n.gateway, api, signaling.NewOps(append(sources, n.router, n.cluster)...))
+	// The node joins the ring only now, when it can answer other nodes.
+	if err := n.cluster.Serve(cluster.Handlers{Call: n.router.ServeCall, Batch: n.router.ServeBatch}); err != nil {
+		httpLn.Close()
+		if httpsLn != nil {
+			httpsLn.Close()
+		}
+		if voiceLn != nil {
+			voiceLn.Close()
+		}
+		return nil, err
+	}
 
 	n.serve(httpLn, handler, nil)
 	if httpsLn != nil {
@@ -260,6 +265,18 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	ok = true
 	return n, nil
+}
+
+// load is what the node reports of its work in each heartbeat.
+func (n *Node) load() cluster.Load {
+	var l cluster.Load
+	if n.gateway != nil {
+		l.Sessions = n.gateway.Hub().Len()
+	}
+	if n.router != nil {
+		l.Guilds = n.router.Loaded()
+	}
+	return l
 }
 
 // revoke ends the voice connections and then the gateway sessions of a
@@ -361,6 +378,9 @@ func (n *Node) close() error {
 	}
 	if n.udp != nil {
 		n.udp.Close()
+	}
+	if n.router != nil {
+		n.router.Close()
 	}
 	if n.cluster != nil {
 		n.cluster.Close()

@@ -45,6 +45,7 @@ var restErrors = []struct {
 	{guild.ErrNotTextChannel, http.StatusBadRequest, apiError{Code: 50008, Message: "Cannot send messages in a non-text channel"}},
 	{guild.ErrOverloaded, http.StatusServiceUnavailable, apiError{Code: 130000, Message: "API resource is currently overloaded. Try again a little later."}},
 	{guild.ErrNotOwner, http.StatusServiceUnavailable, apiError{Code: 0, Message: "guild is not served by this node"}},
+	{guild.ErrUnavailable, http.StatusServiceUnavailable, apiError{Code: 0, Message: "503: Service Unavailable (the guild is moving between nodes; retry)"}},
 	{context.DeadlineExceeded, http.StatusServiceUnavailable, apiError{Code: 0, Message: "timed out"}},
 	{context.Canceled, http.StatusServiceUnavailable, apiError{Code: 0, Message: "timed out"}},
 	{errStoreUnavailable, http.StatusServiceUnavailable, apiError{Code: 0, Message: "503: Service Unavailable"}},

@@ -36,7 +36,7 @@ func TestErrorResponse(t *testing.T) {
 	for _, err := range []error{guild.ErrUnknownGuild, guild.ErrUnknownChannel, guild.ErrUnknownMember,
 		guild.ErrUnknownMessage, guild.ErrUnknownRole, guild.ErrUnknownUser, guild.ErrMissingAccess,
 		guild.ErrMissingPermissions, guild.ErrNotAuthor, guild.ErrEmptyMessage, guild.ErrNotTextChannel,
-		guild.ErrOverloaded, guild.ErrNotOwner} {
+		guild.ErrOverloaded, guild.ErrNotOwner, guild.ErrUnavailable} {
 		if status, _ := errorResponse(err); status == 500 {
 			t.Errorf("%v has no row in restErrors", err)
 		}

@@ -132,6 +132,9 @@ type Gateway struct {
 	conns   map[*conn]struct{}
 	closing bool
 	running sync.WaitGroup
+
+	owners owners        // moves.go
+	done   chan struct{} // closed at Shutdown
 }
 
 // NewGateway returns a gateway.
@@ -139,7 +142,7 @@ func NewGateway(cfg Config, d Deps) *Gateway {
 	cfg.setDefaults()
 	d.setDefaults(cfg)
 	g := &Gateway{cfg: cfg, router: d.Router, store: d.Store, tokens: tokens{d.Signer, d.Store}, metrics: d.Metrics,
-		hub: d.Hub, limits: newLimiter(), conns: map[*conn]struct{}{}}
+		hub: d.Hub, limits: newLimiter(), conns: map[*conn]struct{}{}, done: make(chan struct{})}
 	g.ep = endpoint{name: "main", heartbeatTimeout: heartbeatTimeout(cfg.HeartbeatInterval),
 		identifyTimeout: cfg.IdentifyTimeout, writeTimeout: cfg.WriteTimeout, payloadsPerMinute: cfg.PayloadsPerMinute,
 		closeNoIdentify: protocol.CloseNotAuthenticated, closeZombie: protocol.CloseUnknownError,
@@ -148,6 +151,7 @@ func NewGateway(cfg Config, d Deps) *Gateway {
 		metrics: d.Metrics, logger: cfg.Logger}
 	g.ep.init()
 	g.hello = protocol.Hello(int(cfg.HeartbeatInterval / time.Millisecond))
+	go g.followRing()
 	return g
 }
 
@@ -468,6 +472,7 @@ func (g *Gateway) subscribe(ctx context.Context, s *Session, gid guild.ID) {
 }
 
 func (g *Gateway) trySubscribe(ctx context.Context, s *Session, gid guild.ID) error {
+	g.owners.note(g.router, gid)
 	return g.router.Subscribe(ctx, gid, s.sub(g.cfg.NodeID))
 }
 
@@ -577,6 +582,9 @@ func (g *Gateway) Revoke(user guild.ID) {
 // connection has ended; at ctx's end the rest are cut.
 func (g *Gateway) Shutdown(ctx context.Context) {
 	g.connsMu.Lock()
+	if !g.closing {
+		close(g.done)
+	}
 	g.closing = true
 	conns := make([]*conn, 0, len(g.conns))
 	for c := range g.conns {

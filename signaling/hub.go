@@ -120,6 +120,17 @@ func (h *Hub) userSessions(user guild.ID) []*Session {
 	return out
 }
 
+// all returns every session of the node.
+func (h *Hub) all() []*Session {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	out := make([]*Session, 0, len(h.sessions))
+	for _, s := range h.sessions {
+		out = append(out, s)
+	}
+	return out
+}
+
 // Len returns the number of sessions, connected or waiting for a resume.
 func (h *Hub) Len() int {
 	h.mu.RLock()

@@ -33,7 +33,10 @@ type Metrics struct {
 	// Panics counts panics recovered on a connection's goroutines: each
 	// ended that connection only, and logged its stack.
 	Panics atomic.Uint64
-	closes closeCounts
+	// Resubscribed counts session subscriptions moved to a guild's new
+	// owner after a ring change.
+	Resubscribed atomic.Uint64
+	closes       closeCounts
 }
 
 // closeCounts counts close codes: the websocket codes 1000–1015 and the
@@ -95,6 +98,7 @@ func (m *Metrics) WriteMetrics(w io.Writer) {
 	fmt.Fprintf(w, "chorus_gateway_deliveries_total %d\n", m.Deliveries.Load())
 	fmt.Fprintf(w, "chorus_gateway_slow_consumers_total %d\n", m.SlowConsumers.Load())
 	fmt.Fprintf(w, "chorus_gateway_identifies_total %d\n", m.Identifies.Load())
+	fmt.Fprintf(w, "chorus_gateway_resubscriptions_total %d\n", m.Resubscribed.Load())
 	fmt.Fprintf(w, "chorus_gateway_resumes_total %d\n", m.Resumes.Load())
 	fmt.Fprintf(w, "chorus_gateway_resume_failures_total %d\n", m.ResumeFailed.Load())
 	fmt.Fprintf(w, "chorus_gateway_op_failures_total %d\n", m.OpFailures.Load())

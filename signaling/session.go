@@ -40,6 +40,13 @@ func (s *Session) inGuild(id guild.ID) bool {
 	return false
 }
 
+// guildList returns a copy of the session's guilds.
+func (s *Session) guildList() []guild.ID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.guilds)
+}
+
 // sub is the session's subscription to a guild's events, as node's.
 func (s *Session) sub(node string) guild.Sub {
 	s.mu.Lock()
