@@ -102,6 +102,7 @@ func (r *Router) load(ctx context.Context, id ID) (*actor, error) {
 		a.members[m.UserID] = m
 		a.users[m.UserID] = &u
 	}
+	a.adopt(r.subscribers(ctx, id))
 	return a, nil
 }
 
@@ -343,15 +344,23 @@ func (a *actor) guildCreate(s *Sub) *Event {
 // setPresence records a user's presence and tells subscribers with the
 // GUILD_PRESENCES intent when it changed.
 func (a *actor) setPresence(user ID, status string, acts []Activity) {
+	if p := a.recordPresence(user, status, acts); p != nil {
+		a.fanout(NewEvent(protocol.EventPresenceUpdate, p), func(s *Sub) bool { return s.Intents&protocol.IntentGuildPresences != 0 })
+	}
+}
+
+// recordPresence sets a member's presence and returns it, or nil when
+// nothing changed that anyone must hear of.
+func (a *actor) recordPresence(user ID, status string, acts []Activity) *Presence {
 	if a.members[user] == nil {
-		return
+		return nil
 	}
 	if status == "" || status == "invisible" {
 		status = "offline"
 	}
 	old := a.presence[user]
 	if old == nil && status == "offline" {
-		return
+		return nil
 	}
 	if acts == nil {
 		acts = []Activity{}
@@ -365,19 +374,38 @@ func (a *actor) setPresence(user ID, status string, acts []Activity) {
 	} else {
 		delete(a.presence, user)
 	}
-	ev := NewEvent(protocol.EventPresenceUpdate, p)
-	a.fanout(ev, func(s *Sub) bool { return s.Intents&protocol.IntentGuildPresences != 0 })
+	return p
+}
+
+// adopt takes over subscriptions made with the guild's previous owner (or
+// this node's previous actor of it): the sessions have had their
+// GUILD_CREATE, so they are added quietly, with their presences.
+func (a *actor) adopt(subs []Sub) {
+	for i := range subs {
+		s := &subs[i]
+		if a.members[s.User] == nil || a.subs[s.Session] != nil {
+			continue
+		}
+		a.subs[s.Session] = s
+		a.userSubs[s.User]++
+		if a.presence[s.User] == nil {
+			a.recordPresence(s.User, s.Status, s.Activities)
+		}
+	}
 }
 
 func (a *actor) subscribe(s *Sub) error {
 	if a.members[s.User] == nil {
 		return ErrMissingAccess
 	}
-	if old := a.subs[s.Session]; old == nil {
+	old := a.subs[s.Session]
+	if old == nil {
 		a.userSubs[s.User]++
 	}
 	a.subs[s.Session] = s
-	if s.Intents&protocol.IntentGuilds != 0 {
+	// A session registering again (its gateway moving it after a ring
+	// change) has the guild already: no second GUILD_CREATE.
+	if old == nil && s.Intents&protocol.IntentGuilds != 0 {
 		a.toSub(s, a.guildCreate(s))
 	}
 	if a.presence[s.User] == nil || a.presence[s.User].Status != s.Status {

@@ -135,11 +135,14 @@ var errUnreachable = errors.New("guild: owner unreachable")
 
 // callRequest and callReply are the wire form of a call between nodes.
 type callRequest struct {
-	Op    string          `json:"op"`
-	Guild ID              `json:"guild"`
-	Rev   uint64          `json:"rev"`
-	TTL   int64           `json:"ttl_ms"` // the caller's remaining deadline
-	Body  json.RawMessage `json:"body"`
+	Op string `json:"op"`
+	// Direct calls are for the node itself, not for a guild's owner: no
+	// ownership check.
+	Direct bool            `json:"direct,omitempty"`
+	Guild  ID              `json:"guild"`
+	Rev    uint64          `json:"rev"`
+	TTL    int64           `json:"ttl_ms"` // the caller's remaining deadline
+	Body   json.RawMessage `json:"body"`
 }
 
 type callReply struct {
@@ -150,13 +153,18 @@ type callReply struct {
 }
 
 func (r *Router) callRemote(ctx context.Context, node, name string, guild ID, rev uint64, body []byte) ([]byte, error) {
+	return r.callNode(ctx, node, callRequest{Op: name, Guild: guild, Rev: rev, Body: body})
+}
+
+func (r *Router) callNode(ctx context.Context, node string, call callRequest) ([]byte, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, callTimeout)
 		defer cancel()
 	}
 	dl, _ := ctx.Deadline()
-	req, err := json.Marshal(callRequest{Op: name, Guild: guild, Rev: rev, TTL: time.Until(dl).Milliseconds(), Body: body})
+	call.TTL = time.Until(dl).Milliseconds()
+	req, err := json.Marshal(call)
 	if err != nil {
 		return nil, err
 	}
@@ -224,6 +232,9 @@ func (r *Router) ServeCall(data []byte) []byte {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), ttl)
 	defer cancel()
+	if req.Direct {
+		return encodeReply(fn(ctx, r, req.Body))
+	}
 	// The caller placed the guild with a view this node may not have seen
 	// yet (it joined a moment ago): wait for it rather than answer from an
 	// older one.
@@ -241,6 +252,61 @@ func (r *Router) ServeCall(data []byte) []byte {
 		err = errMoved
 	}
 	return encodeReply(out, err)
+}
+
+// adoptTimeout bounds a new owner's wait for the other nodes' lists of
+// subscribers when it loads a guild.
+const adoptTimeout = 2 * time.Second
+
+// opSubscribers answers, on every node, which of its sessions subscribed
+// to a guild (a direct call: a new owner asks each gateway node).
+var opSubscribers = defineOp("subscribers", func(r *Router, _ context.Context, guild ID) ([]Sub, error) {
+	return r.sessions.Subscribers(guild), nil
+})
+
+// subscribers gathers the subscriptions to guild that sessions on every
+// gateway node made before, for the owner loading it to adopt: the guild
+// moves between nodes and its sessions keep receiving its events, with no
+// window in which the new owner delivers to nobody. A node that does not
+// answer in time keeps its sessions' subscriptions to re-register itself
+// (its ring sweep).
+func (r *Router) subscribers(ctx context.Context, guild ID) []Sub {
+	subs := r.sessions.Subscribers(guild)
+	if r.peers == nil {
+		return subs
+	}
+	body, _ := json.Marshal(guild) // a snowflake: cannot fail
+	ctx, cancel := context.WithTimeout(ctx, adoptTimeout)
+	defer cancel()
+	type answer struct {
+		subs []Sub
+		err  error
+	}
+	var asked int
+	answers := make(chan answer)
+	for _, n := range r.place.Ring().Nodes() {
+		if n.ID == r.place.ID() || n.Roles&ring.RoleGateway == 0 {
+			continue
+		}
+		asked++
+		go func(node string) {
+			out, err := r.callNode(ctx, node, callRequest{Op: opSubscribers.name, Guild: guild, Direct: true, Body: body})
+			var got []Sub
+			if err == nil {
+				err = json.Unmarshal(out, &got)
+			}
+			answers <- answer{got, err}
+		}(n.ID)
+	}
+	for i := 0; i < asked; i++ {
+		a := <-answers
+		if a.err != nil {
+			r.stats.adoptFailed.Add(1)
+			continue
+		}
+		subs = append(subs, a.subs...)
+	}
+	return subs
 }
 
 // wireErrors names the errors that cross nodes as themselves, so the edge

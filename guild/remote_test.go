@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -360,4 +361,44 @@ func FuzzReadItem(f *testing.F) {
 			b = rest
 		}
 	})
+}
+
+// When the owner dies, the node that takes the guild over adopts the
+// subscriptions the sessions made with the old owner: they keep receiving
+// the guild's events with no second GUILD_CREATE.
+func TestNewOwnerAdoptsSubscriptions(t *testing.T) {
+	p := newPair(t)
+	sub := Sub{Node: "a", Session: "s1", User: p.owner.ID, Intents: protocol.IntentGuilds | protocol.IntentGuildMessages, Status: "online"}
+	if err := p.a.Subscribe(p.ctx, p.gB.ID, sub); err != nil {
+		t.Fatal(err)
+	}
+	p.ra.mu.Lock()
+	p.ra.subs = map[ID][]Sub{p.gB.ID: {sub}} // what a's hub records
+	p.ra.mu.Unlock()
+	// b dies; the ring drops it.
+	p.net.mu.Lock()
+	delete(p.net.routers, "b")
+	p.net.mu.Unlock()
+	onlyA := ring.New(6, []ring.Node{{ID: "a", Roles: ring.RoleAll}})
+	p.va.set(onlyA)
+	p.vb.set(onlyA)
+	m, err := p.a.CreateMessage(p.ctx, CreateMessage{ChannelID: p.chB.ID, AuthorID: p.owner.ID, Content: "after"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := p.ra.events("s1", protocol.EventMessageCreate)
+	if len(got) != 1 || !strings.Contains(string(got[0].Data), m.ID.String()) {
+		t.Fatalf("the session on a got %d messages after the move", len(got))
+	}
+	if n := len(p.ra.events("s1", protocol.EventGuildCreate)); n != 1 {
+		t.Fatalf("%d GUILD_CREATEs, want the first one only", n)
+	}
+	// Registering again with the new owner (the gateway's ring sweep) is
+	// quiet too.
+	if err := p.a.Subscribe(p.ctx, p.gB.ID, sub); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(p.ra.events("s1", protocol.EventGuildCreate)); n != 1 {
+		t.Fatalf("%d GUILD_CREATEs after re-registering", n)
+	}
 }

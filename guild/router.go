@@ -47,6 +47,10 @@ type Sessions interface {
 	// Joined records that user became a member of guild and returns the
 	// subscriptions of that user's live sessions that carry it (by shard).
 	Joined(guild, user ID) []Sub
+	// Subscribers returns the subscriptions to guild that this node's
+	// sessions made before (and got GUILD_CREATE for), for an owner that
+	// loads the guild to adopt.
+	Subscribers(guild ID) []Sub
 }
 
 // VoiceHost is the node's voice side. VoiceServer places a voice room and
@@ -188,6 +192,7 @@ type routerStats struct {
 	batchDropped           atomic.Uint64
 	batchMalformed         atomic.Uint64
 	moves                  atomic.Uint64 // guilds this node stopped serving
+	adoptFailed            atomic.Uint64 // nodes that did not list their subscribers
 }
 
 // Store returns the store the router reads and writes.
@@ -316,6 +321,7 @@ func (r *Router) WriteMetrics(w io.Writer) {
 	fmt.Fprintf(w, "chorus_cluster_batch_drops_total %d\n", st.batchDropped.Load())
 	fmt.Fprintf(w, "chorus_cluster_batches_malformed_total %d\n", st.batchMalformed.Load())
 	fmt.Fprintf(w, "chorus_cluster_guilds_moved_away_total %d\n", st.moves.Load())
+	fmt.Fprintf(w, "chorus_cluster_adopt_failures_total %d\n", st.adoptFailed.Load())
 }
 
 // GuildOfChannel returns the guild a channel belongs to.

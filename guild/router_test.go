@@ -19,6 +19,8 @@ import (
 type recorder struct {
 	mu  sync.Mutex
 	got map[string][]*Event
+	// subs is what Subscribers answers, by guild.
+	subs map[ID][]Sub
 }
 
 func (r *recorder) Deliver(_ string, ev *Event, sessions []string) {
@@ -31,6 +33,13 @@ func (r *recorder) Deliver(_ string, ev *Event, sessions []string) {
 
 // Joined: the recorder stands for a node without live sessions.
 func (r *recorder) Joined(guild, user ID) []Sub { return nil }
+
+// Subscribers answers what the test put in subs.
+func (r *recorder) Subscribers(guild ID) []Sub {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Sub(nil), r.subs[guild]...)
+}
 
 func (r *recorder) events(session, name string) []*Event {
 	r.mu.Lock()

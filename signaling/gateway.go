@@ -473,7 +473,11 @@ func (g *Gateway) subscribe(ctx context.Context, s *Session, gid guild.ID) {
 
 func (g *Gateway) trySubscribe(ctx context.Context, s *Session, gid guild.ID) error {
 	g.owners.note(g.router, gid)
-	return g.router.Subscribe(ctx, gid, s.sub(g.cfg.NodeID))
+	if err := g.router.Subscribe(ctx, gid, s.sub(g.cfg.NodeID)); err != nil {
+		return err
+	}
+	g.hub.subscribed(s, gid)
+	return nil
 }
 
 // resubscribe retries a failed subscription with backoff (1 s doubling to

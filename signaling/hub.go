@@ -20,6 +20,9 @@ type Hub struct {
 	mu       sync.RWMutex
 	sessions map[string]*Session
 	byUser   map[guild.ID]map[*Session]struct{}
+	// byGuild holds the sessions whose subscription to a guild succeeded
+	// (they had its GUILD_CREATE), for a guild's new owner to adopt.
+	byGuild map[guild.ID]map[*Session]struct{}
 }
 
 // NewHub returns an empty session table for the node cfg names, with
@@ -31,16 +34,18 @@ func NewHub(cfg Config, m *Metrics) *Hub {
 
 func newHub(node string, limit logLimit, m *Metrics) *Hub {
 	return &Hub{node: node, limit: limit, metrics: m, sessions: map[string]*Session{},
-		byUser: map[guild.ID]map[*Session]struct{}{}}
+		byUser: map[guild.ID]map[*Session]struct{}{}, byGuild: map[guild.ID]map[*Session]struct{}{}}
 }
 
 // Joined adds a guild a user just joined to that user's sessions whose
-// shard carries it and returns their subscriptions (guild.Sessions).
+// shard carries it and returns their subscriptions (guild.Sessions). The
+// router subscribes them at once; they count as subscribed from here.
 func (h *Hub) Joined(gid, user guild.ID) []guild.Sub {
 	var subs []guild.Sub
 	for _, s := range h.userSessions(user) {
 		if s.join(gid) {
 			subs = append(subs, s.sub(h.node))
+			h.subscribed(s, gid)
 		}
 	}
 	return subs
@@ -92,9 +97,48 @@ func (h *Hub) add(s *Session) {
 	h.mu.Unlock()
 }
 
+// subscribed records that s's subscription to gid succeeded.
+func (h *Hub) subscribed(s *Session, gid guild.ID) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.sessions[s.id] != s {
+		return // ended meanwhile
+	}
+	m := h.byGuild[gid]
+	if m == nil {
+		m = map[*Session]struct{}{}
+		h.byGuild[gid] = m
+	}
+	m[s] = struct{}{}
+}
+
+// Subscribers returns the subscriptions this node's sessions made to gid
+// (guild.Sessions).
+func (h *Hub) Subscribers(gid guild.ID) []guild.Sub {
+	h.mu.RLock()
+	ss := make([]*Session, 0, len(h.byGuild[gid]))
+	for s := range h.byGuild[gid] {
+		ss = append(ss, s)
+	}
+	h.mu.RUnlock()
+	subs := make([]guild.Sub, 0, len(ss))
+	for _, s := range ss {
+		subs = append(subs, s.sub(h.node))
+	}
+	return subs
+}
+
 func (h *Hub) remove(s *Session) {
 	h.mu.Lock()
 	delete(h.sessions, s.id)
+	for _, gid := range s.guildList() {
+		if m := h.byGuild[gid]; m != nil {
+			delete(m, s)
+			if len(m) == 0 {
+				delete(h.byGuild, gid)
+			}
+		}
+	}
 	if m := h.byUser[s.user.ID]; m != nil {
 		delete(m, s)
 		if len(m) == 0 {
