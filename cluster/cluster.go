@@ -102,9 +102,15 @@ type Node struct {
 	ring       *ring.Ring    // what Ring returns
 	changed    chan struct{}
 	fence      *time.Timer
+	// renewed is when the newest acknowledged heartbeat was sent. The
+	// fence timer may fire late (the process was stopped, the machine
+	// starved), so Ring and each renewal also check the time themselves.
+	renewed time.Time
 	subs       []*nats.Subscription // Serve's
 
 	stop      chan struct{}
+	leave     chan struct{} // closed by Leave: the heartbeats stop
+	beating   chan struct{} // closed when the heartbeats have stopped
 	stopWatch context.CancelFunc
 	wg        sync.WaitGroup
 }
@@ -147,7 +153,7 @@ func Start(cfg Config) (*Node, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{cfg: cfg, started: time.Now(), log: cfg.Logger, live: map[string]Member{},
-		changed: make(chan struct{}), stop: make(chan struct{}), poke: make(chan struct{}, 1), fenced: true,
+		changed: make(chan struct{}), stop: make(chan struct{}), leave: make(chan struct{}), poke: make(chan struct{}, 1), fenced: true,
 		ring: ring.New(0, nil)}
 	if err := n.connect(); err != nil {
 		return nil, err
@@ -248,14 +254,17 @@ func (n *Node) observe() error {
 func (n *Node) join() error {
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.JoinTimeout)
 	defer cancel()
+	sent := time.Now()
 	seq, err := n.beat(ctx)
 	if err != nil {
 		return fmt.Errorf("cluster: first heartbeat: %w", err)
 	}
 	n.mu.Lock()
+	n.renewed = sent
 	n.renewedLocked(seq)
 	n.fence = time.AfterFunc(n.cfg.FenceAfter, n.fenceSelf)
 	n.mu.Unlock()
+	n.beating = make(chan struct{})
 	n.wg.Add(1)
 	go n.heartbeats()
 	for {
@@ -294,15 +303,19 @@ func (n *Node) beat(ctx context.Context) (uint64, error) {
 // acknowledged renewal pushes the self-fence back by FenceAfter.
 func (n *Node) heartbeats() {
 	defer n.wg.Done()
+	defer close(n.beating)
 	t := time.NewTicker(n.cfg.HeartbeatEvery)
 	defer t.Stop()
 	for {
 		select {
 		case <-n.stop:
 			return
+		case <-n.leave:
+			return
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.HeartbeatEvery)
+		sent := time.Now()
 		seq, err := n.beat(ctx)
 		cancel()
 		if err != nil {
@@ -310,7 +323,12 @@ func (n *Node) heartbeats() {
 			continue
 		}
 		n.mu.Lock()
-		n.fence.Reset(n.cfg.FenceAfter)
+		// A renewal after a lapse (the process was stopped past its
+		// fence time) fences first: the view may be stale, and the node
+		// serves again only once its watch has caught up past this renewal.
+		n.lapsedLocked(time.Now())
+		n.renewed = sent
+		n.fence.Reset(n.cfg.FenceAfter - time.Since(sent))
 		n.renewedLocked(seq)
 		n.mu.Unlock()
 	}
@@ -346,12 +364,29 @@ func (n *Node) fenceSelf() {
 		return
 	default:
 	}
+	n.fenceLocked()
+}
+
+func (n *Node) fenceLocked() {
 	if n.fenced && n.unfenceSeq == 0 {
 		return
 	}
 	n.log.Warn("cluster membership not renewed: fencing this node", "after", n.cfg.FenceAfter)
 	n.fenced, n.unfenceSeq = true, 0
 	n.publishLocked()
+}
+
+// lapsedLocked fences the node if its newest renewal is older than
+// FenceAfter at now, whether or not the fence timer has run yet.
+func (n *Node) lapsedLocked(now time.Time) {
+	select {
+	case <-n.stop:
+		return // closing: the node leaves, it does not fence
+	default:
+	}
+	if !n.renewed.IsZero() && now.Sub(n.renewed) > n.cfg.FenceAfter {
+		n.fenceLocked()
+	}
 }
 
 // watch follows the bucket: heartbeats and their expiry markers update the
@@ -504,6 +539,7 @@ func (n *Node) ID() string { return n.cfg.NodeID }
 func (n *Node) Ring() *ring.Ring {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.lapsedLocked(time.Now())
 	return n.ring
 }
 
@@ -532,6 +568,58 @@ func (n *Node) Fenced() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.fenced
+}
+
+// Leave hands the node's share of the ring to the others before it stops
+// (issue 10: a node stopped with SIGTERM hands its guilds over first and
+// nothing is unavailable). It stops renewing, deletes its heartbeat, and
+// returns once the ring it follows no longer names it, or ctx ends. Until
+// then the node serves as before: calls placed with the old ring are
+// answered here, and those placed with the new one go to the new owners,
+// which claim each guild as they load it (store.Claim), so a write of this
+// node still in flight commits before the claim or not at all.
+//
+// The node's fence timer still runs: if the new ring does not come within
+// FenceAfter, the node fences itself as a silent node would. Close follows.
+func (n *Node) Leave(ctx context.Context) error {
+	n.mu.Lock()
+	if n.beating == nil { // never joined
+		n.mu.Unlock()
+		return nil
+	}
+	select {
+	case <-n.leave:
+	default:
+		close(n.leave)
+	}
+	n.mu.Unlock()
+	select { // a renewal in flight must not put the key back after the delete
+	case <-n.beating:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if err := n.kv.Delete(ctx, memberKey+n.cfg.NodeID); err != nil {
+		return fmt.Errorf("cluster: leaving: %w", err)
+	}
+	for {
+		n.mu.Lock()
+		ch, in, others := n.changed, false, false
+		for _, v := range n.view {
+			in = in || v.ID == n.cfg.NodeID
+		}
+		for id := range n.live {
+			others = others || id != n.cfg.NodeID
+		}
+		n.mu.Unlock()
+		if !in || !others {
+			return nil // handed over, or nobody to hand over to
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("cluster: leaving: the ring still names this node: %w", ctx.Err())
+		}
+	}
 }
 
 // Conn returns the node's NATS connection.

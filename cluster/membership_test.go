@@ -180,12 +180,30 @@ func TestMembershipOnNATSCluster(t *testing.T) {
 	if r.Revision <= ra.Revision {
 		t.Fatalf("rejoin at revision %d, not after %d", r.Revision, ra.Revision)
 	}
-	// A node that leaves cleanly is gone at once, not after its TTL.
+	// A node that leaves cleanly is gone at once, not after its TTL: Leave
+	// returns once c's own ring no longer names it.
 	left := time.Now()
-	c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), nodes[0].cfg.TTL)
+	defer cancel()
+	if err := c.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c.Ring().Has("c") {
+		t.Fatal("Leave returned with c still on its ring")
+	}
 	waitRing(t, nodes[0], "a", "b")
 	if d := time.Since(left); d > nodes[0].cfg.TTL {
 		t.Fatalf("a clean leave took %v to reach the ring (TTL %v)", d, nodes[0].cfg.TTL)
+	}
+	c.Close()
+
+	// The last member leaves at once: there is nobody to hand over to.
+	for _, n := range nodes[1:2] {
+		n.Close()
+	}
+	waitRing(t, nodes[0], "a")
+	if err := nodes[0].Leave(ctx); err != nil {
+		t.Fatalf("the last member's Leave: %v", err)
 	}
 }
 

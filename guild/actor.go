@@ -20,6 +20,9 @@ const storeWriteTimeout = 30 * time.Second
 type actor struct {
 	r     *Router
 	guild store.Guild
+	// epoch is this node's claim on the guild in the store, made when the
+	// actor loaded it; every write is fenced with it (store/fence.go).
+	epoch uint64
 
 	channels map[ID]*store.Channel
 	roles    map[ID]*store.Role
@@ -63,14 +66,23 @@ type pendingMessage struct {
 const maxGroupCommit = 256
 
 func (r *Router) load(ctx context.Context, id ID) (*actor, error) {
-	g, err := r.store.GetGuild(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, ErrUnknownGuild
+	if _, err := r.store.GetGuild(ctx, id); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, ErrUnknownGuild // and no claim recorded for an unknown id
+		}
+		return nil, err
 	}
+	// Claim, then read: whatever an earlier owner wrote before this claim
+	// is read below, and nothing it tries to write after it lands.
+	epoch, err := r.store.Claim(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	a := &actor{r: r, guild: g,
+	g, err := r.store.GetGuild(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	a := &actor{r: r, guild: g, epoch: epoch,
 		channels: map[ID]*store.Channel{}, roles: map[ID]*store.Role{}, members: map[ID]*store.Member{},
 		users: map[ID]*store.User{}, presence: map[ID]*Presence{}, subs: map[string]*Sub{},
 		userSubs: map[ID]int{}, voice: map[ID]*VoiceState{}, perms: map[[2]ID]uint64{}, lastFullReq: map[ID]time.Time{},
@@ -104,6 +116,11 @@ func (r *Router) load(ctx context.Context, id ID) (*actor, error) {
 	}
 	a.adopt(r.subscribers(ctx, id))
 	return a, nil
+}
+
+// fenced returns ctx with the actor's ownership epoch, for its writes.
+func (a *actor) fenced(ctx context.Context) context.Context {
+	return store.WithFence(ctx, a.guild.ID, a.epoch)
 }
 
 // post queues fn; false if the actor retired (look the guild up again).
@@ -205,7 +222,7 @@ func (a *actor) flush() {
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeWriteTimeout)
-	err := a.r.store.CreateMessages(ctx, writes...)
+	err := a.r.store.CreateMessages(a.fenced(ctx), writes...)
 	cancel()
 	for i := range batch {
 		p := &batch[i]

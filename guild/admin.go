@@ -63,7 +63,7 @@ func (r *Router) createChannel(ctx context.Context, c store.Channel) (Channel, e
 			return InvalidForm("parent_id", "CHANNEL_PARENT_INVALID", "Parent must be a category of this guild.")
 		}
 		c.ID = r.ids.Next()
-		if err := r.store.PutChannel(ctx, c); err != nil {
+		if err := r.store.PutChannel(a.fenced(ctx), c); err != nil {
 			return err
 		}
 		a.channels[c.ID] = &c
@@ -95,7 +95,7 @@ func (r *Router) createRole(ctx context.Context, role store.Role) (Role, error) 
 		if role.Position == 0 {
 			role.Position = len(a.roles)
 		}
-		if err := r.store.PutRole(ctx, role); err != nil {
+		if err := r.store.PutRole(a.fenced(ctx), role); err != nil {
 			return err
 		}
 		a.roles[role.ID] = &role
@@ -154,7 +154,7 @@ func (r *Router) putMember(ctx context.Context, m store.Member) (Member, bool, e
 		} else if m.JoinedAt.IsZero() {
 			m.JoinedAt = time.Now().UTC()
 		}
-		if err := r.store.PutMember(ctx, m); err != nil {
+		if err := r.store.PutMember(a.fenced(ctx), m); err != nil {
 			return err
 		}
 		a.members[m.UserID] = &m
@@ -206,7 +206,7 @@ func (r *Router) removeMember(ctx context.Context, guild, user ID) error {
 		if user == a.guild.OwnerID {
 			return ErrMissingPermissions
 		}
-		if err := r.store.DeleteMember(ctx, guild, user); err != nil {
+		if err := r.store.DeleteMember(a.fenced(ctx), guild, user); err != nil {
 			return err
 		}
 		if a.voice[user] != nil {

@@ -200,7 +200,7 @@ func (r *Router) editMessage(ctx context.Context, channel, id, user ID, content 
 		}
 		now := time.Now().UTC()
 		m.Content, m.EditedAt = content, &now
-		if err := r.store.UpdateMessage(ctx, m); err != nil {
+		if err := r.store.UpdateMessage(a.fenced(ctx), m); err != nil {
 			return err
 		}
 		author := a.users[m.AuthorID]
@@ -249,7 +249,7 @@ func (r *Router) deleteMessage(ctx context.Context, channel, id, user ID) error 
 		if m.AuthorID != user && p&PermManageMessages == 0 {
 			return ErrMissingPermissions
 		}
-		if err := r.store.DeleteMessage(ctx, channel, id); err != nil {
+		if err := r.store.DeleteMessage(a.fenced(ctx), channel, id); err != nil {
 			return err
 		}
 		ev := NewEvent(protocol.EventMessageDelete, struct {

@@ -76,7 +76,7 @@ func (r *Router) updateRole(ctx context.Context, guild, role ID, name *string, p
 		if perms != nil {
 			next.Permissions = *perms
 		}
-		if err := r.store.PutRole(ctx, next); err != nil {
+		if err := r.store.PutRole(a.fenced(ctx), next); err != nil {
 			return err
 		}
 		*old = next
@@ -126,7 +126,7 @@ func (r *Router) setOverwrite(ctx context.Context, channel ID, o store.Overwrite
 		next := *c
 		next.Overwrites = slices.DeleteFunc(slices.Clone(c.Overwrites), func(w store.Overwrite) bool { return w.ID == o.ID })
 		next.Overwrites = append(next.Overwrites, o)
-		if err := r.store.PutChannel(ctx, next); err != nil {
+		if err := r.store.PutChannel(a.fenced(ctx), next); err != nil {
 			return err
 		}
 		*c = next

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/chorus-voice/chorus/ring"
+	"github.com/chorus-voice/chorus/store"
 )
 
 // Every guild operation runs on the node the ring names as the guild's
@@ -100,9 +101,12 @@ func (o op[Req, Resp]) run(ctx context.Context, r *Router, guild ID, req Req) (R
 			// No owner in view: this node is fenced, or no node serves guilds.
 		case owner.ID == r.place.ID():
 			resp, err := o.local(r, ctx, req)
-			if !errors.Is(err, ErrNotOwner) {
+			if !errors.Is(err, ErrNotOwner) && !errors.Is(err, store.ErrFenced) {
 				return resp, err
 			}
+			// Not the owner after all: the ring changed under the call, or
+			// the store refused the actor's write because a newer owner
+			// claimed the guild (this node's view is stale: it was paused).
 		default:
 			if body == nil {
 				b, err := json.Marshal(req)
@@ -152,8 +156,35 @@ type callReply struct {
 	Form *FormError      `json:"form,omitempty"`
 }
 
+// callRemote calls the guild's owner, and abandons the call (errMoved) as
+// soon as the ring no longer names that node: an owner that stopped
+// answering — paused, partitioned — leaves the ring within its heartbeat
+// TTL, and the caller must not wait out its whole deadline on it. (An owner
+// that died answers at once: NATS has no responder for its subject.)
 func (r *Router) callRemote(ctx context.Context, node, name string, guild ID, rev uint64, body []byte) ([]byte, error) {
-	return r.callNode(ctx, node, callRequest{Op: name, Guild: guild, Rev: rev, Body: body})
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			ch := r.place.Changed()
+			if o, ok := r.place.Ring().Owner(ring.RoleGuild, uint64(guild)); !ok || o.ID != node {
+				cancel(errMoved)
+				return
+			}
+			select {
+			case <-ch:
+			case <-done:
+				return
+			}
+		}
+	}()
+	out, err := r.callNode(ctx, node, callRequest{Op: name, Guild: guild, Rev: rev, Body: body})
+	if err != nil && errors.Is(context.Cause(ctx), errMoved) {
+		return nil, errMoved
+	}
+	return out, err
 }
 
 func (r *Router) callNode(ctx context.Context, node string, call callRequest) ([]byte, error) {
@@ -247,7 +278,7 @@ func (r *Router) ServeCall(data []byte) []byte {
 		return encodeReply(nil, errMoved)
 	}
 	out, err := fn(ctx, r, req.Body)
-	if errors.Is(err, ErrNotOwner) {
+	if errors.Is(err, ErrNotOwner) || errors.Is(err, store.ErrFenced) {
 		r.stats.movedSent.Add(1)
 		err = errMoved
 	}

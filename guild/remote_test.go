@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -400,5 +401,57 @@ func TestNewOwnerAdoptsSubscriptions(t *testing.T) {
 	}
 	if n := len(p.ra.events("s1", protocol.EventGuildCreate)); n != 1 {
 		t.Fatalf("%d GUILD_CREATEs after re-registering", n)
+	}
+}
+
+// A node that still believes it owns a guild another node has claimed
+// (it was paused through the move) has its write refused by the store, its
+// actor retired, and the call lands once, on the new owner, when its ring
+// catches up.
+func TestStaleOwnerIsFenced(t *testing.T) {
+	p := newPair(t)
+	send := func(r *Router, content string) (Message, error) {
+		return r.CreateMessage(p.ctx, CreateMessage{ChannelID: p.chB.ID, AuthorID: p.owner.ID, Content: content})
+	}
+	if _, err := send(p.b, "before"); err != nil { // b loads the guild
+		t.Fatal(err)
+	}
+	onlyA := ring.New(6, []ring.Node{{ID: "a", Roles: ring.RoleAll}})
+	p.va.set(onlyA) // b has not seen the move
+	if _, err := send(p.a, "new owner"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := send(p.b, "from the stale node")
+		done <- err
+	}()
+	// The stale actor's write is refused; the call waits for a newer ring.
+	deadline := time.After(5 * time.Second)
+	for p.b.stats.fencedOut.Load() == 0 {
+		select {
+		case <-deadline:
+			t.Fatal("the stale owner's write was not fenced")
+		case <-time.After(time.Millisecond):
+		}
+	}
+	p.vb.set(onlyA)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	ms, err := p.st.ListMessages(p.ctx, p.chB.ID, store.Page{Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range ms {
+		got = append(got, m.Content)
+	}
+	sort.Strings(got) // ids from two nodes in one millisecond order by node
+	if want := []string{"before", "from the stale node", "new owner"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("stored %q, want %q, once each", got, want)
+	}
+	if p.b.Loaded() != 0 {
+		t.Fatalf("the stale node still runs %d actors", p.b.Loaded())
 	}
 }

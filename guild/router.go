@@ -169,6 +169,31 @@ func (r *Router) dropMoved() {
 	}
 }
 
+// fencedOut retires an actor whose write the store refused: another node
+// has claimed its guild since it loaded (this node was paused, or the other
+// one was). The next call loads the guild anew, with a claim of its own, if
+// the ring still names this node. It runs on the actor's goroutine, so the
+// part that waits for senders (the gate) runs on another.
+func (r *Router) fencedOut(a *actor) {
+	r.mu.Lock()
+	s := r.slots[a.guild.ID]
+	mine := s != nil && s.a == a
+	if mine {
+		delete(r.slots, a.guild.ID)
+	}
+	r.mu.Unlock()
+	if !mine {
+		return
+	}
+	r.stats.fencedOut.Add(1)
+	go func() {
+		a.gate.Lock()
+		a.retired = true
+		a.gate.Unlock()
+		close(a.quit)
+	}()
+}
+
 // Owner names the node that owns a guild in the current ring ("" when
 // none does: the ring is empty or this node is fenced).
 func (r *Router) Owner(guild ID) string {
@@ -192,6 +217,7 @@ type routerStats struct {
 	batchDropped           atomic.Uint64
 	batchMalformed         atomic.Uint64
 	moves                  atomic.Uint64 // guilds this node stopped serving
+	fencedOut              atomic.Uint64 // actors retired because a newer owner claimed their guild
 	adoptFailed            atomic.Uint64 // nodes that did not list their subscribers
 }
 
@@ -246,7 +272,14 @@ func (r *Router) callAsync(ctx context.Context, guild ID, fn func(a *actor, repl
 // burst); without, it answers ErrOverloaded at once (for clients' requests).
 func (r *Router) send(ctx context.Context, guild ID, fn func(a *actor, reply func(error)), wait bool) error {
 	done := make(chan error, 1)
-	mail := func(a *actor) { fn(a, func(err error) { done <- err }) }
+	mail := func(a *actor) {
+		fn(a, func(err error) {
+			if errors.Is(err, store.ErrFenced) {
+				r.fencedOut(a)
+			}
+			done <- err
+		})
+	}
 	for attempt := 0; ; attempt++ {
 		a, err := r.actor(ctx, guild)
 		if err != nil {
@@ -321,6 +354,7 @@ func (r *Router) WriteMetrics(w io.Writer) {
 	fmt.Fprintf(w, "chorus_cluster_batch_drops_total %d\n", st.batchDropped.Load())
 	fmt.Fprintf(w, "chorus_cluster_batches_malformed_total %d\n", st.batchMalformed.Load())
 	fmt.Fprintf(w, "chorus_cluster_guilds_moved_away_total %d\n", st.moves.Load())
+	fmt.Fprintf(w, "chorus_cluster_fenced_writes_total %d\n", st.fencedOut.Load())
 	fmt.Fprintf(w, "chorus_cluster_adopt_failures_total %d\n", st.adoptFailed.Load())
 }
 

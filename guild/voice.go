@@ -226,7 +226,7 @@ func (r *Router) modifyMember(ctx context.Context, guild, actorUser, user ID, mu
 		if nick != nil {
 			next.Nick = *nick
 		}
-		if err := r.store.PutMember(ctx, next); err != nil {
+		if err := r.store.PutMember(a.fenced(ctx), next); err != nil {
 			return err
 		}
 		*m = next

@@ -370,6 +370,14 @@ func (n *Node) Close() error {
 func (n *Node) close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
+	// Hand the guilds over before anything stops answering: until the ring
+	// without this node arrives, calls placed with the old one are served
+	// here; after it, they go to the new owners.
+	if n.cluster != nil {
+		if err := n.cluster.Leave(ctx); err != nil {
+			n.cfg.Logger.Warn("leaving the cluster", "err", err)
+		}
+	}
 	if n.gateway != nil {
 		n.gateway.Shutdown(ctx)
 	}

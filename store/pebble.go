@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble"
@@ -41,6 +42,12 @@ const (
 // Pebble is the embedded single-node backend.
 type Pebble struct {
 	db *pebble.DB
+
+	// fenceMu orders fenced writes (read lock, held through the write)
+	// against claims (write lock). Epochs live in memory: an embedded store
+	// belongs to one process, whose actors all end with it.
+	fenceMu sync.RWMutex
+	epochs  map[ID]uint64
 }
 
 // OpenPebble opens (or creates) a store in dir.
@@ -49,7 +56,7 @@ func OpenPebble(dir string) (*Pebble, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
-	return &Pebble{db: db}, nil
+	return &Pebble{db: db, epochs: map[ID]uint64{}}, nil
 }
 
 type quietLogger struct{}
@@ -58,6 +65,29 @@ func (quietLogger) Infof(string, ...any)  {}
 func (quietLogger) Errorf(string, ...any) {}
 func (quietLogger) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf(format, args...))
+}
+
+// Claim increments the guild's epoch (see fence.go).
+func (p *Pebble) Claim(_ context.Context, guild ID) (uint64, error) {
+	p.fenceMu.Lock()
+	defer p.fenceMu.Unlock()
+	p.epochs[guild]++
+	return p.epochs[guild], nil
+}
+
+// fenced checks ctx's fence and returns the function that ends the write
+// it guards; a claim waits until then.
+func (p *Pebble) fenced(ctx context.Context) (func(), error) {
+	f, ok := fenceOf(ctx)
+	if !ok {
+		return func() {}, nil
+	}
+	p.fenceMu.RLock()
+	if p.epochs[f.guild] > f.epoch {
+		p.fenceMu.RUnlock()
+		return nil, ErrFenced
+	}
+	return p.fenceMu.RUnlock, nil
 }
 
 func key(prefix byte, ids ...ID) []byte {
@@ -166,7 +196,14 @@ func (p *Pebble) ListUsers(context.Context) ([]User, error) {
 	return scanJSON[User](p, []byte{pUser})
 }
 
-func (p *Pebble) PutGuild(_ context.Context, g Guild) error { return p.put(key(pGuild, g.ID), g) }
+func (p *Pebble) PutGuild(ctx context.Context, g Guild) error {
+	done, err := p.fenced(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return p.put(key(pGuild, g.ID), g)
+}
 
 func (p *Pebble) GetGuild(_ context.Context, id ID) (Guild, error) {
 	var g Guild
@@ -177,7 +214,12 @@ func (p *Pebble) ListGuilds(context.Context) ([]Guild, error) {
 	return scanJSON[Guild](p, []byte{pGuild})
 }
 
-func (p *Pebble) PutChannel(_ context.Context, c Channel) error {
+func (p *Pebble) PutChannel(ctx context.Context, c Channel) error {
+	done, err := p.fenced(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
 	v, err := json.Marshal(c)
 	if err != nil {
 		return err
@@ -195,6 +237,11 @@ func (p *Pebble) GetChannel(_ context.Context, id ID) (Channel, error) {
 }
 
 func (p *Pebble) DeleteChannel(ctx context.Context, id ID) error {
+	done, err := p.fenced(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
 	c, err := p.GetChannel(ctx, id)
 	if err != nil {
 		return err
@@ -219,11 +266,21 @@ func (p *Pebble) ListChannels(ctx context.Context, guild ID) ([]Channel, error) 
 	return out, err
 }
 
-func (p *Pebble) PutRole(_ context.Context, r Role) error {
+func (p *Pebble) PutRole(ctx context.Context, r Role) error {
+	done, err := p.fenced(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
 	return p.put(key(pRole, r.GuildID, r.ID), r)
 }
 
-func (p *Pebble) DeleteRole(_ context.Context, guild, id ID) error {
+func (p *Pebble) DeleteRole(ctx context.Context, guild, id ID) error {
+	done, err := p.fenced(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
 	return p.db.Delete(key(pRole, guild, id), pebble.Sync)
 }
 
@@ -231,7 +288,12 @@ func (p *Pebble) ListRoles(_ context.Context, guild ID) ([]Role, error) {
 	return scanJSON[Role](p, key(pRole, guild))
 }
 
-func (p *Pebble) PutMember(_ context.Context, m Member) error {
+func (p *Pebble) PutMember(ctx context.Context, m Member) error {
+	done, err := p.fenced(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
 	v, err := json.Marshal(m)
 	if err != nil {
 		return err
@@ -248,7 +310,12 @@ func (p *Pebble) GetMember(_ context.Context, guild, user ID) (Member, error) {
 	return m, p.get(key(pMember, guild, user), &m)
 }
 
-func (p *Pebble) DeleteMember(_ context.Context, guild, user ID) error {
+func (p *Pebble) DeleteMember(ctx context.Context, guild, user ID) error {
+	done, err := p.fenced(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
 	b := p.db.NewBatch()
 	defer b.Close()
 	_ = b.Delete(key(pMember, guild, user), nil)
@@ -273,7 +340,12 @@ func nonceKey(channel, author ID, nonce []byte) []byte {
 	return append(key(pNonce, channel, author), nonce...)
 }
 
-func (p *Pebble) CreateMessages(_ context.Context, ms ...Message) error {
+func (p *Pebble) CreateMessages(ctx context.Context, ms ...Message) error {
+	done, err := p.fenced(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
 	b := p.db.NewBatch()
 	defer b.Close()
 	for _, m := range ms {
@@ -315,6 +387,11 @@ func (p *Pebble) GetMessage(_ context.Context, channel, id ID) (Message, error) 
 }
 
 func (p *Pebble) UpdateMessage(ctx context.Context, m Message) error {
+	done, err := p.fenced(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
 	if _, err := p.GetMessage(ctx, m.ChannelID, m.ID); err != nil {
 		return err
 	}
@@ -322,6 +399,11 @@ func (p *Pebble) UpdateMessage(ctx context.Context, m Message) error {
 }
 
 func (p *Pebble) DeleteMessage(ctx context.Context, channel, id ID) error {
+	done, err := p.fenced(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
 	if _, err := p.GetMessage(ctx, channel, id); err != nil {
 		return err
 	}

@@ -39,6 +39,17 @@ var schema = []string{
 	`CREATE TABLE IF NOT EXISTS nonces (channel_id bigint NOT NULL, author_id bigint NOT NULL, nonce bytea NOT NULL,
 		message_id bigint NOT NULL, created_ms bigint NOT NULL, PRIMARY KEY (channel_id, author_id, nonce))`,
 	`CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value bytea NOT NULL)`,
+	`CREATE TABLE IF NOT EXISTS guild_epochs (guild_id bigint PRIMARY KEY, epoch bigint NOT NULL)`,
+	// chorus_fence(guild, epoch) refuses a write made under an epoch older
+	// than the guild's newest claim (see batch and fence.go).
+	`CREATE OR REPLACE FUNCTION chorus_fence(g bigint, e bigint) RETURNS void LANGUAGE plpgsql AS $$
+	DECLARE newest bigint;
+	BEGIN
+		SELECT epoch INTO newest FROM guild_epochs WHERE guild_id = g FOR SHARE;
+		IF newest > e THEN
+			RAISE EXCEPTION 'guild % was claimed at epoch %; this write was made at %', g, newest, e USING ERRCODE = 'CHF01';
+		END IF;
+	END $$`,
 }
 
 // OpenPostgres connects to dsn (a postgres:// URL or key=value string) and
@@ -52,21 +63,105 @@ func OpenPostgres(ctx context.Context, dsn string) (*Postgres, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: postgres: %w", err)
 	}
-	for _, q := range schema {
-		if _, err := pool.Exec(ctx, q); err != nil {
-			pool.Close()
-			return nil, fmt.Errorf("store: postgres schema: %w", err)
-		}
+	if err := applySchema(ctx, pool); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("store: postgres schema: %w", err)
 	}
 	return &Postgres{pool: pool}, nil
+}
+
+// schemaLock is the advisory lock key under which nodes apply the schema.
+const schemaLock = 0x63686f727573 // "chorus"
+
+// applySchema applies schema in one transaction under an advisory lock:
+// the nodes of a cluster start together, and concurrent IF NOT EXISTS and
+// OR REPLACE statements on the same catalog rows fail ("tuple concurrently
+// updated") instead of waiting for each other.
+func applySchema(ctx context.Context, pool *pgxpool.Pool) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(schemaLock)); err != nil {
+			return err
+		}
+		for _, q := range schema {
+			if _, err := tx.Exec(ctx, q); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // ErrNameTaken is returned when a username belongs to another user.
 var ErrNameTaken = errors.New("store: username taken")
 
 func (p *Postgres) exec(ctx context.Context, q string, args ...any) error {
-	_, err := p.pool.Exec(ctx, q, args...)
+	_, err := p.write(ctx, q, args...)
 	return err
+}
+
+// write runs one statement that changes records, fenced when ctx carries a
+// fence (see batch).
+func (p *Postgres) write(ctx context.Context, q string, args ...any) (pgconn.CommandTag, error) {
+	if _, ok := fenceOf(ctx); !ok {
+		return p.pool.Exec(ctx, q, args...)
+	}
+	b := &pgx.Batch{}
+	b.Queue(q, args...)
+	return p.batch(ctx, b)
+}
+
+// fenceCheck raises fencedState when a newer owner has claimed the guild.
+// Its share lock on the guild's epoch row lasts to the end of the write's
+// transaction: Claim's UPDATE of that row waits for it, and a check that
+// meets a claim in progress waits for it and then reads the new epoch
+// (READ COMMITTED re-reads a row updated concurrently), so a fenced write
+// and a newer claim are ordered one way or the other, never interleaved.
+const fenceCheck = `SELECT chorus_fence($1, $2)`
+
+// fencedState is the SQLSTATE chorus_fence raises (a class of our own).
+const fencedState = "CHF01"
+
+// batch runs b's statements as one implicit transaction, pipelined in one
+// round trip (one Sync: PostgreSQL's protocol, "Pipelining"), and returns
+// the last one's command tag. Under a fence the epoch check runs first in
+// the same pipeline; if it raises, the server skips the rest and rolls the
+// transaction back, and batch returns ErrFenced.
+//
+// The decision is the server's, inside one round trip, on purpose: a check
+// made by the client inside an explicit transaction would hold the share
+// lock across client round trips, and an owner paused (SIGSTOP) in the
+// middle would block its successor's Claim until it woke up.
+func (p *Postgres) batch(ctx context.Context, b *pgx.Batch) (pgconn.CommandTag, error) {
+	f, fenced := fenceOf(ctx)
+	run := b
+	if fenced {
+		run = &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, 1+len(b.QueuedQueries))}
+		run.Queue(fenceCheck, int64(f.guild), int64(f.epoch))
+		run.QueuedQueries = append(run.QueuedQueries, b.QueuedQueries...)
+	}
+	br := p.pool.SendBatch(ctx, run)
+	var tag pgconn.CommandTag
+	for range run.QueuedQueries {
+		t, err := br.Exec()
+		if err != nil {
+			br.Close()
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) && pe.Code == fencedState {
+				return tag, ErrFenced
+			}
+			return tag, err
+		}
+		tag = t
+	}
+	return tag, br.Close()
+}
+
+// Claim increments the guild's epoch (see fence.go).
+func (p *Postgres) Claim(ctx context.Context, guild ID) (uint64, error) {
+	var epoch int64
+	err := p.pool.QueryRow(ctx, `INSERT INTO guild_epochs (guild_id, epoch) VALUES ($1, 1)
+		ON CONFLICT (guild_id) DO UPDATE SET epoch = guild_epochs.epoch + 1 RETURNING epoch`, int64(guild)).Scan(&epoch)
+	return uint64(epoch), err
 }
 
 // one scans a single JSON document into v, ErrNotFound when there is none.
@@ -176,7 +271,7 @@ func (p *Postgres) GetChannel(ctx context.Context, id ID) (Channel, error) {
 }
 
 func (p *Postgres) DeleteChannel(ctx context.Context, id ID) error {
-	return deleted(p.pool.Exec(ctx, `DELETE FROM channels WHERE id = $1`, int64(id)))
+	return deleted(p.write(ctx, `DELETE FROM channels WHERE id = $1`, int64(id)))
 }
 
 func (p *Postgres) ListChannels(ctx context.Context, guild ID) ([]Channel, error) {
@@ -263,7 +358,8 @@ func (p *Postgres) CreateMessages(ctx context.Context, ms ...Message) error {
 				int64(m.ChannelID), int64(m.AuthorID), []byte(m.Nonce), int64(m.ID), m.ID.Time().UnixMilli())
 		}
 	}
-	return pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error { return tx.SendBatch(ctx, b).Close() })
+	_, err := p.batch(ctx, b)
+	return err
 }
 
 func (p *Postgres) MessageByNonce(ctx context.Context, channel, author ID, nonce []byte, since time.Time) (ID, error) {
@@ -286,11 +382,11 @@ func (p *Postgres) UpdateMessage(ctx context.Context, m Message) error {
 	if err != nil {
 		return err
 	}
-	return deleted(p.pool.Exec(ctx, `UPDATE messages SET doc = $3 WHERE channel_id = $1 AND id = $2`, int64(m.ChannelID), int64(m.ID), doc))
+	return deleted(p.write(ctx, `UPDATE messages SET doc = $3 WHERE channel_id = $1 AND id = $2`, int64(m.ChannelID), int64(m.ID), doc))
 }
 
 func (p *Postgres) DeleteMessage(ctx context.Context, channel, id ID) error {
-	return deleted(p.pool.Exec(ctx, `DELETE FROM messages WHERE channel_id = $1 AND id = $2`, int64(channel), int64(id)))
+	return deleted(p.write(ctx, `DELETE FROM messages WHERE channel_id = $1 AND id = $2`, int64(channel), int64(id)))
 }
 
 // ListMessages pages a channel's messages newest first, with Discord's

@@ -161,6 +161,12 @@ type Store interface {
 	// channel with that nonce at or after since.
 	MessageByNonce(ctx context.Context, channel, author ID, nonce []byte, since time.Time) (ID, error)
 
+	// Claim makes the caller the guild's newest owner and returns its
+	// ownership epoch: greater than any epoch returned for the guild before.
+	// From then on writes under an older epoch (see WithFence) fail with
+	// ErrFenced.
+	Claim(ctx context.Context, guild ID) (uint64, error)
+
 	// Get and Put of small opaque settings (secrets, schema versions).
 	GetMeta(ctx context.Context, key string) ([]byte, error)
 	PutMeta(ctx context.Context, key string, value []byte) error

@@ -117,7 +117,7 @@ func (c *Cluster) StartNode(id string, demo bool, extra ...string) *Node {
 	if err := nd.start(c.bin); err != nil {
 		c.t.Fatal(err)
 	}
-	c.t.Cleanup(func() { nd.stop(c.t) })
+	c.t.Cleanup(func() { nd.Stop(c.t) })
 	c.Nodes = append(c.Nodes, nd)
 	return nd
 }
@@ -214,9 +214,9 @@ func (nd *Node) Exited() <-chan struct{} {
 	return nd.exited
 }
 
-// stop ends a running node with SIGTERM; a node built with the race
+// Stop ends a running node with SIGTERM and waits for it; a node built with the race
 // detector exits 66 when it saw a race, which fails the test.
-func (nd *Node) stop(t testing.TB) {
+func (nd *Node) Stop(t testing.TB) {
 	nd.mu.Lock()
 	cmd, exited := nd.cmd, nd.exited
 	nd.mu.Unlock()

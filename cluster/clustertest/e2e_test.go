@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -160,21 +161,99 @@ func sendRetrying(ctx context.Context, nd *Node, token, channel, content, nonce 
 	}
 }
 
-// listMessages reads a channel's newest messages (up to 100) through node.
+// listMessages reads all of a channel's messages through node, newest
+// first, a page of 100 at a time.
 func listMessages(ctx context.Context, nd *Node, token, channel string) ([]struct{ ID, Content string }, error) {
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+nd.HTTP+"/api/v10/channels/"+channel+"/messages?limit=100", nil)
-	req.Header.Set("Authorization", "Bot "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
+	var all []struct{ ID, Content string }
+	before := ""
+	for pages := 0; pages < 1000; pages++ {
+		url := "http://" + nd.HTTP + "/api/v10/channels/" + channel + "/messages?limit=100"
+		if before != "" {
+			url += "&before=" + before
+		}
+		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+		req.Header.Set("Authorization", "Bot "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		var ms []struct{ ID, Content string }
+		if resp.StatusCode != 200 {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			return nil, fmt.Errorf("list: %d %s", resp.StatusCode, b)
+		}
+		err = json.NewDecoder(resp.Body).Decode(&ms)
+		resp.Body.Close()
+		if err != nil || len(ms) == 0 {
+			return all, err
+		}
+		all = append(all, ms...)
+		before = ms[len(ms)-1].ID
 	}
-	defer resp.Body.Close()
-	var ms []struct{ ID, Content string }
-	if resp.StatusCode != 200 {
-		b, _ := io.ReadAll(resp.Body)
-		return nil, fmt.Errorf("list: %d %s", resp.StatusCode, b)
+	return nil, errors.New("list: more than 1000 pages")
+}
+
+// split returns the node that owns guild and the others.
+func split(c *Cluster, guild string) (*Node, []*Node) {
+	gid, _ := strconv.ParseUint(guild, 10, 64)
+	own := owner(c, gid)
+	var victim *Node
+	var others []*Node
+	for _, nd := range c.Nodes {
+		if nd.ID == own {
+			victim = nd
+		} else {
+			others = append(others, nd)
+		}
 	}
-	return ms, json.NewDecoder(resp.Body).Decode(&ms)
+	return victim, others
+}
+
+// watchMessages streams each session's MESSAGE_CREATE ids, in arrival
+// order, until ctx ends. (Without the message content intent the content
+// is empty, so messages are known by the ids the API acknowledged.)
+func watchMessages(ctx context.Context, sessions []*loadtest.GatewayClient) []chan string {
+	arrivals := make([]chan string, len(sessions))
+	for k, gc := range sessions {
+		arrivals[k] = make(chan string, 4096)
+		go func() {
+			for {
+				ev, err := gc.Next(ctx, protocol.EventMessageCreate)
+				if err != nil {
+					return
+				}
+				var m struct{ ID string }
+				json.Unmarshal(ev.D, &m)
+				arrivals[k] <- m.ID
+			}
+		}()
+	}
+	return arrivals
+}
+
+// collectUntil gathers each session's arrivals up to (not including) the
+// message last, waiting at most 15 s in all.
+func collectUntil(t *testing.T, arrivals []chan string, nodes []*Node, last string) [][]string {
+	t.Helper()
+	got := make([][]string, len(arrivals))
+	drain := time.After(15 * time.Second)
+	for k := range arrivals {
+	collect:
+		for {
+			select {
+			case id := <-arrivals[k]:
+				if id == last {
+					break collect
+				}
+				got[k] = append(got[k], id)
+			case <-drain:
+				t.Errorf("session on %s did not get the last message within 15 s", nodes[k].ID)
+				break collect
+			}
+		}
+	}
+	return got
 }
 
 // kill -9 of the node that owns the guild, while messages are being sent
@@ -185,17 +264,8 @@ func listMessages(ctx context.Context, nd *Node, token, channel string) ([]struc
 func TestOwnerKilledUnderLoad(t *testing.T) {
 	c := Start(t, 3)
 	demo := c.Nodes[0].Demo
-	gid, _ := strconv.ParseUint(demo.Guild, 10, 64)
-	own := owner(c, gid)
-	var victim *Node
-	var survivors []*Node
-	for _, nd := range c.Nodes {
-		if nd.ID == own {
-			victim = nd
-		} else {
-			survivors = append(survivors, nd)
-		}
-	}
+	victim, survivors := split(c, demo.Guild)
+	own := victim.ID
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	readCtx, stopReading := context.WithCancel(ctx)
@@ -204,24 +274,7 @@ func TestOwnerKilledUnderLoad(t *testing.T) {
 	for _, nd := range survivors {
 		sessions = append(sessions, session(t, ctx, nd, demo.Tokens["alice"], demo.Guild))
 	}
-	// Each session's MESSAGE_CREATE ids, in arrival order. (Without the
-	// message content intent the content is empty, so messages are known
-	// by the ids the API acknowledged.)
-	arrivals := make([]chan string, len(sessions))
-	for k, gc := range sessions {
-		arrivals[k] = make(chan string, 1024)
-		go func() {
-			for {
-				ev, err := gc.Next(readCtx, protocol.EventMessageCreate)
-				if err != nil {
-					return
-				}
-				var m struct{ ID string }
-				json.Unmarshal(ev.D, &m)
-				arrivals[k] <- m.ID
-			}
-		}()
-	}
+	arrivals := watchMessages(readCtx, sessions)
 
 	const before, total = 20, 60
 	var acks []acked
@@ -245,23 +298,7 @@ func TestOwnerKilledUnderLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := make([][]string, len(sessions))
-	drain := time.After(15 * time.Second)
-	for k := range sessions {
-	collect:
-		for {
-			select {
-			case id := <-arrivals[k]:
-				if id == last.id {
-					break collect
-				}
-				got[k] = append(got[k], id)
-			case <-drain:
-				t.Errorf("session on %s did not get the last message within 15 s", survivors[k].ID)
-				break collect
-			}
-		}
-	}
+	got := collectUntil(t, arrivals, survivors, last.id)
 	stopReading()
 
 	// Stored once each, nothing else stored.

@@ -21,6 +21,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Run("Nonce", func(t *testing.T) { testNonce(t, open(t)) })
 	t.Run("Meta", func(t *testing.T) { testMeta(t, open(t)) })
 	t.Run("Batch", func(t *testing.T) { testBatch(t, open(t)) })
+	t.Run("Fence", func(t *testing.T) { testFence(t, open(t)) })
 }
 
 var ctx = context.Background()
