@@ -106,7 +106,7 @@ type Node struct {
 	// fence timer may fire late (the process was stopped, the machine
 	// starved), so Ring and each renewal also check the time themselves.
 	renewed time.Time
-	subs       []*nats.Subscription // Serve's
+	subs    []*nats.Subscription // Serve's
 
 	stop      chan struct{}
 	leave     chan struct{} // closed by Leave: the heartbeats stop
