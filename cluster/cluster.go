@@ -88,8 +88,9 @@ type Node struct {
 	log     *slog.Logger
 
 	mu       sync.Mutex
-	live     map[string]Member // members whose heartbeat key exists
-	view     []ring.Node       // the ring record
+	live     map[string]Member    // members whose heartbeat key exists
+	heard    map[string]time.Time // when this node last saw each member's heartbeat
+	view     []ring.Node          // the ring record
 	viewRev  uint64
 	proposed uint64 // the ring revision this node last proposed over
 	fenced   bool   // serving nothing until unfenceSeq is seen
@@ -152,7 +153,7 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, started: time.Now(), log: cfg.Logger, live: map[string]Member{},
+	n := &Node{cfg: cfg, started: time.Now(), log: cfg.Logger, live: map[string]Member{}, heard: map[string]time.Time{},
 		changed: make(chan struct{}), stop: make(chan struct{}), leave: make(chan struct{}), poke: make(chan struct{}, 1), fenced: true,
 		ring: ring.New(0, nil)}
 	if err := n.connect(); err != nil {
@@ -459,6 +460,7 @@ func (n *Node) apply(e jetstream.KeyValueEntry) {
 		id := strings.TrimPrefix(key, memberKey)
 		if gone {
 			delete(n.live, id)
+			delete(n.heard, id)
 			break
 		}
 		var m Member
@@ -467,6 +469,7 @@ func (n *Node) apply(e jetstream.KeyValueEntry) {
 			break
 		}
 		n.live[id] = m
+		n.heard[id] = time.Now()
 	case key == ringKey:
 		if gone {
 			n.view, n.viewRev = nil, e.Revision()

@@ -201,6 +201,11 @@ func (r *Router) Owner(guild ID) string {
 	return n.ID
 }
 
+// VoiceNode names the node that hosts a voice room. Today a room lives on
+// its guild's owner, beside the voice state it belongs to; issue 11 places
+// rooms on voice nodes of their own, and this is where that will show.
+func (r *Router) VoiceNode(guild, channel ID) string { return r.Owner(guild) }
+
 // Changed returns a channel closed at the ring's next change (nil when it
 // never changes).
 func (r *Router) Changed() <-chan struct{} { return r.place.Changed() }

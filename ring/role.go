@@ -25,6 +25,9 @@ func (r Role) String() string {
 // ParseRoles reads a comma-separated list of role names (gateway, guild,
 // voice; "all" for every role). At least one role is required.
 func ParseRoles(s string) (Role, error) {
+	if strings.TrimSpace(s) == "" {
+		return 0, fmt.Errorf("no roles given: name at least one of gateway, guild and voice")
+	}
 	var r Role
 	for _, part := range strings.Split(s, ",") {
 		part = strings.TrimSpace(part)
@@ -42,9 +45,6 @@ func ParseRoles(s string) (Role, error) {
 		if !found {
 			return 0, fmt.Errorf("unknown role %q: the roles are gateway, guild and voice", part)
 		}
-	}
-	if r == 0 {
-		return 0, fmt.Errorf("no roles given: name at least one of gateway, guild and voice")
 	}
 	return r, nil
 }

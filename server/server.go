@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -66,6 +67,20 @@ type Config struct {
 	// Postgres, a postgres:// URL, keeps users, guilds and messages in
 	// PostgreSQL instead of the embedded store under DataDir.
 	Postgres string
+	// Roles narrows what the node serves (issue 10): without RoleGateway it
+	// refuses client connections and REST calls (its admin API and metrics
+	// stay), without RoleGuild the ring places no guild on it, without
+	// RoleVoice it runs no voice gateway or media socket. Default all.
+	Roles ring.Role
+	// Advertise is the host clients and other nodes reach this node at; it
+	// replaces the listeners' host in every address the node announces
+	// (gateway URL, voice endpoint, voice media IP, its cluster record).
+	// Default: the listeners' own addresses.
+	Advertise string
+	// Membership timing: heartbeat interval, heartbeat TTL (whole seconds)
+	// and self-fence time; defaults cluster.DefaultHeartbeatEvery,
+	// DefaultTTL and DefaultFenceAfter.
+	HeartbeatEvery, HeartbeatTTL, FenceAfter time.Duration
 	// MaxConnsPerIP is how many connections one source IP may hold on each
 	// listener; default 1000, negative for no limit (a load tester on the
 	// same machine needs that).
@@ -106,6 +121,7 @@ type Node struct {
 	sfu     *sfu.Node
 
 	closeOnce sync.Once
+	mediaIP   netip.Addr // announced for voice media (--advertise); zero: the socket's own
 
 	// HTTPAddr and HTTPSAddr are the bound addresses ("" when off).
 	HTTPAddr, HTTPSAddr string
@@ -143,10 +159,20 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.NATS != "" && cfg.Postgres == "" {
 		return nil, ErrClusterNeedsPostgres
 	}
+	if cfg.Roles == 0 {
+		cfg.Roles = ring.RoleAll
+	}
+	if cfg.Roles&ring.RoleVoice == 0 {
+		cfg.VoiceAddr = "off"
+	}
+	mediaIP, err := checkAdvertise(ctx, cfg.Advertise)
+	if err != nil {
+		return nil, err
+	}
 	if err := secureDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg}
+	n := &Node{cfg: cfg, mediaIP: mediaIP}
 	ok := false
 	defer func() {
 		if !ok {
@@ -188,19 +214,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.HTTPSAddr = httpsLn.Addr().String()
 	}
 
-	n.cluster, err = cluster.Start(cluster.Config{NodeID: cfg.NodeID, Roles: ring.RoleAll, Addr: n.HTTPSAddr,
-		HTTP: n.HTTPAddr, DataDir: cfg.DataDir, NATSURLs: cfg.NATS, Logger: cfg.Logger, Load: n.load})
-	if err != nil {
-		httpLn.Close()
-		if httpsLn != nil {
-			httpsLn.Close()
-		}
-		return nil, err
-	}
 	gcfg := cfg.Gateway
 	gcfg.NodeID, gcfg.AdminToken, gcfg.Logger = cfg.NodeID, n.AdminToken, cfg.Logger
 	if gcfg.GatewayURL = cfg.GatewayURL; gcfg.GatewayURL == "" {
-		gcfg.GatewayURL = "ws://" + n.HTTPAddr
+		gcfg.GatewayURL = "ws://" + n.announced(n.HTTPAddr)
 	}
 	metrics := &signaling.Metrics{}
 
@@ -232,6 +249,25 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		}
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
+	// The cluster record names the addresses others reach: the voice
+	// endpoint (VOICE_SERVER_UPDATE's, for voice placement) and HTTP.
+	public := n.announced(n.VoiceAddr)
+	if public == "" {
+		public = n.announced(n.HTTPSAddr)
+	}
+	n.cluster, err = cluster.Start(cluster.Config{NodeID: cfg.NodeID, Roles: cfg.Roles, Addr: public,
+		HTTP: n.announced(n.HTTPAddr), DataDir: cfg.DataDir, NATSURLs: cfg.NATS, Logger: cfg.Logger, Load: n.load,
+		HeartbeatEvery: cfg.HeartbeatEvery, TTL: cfg.HeartbeatTTL, FenceAfter: cfg.FenceAfter})
+	if err != nil {
+		httpLn.Close()
+		if httpsLn != nil {
+			httpsLn.Close()
+		}
+		if voiceLn != nil {
+			voiceLn.Close()
+		}
+		return nil, err
+	}
 	hub := signaling.NewHub(gcfg, metrics)
 	deps := guild.Deps{Placement: n.cluster, Store: st, Sessions: hub, IDs: n.ids, Peers: n.cluster}
 	sources := []signaling.MetricsWriter{metrics, hub}
@@ -240,10 +276,13 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		sources = append(sources, n.voice, n.sfu, &n.udp.Stats)
 	}
 	n.router = guild.NewRouter(guild.Config{}, deps)
-	edge := signaling.Deps{Store: st, Signer: n.signer, Router: n.router, Hub: hub, Metrics: metrics}
+	edge := signaling.Deps{Store: st, Signer: n.signer, Router: n.router, Hub: hub, Metrics: metrics, Cluster: n.cluster}
 	n.gateway = signaling.NewGateway(gcfg, edge)
 	api := signaling.NewAPI(gcfg, edge, n.ids, n.revoke)
 	handler := signaling.Handler(n.gateway, api, signaling.NewOps(append(sources, n.router, n.cluster)...))
+	if cfg.Roles&ring.RoleGateway == 0 {
+		handler = noClients(handler)
+	}
 	// The node joins the ring only now, when it can answer other nodes.
 	if err := n.cluster.Serve(cluster.Handlers{Call: n.router.ServeCall, Batch: n.router.ServeBatch}); err != nil {
 		httpLn.Close()
@@ -330,7 +369,11 @@ func (n *Node) startVoice(cfg Config, metrics *signaling.Metrics) (net.Listener,
 	}
 	n.VoiceUDP = n.udp.Addr().String()
 	n.udp.Serve()
-	n.voice = signaling.NewVoiceGateway(signaling.VoiceConfig{Endpoint: n.VoiceAddr, UDP: n.udp.Addr(),
+	media := n.udp.Addr()
+	if n.mediaIP.IsValid() {
+		media = netip.AddrPortFrom(n.mediaIP, media.Port())
+	}
+	n.voice = signaling.NewVoiceGateway(signaling.VoiceConfig{Endpoint: n.announced(n.VoiceAddr), UDP: media,
 		HeartbeatInterval: cfg.Gateway.HeartbeatInterval, Modes: cfg.VoiceModes, Metrics: metrics, Logger: cfg.Logger,
 		IdentifyTimeout: cfg.Gateway.IdentifyTimeout, PayloadsPerMinute: cfg.Gateway.PayloadsPerMinute}, n.signer, n.sfu)
 	return ln, nil

@@ -65,6 +65,7 @@ func (a *API) admin(mux *http.ServeMux) {
 	h("PATCH /admin/v1/guilds/{guild}/roles/{role}", a.adminPatchRole)
 	h("PUT /admin/v1/channels/{channel}/permissions/{overwrite}", a.adminPutOverwrite)
 	h("DELETE /admin/v1/guilds/{guild}/members/{user}", a.adminDeleteMember)
+	h("GET /admin/v1/cluster", a.adminCluster)
 }
 
 type createdUser struct {

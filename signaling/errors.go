@@ -49,6 +49,7 @@ var restErrors = []struct {
 	{context.DeadlineExceeded, http.StatusServiceUnavailable, apiError{Code: 0, Message: "timed out"}},
 	{context.Canceled, http.StatusServiceUnavailable, apiError{Code: 0, Message: "timed out"}},
 	{errStoreUnavailable, http.StatusServiceUnavailable, apiError{Code: 0, Message: "503: Service Unavailable"}},
+	{errNoCluster, http.StatusNotFound, apiError{Code: 0, Message: "404: this node has no cluster membership"}},
 }
 
 // errorResponse returns the status and body that answer err: a table

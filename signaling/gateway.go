@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"github.com/chorus-voice/chorus/cluster"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -105,6 +106,9 @@ type Deps struct {
 	Hub *Hub
 	// Metrics, shared by every part of the edge. Default: a private set.
 	Metrics *Metrics
+	// Cluster is the node's membership, which the admin API shows; nil
+	// answers GET /admin/v1/cluster with 404.
+	Cluster *cluster.Node
 }
 
 func (d *Deps) setDefaults(cfg Config) {

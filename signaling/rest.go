@@ -3,6 +3,7 @@ package signaling
 import (
 	"encoding/json"
 	"errors"
+	"github.com/chorus-voice/chorus/cluster"
 	"mime"
 	"net/http"
 	"strconv"
@@ -27,6 +28,7 @@ type API struct {
 	limits  *limiter
 	ids     *snowflake.Generator
 	revoke  func(user guild.ID)
+	cluster *cluster.Node
 }
 
 // NewAPI returns the REST and admin API. ids numbers the users the admin
@@ -36,7 +38,7 @@ func NewAPI(cfg Config, d Deps, ids *snowflake.Generator, revoke func(user guild
 	cfg.setDefaults()
 	d.setDefaults(cfg)
 	return &API{cfg: cfg, router: d.Router, store: d.Store, signer: d.Signer, tokens: tokens{d.Signer, d.Store},
-		metrics: d.Metrics, limits: newLimiter(), ids: ids, revoke: revoke}
+		metrics: d.Metrics, limits: newLimiter(), ids: ids, revoke: revoke, cluster: d.Cluster}
 }
 
 // register adds the API's routes to mux.

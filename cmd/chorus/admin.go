@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 
@@ -21,6 +22,10 @@ const adminUsage = `Usage: chorus admin [connection flags] <what> <verb> [flags]
   role create --guild ID --name NAME [--permissions BITS]
   member add --guild ID --user USER [--roles ID,ID] [--nick NICK]
   member remove --guild ID --user USER
+  cluster [--guild ID [--channel ID]] [--json]
+                   the members (roles, addresses, load, heartbeat age),
+                   the ring revision, and which node owns a guild or
+                   hosts a voice room
 
 USER is a user id or a username. The admin API of a running node is used;
 its token is read from <data>/admin.token unless --admin-token is given.
@@ -76,6 +81,13 @@ func admin(args []string) error {
 		return err
 	}
 	rest := fs.Args()
+	if len(rest) >= 1 && rest[0] == "cluster" {
+		c, err := newAdminClient(*server, *tok, *data)
+		if err != nil {
+			return err
+		}
+		return adminCluster(c, rest[1:], os.Stdout)
+	}
 	if len(rest) < 2 {
 		fs.Usage()
 		return errors.New("admin: say what to do, for example: chorus admin user create --name alice")

@@ -116,6 +116,41 @@ func TestAdminCommands(t *testing.T) {
 	if code := me(tok); code != 200 {
 		t.Fatalf("new token answered %d", code)
 	}
+	// The cluster: this one node, on the ring, owning the guild and its
+	// voice room.
+	cl := run("cluster", "--json", "--guild", gid, "--channel", ch["id"].(string))
+	members, _ := cl["members"].([]any)
+	if len(members) != 1 || cl["revision"].(float64) < 1 || cl["fenced"] != false {
+		t.Fatalf("cluster: %v", cl)
+	}
+	m := members[0].(map[string]any)
+	if m["id"] != "node-1" || m["roles"] != "gateway,guild,voice" || m["on_ring"] != true || m["heartbeat_age_ms"].(float64) > 5000 {
+		t.Fatalf("member: %v", m)
+	}
+	if cl["guild"].(map[string]any)["owner"] != "node-1" || cl["voice_room"].(map[string]any)["node"] != "node-1" {
+		t.Fatalf("placement: %v %v", cl["guild"], cl["voice_room"])
+	}
+	table, err := capture(t, func() error { return admin(append(append([]string{}, conn...), "cluster", "--guild", gid)) })
+	if err != nil || !strings.Contains(table, "ring revision") || !strings.Contains(table, "node-1  gateway,guild,voice  yes") ||
+		!strings.Contains(table, "owned by node-1") {
+		t.Fatalf("admin cluster printed %q, %v", table, err)
+	}
+	text := run("channel", "create", "--guild", gid, "--name", "chat")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"cluster", "--channel", "1"}, "together with --guild"},
+		{[]string{"cluster", "--guild", "x"}, "400"},
+		{[]string{"cluster", "--guild", "12345"}, "Unknown Guild"},
+		{[]string{"cluster", "--guild", gid, "--channel", text["id"].(string)}, "Unknown Channel"},
+	} {
+		_, err := capture(t, func() error { return admin(append(append([]string{}, conn...), tc.args...)) })
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("admin %v: %v, want an error containing %q", tc.args, err, tc.want)
+		}
+	}
+
 	// Bad input gets a clear error.
 	for _, args := range [][]string{
 		{"user", "create", "--name", "x"},                       // too short
@@ -186,5 +221,33 @@ func TestLoadtestBadInvocations(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("loadtest %v: got %v, want an error containing %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// serve refuses bad cluster settings with a message naming the flag,
+// before it creates or listens on anything.
+func TestServeBadClusterFlags(t *testing.T) {
+	dir := t.TempDir()
+	base := []string{"--data", filepath.Join(dir, "d"), "--http", "127.0.0.1:0", "--https", "off", "--voice", "off"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--roles", "gateway,sfu"}, `--roles: unknown role "sfu"`},
+		{[]string{"--roles", ""}, "--roles: no roles given"},
+		{[]string{"--cluster-ttl", "2500ms"}, "whole seconds"},
+		{[]string{"--cluster-fence-after", "3s"}, "--cluster-fence-after (3s) < --cluster-ttl (3s)"},
+		{[]string{"--cluster-heartbeat", "0s"}, "0 < --cluster-heartbeat"},
+		{[]string{"--advertise", "10.0.0.1:8080"}, "without a port"},
+		{[]string{"--advertise", "0.0.0.0"}, "unspecified address"},
+		{[]string{"--nats", "nats://127.0.0.1:4222"}, "--nats needs --postgres"},
+	} {
+		err := serve(append(append([]string{}, base...), tc.args...))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("serve %v: got %v, want an error containing %q", tc.args, err, tc.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "d")); err == nil {
+		t.Error("a refused start created the data directory")
 	}
 }

@@ -13,7 +13,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/chorus-voice/chorus/cluster"
 	"github.com/chorus-voice/chorus/crypto"
+	"github.com/chorus-voice/chorus/ring"
 	"github.com/chorus-voice/chorus/server"
 	"github.com/chorus-voice/chorus/signaling"
 )
@@ -45,7 +47,12 @@ Flags:
 	gatewayURL := fs.String("gateway-url", "", "gateway URL announced to clients (default ws://<http>)")
 	nodeID := fs.String("node-id", "node-1", "this node's name in the cluster")
 	postgres := fs.String("postgres", "", "PostgreSQL URL (postgres://user@host/db) for users, guilds and messages (default: the embedded store under --data)")
-	nats := fs.String("nats", "", "comma-separated NATS URLs of an external cluster (default: embedded NATS)")
+	nats := fs.String("nats", "", "comma-separated NATS URLs of an external cluster, which makes this node one of a cluster; needs --postgres (default: embedded NATS, a one-node cluster)")
+	roles := fs.String("roles", "gateway,guild,voice", "what this node serves, comma-separated: gateway (client connections and REST), guild (guilds placed on it by the ring), voice (voice gateway and media)")
+	advertise := fs.String("advertise", "", "host name or IP address clients and other nodes reach this node at; replaces the listeners' host in the gateway URL, voice endpoint, voice media address and the node's cluster record (default: the listeners' addresses)")
+	clusterHeartbeat := fs.Duration("cluster-heartbeat", cluster.DefaultHeartbeatEvery, "how often the node renews its cluster membership")
+	clusterTTL := fs.Duration("cluster-ttl", cluster.DefaultTTL, "how long a membership lives without renewal (whole seconds): a dead node leaves the ring this long after its last heartbeat")
+	clusterFence := fs.Duration("cluster-fence-after", cluster.DefaultFenceAfter, "how long without an acknowledged renewal before the node stops serving its guilds (must be shorter than --cluster-ttl)")
 	demo := fs.Bool("demo", false, "create (once) a demo guild, a bot and two users, and print their tokens")
 	heartbeat := fs.Duration("heartbeat-interval", signaling.DefaultHeartbeatInterval, "gateway heartbeat interval sent in Hello")
 	maxConc := fs.Int("max-concurrency", signaling.DefaultIdentifiesPer5s, "identifies allowed per user per 5 s (max_concurrency of GET /gateway/bot)")
@@ -75,6 +82,16 @@ Flags:
 		VoiceAddr: *voiceAddr, VoiceUDP: *voiceUDP, MaxConnsPerIP: *perIP}
 	if *perIP == 0 {
 		cfg.MaxConnsPerIP = -1
+	}
+	r, err := ring.ParseRoles(*roles)
+	if err != nil {
+		return fmt.Errorf("--roles: %w", err)
+	}
+	cfg.Roles = r
+	cfg.Advertise = *advertise
+	cfg.HeartbeatEvery, cfg.HeartbeatTTL, cfg.FenceAfter = *clusterHeartbeat, *clusterTTL, *clusterFence
+	if *clusterHeartbeat <= 0 || *clusterFence <= *clusterHeartbeat || *clusterTTL <= *clusterFence || *clusterTTL%time.Second != 0 {
+		return fmt.Errorf("cluster timing: need 0 < --cluster-heartbeat (%v) < --cluster-fence-after (%v) < --cluster-ttl (%v), the TTL in whole seconds", *clusterHeartbeat, *clusterFence, *clusterTTL)
 	}
 	if *voiceModes != "" {
 		for _, name := range strings.Split(*voiceModes, ",") {
@@ -112,6 +129,15 @@ Flags:
 	if n.VoiceAddr != "" {
 		fmt.Printf("  voice            wss://%s   (media UDP %s)\n", n.VoiceAddr, n.VoiceUDP)
 	}
+	if *nats != "" {
+		var urls []string
+		for _, u := range strings.Split(*nats, ",") {
+			urls = append(urls, redactURL(strings.TrimSpace(u)))
+		}
+		fmt.Printf("  cluster          NATS %s, roles %s\n", strings.Join(urls, ","), cfg.Roles)
+	} else {
+		fmt.Printf("  cluster          this node alone (embedded NATS), roles %s\n", cfg.Roles)
+	}
 	fmt.Printf("  data             %s\n", abs)
 	if *postgres != "" {
 		fmt.Printf("  store            %s\n", redactURL(*postgres))
@@ -144,11 +170,12 @@ func gatewayOr(url, addr string) string {
 	return "ws://" + addr
 }
 
-// redactURL hides a password in a postgres:// URL for printing.
+// redactURL hides a password in a postgres:// or nats:// URL for
+// printing; a key=value string (which may hold one anywhere) is not shown.
 func redactURL(s string) string {
 	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
-		return "PostgreSQL (address not shown)"
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return "(address not shown)"
 	}
 	return u.Redacted()
 }
