@@ -20,6 +20,7 @@ import (
 type chatUser struct {
 	id, token string
 	guild     *chatGuild
+	node      *chatNode // where its session lives and its sends go
 	gw        *GatewayClient
 	churning  atomic.Bool // a drop and resume is under way
 

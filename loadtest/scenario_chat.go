@@ -13,7 +13,6 @@ import (
 	mrand "math/rand/v2"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,7 +23,11 @@ import (
 
 // ChatOptions configures the chat scenario.
 type ChatOptions struct {
-	URL        string  // HTTP base of the node
+	// URL is the HTTP base of the node, or a comma-separated list of the
+	// nodes of one cluster: sessions are spread over them round-robin, each
+	// member sends through its own session's node, and the result has a
+	// line per node. The first one runs the admin calls.
+	URL        string
 	AdminToken string  // to create the users, guilds and channels
 	Sessions   int     // users, one gateway session each
 	Guilds     int     // one huge guild plus Guilds-1 small ones
@@ -72,8 +75,15 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 	if o.Fault != nil && o.ChurnPerSecond > 0 {
 		return nil, errors.New("loadtest fault: runs under chat without churn, so that every drop is the fault's")
 	}
-	c := &chatRun{o: o, base: strings.TrimRight(o.URL, "/"), start: time.Now(),
-		small: &Histogram{}, hugeH: &Histogram{}, hc: &http.Client{Timeout: 30 * time.Second}}
+	bases := nodes(o.URL)
+	if len(bases) == 0 {
+		return nil, errors.New("loadtest: no node URL")
+	}
+	c := &chatRun{o: o, base: bases[0], start: time.Now(), small: &Histogram{}, hugeH: &Histogram{},
+		hc: &http.Client{Timeout: 30 * time.Second}}
+	for _, b := range bases {
+		c.nodes = append(c.nodes, &chatNode{base: b, lat: &Histogram{}})
+	}
 	c.r = newResult("chat", map[string]any{"url": o.URL, "sessions": o.Sessions, "guilds": o.Guilds,
 		"huge_share": o.HugeShare, "size_skew": o.SizeSkew, "huge_messages": o.HugeMessages, "rate": o.Rate, "duration_s": o.Duration.Seconds()})
 	if o.Fault != nil {
@@ -94,7 +104,8 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 // chatRun is one run of the chat scenario: its world and what it counted.
 type chatRun struct {
 	o            ChatOptions
-	base         string
+	base         string      // the first node: admin calls, the fault's checks
+	nodes        []*chatNode // every node given, in order
 	start        time.Time
 	hc           *http.Client
 	r            *Result
@@ -176,8 +187,10 @@ func (c *chatRun) connect(ctx context.Context) error {
 	c.all = NewTimed() // the delivery timeline starts with the first session
 	ds := dialers(c.base)
 	for i, u := range c.users {
+		u.node = c.nodes[i%len(c.nodes)]
+		u.node.sessions++
 		cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		gw, err := DialGateway(cctx, ds[i%len(ds)], wsURL(c.base), u.token,
+		gw, err := DialGateway(cctx, ds[i%len(ds)], wsURL(u.node.base), u.token,
 			int(protocol.IntentGuilds|protocol.IntentGuildMessages|protocol.IntentMessageContent))
 		cancel()
 		if err != nil {
@@ -231,6 +244,8 @@ func (c *chatRun) read(u *chatUser) {
 		}
 		lat := ev.Seen.Sub(time.Unix(0, sentAt))
 		c.all.RecordAt(ev.Seen, lat)
+		u.node.lat.Record(lat)
+		u.node.delivered.Add(1)
 		if u.guild.huge {
 			c.hugeH.Record(lat)
 		} else {
@@ -250,7 +265,7 @@ func (c *chatRun) post(ctx context.Context, u *chatUser, seq uint64) (bool, int)
 	backoff := 50 * time.Millisecond
 	for {
 		status, began := 0, time.Now()
-		req, _ := http.NewRequestWithContext(ctx, "POST", c.base+"/api/v10/channels/"+u.guild.channel+"/messages", bytes.NewReader(body))
+		req, _ := http.NewRequestWithContext(ctx, "POST", u.node.base+"/api/v10/channels/"+u.guild.channel+"/messages", bytes.NewReader(body))
 		req.Header.Set("Authorization", "Bot "+u.token)
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := c.hc.Do(req)
@@ -329,13 +344,18 @@ func (c *chatRun) drive(ctx context.Context) {
 			ok, status := c.post(ctx, u, seq)
 			if !ok {
 				c.failed.Add(1)
+				u.node.failed.Add(1)
 				if status != 0 {
 					c.r.addFailure(fmt.Sprintf("http-%d", status))
 				}
 				return
 			}
 			c.sent.Add(1)
+			u.node.sent.Add(1)
 			c.expected.Add(int64(len(u.guild.members)))
+			for _, m := range u.guild.members {
+				m.node.expected.Add(1)
+			}
 		}(u, seq)
 	}
 	swg.Wait()
@@ -373,11 +393,12 @@ func (c *chatRun) churn(ctx context.Context, done chan struct{}) {
 				for u.gw.Recovering() && rctx.Err() == nil {
 					time.Sleep(10 * time.Millisecond)
 				}
-				n, err := u.catchUp(rctx, c.hc, c.base)
+				n, err := u.catchUp(rctx, c.hc, u.node.base)
 				if err != nil || u.gw.Recovering() {
 					c.reidentifyErrors.Add(1)
 				}
 				c.recovered.Add(int64(n))
+				u.node.recovered.Add(int64(n))
 			}()
 			continue
 		}
@@ -473,6 +494,9 @@ func (c *chatRun) report(ctx context.Context) (*Result, error) {
 	r.TimelineOf, r.Timeline = "delivery", c.all.Timeline()
 	r.Latency["delivery_huge"] = c.hugeH.Summarize()
 	r.Latency["delivery_small"] = c.small.Summarize()
+	if len(c.nodes) > 1 {
+		c.reportNodes(r)
+	}
 	r.Seconds = time.Since(c.start).Seconds()
 	return r, nil
 }
@@ -483,4 +507,31 @@ func (r *Result) addFailure(key string) {
 	failMu.Lock()
 	r.Failures[key]++
 	failMu.Unlock()
+}
+
+// chatNode is one node of the cluster under test: the sessions placed on
+// it and what they received, the sends made through it.
+type chatNode struct {
+	base                                         string
+	sessions                                     int
+	lat                                          *Histogram // delivery latency to its sessions
+	delivered, expected, recovered, sent, failed atomic.Int64
+}
+
+// reportNodes adds a line per node: "node<k>_*" counters and a
+// "delivery_node<k>" latency (k counts from 1 in --url order; the params
+// name each node's URL).
+func (c *chatRun) reportNodes(r *Result) {
+	urls := make([]string, len(c.nodes))
+	for k, n := range c.nodes {
+		urls[k] = n.base
+		p := fmt.Sprintf("node%d_", k+1)
+		r.Counters[p+"sessions"] = float64(n.sessions)
+		r.Counters[p+"sent"] = float64(n.sent.Load())
+		r.Counters[p+"send_failed"] = float64(n.failed.Load())
+		r.Counters[p+"delivered"] = float64(n.delivered.Load())
+		r.Counters[p+"lost"] = float64(n.expected.Load() - n.delivered.Load() - n.recovered.Load())
+		r.Latency[fmt.Sprintf("delivery_node%d", k+1)] = n.lat.Summarize()
+	}
+	r.Params["nodes"] = urls
 }

@@ -102,7 +102,7 @@ func runLoadtest(args []string) error {
 		}
 	}
 	fs := flag.NewFlagSet("loadtest "+scenario, flag.ContinueOnError)
-	base := fs.String("url", "http://127.0.0.1:8080", "HTTP base URL of the node under test")
+	base := fs.String("url", "http://127.0.0.1:8080", "HTTP base URL of the node under test; for chat, fault and gateway a comma-separated list of the nodes of one cluster, over which sessions are spread (reported per node)")
 	out := fs.String("json", "loadtest-"+scenario+".json", "where to write the JSON result")
 	htmlOut := fs.String("html", "loadtest-"+scenario+".html", "where to write the self-contained HTML report")
 	var slos sloFlags

@@ -1,0 +1,75 @@
+package clustertest
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chorus-voice/chorus/adminapi"
+	"github.com/chorus-voice/chorus/loadtest"
+)
+
+// `loadtest chat` over the three nodes of one cluster: the sessions are
+// spread over them, each member sends through its own node, and every
+// message reaches every member on every node once — the guilds live on
+// all three nodes, so most deliveries cross nodes in per-node batches.
+func TestLoadtestChatAcrossNodes(t *testing.T) {
+	c := Start(t, 3, "--rest-rate", "100000")
+	var urls []string
+	for _, nd := range c.Nodes {
+		urls = append(urls, "http://"+nd.HTTP)
+	}
+	tok, err := adminapi.ReadToken(c.Nodes[0].Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batchesBefore := sumMetric(t, c, `chorus_cluster_batches_total{dir="sent"}`)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	r, err := loadtest.RunChat(ctx, loadtest.ChatOptions{URL: strings.Join(urls, ","), AdminToken: tok, Sessions: 60,
+		Guilds: 6, HugeShare: 0.5, Rate: 40, Duration: 4 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batches := sumMetric(t, c, `chorus_cluster_batches_total{dir="sent"}`) - batchesBefore
+	k := r.Counters
+	for _, name := range []string{"lost", "duplicated", "send_failed"} {
+		if k[name] != 0 {
+			t.Errorf("%s = %v", name, k[name])
+		}
+	}
+	if k["sent"] < 100 || k["delivered"] != k["expected_deliveries"] {
+		t.Errorf("sent %v, delivered %v of %v", k["sent"], k["delivered"], k["expected_deliveries"])
+	}
+	for i := 1; i <= 3; i++ {
+		p := fmt.Sprintf("node%d_", i)
+		if k[p+"sessions"] != 20 || k[p+"sent"] == 0 || k[p+"delivered"] == 0 || k[p+"lost"] != 0 || k[p+"send_failed"] != 0 {
+			t.Errorf("node %d: sessions %v, sent %v, delivered %v, lost %v, failed %v", i, k[p+"sessions"], k[p+"sent"],
+				k[p+"delivered"], k[p+"lost"], k[p+"send_failed"])
+		}
+		if s := r.Latency[fmt.Sprintf("delivery_node%d", i)]; s.Count == 0 {
+			t.Errorf("node %d: no delivery latency", i)
+		}
+	}
+	if batches <= 0 {
+		t.Errorf("no batches crossed nodes")
+	}
+	t.Logf("%v messages, %v deliveries (p50 %.2f ms, p99 %.2f ms), %v cross-node batches: %.1f deliveries per batch",
+		k["sent"], k["delivered"], r.Latency["delivery"].P50, r.Latency["delivery"].P99, batches, k["delivered"]/batches)
+}
+
+// sumMetric adds one series over every running node.
+func sumMetric(t *testing.T, c *Cluster, name string) float64 {
+	t.Helper()
+	var sum float64
+	for _, nd := range c.Nodes {
+		v, err := nd.Metric(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum += v
+	}
+	return sum
+}
