@@ -55,6 +55,12 @@ type GatewayClient struct {
 	// heartbeat that was never acknowledged as a dead connection (a zombie,
 	// gateway.md §6). Reconnect implies Resumable.
 	Reconnect atomic.Bool
+	// Alternates are the gateway URLs of the other nodes of the cluster.
+	// A Reconnect client that cannot reach its node tries them in turn, as
+	// a client behind a load balancer in front of the cluster would; the
+	// node it lands on does not know the session (op 9), so it identifies
+	// afresh there. Set before the session can drop.
+	Alternates []string
 	// ReconnectFor bounds how long a Reconnect client keeps trying before
 	// the session ends (default 60 s).
 	ReconnectFor time.Duration
@@ -75,6 +81,7 @@ type GatewayClient struct {
 	gen            atomic.Int64 // bumped whenever ws is replaced
 	sessionID      string
 	resumeURL      string
+	alt            int // how many times nextNode moved on
 	closing        atomic.Bool
 	heartbeatEvery time.Duration
 	doneOnce       sync.Once
@@ -352,12 +359,28 @@ func (c *GatewayClient) reconnect() {
 		if err == nil {
 			return
 		}
+		c.nextNode()
 		time.Sleep(backoff)
 		backoff = min(2*backoff, time.Second)
 	}
 	if !c.closing.Load() {
 		c.Err = errors.New("loadtest: gave up reconnecting")
 		c.finish()
+	}
+}
+
+// nextNode points the next resume at the next alternate node, if any.
+func (c *GatewayClient) nextNode() {
+	if len(c.Alternates) == 0 {
+		return
+	}
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	c.alt++
+	if i := c.alt % (len(c.Alternates) + 1); i == 0 {
+		c.resumeURL = c.url
+	} else {
+		c.resumeURL = c.Alternates[i-1]
 	}
 }
 

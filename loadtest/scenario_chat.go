@@ -199,6 +199,11 @@ func (c *chatRun) connect(ctx context.Context) error {
 		u.gw = gw
 		gw.Resumable.Store(c.o.ChurnPerSecond > 0)
 		if c.o.Fault != nil {
+			for _, n := range c.nodes {
+				if n != u.node {
+					gw.Alternates = append(gw.Alternates, wsURL(n.base))
+				}
+			}
 			gw.ReconnectFor = c.o.Fault.recoverWithin()
 			gw.Reconnect.Store(true)
 		}
@@ -263,9 +268,10 @@ func (c *chatRun) post(ctx context.Context, u *chatUser, seq uint64) (bool, int)
 	content := loadContent(seq)
 	body, _ := json.Marshal(map[string]any{"content": content, "nonce": strconv.FormatUint(seq, 10), "enforce_nonce": true})
 	backoff := 50 * time.Millisecond
+	node := c.via(u)
 	for {
 		status, began := 0, time.Now()
-		req, _ := http.NewRequestWithContext(ctx, "POST", u.node.base+"/api/v10/channels/"+u.guild.channel+"/messages", bytes.NewReader(body))
+		req, _ := http.NewRequestWithContext(ctx, "POST", node.base+"/api/v10/channels/"+u.guild.channel+"/messages", bytes.NewReader(body))
 		req.Header.Set("Authorization", "Bot "+u.token)
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := c.hc.Do(req)
@@ -278,15 +284,56 @@ func (c *chatRun) post(ctx context.Context, u *chatUser, seq uint64) (bool, int)
 			return status == 200, status
 		}
 		at := time.Now()
-		c.fr.attempt(seq, u.guild, began, at, status == 200)
+		c.fr.attempt(seq, u.guild, began, at, status)
 		// 4xx other than 429 will not change on a retry.
 		if status == 200 || (status >= 400 && status < 500 && status != 429) || ctx.Err() != nil ||
 			at.After(c.sendStart.Add(c.o.Duration+c.fr.recoverWithin())) {
 			return status == 200, status
 		}
+		if status == 0 {
+			// Unreachable: the next node of the cluster takes the retry,
+			// and the later sends of every member of this one.
+			node.unreachable.Store(true)
+			node = c.via(u)
+		}
 		time.Sleep(backoff)
 		backoff = min(2*backoff, time.Second)
 	}
+}
+
+// liveBase is the first node that answers /healthz (the history is read
+// through it after a fault, which may have taken the first one down), or
+// the first node when none does.
+func (c *chatRun) liveBase(ctx context.Context) string {
+	for _, n := range c.nodes {
+		req, _ := http.NewRequestWithContext(ctx, "GET", n.base+"/healthz", nil)
+		if resp, err := c.hc.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return n.base
+			}
+		}
+	}
+	return c.base
+}
+
+// via is the node u sends through: its own, or, once that was found
+// unreachable, the next one in --url order that was not (under a fault
+// that took a node down; a load balancer in front of a cluster does the
+// same). With every node unreachable, its own.
+func (c *chatRun) via(u *chatUser) *chatNode {
+	k := 0
+	for i, n := range c.nodes {
+		if n == u.node {
+			k = i
+		}
+	}
+	for i := range c.nodes {
+		if n := c.nodes[(k+i)%len(c.nodes)]; !n.unreachable.Load() {
+			return n
+		}
+	}
+	return u.node
 }
 
 // drive sends Rate messages per second for Duration, HugeMessages of them
@@ -486,7 +533,7 @@ func (c *chatRun) report(ctx context.Context) (*Result, error) {
 		r.Counters["missed_after_resume"] = r.Counters["lost"]
 	}
 	if c.fr != nil {
-		if err := c.fr.report(ctx, r, c.base, c.sendStart, c.all, c.gateways(), guilds); err != nil {
+		if err := c.fr.report(ctx, r, c.liveBase(ctx), c.sendStart, c.all, c.gateways(), guilds); err != nil {
 			return nil, err
 		}
 	}
@@ -516,6 +563,7 @@ type chatNode struct {
 	sessions                                     int
 	lat                                          *Histogram // delivery latency to its sessions
 	delivered, expected, recovered, sent, failed atomic.Int64
+	unreachable                                  atomic.Bool // a send found it down
 }
 
 // reportNodes adds a line per node: "node<k>_*" counters and a
@@ -530,7 +578,9 @@ func (c *chatRun) reportNodes(r *Result) {
 		r.Counters[p+"sent"] = float64(n.sent.Load())
 		r.Counters[p+"send_failed"] = float64(n.failed.Load())
 		r.Counters[p+"delivered"] = float64(n.delivered.Load())
-		r.Counters[p+"lost"] = float64(n.expected.Load() - n.delivered.Load() - n.recovered.Load())
+		// The node's share of "lost" (chat) or "missed_live" (fault, where
+		// "lost" means acknowledged and not stored).
+		r.Counters[p+"missed"] = float64(n.expected.Load() - n.delivered.Load() - n.recovered.Load())
 		r.Latency[fmt.Sprintf("delivery_node%d", k+1)] = n.lat.Summarize()
 	}
 	r.Params["nodes"] = urls

@@ -65,6 +65,9 @@ type faultRun struct {
 	lastFail time.Time // the latest failed send attempt after the fault
 	acks     []ack     // every acknowledged message, in order of answer
 	retries  int
+	// retryCause counts failed attempts by answer ("unreachable" when
+	// none came, else the HTTP status).
+	retryCause map[string]int
 }
 
 // ack is one acknowledged message: its request began at sent and its
@@ -76,14 +79,22 @@ type ack struct {
 }
 
 // attempt records one send attempt of message seq.
-func (f *faultRun) attempt(seq uint64, g *chatGuild, sent, at time.Time, ok bool) {
+func (f *faultRun) attempt(seq uint64, g *chatGuild, sent, at time.Time, status int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if ok {
+	if status == 200 {
 		f.acks = append(f.acks, ack{seq, g, sent, at})
 		return
 	}
 	f.retries++
+	cause := "unreachable"
+	if status != 0 {
+		cause = "http_" + strconv.Itoa(status)
+	}
+	if f.retryCause == nil {
+		f.retryCause = map[string]int{}
+	}
+	f.retryCause[cause]++
 	if !f.started.IsZero() && at.After(f.started) && at.After(f.lastFail) {
 		f.lastFail = at
 	}
@@ -239,6 +250,9 @@ func (f *faultRun) report(ctx context.Context, r *Result, base string, sendStart
 	f.mu.Lock()
 	acks, lastFail := f.acks, f.lastFail
 	c["send_retries"] = float64(f.retries)
+	for cause, n := range f.retryCause {
+		c["send_retries_"+cause] = float64(n)
+	}
 	f.mu.Unlock()
 	var sendsBack time.Time
 	if !lastFail.IsZero() {
