@@ -8,12 +8,13 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// The node-to-node bus: each node subscribes to its own two subjects, one
-// for requests (answered) and one for event batches (delivered in the
-// order sent: one subscription, one goroutine, and NATS keeps a
-// publisher's order). The payloads are opaque to this package.
+// The node-to-node bus: each node subscribes to its own subjects, one for
+// requests (answered), one for event batches (delivered in the order sent:
+// one subscription, one goroutine, and NATS keeps a publisher's order) and
+// one for pings (evict.go). The payloads are opaque to this package.
 func callSubject(node string) string  { return "chorus.node." + node + ".call" }
 func batchSubject(node string) string { return "chorus.node." + node + ".batch" }
+func pingSubject(node string) string  { return "chorus.node." + node + ".ping" }
 
 // Handlers serve what other nodes send this one.
 type Handlers struct {
@@ -56,11 +57,17 @@ func (n *Node) Serve(h Handlers) error {
 		call.Unsubscribe()
 		return fmt.Errorf("cluster: subscribe: %w", err)
 	}
+	ping, err := n.conn.Subscribe(pingSubject(n.cfg.NodeID), func(m *nats.Msg) { m.Respond(nil) })
+	if err != nil {
+		call.Unsubscribe()
+		batch.Unsubscribe()
+		return fmt.Errorf("cluster: subscribe: %w", err)
+	}
 	// Batches are few and large; let a burst wait in memory rather than be
 	// dropped as a slow consumer's.
 	batch.SetPendingLimits(-1, 256<<20)
 	n.mu.Lock()
-	n.subs = []*nats.Subscription{call, batch}
+	n.subs = []*nats.Subscription{call, batch, ping}
 	n.mu.Unlock()
 	// Both subscriptions are known to the server before the first
 	// heartbeat tells the others this node serves.
@@ -74,6 +81,9 @@ func (n *Node) Serve(h Handlers) error {
 // ends.
 func (n *Node) Call(ctx context.Context, node string, req []byte) ([]byte, error) {
 	m, err := n.conn.RequestWithContext(ctx, callSubject(node), req)
+	if errors.Is(err, nats.ErrNoResponders) {
+		n.suspect(node)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -87,13 +88,16 @@ type Node struct {
 	started time.Time
 	log     *slog.Logger
 
-	mu       sync.Mutex
-	live     map[string]Member    // members whose heartbeat key exists
-	heard    map[string]time.Time // when this node last saw each member's heartbeat
-	view     []ring.Node          // the ring record
-	viewRev  uint64
-	proposed uint64 // the ring revision this node last proposed over
-	fenced   bool   // serving nothing until unfenceSeq is seen
+	mu    sync.Mutex
+	live  map[string]Member    // members whose heartbeat key exists
+	heard map[string]time.Time // when this node last saw each member's heartbeat
+	// suspected is when a call to each member last met no responders.
+	suspected map[string]time.Time
+	evicted   atomic.Uint64 // members this node evicted (evict.go)
+	view      []ring.Node   // the ring record
+	viewRev   uint64
+	proposed  uint64 // the ring revision this node last proposed over
+	fenced    bool   // serving nothing until unfenceSeq is seen
 	// unfenceSeq is the revision of the first heartbeat acknowledged after
 	// a fence; the node serves again once its watch has seen it, so its
 	// view is at least as new as that moment.
@@ -153,7 +157,7 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, started: time.Now(), log: cfg.Logger, live: map[string]Member{}, heard: map[string]time.Time{},
+	n := &Node{cfg: cfg, started: time.Now(), log: cfg.Logger, live: map[string]Member{}, heard: map[string]time.Time{}, suspected: map[string]time.Time{},
 		changed: make(chan struct{}), stop: make(chan struct{}), leave: make(chan struct{}), poke: make(chan struct{}, 1), fenced: true,
 		ring: ring.New(0, nil)}
 	if err := n.connect(); err != nil {
@@ -702,4 +706,5 @@ func (n *Node) WriteMetrics(w io.Writer) {
 		f = 1
 	}
 	fmt.Fprintf(w, "chorus_cluster_fenced %d\n", f)
+	fmt.Fprintf(w, "chorus_cluster_members_evicted_total %d\n", n.evicted.Load())
 }

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/chorus-voice/chorus/cluster/natstest"
 	"github.com/chorus-voice/chorus/ring"
 )
@@ -313,5 +315,55 @@ func TestBus(t *testing.T) {
 	}
 	if time.Since(start) > time.Second {
 		t.Fatal("a call to no node waited for its deadline instead of failing at once")
+	}
+}
+
+// A member that died is evicted as soon as a call to it meets no
+// responders, well before its heartbeat's TTL; a live member is not.
+func TestDeadMemberEvicted(t *testing.T) {
+	nc := natstest.Start(t, 3)
+	var nodes []*Node
+	for i, id := range []string{"a", "b", "c"} {
+		n, err := member(testConfig(id, nc.Servers[i].URL))
+		if err != nil {
+			t.Fatalf("start %s: %v", id, err)
+		}
+		nodes = append(nodes, n)
+	}
+	defer nodes[0].Close()
+	defer nodes[1].Close()
+	waitRing(t, nodes[0], "a", "b", "c")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	nodes[1].suspect("a") // a live member survives a suspicion
+	killed := time.Now()
+	nodes[2].abandon()
+	// Until the servers' routes learn that c's subscriptions are gone, a
+	// call may be forwarded to where c was and go unanswered: call until
+	// one meets "no responders", as a router's traffic would.
+	for i := 0; ; i++ {
+		cctx, ccancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		_, err := nodes[0].Call(cctx, "c", []byte("x"))
+		ccancel()
+		if errors.Is(err, nats.ErrNoResponders) {
+			break
+		}
+		if err == nil || i == 50 {
+			t.Fatalf("call %d to a dead node: %v", i, err)
+		}
+	}
+	waitRing(t, nodes[0], "a", "b")
+	waitRing(t, nodes[1], "a", "b")
+	gone := time.Since(killed)
+	t.Logf("a dead member left the ring %v after it died (TTL %v)", gone, nodes[0].cfg.TTL)
+	if gone >= nodes[0].cfg.TTL {
+		t.Fatalf("the ring dropped c after %v: its TTL, not the eviction", gone)
+	}
+	if nodes[0].evicted.Load() != 1 {
+		t.Fatalf("a evicted %d members", nodes[0].evicted.Load())
+	}
+	if !nodes[1].Ring().Has("a") || nodes[1].evicted.Load() != 0 {
+		t.Fatal("a live member was evicted")
 	}
 }
