@@ -76,3 +76,21 @@ func TestRoles(t *testing.T) {
 		}
 	}
 }
+
+// Placement is looked up on every guild command and every event batch:
+// it must cost little and allocate nothing.
+func BenchmarkOwner(b *testing.B) {
+	for _, n := range []int{3, 6, 32} {
+		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
+			r := New(1, nodes(n))
+			b.ReportAllocs()
+			var key uint64 = 1000 << 22
+			for b.Loop() {
+				key += 1 << 22
+				if _, ok := r.Owner(RoleGuild, key); !ok {
+					b.Fatal("no owner")
+				}
+			}
+		})
+	}
+}
