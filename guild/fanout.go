@@ -63,6 +63,9 @@ func (o *outbox) add(node string, ev *Event, sessions []string) {
 		for n < len(sessions) && n < 1<<16-1 && (n == 0 || size+2+len(sessions[n]) <= maxBatch) {
 			size += 2 + len(sessions[n])
 			n++
+			if o.r.cfg.UnbatchedFanout {
+				break
+			}
 		}
 		if q.size+size > maxQueued {
 			q.mu.Unlock()
@@ -70,7 +73,7 @@ func (o *outbox) add(node string, ev *Event, sessions []string) {
 			return
 		}
 		last := len(q.batches) - 1
-		if last < 0 || len(q.batches[last])+size > maxBatch {
+		if last < 0 || len(q.batches[last])+size > maxBatch || o.r.cfg.UnbatchedFanout {
 			q.batches = append(q.batches, make([]byte, 0, min(max(size, 4096), maxBatch)))
 			last++
 		}

@@ -26,6 +26,10 @@ type Config struct {
 	// the store and is loaded again on the next call. Default 10 minutes;
 	// negative keeps actors forever.
 	IdleAfter time.Duration
+	// UnbatchedFanout sends each event to each session on another node in
+	// a bus message of its own, as a naive design would: for the benchmark
+	// that measures what per-node batching saves, never for a real node.
+	UnbatchedFanout bool
 }
 
 // Placement says which node owns a guild: the ring of the current view
