@@ -87,6 +87,20 @@ func member(cfg Config) (*Node, error) {
 	return n, nil
 }
 
+// members starts a member per id, the i-th on the i-th NATS server.
+func members(t *testing.T, nc *natstest.Cluster, ids ...string) []*Node {
+	t.Helper()
+	var nodes []*Node
+	for i, id := range ids {
+		n, err := member(testConfig(id, nc.Servers[i%len(nc.Servers)].URL))
+		if err != nil {
+			t.Fatalf("start %s: %v", id, err)
+		}
+		nodes = append(nodes, n)
+	}
+	return nodes
+}
+
 // waitRing waits until n's ring holds exactly ids and returns it.
 func waitRing(t *testing.T, n *Node, ids ...string) *ring.Ring {
 	t.Helper()
@@ -124,14 +138,7 @@ func (n *Node) abandon() {
 
 func TestMembershipOnNATSCluster(t *testing.T) {
 	nc := natstest.Start(t, 3)
-	var nodes []*Node
-	for i, id := range []string{"a", "b", "c"} {
-		n, err := member(testConfig(id, nc.Servers[i].URL))
-		if err != nil {
-			t.Fatalf("start %s: %v", id, err)
-		}
-		nodes = append(nodes, n)
-	}
+	nodes := members(t, nc, "a", "b", "c")
 	defer func() {
 		for _, n := range nodes[:2] {
 			n.Close()
@@ -187,7 +194,9 @@ func TestMembershipOnNATSCluster(t *testing.T) {
 	left := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), nodes[0].cfg.TTL)
 	defer cancel()
-	if err := c.Leave(ctx); err != nil {
+	err = c.Leave(ctx)
+	t.Logf("Leave returned after %v", time.Since(left))
+	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Ring().Has("c") {
@@ -322,14 +331,7 @@ func TestBus(t *testing.T) {
 // responders, well before its heartbeat's TTL; a live member is not.
 func TestDeadMemberEvicted(t *testing.T) {
 	nc := natstest.Start(t, 3)
-	var nodes []*Node
-	for i, id := range []string{"a", "b", "c"} {
-		n, err := member(testConfig(id, nc.Servers[i].URL))
-		if err != nil {
-			t.Fatalf("start %s: %v", id, err)
-		}
-		nodes = append(nodes, n)
-	}
+	nodes := members(t, nc, "a", "b", "c")
 	defer nodes[0].Close()
 	defer nodes[1].Close()
 	waitRing(t, nodes[0], "a", "b", "c")

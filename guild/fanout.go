@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"sync"
+	"time"
 )
 
 // Events for sessions on other nodes leave in batches: one bus message per
@@ -25,9 +26,10 @@ const maxQueued = 64 << 20
 
 // outbox holds the queues to other nodes.
 type outbox struct {
-	r     *Router
-	mu    sync.Mutex
-	nodes map[string]*queue
+	r      *Router
+	mu     sync.Mutex
+	nodes  map[string]*queue
+	closed bool // the router is stopping: no new senders
 }
 
 type queue struct {
@@ -50,9 +52,15 @@ func (r *Router) deliver(node string, ev *Event, sessions []string) {
 func (o *outbox) add(node string, ev *Event, sessions []string) {
 	o.mu.Lock()
 	q := o.nodes[node]
+	if q == nil && o.closed {
+		o.mu.Unlock()
+		o.r.stats.batchDropped.Add(uint64(len(sessions)))
+		return
+	}
 	if q == nil {
 		q = &queue{wake: make(chan struct{}, 1)}
 		o.nodes[node] = q
+		o.r.senders.Add(1)
 		go o.send(node, q)
 	}
 	o.mu.Unlock()
@@ -89,12 +97,14 @@ func (o *outbox) add(node string, ev *Event, sessions []string) {
 }
 
 // send is node's sender: it takes every batch queued and sends each.
+// When the router stops it sends what is still queued, then returns.
 func (o *outbox) send(node string, q *queue) {
-	for {
+	defer o.r.senders.Done()
+	for stopping := false; !stopping; {
 		select {
 		case <-q.wake:
 		case <-o.r.stop:
-			return
+			stopping = true
 		}
 		for {
 			q.mu.Lock()
@@ -113,6 +123,16 @@ func (o *outbox) send(node string, q *queue) {
 			o.r.stats.batchesSent.Add(1)
 		}
 	}
+}
+
+// close lets the senders send what is queued and stop, and waits for
+// them, at most d.
+func (o *outbox) close(d time.Duration) {
+	o.mu.Lock()
+	o.closed = true
+	o.mu.Unlock()
+	close(o.r.stop)
+	waitBounded(&o.r.senders, d)
 }
 
 // ServeBatch delivers a batch from another node to this node's sessions,

@@ -98,8 +98,11 @@ type Router struct {
 	stats    routerStats
 	stop     chan struct{}
 	stopOnce sync.Once
+	running  sync.WaitGroup // actors' goroutines, and loads that may start one
+	senders  sync.WaitGroup // the outbox's senders
 
 	mu          sync.Mutex
+	closing     bool // Close has begun: no new actors
 	slots       map[ID]*slot
 	retirements atomic.Uint64
 
@@ -214,8 +217,51 @@ func (r *Router) VoiceNode(guild, channel ID) string { return r.Owner(guild) }
 // never changes).
 func (r *Router) Changed() <-chan struct{} { return r.place.Changed() }
 
-// Close stops the router's senders to other nodes.
-func (r *Router) Close() { r.stopOnce.Do(func() { close(r.stop) }) }
+// closeTimeout bounds each of Close's two waits.
+const closeTimeout = 3 * time.Second
+
+// Close stops the router without losing what it acknowledged: every actor
+// answers the mail it accepted and writes and fans out its last group
+// commit (as when its guild moves away), then each sender to another node
+// sends what is queued for it, and only then stops. A node that left the
+// ring first (SIGTERM) has retired its actors already; Close waits for
+// them to finish. Each wait is bounded by closeTimeout.
+func (r *Router) Close() {
+	r.stopOnce.Do(func() {
+		r.mu.Lock()
+		r.closing = true
+		slots := make([]*slot, 0, len(r.slots))
+		for id, s := range r.slots {
+			slots = append(slots, s)
+			delete(r.slots, id)
+		}
+		r.mu.Unlock()
+		for _, s := range slots {
+			<-s.ready // a load under way ends within its caller's deadline
+			if a := s.a; a != nil {
+				a.gate.Lock()
+				a.retired = true
+				a.gate.Unlock()
+				close(a.quit)
+			}
+		}
+		waitBounded(&r.running, closeTimeout)
+		r.out.close(closeTimeout)
+	})
+}
+
+// waitBounded waits for wg, at most d.
+func waitBounded(wg *sync.WaitGroup, d time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(d):
+	}
+}
 
 // routerStats counts the router's traffic with other nodes.
 type routerStats struct {
@@ -238,18 +284,27 @@ func (r *Router) actor(ctx context.Context, id ID) (*actor, error) {
 		return nil, ErrNotOwner
 	}
 	r.mu.Lock()
+	if r.closing {
+		r.mu.Unlock()
+		return nil, ErrNotOwner
+	}
 	s := r.slots[id]
 	if s == nil {
 		s = &slot{ready: make(chan struct{})}
 		r.slots[id] = s
+		r.running.Add(1)
 		r.mu.Unlock()
 		s.a, s.err = r.load(ctx, id)
 		if s.err != nil {
 			r.mu.Lock()
 			delete(r.slots, id)
 			r.mu.Unlock()
+			r.running.Done()
 		} else {
-			go s.a.run()
+			go func() {
+				defer r.running.Done()
+				s.a.run()
+			}()
 		}
 		close(s.ready)
 	} else {

@@ -36,7 +36,12 @@ fi
 stage "go vet"
 go vet ./...
 stage "go test (race detector on)"
-go test -race -count=1 -timeout 20m ./...
+go test -race -count=1 -timeout 20m $(go list ./... | grep -v '/cluster/clustertest$')
+# The cluster tests run three nats-server processes, PostgreSQL and several
+# chorus processes each: beside other packages' tests they would starve
+# them of the two cores, so they run on their own.
+stage "cluster end-to-end tests (nats-server, PostgreSQL and chorus processes; race detector on)"
+go test -race -count=1 -timeout 20m ./cluster/clustertest
 stage "the server suite again, every node on PostgreSQL instead of the embedded store"
 CHORUS_TEST_STORE=postgres go test -race -count=1 -timeout 20m ./server
 stage "allocation tests without the race detector (it allocates on its own)"

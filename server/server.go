@@ -174,8 +174,14 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, mediaIP: mediaIP}
 	ok := false
+	// Listeners opened but not yet served are closed here on failure;
+	// n.Close stops the served ones.
+	var unserved []net.Listener
 	defer func() {
 		if !ok {
+			for _, ln := range unserved {
+				ln.Close()
+			}
 			n.Close()
 		}
 	}()
@@ -204,13 +210,14 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
 	}
+	unserved = append(unserved, httpLn)
 	n.HTTPAddr = httpLn.Addr().String()
 	var httpsLn net.Listener
 	if cfg.HTTPSAddr != "off" {
 		if httpsLn, err = net.Listen("tcp", cfg.HTTPSAddr); err != nil {
-			httpLn.Close()
 			return nil, fmt.Errorf("listen %s: %w", cfg.HTTPSAddr, err)
 		}
+		unserved = append(unserved, httpsLn)
 		n.HTTPSAddr = httpsLn.Addr().String()
 	}
 
@@ -238,13 +245,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		if err != nil {
 			err = fmt.Errorf("tls: %w", err)
 		} else if cfg.VoiceAddr != "off" {
-			voiceLn, err = n.startVoice(cfg, metrics)
+			if voiceLn, err = n.startVoice(cfg, metrics); err == nil {
+				unserved = append(unserved, voiceLn)
+			}
 		}
 		if err != nil {
-			httpLn.Close()
-			if httpsLn != nil {
-				httpsLn.Close()
-			}
 			return nil, err
 		}
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
@@ -259,13 +264,6 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		HTTP: n.announced(n.HTTPAddr), DataDir: cfg.DataDir, NATSURLs: cfg.NATS, Logger: cfg.Logger, Load: n.load,
 		HeartbeatEvery: cfg.HeartbeatEvery, TTL: cfg.HeartbeatTTL, FenceAfter: cfg.FenceAfter})
 	if err != nil {
-		httpLn.Close()
-		if httpsLn != nil {
-			httpsLn.Close()
-		}
-		if voiceLn != nil {
-			voiceLn.Close()
-		}
 		return nil, err
 	}
 	hub := signaling.NewHub(gcfg, metrics)
@@ -285,13 +283,6 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	// The node joins the ring only now, when it can answer other nodes.
 	if err := n.cluster.Serve(cluster.Handlers{Call: n.router.ServeCall, Batch: n.router.ServeBatch}); err != nil {
-		httpLn.Close()
-		if httpsLn != nil {
-			httpsLn.Close()
-		}
-		if voiceLn != nil {
-			voiceLn.Close()
-		}
 		return nil, err
 	}
 

@@ -242,6 +242,20 @@ func (nd *Node) Stop(t testing.TB) {
 	}
 }
 
+// URLs lists the running nodes' HTTP bases, comma-separated (the load
+// tester's --url).
+func (c *Cluster) URLs() string {
+	var urls []string
+	for _, nd := range c.Nodes {
+		select {
+		case <-nd.Exited():
+		default:
+			urls = append(urls, "http://"+nd.HTTP)
+		}
+	}
+	return strings.Join(urls, ",")
+}
+
 // Admin returns an admin API client for the node.
 func (nd *Node) Admin(t testing.TB) *adminapi.Client {
 	t.Helper()

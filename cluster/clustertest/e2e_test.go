@@ -232,6 +232,20 @@ func watchMessages(ctx context.Context, sessions []*loadtest.GatewayClient) []ch
 	return arrivals
 }
 
+// positions maps each message id a session received to its place in the
+// session's stream (from 1), and reports a message delivered twice.
+func positions(t *testing.T, node string, ids []string) map[string]int {
+	t.Helper()
+	pos := make(map[string]int, len(ids))
+	for i, id := range ids {
+		if pos[id] != 0 {
+			t.Errorf("session on %s: message %s delivered twice", node, id)
+		}
+		pos[id] = i + 1
+	}
+	return pos
+}
+
 // collectUntil gathers each session's arrivals up to (not including) the
 // message last, waiting at most 15 s in all.
 func collectUntil(t *testing.T, arrivals []chan string, nodes []*Node, last string) [][]string {
@@ -321,13 +335,7 @@ func TestOwnerKilledUnderLoad(t *testing.T) {
 		if gc.Drops.Load() != 0 {
 			t.Errorf("session on %s dropped %d times", survivors[k].ID, gc.Drops.Load())
 		}
-		seen := map[string]int{}
-		for i, id := range got[k] {
-			if seen[id] != 0 {
-				t.Errorf("session on %s: message %s delivered twice", survivors[k].ID, id)
-			}
-			seen[id] = i + 1
-		}
+		seen := positions(t, survivors[k].ID, got[k])
 		last := 0
 		for i := before; i < total; i++ {
 			pos := seen[acks[i].id]

@@ -152,15 +152,11 @@ func TestPausedOwnerCannotWrite(t *testing.T) {
 		t.Errorf("%d messages stored, %d acknowledged", len(stored), len(acks))
 	}
 	for k, ids := range got {
-		seen := map[string]int{}
-		for i, id := range ids {
-			if seen[id] != 0 {
-				t.Errorf("session on %s: message %s delivered twice", nodes[k].ID, id)
-			}
+		seen := positions(t, nodes[k].ID, ids)
+		for _, id := range ids {
 			if !storedIDs[id] {
 				t.Errorf("session on %s: message %s delivered but not stored", nodes[k].ID, id)
 			}
-			seen[id] = i + 1
 		}
 		pos := 0
 		for _, a := range acks[back : len(acks)-1] { // the last ends the collection

@@ -123,13 +123,7 @@ func TestOwnerStoppedGracefully(t *testing.T) {
 		}
 	}
 	for k, ids := range got {
-		pos := map[string]int{}
-		for i, id := range ids {
-			if pos[id] != 0 {
-				t.Errorf("session on %s: %s delivered twice", survivors[k].ID, id)
-			}
-			pos[id] = i + 1
-		}
+		pos := positions(t, survivors[k].ID, ids)
 		for _, as := range acks {
 			prev := 0
 			for _, a := range as {

@@ -3,11 +3,9 @@ package clustertest
 import (
 	"context"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/chorus-voice/chorus/adminapi"
 	"github.com/chorus-voice/chorus/loadtest"
 )
 
@@ -17,18 +15,11 @@ import (
 // all three nodes, so most deliveries cross nodes in per-node batches.
 func TestLoadtestChatAcrossNodes(t *testing.T) {
 	c := Start(t, 3, "--rest-rate", "100000")
-	var urls []string
-	for _, nd := range c.Nodes {
-		urls = append(urls, "http://"+nd.HTTP)
-	}
-	tok, err := adminapi.ReadToken(c.Nodes[0].Data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	urls, tok := c.URLs(), c.Nodes[0].Admin(t).Token
 	batchesBefore := sumMetric(t, c, `chorus_cluster_batches_total{dir="sent"}`)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	r, err := loadtest.RunChat(ctx, loadtest.ChatOptions{URL: strings.Join(urls, ","), AdminToken: tok, Sessions: 60,
+	r, err := loadtest.RunChat(ctx, loadtest.ChatOptions{URL: urls, AdminToken: tok, Sessions: 60,
 		Guilds: 6, HugeShare: 0.5, Rate: 40, Duration: 4 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -81,18 +72,11 @@ func sumMetric(t *testing.T, c *Cluster, name string) float64 {
 // misses a message.
 func TestLoadtestFaultKillsOneNode(t *testing.T) {
 	c := Start(t, 3, "--rest-rate", "100000")
-	var urls []string
-	for _, nd := range c.Nodes {
-		urls = append(urls, "http://"+nd.HTTP)
-	}
-	tok, err := adminapi.ReadToken(c.Nodes[0].Data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	urls, tok := c.URLs(), c.Nodes[0].Admin(t).Token
 	victim := c.Nodes[1]
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	r, err := loadtest.RunChat(ctx, loadtest.ChatOptions{URL: strings.Join(urls, ","), AdminToken: tok, Sessions: 60,
+	r, err := loadtest.RunChat(ctx, loadtest.ChatOptions{URL: urls, AdminToken: tok, Sessions: 60,
 		Guilds: 6, HugeShare: 0.5, Rate: 20, Duration: 10 * time.Second,
 		Fault: &loadtest.Fault{Command: fmt.Sprintf("kill -9 %d", victim.PID()), At: 2 * time.Second, RecoverWithin: 30 * time.Second}})
 	if err != nil {
