@@ -157,9 +157,9 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, started: time.Now(), log: cfg.Logger, live: map[string]Member{}, heard: map[string]time.Time{}, suspected: map[string]time.Time{},
-		changed: make(chan struct{}), stop: make(chan struct{}), leave: make(chan struct{}), poke: make(chan struct{}, 1), fenced: true,
-		ring: ring.New(0, nil)}
+	n := &Node{cfg: cfg, started: time.Now(), log: cfg.Logger, fenced: true, ring: ring.New(0, nil),
+		live: map[string]Member{}, heard: map[string]time.Time{}, suspected: map[string]time.Time{},
+		changed: make(chan struct{}), stop: make(chan struct{}), leave: make(chan struct{}), poke: make(chan struct{}, 1)}
 	if err := n.connect(); err != nil {
 		return nil, err
 	}
@@ -268,8 +268,8 @@ func (n *Node) join() error {
 	n.renewed = sent
 	n.renewedLocked(seq)
 	n.fence = time.AfterFunc(n.cfg.FenceAfter, n.fenceSelf)
-	n.mu.Unlock()
 	n.beating = make(chan struct{})
+	n.mu.Unlock()
 	n.wg.Add(1)
 	go n.heartbeats()
 	for {

@@ -58,17 +58,45 @@ func nodes(urls string) []string {
 	return out
 }
 
-// serverMemory sums ServerMemory over nodes.
-func serverMemory(bases []string) (int64, error) {
+// serverMemory reads ServerMemory of each node, in order, and their sum.
+func serverMemory(bases []string) ([]int64, int64, error) {
+	each := make([]int64, len(bases))
 	var sum int64
-	for _, b := range bases {
+	for i, b := range bases {
 		n, err := ServerMemory(b)
 		if err != nil {
-			return 0, fmt.Errorf("loadtest: reading %s/metrics: %w", b, err)
+			return nil, 0, fmt.Errorf("loadtest: reading %s/metrics: %w", b, err)
 		}
+		each[i] = n
 		sum += n
 	}
-	return sum, nil
+	return each, sum, nil
+}
+
+// nodeTally is what the gateway scenario counts per node of a cluster:
+// sessions in, identifies refused, identify latency.
+type nodeTally struct {
+	identify          *Timed
+	connected, failed atomic.Int64
+}
+
+// report adds the "node<k>_*" counters and the "identify_node<k>" latency
+// (k from 1 in --url order) of a run over several nodes; before and after
+// are the nodes' memory (nil in a worker, which does not read it).
+func reportNodes(r *Result, tallies []*nodeTally, before, after []int64) {
+	if len(tallies) < 2 {
+		return
+	}
+	for k, t := range tallies {
+		p := fmt.Sprintf("node%d_", k+1)
+		n := t.connected.Load()
+		r.Counters[p+"connected"] = float64(n)
+		r.Counters[p+"failed"] = float64(t.failed.Load())
+		if before != nil && after != nil && n > 0 {
+			r.Counters[p+"server_bytes_per_session"] = float64(after[k]-before[k]) / float64(n)
+		}
+		r.Latency[fmt.Sprintf("identify_node%d", k+1)] = t.identify.Summarize()
+	}
 }
 
 // dialers spread connections over many loopback source addresses so that a
@@ -139,11 +167,16 @@ func RunGateway(ctx context.Context, o GatewayOptions) (*Result, error) {
 	r := newResult("gateway", map[string]any{"url": o.URL, "sessions": o.Sessions, "rate": o.Rate, "hold_s": o.Hold.Seconds()})
 	worker := o.Release != nil
 	var serverBefore int64
+	var nodesBefore []int64
 	if !worker {
 		var err error
-		if serverBefore, err = serverMemory(bases); err != nil {
+		if nodesBefore, serverBefore, err = serverMemory(bases); err != nil {
 			return nil, err
 		}
+	}
+	tallies := make([]*nodeTally, len(bases))
+	for k := range tallies {
+		tallies[k] = &nodeTally{identify: NewTimed()}
 	}
 	runtime.GC()
 	var ms0 runtime.MemStats
@@ -184,14 +217,18 @@ func RunGateway(ctx context.Context, o GatewayOptions) (*Result, error) {
 			cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 			c, err := DialIdle(cctx, ds[i%len(ds)], targets[i%len(targets)], tokens[i%len(bases)%len(tokens)], o.Intents)
 			cancel()
+			tally := tallies[i%len(bases)]
 			if err != nil {
 				failed.Add(1)
+				tally.failed.Add(1)
 				mu.Lock()
 				r.Failures[failureKey(err)]++
 				mu.Unlock()
 				return
 			}
 			identify.RecordAt(time.Now(), time.Since(t0))
+			tally.identify.RecordAt(time.Now(), time.Since(t0))
+			tally.connected.Add(1)
 			if o.Fault != nil {
 				c.ReconnectFor = o.Fault.recoverWithin()
 				c.Reconnect.Store(true)
@@ -220,7 +257,13 @@ func RunGateway(ctx context.Context, o GatewayOptions) (*Result, error) {
 	}
 	if worker {
 		measure()
+		reportNodes(r, tallies, nil, nil)
 		r.Histograms = map[string]*Timed{"identify": identify}
+		if len(tallies) > 1 {
+			for k, t := range tallies {
+				r.Histograms[fmt.Sprintf("identify_node%d", k+1)] = t.identify
+			}
+		}
 		r.Seconds = time.Since(start).Seconds()
 		o.Held(r)
 		select {
@@ -241,8 +284,9 @@ func RunGateway(ctx context.Context, o GatewayOptions) (*Result, error) {
 		if fr != nil {
 			fr.waitSessions(ctx, clients)
 		}
-		serverAfter, _ := serverMemory(bases)
+		nodesAfter, serverAfter, _ := serverMemory(bases)
 		measure()
+		reportNodes(r, tallies, nodesBefore, nodesAfter)
 		if fr != nil {
 			if err := fr.reportIdle(r, holdStart, identify, clients); err != nil {
 				return nil, err

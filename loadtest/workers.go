@@ -70,7 +70,7 @@ func RunGatewayWorkers(ctx context.Context, o GatewayOptions, procs int, worker 
 	if len(bases) == 0 {
 		return nil, errors.New("loadtest: no node URL")
 	}
-	serverBefore, err := serverMemory(bases)
+	nodesBefore, serverBefore, err := serverMemory(bases)
 	if err != nil {
 		return nil, err
 	}
@@ -197,7 +197,7 @@ func RunGatewayWorkers(ctx context.Context, o GatewayOptions, procs int, worker 
 	case <-time.After(o.Hold):
 	case <-ctx.Done():
 	}
-	serverAfter, _ := serverMemory(bases)
+	nodesAfter, serverAfter, _ := serverMemory(bases)
 	var parts []*Result
 	var errs []error
 	mu.Lock()
@@ -221,6 +221,14 @@ func RunGatewayWorkers(ctx context.Context, o GatewayOptions, procs int, worker 
 	if n := r.Counters["connected"]; n > 0 {
 		r.Counters["server_bytes_per_session"] = float64(serverAfter-serverBefore) / n
 	}
+	if len(bases) > 1 && nodesAfter != nil {
+		for k := range bases {
+			p := fmt.Sprintf("node%d_", k+1)
+			if n := r.Counters[p+"connected"]; n > 0 {
+				r.Counters[p+"server_bytes_per_session"] = float64(nodesAfter[k]-nodesBefore[k]) / n
+			}
+		}
+	}
 	r.Seconds = time.Since(start).Seconds()
 	return r, nil
 }
@@ -237,6 +245,7 @@ func MergeGateway(parts []*Result) *Result {
 		}
 	}
 	var clientBytes float64
+	nodeHists := map[string]*Timed{}
 	for _, p := range parts {
 		n := p.Counters["connected"]
 		r.Counters["connected"] += n
@@ -249,6 +258,23 @@ func MergeGateway(parts []*Result) *Result {
 		if h := p.Histograms["identify"]; h != nil {
 			identify.Merge(h)
 		}
+		// Per node of a cluster: counts add up, histograms merge.
+		for k, v := range p.Counters {
+			if strings.HasPrefix(k, "node") && (strings.HasSuffix(k, "_connected") || strings.HasSuffix(k, "_failed")) {
+				r.Counters[k] += v
+			}
+		}
+		for k, h := range p.Histograms {
+			if strings.HasPrefix(k, "identify_node") {
+				if nodeHists[k] == nil {
+					nodeHists[k] = &Timed{Start: h.Start}
+				}
+				nodeHists[k].Merge(h)
+			}
+		}
+	}
+	for k, h := range nodeHists {
+		r.Latency[k] = h.Summarize()
 	}
 	if n := r.Counters["connected"]; n > 0 {
 		r.Counters["client_bytes_per_session"] = clientBytes / n

@@ -37,6 +37,28 @@ func TestGatewayWorkersOverTwoNodes(t *testing.T) {
 	if c["server_bytes_per_session"] <= 0 || c["client_bytes_per_session"] <= 0 || len(r.Timeline) == 0 {
 		t.Fatalf("memory and timeline must be measured: %v", c)
 	}
+	// Per node: about half the sessions each (each worker alternates over
+	// the nodes), their identify latency, and each node's memory per
+	// session.
+	if c["node1_connected"]+c["node2_connected"] != 400 {
+		t.Fatalf("per node: %v", c)
+	}
+	for _, k := range []string{"1", "2"} {
+		n := c["node"+k+"_connected"]
+		if n < 190 || c["node"+k+"_failed"] != 0 || float64(r.Latency["identify_node"+k].Count) != n ||
+			c["node"+k+"_server_bytes_per_session"] <= 0 {
+			t.Fatalf("node %s: counters %v latency %+v", k, c, r.Latency["identify_node"+k])
+		}
+	}
+	// The same in one process.
+	r, err = RunGateway(ctx, GatewayOptions{URL: o.URL, Token: o.Token, Sessions: 100, Rate: 400, Hold: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := r.Counters; c["node1_connected"] != 50 || c["node2_connected"] != 50 || r.Latency["identify_node2"].Count != 50 ||
+		c["node2_server_bytes_per_session"] == 0 {
+		t.Fatalf("one process over two nodes: %v", c)
+	}
 
 	// One worker of two dies at once: the other's sessions are reported,
 	// and the loss is named.
