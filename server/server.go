@@ -131,6 +131,9 @@ type Node struct {
 	CAPath string
 	// AdminToken authenticates the admin API.
 	AdminToken string
+	// Roles are what the node serves (Config.Roles, without voice when
+	// voice is off).
+	Roles ring.Role
 }
 
 // Start opens the data directory and starts serving.
@@ -165,6 +168,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Roles&ring.RoleVoice == 0 {
 		cfg.VoiceAddr = "off"
 	}
+	if cfg.VoiceAddr == "off" {
+		cfg.Roles &^= ring.RoleVoice // the cluster record says what the node serves
+		if cfg.Roles == 0 {
+			return nil, errors.New("--voice off leaves this node no role: give it gateway or guild in --roles")
+		}
+	}
 	mediaIP, err := checkAdvertise(ctx, cfg.Advertise)
 	if err != nil {
 		return nil, err
@@ -172,7 +181,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := secureDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, mediaIP: mediaIP}
+	n := &Node{cfg: cfg, mediaIP: mediaIP, Roles: cfg.Roles}
 	ok := false
 	// Listeners opened but not yet served are closed here on failure;
 	// n.Close stops the served ones.

@@ -116,22 +116,22 @@ func TestAdminCommands(t *testing.T) {
 	if code := me(tok); code != 200 {
 		t.Fatalf("new token answered %d", code)
 	}
-	// The cluster: this one node, on the ring, owning the guild and its
-	// voice room.
+	// The cluster: this one node, on the ring (without the voice role: its
+	// voice is off), owning the guild and its voice room.
 	cl := run("cluster", "--json", "--guild", gid, "--channel", ch["id"].(string))
 	members, _ := cl["members"].([]any)
 	if len(members) != 1 || cl["revision"].(float64) < 1 || cl["fenced"] != false {
 		t.Fatalf("cluster: %v", cl)
 	}
 	m := members[0].(map[string]any)
-	if m["id"] != "node-1" || m["roles"] != "gateway,guild,voice" || m["on_ring"] != true || m["heartbeat_age_ms"].(float64) > 5000 {
+	if m["id"] != "node-1" || m["roles"] != "gateway,guild" || m["on_ring"] != true || m["heartbeat_age_ms"].(float64) > 5000 {
 		t.Fatalf("member: %v", m)
 	}
 	if cl["guild"].(map[string]any)["owner"] != "node-1" || cl["voice_room"].(map[string]any)["node"] != "node-1" {
 		t.Fatalf("placement: %v %v", cl["guild"], cl["voice_room"])
 	}
 	table, err := capture(t, func() error { return admin(append(append([]string{}, conn...), "cluster", "--guild", gid)) })
-	if err != nil || !strings.Contains(table, "ring revision") || !strings.Contains(table, "node-1  gateway,guild,voice  yes") ||
+	if err != nil || !strings.Contains(table, "ring revision") || !strings.Contains(table, "node-1  gateway,guild  yes") ||
 		!strings.Contains(table, "owned by node-1") {
 		t.Fatalf("admin cluster printed %q, %v", table, err)
 	}

@@ -134,9 +134,9 @@ Flags:
 		for _, u := range strings.Split(*nats, ",") {
 			urls = append(urls, redactURL(strings.TrimSpace(u)))
 		}
-		fmt.Printf("  cluster          NATS %s, roles %s\n", strings.Join(urls, ","), cfg.Roles)
+		fmt.Printf("  cluster          NATS %s, roles %s\n", strings.Join(urls, ","), n.Roles)
 	} else {
-		fmt.Printf("  cluster          this node alone (embedded NATS), roles %s\n", cfg.Roles)
+		fmt.Printf("  cluster          this node alone (embedded NATS), roles %s\n", n.Roles)
 	}
 	fmt.Printf("  data             %s\n", abs)
 	if *postgres != "" {
