@@ -86,6 +86,7 @@ type Node struct {
 	js      jetstream.JetStream
 	kv      jetstream.KeyValue
 	started time.Time
+	host    string // os.Hostname, in heartbeats
 	log     *slog.Logger
 
 	mu    sync.Mutex
@@ -157,7 +158,8 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, started: time.Now(), log: cfg.Logger, fenced: true, ring: ring.New(0, nil),
+	host, _ := os.Hostname()
+	n := &Node{cfg: cfg, started: time.Now(), host: host, log: cfg.Logger, fenced: true, ring: ring.New(0, nil),
 		live: map[string]Member{}, heard: map[string]time.Time{}, suspected: map[string]time.Time{},
 		changed: make(chan struct{}), stop: make(chan struct{}), leave: make(chan struct{}), poke: make(chan struct{}, 1)}
 	if err := n.connect(); err != nil {
@@ -291,7 +293,7 @@ func (n *Node) join() error {
 // beat publishes this node's heartbeat with its TTL and returns the
 // revision the bucket gave it.
 func (n *Node) beat(ctx context.Context) (uint64, error) {
-	m := Member{ID: n.cfg.NodeID, Roles: n.cfg.Roles, Addr: n.cfg.Addr, HTTP: n.cfg.HTTP,
+	m := Member{ID: n.cfg.NodeID, Roles: n.cfg.Roles, Addr: n.cfg.Addr, HTTP: n.cfg.HTTP, Host: n.host, PID: os.Getpid(),
 		Started: n.started.UnixMilli(), Beat: time.Now().UnixMilli()}
 	if n.cfg.Load != nil {
 		m.Load = n.cfg.Load()

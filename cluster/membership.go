@@ -46,6 +46,10 @@ type Member struct {
 	Load    Load   `json:"load"`
 	Started int64  `json:"started_ms"`
 	Beat    int64  `json:"beat_ms"`
+	// Host and PID name the process, for operators and for the load
+	// tester's node faults (loadtest.Fault.Signal).
+	Host string `json:"host,omitempty"`
+	PID  int    `json:"pid,omitempty"`
 }
 
 // Load is what a node reports of its work in each heartbeat.

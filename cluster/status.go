@@ -31,6 +31,9 @@ type MemberStatus struct {
 	// newest heartbeat (this node's clock, so skew between machines does
 	// not enter it).
 	HeartbeatAgeMS int64 `json:"heartbeat_age_ms"`
+	// Host and PID name the member's process.
+	Host string `json:"host,omitempty"`
+	PID  int    `json:"pid,omitempty"`
 	// OnRing reports whether the ring at Revision includes the member: a
 	// member that just joined or left differs from the ring for a moment.
 	OnRing bool `json:"on_ring"`
@@ -47,7 +50,7 @@ func (n *Node) Status() Status {
 	for _, m := range n.live {
 		st.Members = append(st.Members, MemberStatus{ID: m.ID, Roles: m.Roles.String(), Addr: m.Addr, HTTP: m.HTTP,
 			Load: m.Load, Started: time.UnixMilli(m.Started).UTC(), HeartbeatAgeMS: now.Sub(n.heard[m.ID]).Milliseconds(),
-			OnRing: r.Has(m.ID)})
+			OnRing: r.Has(m.ID), Host: m.Host, PID: m.PID})
 	}
 	slices.SortFunc(st.Members, func(a, b MemberStatus) int { return strings.Compare(a.ID, b.ID) })
 	return st

@@ -87,7 +87,7 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 	c.r = newResult("chat", map[string]any{"url": o.URL, "sessions": o.Sessions, "guilds": o.Guilds,
 		"huge_share": o.HugeShare, "size_skew": o.SizeSkew, "huge_messages": o.HugeMessages, "rate": o.Rate, "duration_s": o.Duration.Seconds()})
 	if o.Fault != nil {
-		c.fr = &faultRun{Fault: *o.Fault}
+		c.fr = &faultRun{Fault: *o.Fault, adminBase: c.base, adminToken: o.AdminToken}
 	}
 	var err error
 	if c.users, c.guilds, err = buildChatWorld(adminapi.New(c.base, o.AdminToken), o); err != nil {

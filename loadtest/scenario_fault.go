@@ -5,12 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"github.com/chorus-voice/chorus/adminapi"
 )
 
 // Fault is an operator command run at a given moment while the chat
@@ -26,6 +30,16 @@ type Fault struct {
 	Command string
 	At      time.Duration
 	Output  *os.File
+	// Signal, instead of Command, is sent to the chorus process behind
+	// Node (a node's HTTP base) at At: SIGKILL, SIGTERM, or SIGSTOP
+	// followed by SIGCONT StopFor later (the fault scenario's kill, stop
+	// and graceful stop of one node of a cluster). The process comes from
+	// the cluster record, asked of the first node through the admin API
+	// (under chat, whose admin token it uses) and matched by HTTP address;
+	// the node must run on this machine.
+	Signal  syscall.Signal
+	Node    string
+	StopFor time.Duration
 	// RecoverWithin bounds how long after the fault clients keep trying,
 	// and how long the run waits for them (default 60 s).
 	RecoverWithin time.Duration
@@ -37,8 +51,16 @@ func (f *Fault) validate(window time.Duration) error {
 		return nil
 	}
 	switch {
-	case strings.TrimSpace(f.Command) == "":
-		return errors.New("loadtest fault: a command to run is required")
+	case strings.TrimSpace(f.Command) == "" && f.Signal == 0:
+		return errors.New("loadtest fault: a command to run, or a node to kill, stop or terminate, is required")
+	case f.Command != "" && f.Signal != 0:
+		return errors.New("loadtest fault: a command or a node signal, not both")
+	case f.Signal != 0 && f.Node == "":
+		return errors.New("loadtest fault: which node to signal?")
+	case f.Signal != 0 && f.Signal != syscall.SIGKILL && f.Signal != syscall.SIGTERM && f.Signal != syscall.SIGSTOP:
+		return fmt.Errorf("loadtest fault: a node can be killed, terminated or stopped, not sent %v", f.Signal)
+	case f.Signal == syscall.SIGSTOP && f.StopFor <= 0:
+		return errors.New("loadtest fault: a stopped node needs a time to stay stopped")
 	case f.At < 0 || f.At >= window:
 		return fmt.Errorf("loadtest fault: the fault time %v must fall inside the run (%v)", f.At, window)
 	}
@@ -56,6 +78,9 @@ func (f *Fault) recoverWithin() time.Duration {
 // attempt, from which the time to recovery follows.
 type faultRun struct {
 	Fault
+	adminBase  string // the node whose admin token the scenario has
+	adminToken string // for Signal's admin API call
+	target     string // the process Signal went to
 	started, ended time.Time
 	exitCode       int
 	cmdErr         error
@@ -109,6 +134,17 @@ func (f *faultRun) start(ctx context.Context, sendStart time.Time) {
 		case <-time.After(time.Until(sendStart.Add(f.At))):
 		case <-ctx.Done():
 			f.cmdErr = ctx.Err()
+			return
+		}
+		if f.Signal != 0 {
+			f.mu.Lock()
+			f.started = time.Now()
+			f.mu.Unlock()
+			f.cmdErr = f.signalNode(ctx)
+			f.ended = time.Now()
+			if f.cmdErr != nil {
+				f.exitCode = 1
+			}
 			return
 		}
 		cmd := exec.CommandContext(ctx, "sh", "-c", f.Command)
@@ -167,12 +203,15 @@ func (f *faultRun) reportCommand(r *Result, start time.Time) error {
 	c["fault_at_ms"] = ms(f.started.Sub(start))
 	c["fault_command_ms"] = ms(f.ended.Sub(f.started))
 	c["fault_exit_code"] = float64(f.exitCode)
-	r.Params["fault_command"] = f.Command
+	r.Params["fault_command"] = f.describe()
 	if f.started.IsZero() {
 		return fmt.Errorf("loadtest fault: the command never ran: %v", f.cmdErr)
 	}
 	if f.exitCode != 0 {
 		r.addFailure("fault-command-exit-" + strconv.Itoa(f.exitCode))
+	}
+	if f.cmdErr != nil {
+		r.Params["fault_error"] = f.cmdErr.Error()
 	}
 	return nil
 }
@@ -370,4 +409,65 @@ func (f *faultRun) reportIdle(r *Result, start time.Time, timeline *Timed, gws [
 	}
 	f.mark(r, timeline, back)
 	return nil
+}
+
+// describe names the fault for the report.
+func (f *faultRun) describe() string {
+	if f.Signal == 0 {
+		return f.Command
+	}
+	d := fmt.Sprintf("%v to %s", f.Signal, f.Node)
+	if f.target != "" {
+		d += " (" + f.target + ")"
+	}
+	if f.Signal == syscall.SIGSTOP {
+		d += fmt.Sprintf(", SIGCONT %v later", f.StopFor)
+	}
+	return d
+}
+
+// signalNode finds the process behind f.Node in the cluster record (asked
+// of the node whose admin token the run has: tokens are per node) by its
+// HTTP address, and sends it f.Signal (and SIGCONT StopFor after a
+// SIGSTOP).
+func (f *faultRun) signalNode(ctx context.Context) error {
+	var st struct {
+		Members []struct {
+			ID   string `json:"id"`
+			HTTP string `json:"http"`
+			Host string `json:"host"`
+			PID  int    `json:"pid"`
+		} `json:"members"`
+	}
+	if err := adminapi.New(f.adminBase, f.adminToken).Do("GET", "/admin/v1/cluster", nil, &st); err != nil {
+		return fmt.Errorf("loadtest fault: asking %s for the cluster's members: %w", f.adminBase, err)
+	}
+	u, err := url.Parse(f.Node)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("loadtest fault: %q is not a node's URL", f.Node)
+	}
+	host, _ := os.Hostname()
+	var seen []string
+	for _, m := range st.Members {
+		seen = append(seen, m.ID+" at "+m.HTTP)
+		if m.HTTP != u.Host {
+			continue
+		}
+		if m.Host != host || m.PID <= 0 {
+			return fmt.Errorf("loadtest fault: node %s runs on %q, this load tester on %q: signal it there, or use --command", m.ID, m.Host, host)
+		}
+		f.target = fmt.Sprintf("node %s, pid %d", m.ID, m.PID)
+		if err := syscall.Kill(m.PID, f.Signal); err != nil {
+			return fmt.Errorf("loadtest fault: %v to %s: %w", f.Signal, f.target, err)
+		}
+		if f.Signal != syscall.SIGSTOP {
+			return nil
+		}
+		select {
+		case <-time.After(f.StopFor):
+		case <-ctx.Done():
+		}
+		return syscall.Kill(m.PID, syscall.SIGCONT)
+	}
+	return fmt.Errorf("loadtest fault: no member of the cluster answers at %s (members: %s)", u.Host, strings.Join(seen, ", "))
 }

@@ -157,6 +157,9 @@ func RunGateway(ctx context.Context, o GatewayOptions) (*Result, error) {
 	if err := o.Fault.validate(o.Hold); err != nil {
 		return nil, err
 	}
+	if o.Fault != nil && o.Fault.Signal != 0 {
+		return nil, errors.New("loadtest fault: signalling a node runs under chat (it asks the node's admin API for its process); under gateway use --command")
+	}
 	if o.Fault != nil && o.Release != nil {
 		return nil, errors.New("loadtest fault: runs in one load-tester process (no --procs)")
 	}

@@ -3,6 +3,8 @@ package clustertest
 import (
 	"context"
 	"fmt"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -65,8 +67,9 @@ func sumMetric(t *testing.T, c *Cluster, name string) float64 {
 	return sum
 }
 
-// `loadtest fault` under chat over the three nodes, killing one with
-// kill -9 and not starting it again: its sessions reconnect to the other
+// `loadtest fault --kill-node` under chat over the three nodes: the load
+// tester finds the node's process through its admin API and kills it with
+// kill -9, and nobody starts it again: its sessions reconnect to the other
 // nodes (as behind a load balancer), its members' sends go there too, and
 // nothing acknowledged is lost or stored twice; after recovery no session
 // misses a message.
@@ -78,14 +81,14 @@ func TestLoadtestFaultKillsOneNode(t *testing.T) {
 	defer cancel()
 	r, err := loadtest.RunChat(ctx, loadtest.ChatOptions{URL: urls, AdminToken: tok, Sessions: 60,
 		Guilds: 6, HugeShare: 0.5, Rate: 20, Duration: 10 * time.Second,
-		Fault: &loadtest.Fault{Command: fmt.Sprintf("kill -9 %d", victim.PID()), At: 2 * time.Second, RecoverWithin: 30 * time.Second}})
+		Fault: &loadtest.Fault{Signal: syscall.SIGKILL, Node: "http://" + victim.HTTP, At: 2 * time.Second, RecoverWithin: 30 * time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case <-victim.Exited():
 	default:
-		t.Fatal("the fault did not kill the node")
+		t.Fatalf("the fault did not kill the node: %v: %v", r.Params["fault_command"], r.Params["fault_error"])
 	}
 	k := r.Counters
 	for _, name := range []string{"lost", "stored_twice", "missed_after_recovery", "sessions_unrecovered", "duplicated", "send_failed"} {
@@ -98,6 +101,9 @@ func TestLoadtestFaultKillsOneNode(t *testing.T) {
 	}
 	if _, ok := k["recovery_ms"]; !ok {
 		t.Errorf("not recovered: %v", r.Failures)
+	}
+	if want := fmt.Sprintf("pid %d", victim.PID()); !strings.Contains(fmt.Sprint(r.Params["fault_command"]), want) {
+		t.Errorf("the fault went to %v, want %s", r.Params["fault_command"], want)
 	}
 	t.Logf("kill -9 of one of three nodes under chat: recovered in %.0f ms (sessions %.0f ms, sends %.0f ms), %v retries",
 		k["recovery_ms"], k["sessions_recovered_ms"], k["sends_recovered_ms"], k["send_retries"])

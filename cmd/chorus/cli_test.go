@@ -216,6 +216,10 @@ func TestLoadtestBadInvocations(t *testing.T) {
 		{[]string{"fault", "--under=gateway", "--token", "x"}, "--command is required"},
 		{[]string{"fault", "--under", "gateway", "--token", "x", "--procs", "2", "--command", "true", "--command-log", filepath.Join(dir, "g.log")}, "no --procs"},
 		{[]string{"voice", "--admin-token", "x", "--modes", "rot13"}, "not a voice encryption mode"},
+		{[]string{"fault", "--admin-token", "x", "--command", "true", "--kill-node", "http://127.0.0.1:1"}, "one of --command, --kill-node"},
+		{[]string{"fault", "--admin-token", "x", "--kill-node", "http://a", "--stop-node", "http://b"}, "one of --command, --kill-node"},
+		{[]string{"fault", "--admin-token", "x", "--stop-node", "http://127.0.0.1:1", "--stop-for", "0s"}, "needs a time to stay stopped"},
+		{[]string{"fault", "--under", "gateway", "--token", "x", "--kill-node", "http://127.0.0.1:1"}, "runs under chat"},
 	} {
 		err := runLoadtest(tc.args)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -339,13 +339,34 @@ func faultFlags(fs *flag.FlagSet, scenario, when string) func() (*loadtest.Fault
 		return func() (*loadtest.Fault, error) { return nil, nil }
 	}
 	fs.String("under", "chat", "the scenario the fault runs under: chat or gateway")
-	command := fs.String("command", "", `operator command run under "sh -c" at --at (required), e.g. "systemctl restart chorus"`)
+	command := fs.String("command", "", `operator command run under "sh -c" at --at, e.g. "systemctl restart chorus"`)
+	killNode := fs.String("kill-node", "", "instead of --command: kill -9 the node at this URL (one of a cluster's; it must run on this machine; under chat)")
+	termNode := fs.String("term-node", "", "instead of --command: stop the node at this URL gracefully (SIGTERM)")
+	stopNode := fs.String("stop-node", "", "instead of --command: SIGSTOP the node at this URL, SIGCONT it --stop-for later")
+	stopFor := fs.Duration("stop-for", 5*time.Second, "how long --stop-node keeps the node stopped")
 	at := fs.Duration("at", 5*time.Second, "when to run the command, "+when)
 	within := fs.Duration("recover-within", time.Minute, "how long clients keep reconnecting and the run waits for them")
 	commandLog := fs.String("command-log", "loadtest-fault.log", "where the command's output goes")
 	return func() (*loadtest.Fault, error) {
+		var node string
+		var sig syscall.Signal
+		for _, v := range []struct {
+			url string
+			sig syscall.Signal
+		}{{*killNode, syscall.SIGKILL}, {*termNode, syscall.SIGTERM}, {*stopNode, syscall.SIGSTOP}} {
+			if v.url == "" {
+				continue
+			}
+			if node != "" || *command != "" {
+				return nil, errors.New("loadtest fault: one of --command, --kill-node, --term-node and --stop-node")
+			}
+			node, sig = strings.TrimRight(v.url, "/"), v.sig
+		}
+		if node != "" {
+			return &loadtest.Fault{Signal: sig, Node: node, StopFor: *stopFor, At: *at, RecoverWithin: *within}, nil
+		}
 		if strings.TrimSpace(*command) == "" {
-			return nil, errors.New("loadtest fault: --command is required (what to run at --at, e.g. a node restart)")
+			return nil, errors.New("loadtest fault: --command is required (what to run at --at, e.g. a node restart), or --kill-node, --term-node or --stop-node")
 		}
 		logFile, err := os.Create(*commandLog)
 		if err != nil {
