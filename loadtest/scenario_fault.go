@@ -78,9 +78,9 @@ func (f *Fault) recoverWithin() time.Duration {
 // attempt, from which the time to recovery follows.
 type faultRun struct {
 	Fault
-	adminBase  string // the node whose admin token the scenario has
-	adminToken string // for Signal's admin API call
-	target     string // the process Signal went to
+	adminBase      string // the node whose admin token the scenario has
+	adminToken     string // for Signal's admin API call
+	target         string // the process Signal went to
 	started, ended time.Time
 	exitCode       int
 	cmdErr         error
