@@ -467,6 +467,7 @@ func (n *Node) apply(e jetstream.KeyValueEntry) {
 		if gone {
 			delete(n.live, id)
 			delete(n.heard, id)
+			delete(n.suspected, id)
 			break
 		}
 		var m Member
