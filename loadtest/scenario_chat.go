@@ -12,6 +12,7 @@ import (
 	"math"
 	mrand "math/rand/v2"
 	"net/http"
+	"os/exec"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -58,6 +59,12 @@ type ChatOptions struct {
 	// was lost.
 	Fault    *Fault
 	Progress func(sent, delivered int64)
+	// Procs > 1 holds the sessions in that many worker processes, each
+	// started by Worker (this binary as `loadtest chat --worker`, which runs
+	// ServeChatWorker): one process holds at most its open-file limit. Not
+	// with churn or a fault.
+	Procs  int
+	Worker func() *exec.Cmd
 }
 
 // RunChat builds guilds of realistic sizes (one huge, many small), connects
@@ -74,6 +81,9 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 	}
 	if o.Fault != nil && o.ChurnPerSecond > 0 {
 		return nil, errors.New("loadtest fault: runs under chat without churn, so that every drop is the fault's")
+	}
+	if o.Procs > 1 && (o.Fault != nil || o.ChurnPerSecond > 0 || o.Worker == nil) {
+		return nil, errors.New("loadtest chat: worker processes run plain chat only (no churn, no fault)")
 	}
 	bases := nodes(o.URL)
 	if len(bases) == 0 {
@@ -92,6 +102,13 @@ func RunChat(ctx context.Context, o ChatOptions) (*Result, error) {
 	var err error
 	if c.users, c.guilds, err = buildChatWorld(adminapi.New(c.base, o.AdminToken), o); err != nil {
 		return nil, err
+	}
+	if o.Procs > 1 {
+		if err := c.runWorkers(ctx); err != nil {
+			return nil, err
+		}
+		c.r.Params["processes"] = o.Procs
+		return c.report(ctx)
 	}
 	if err := c.connect(ctx); err != nil {
 		return nil, err
@@ -187,7 +204,9 @@ func (c *chatRun) connect(ctx context.Context) error {
 	c.all = NewTimed() // the delivery timeline starts with the first session
 	ds := dialers(c.base)
 	for i, u := range c.users {
-		u.node = c.nodes[i%len(c.nodes)]
+		if u.node == nil { // a worker's members come with theirs
+			u.node = c.nodes[i%len(c.nodes)]
+		}
 		u.node.sessions++
 		cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 		gw, err := DialGateway(cctx, ds[i%len(ds)], wsURL(u.node.base), u.token,

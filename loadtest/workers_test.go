@@ -80,3 +80,35 @@ func TestGatewayWorkersOverTwoNodes(t *testing.T) {
 		t.Fatal("three tokens for two nodes accepted")
 	}
 }
+
+// Chat with its sessions in two worker processes: the workers' deliveries
+// and histograms add up to what one process would count — every message
+// to every member, once.
+func TestChatWorkers(t *testing.T) {
+	n := startNode(t, "--voice", "off")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	started := 0
+	r, err := RunChat(ctx, ChatOptions{URL: n.base, AdminToken: adminTokenFile(t, n), Sessions: 40, Guilds: 4, HugeShare: 0.5,
+		Rate: 20, Duration: 2 * time.Second, Procs: 2, Worker: func() *exec.Cmd {
+			started++
+			cmd := exec.Command(chorusBin, "loadtest", "chat", "--worker")
+			cmd.Stderr = os.Stderr
+			return cmd
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := r.Counters
+	if started != 2 || c["sent"] < 20 || c["delivered"] != c["expected_deliveries"] || c["lost"] != 0 || c["duplicated"] != 0 {
+		t.Fatalf("workers %d, counters %v", started, c)
+	}
+	if got := r.Latency["delivery"].Count; float64(got) != c["delivered"] || r.Latency["delivery_huge"].Count == 0 {
+		t.Fatalf("latency %+v for %v deliveries", r.Latency, c["delivered"])
+	}
+	// Churn needs the sessions in this process.
+	if _, err := RunChat(ctx, ChatOptions{URL: n.base, Sessions: 2, Guilds: 1, Rate: 1, Duration: time.Second, ChurnPerSecond: 1,
+		Procs: 2, Worker: func() *exec.Cmd { return nil }}); err == nil {
+		t.Fatal("churn over worker processes accepted")
+	}
+}

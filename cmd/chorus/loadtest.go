@@ -183,9 +183,17 @@ func runLoadtest(args []string) error {
 		hugeMsgs := fs.Float64("huge-messages", 0.5, "share of the messages posted in the huge guild")
 		rate := fs.Float64("rate", 100, "messages per second over all guilds")
 		duration := fs.Duration("duration", 20*time.Second, "how long to send")
+		chatProcs := fs.Int("procs", 1, "load-tester processes to hold the sessions (one process holds at most its open-file limit); plain chat only")
+		chatWorker := fs.Bool("worker", false, "run as one worker of a --procs run (speaks on stdin/stdout)")
 		faultOf := faultFlags(fs, scenario, "after sending started")
 		if err := fs.Parse(args); err != nil {
 			return err
+		}
+		if *chatWorker {
+			return loadtest.ServeChatWorker(ctx, os.Stdin, os.Stdout)
+		}
+		if *chatProcs < 1 {
+			return errors.New("loadtest chat: --procs must be at least 1")
 		}
 		tok, err := adminapi.TokenOr(*adminToken, *data)
 		if err != nil {
@@ -201,6 +209,11 @@ func runLoadtest(args []string) error {
 			return loadtest.RunChat(ctx, loadtest.ChatOptions{URL: *base, AdminToken: tok, Sessions: *sessions, Guilds: *guilds,
 				HugeShare: *huge, SizeSkew: *skew, Rate: *rate, Duration: *duration, ChurnPerSecond: *churn, ReidentifyShare: *reidentify, HugeMessages: *hugeMsgs, Fault: fault, Progress: func(sent, delivered int64) {
 					bar.counts(int64(time.Since(started).Seconds()), "sent", sent, "delivered", delivered, "errors", 0)
+				}, Procs: *chatProcs, Worker: func() *exec.Cmd {
+					exe, _ := os.Executable()
+					cmd := exec.Command(exe, "loadtest", "chat", "--worker")
+					cmd.Stderr = os.Stderr
+					return cmd
 				}})
 		}
 	case "abuse":
