@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
+	"strings"
 	"strconv"
 
 	"github.com/chorus-voice/chorus/auth"
@@ -66,6 +68,21 @@ func (a *API) admin(mux *http.ServeMux) {
 	h("PUT /admin/v1/channels/{channel}/permissions/{overwrite}", a.adminPutOverwrite)
 	h("DELETE /admin/v1/guilds/{guild}/members/{user}", a.adminDeleteMember)
 	h("GET /admin/v1/cluster", a.adminCluster)
+	// Go's profiles of the running node (net/http/pprof), behind the admin
+	// token: "go tool pprof -http : 'http://node/admin/v1/debug/pprof/profile?seconds=10'"
+	// with the header, or curl -H 'Authorization: Bearer ...' to a file.
+	for _, p := range []struct {
+		pattern string
+		fn      http.HandlerFunc
+	}{{"GET /admin/v1/debug/pprof/", pprof.Index}, {"GET /admin/v1/debug/pprof/profile", pprof.Profile},
+		{"GET /admin/v1/debug/pprof/trace", pprof.Trace}, {"GET /admin/v1/debug/pprof/symbol", pprof.Symbol}} {
+		h(p.pattern, func(w http.ResponseWriter, r *http.Request) error {
+			// pprof.Index finds a named profile after its own prefix.
+			r.URL.Path = strings.Replace(r.URL.Path, "/admin/v1/debug/pprof/", "/debug/pprof/", 1)
+			p.fn(w, r)
+			return nil
+		})
+	}
 }
 
 type createdUser struct {

@@ -135,6 +135,29 @@ func TestAdminCommands(t *testing.T) {
 		!strings.Contains(table, "owned by node-1") {
 		t.Fatalf("admin cluster printed %q, %v", table, err)
 	}
+	// Profiles of the running node, behind the admin token.
+	adminTok, _ := os.ReadFile(filepath.Join(data, "admin.token"))
+	for _, tc := range []struct {
+		path, token string
+		code        int
+		want        string
+	}{
+		{"/admin/v1/debug/pprof/", "", 401, ""},
+		{"/admin/v1/debug/pprof/", strings.TrimSpace(string(adminTok)), 200, "goroutine"},
+		{"/admin/v1/debug/pprof/goroutine?debug=1", strings.TrimSpace(string(adminTok)), 200, "goroutine profile"},
+	} {
+		req, _ := http.NewRequest("GET", "http://"+n.HTTPAddr+tc.path, nil)
+		req.Header.Set("Authorization", "Bearer "+tc.token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.code || !strings.Contains(string(b), tc.want) {
+			t.Errorf("%s: %d %.80q", tc.path, resp.StatusCode, b)
+		}
+	}
 	text := run("channel", "create", "--guild", gid, "--name", "chat")
 	for _, tc := range []struct {
 		args []string
