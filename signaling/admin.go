@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/pprof"
-	"strings"
 	"strconv"
+	"strings"
 
 	"github.com/chorus-voice/chorus/auth"
 	"github.com/chorus-voice/chorus/guild"
