@@ -99,6 +99,10 @@ try {
   const a = await botGeneral.send({ content: 'once only', nonce: 'djs-enforce', enforceNonce: true });
   const b = await botGeneral.send({ content: 'once only', nonce: 'djs-enforce', enforceNonce: true });
   if (a.id !== b.id) throw new Error(`enforce_nonce gave ${a.id} and ${b.id}`);
+  // The REST reply can come before alice's MESSAGE_CREATE: wait for it, so
+  // it is not taken for a replayed event below. A second dispatch of the
+  // repeat would still show up there and fail the check.
+  await nextMessage(alice, 'once only');
   results.enforceNonce = true;
   step('results.enforceNonce = true;');
 
