@@ -2,7 +2,7 @@
 # The whole test suite: vet, unit and end-to-end tests with the race
 # detector, then the interop suite with unmodified third-party clients.
 # Needs Go and Node.js with npm; installs the interop npm packages itself,
-# and Chromium and PostgreSQL from Debian's packages when run as root.
+# and Chromium, PostgreSQL and iproute2 from Debian's packages when run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,26 +12,26 @@ STAGE="setup"
 stage() { STAGE="$1"; echo "== $1"; }
 trap 'echo "scripts/test.sh: FAILED in stage: $STAGE" >&2' ERR
 
-# The load tester's HTML report is checked in Debian's headless Chromium.
-if ! command -v chromium >/dev/null 2>&1; then
-  echo "== installing chromium (Debian package) for the HTML report test"
+# need PACKAGE WHY CHECK...: installs Debian's PACKAGE (as root) unless
+# CHECK succeeds.
+need() {
+  local pkg="$1" why="$2"
+  shift 2
+  "$@" >/dev/null 2>&1 && return 0
+  echo "== installing $pkg (Debian package) $why"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$pkg" >/dev/null
   else
-    echo "chromium is missing and cannot be installed here: install Debian's chromium package" >&2
+    echo "$pkg is missing and cannot be installed here: install Debian's $pkg package" >&2
   fi
-fi
-
-# The PostgreSQL store's tests start their own server from Debian's
-# postgresql package (store/pgtest).
-if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; }; then
-  echo "== installing postgresql (Debian package) for the PostgreSQL store tests"
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null
-  else
-    echo "PostgreSQL is missing and cannot be installed here: install Debian's postgresql package" >&2
-  fi
-fi
+}
+need chromium "for the load tester's HTML report test" command -v chromium
+# store/pgtest starts its own server from Debian's package, as the
+# postgres user when run as root.
+need postgresql "for the PostgreSQL store tests" \
+  sh -c 'ls /usr/lib/postgresql/*/bin/pg_ctl && { [ "$(id -u)" != 0 ] || id postgres; }'
+# The partition tests put cluster nodes in network namespaces (root).
+need iproute2 "for the cluster partition tests" command -v ip
 
 stage "go vet"
 go vet ./...

@@ -78,6 +78,9 @@ type Node struct {
 	Demo *Demo
 	Log  *lockedBuf
 
+	// Netns is the network namespace it runs in, nil for the host's.
+	Netns *Netns
+
 	args   []string
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -94,11 +97,27 @@ type Demo struct {
 // first seeds the demo data. It returns once every node's ring holds all n.
 func Start(t testing.TB, n int, extra ...string) *Cluster {
 	t.Helper()
+	return start(t, n, false, extra)
+}
+
+// StartPartitionable is Start with each node in a network namespace of
+// its own (Node.Netns), whose NATS link the test can cut.
+func StartPartitionable(t testing.TB, n int, extra ...string) *Cluster {
+	t.Helper()
+	return start(t, n, true, extra)
+}
+
+func start(t testing.TB, n int, netns bool, extra []string) *Cluster {
+	t.Helper()
 	c := &Cluster{t: t, bin: Binary(t), NATS: natstest.Start(t, 3)}
 	pg := pgtest.Start(t)
 	c.Postgres = pg.NewDatabase(t)
 	for i := 1; i <= n; i++ {
-		c.StartNode(fmt.Sprintf("n%d", i), i == 1, extra...)
+		var ns *Netns
+		if netns {
+			ns = NewNetns(t)
+		}
+		c.startNode(fmt.Sprintf("n%d", i), i == 1, ns, extra)
 	}
 	c.WaitRing(n)
 	return c
@@ -107,9 +126,18 @@ func Start(t testing.TB, n int, extra ...string) *Cluster {
 // StartNode starts a node and waits until it serves.
 func (c *Cluster) StartNode(id string, demo bool, extra ...string) *Node {
 	c.t.Helper()
-	nd := &Node{ID: id, Data: c.t.TempDir(), Log: &lockedBuf{}}
-	nd.args = append([]string{"serve", "--node-id", id, "--data", nd.Data, "--nats", c.NATS.URLs(),
-		"--postgres", c.Postgres, "--http", "127.0.0.1:0", "--https", "off", "--voice", "off",
+	return c.startNode(id, demo, nil, extra)
+}
+
+func (c *Cluster) startNode(id string, demo bool, ns *Netns, extra []string) *Node {
+	c.t.Helper()
+	nd := &Node{ID: id, Data: c.t.TempDir(), Log: &lockedBuf{}, Netns: ns}
+	natsURLs, pg, listen := c.NATS.URLs(), c.Postgres, "127.0.0.1:0"
+	if ns != nil {
+		natsURLs, pg, listen = ns.natsURLs(c.NATS), ns.postgres(c.Postgres), ns.netPeer+":0"
+	}
+	nd.args = append([]string{"serve", "--node-id", id, "--data", nd.Data, "--nats", natsURLs,
+		"--postgres", pg, "--http", listen, "--https", "off", "--voice", "off",
 		"--max-conns-per-ip", "0"}, extra...)
 	if demo {
 		nd.args = append(nd.args, "--demo")
@@ -131,6 +159,10 @@ var (
 
 func (nd *Node) start(bin string) error {
 	cmd := exec.Command(bin, nd.args...)
+	if nd.Netns != nil {
+		// ip execs the binary in place: the pid is the node's.
+		cmd = exec.Command("ip", append([]string{"netns", "exec", nd.Netns.Name, bin}, nd.args...)...)
+	}
 	lines := make(chan string, 64)
 	cmd.Stdout = &lineWriter{log: nd.Log, lines: lines}
 	cmd.Stderr = nd.Log

@@ -210,64 +210,97 @@ func split(c *Cluster, guild string) (*Node, []*Node) {
 	return victim, others
 }
 
-// watchMessages streams each session's MESSAGE_CREATE ids, in arrival
-// order, until ctx ends. (Without the message content intent the content
-// is empty, so messages are known by the ids the API acknowledged.)
-func watchMessages(ctx context.Context, sessions []*loadtest.GatewayClient) []chan string {
-	arrivals := make([]chan string, len(sessions))
-	for k, gc := range sessions {
-		arrivals[k] = make(chan string, 4096)
+// watched is alice's session on each of some nodes, with the ids of the
+// MESSAGE_CREATEs each receives, in arrival order. (Without the message
+// content intent the content is empty, so messages are known by the ids
+// the API acknowledged.)
+type watched struct {
+	nodes    []*Node
+	sessions []*loadtest.GatewayClient
+	arrivals []chan string
+	stop     context.CancelFunc
+}
+
+// watch opens alice's session on each node, subscribed to the demo guild,
+// and records what arrives until stop or ctx ends.
+func watch(t *testing.T, ctx context.Context, nodes []*Node, demo *Demo) *watched {
+	t.Helper()
+	w := &watched{nodes: nodes}
+	readCtx, stop := context.WithCancel(ctx)
+	w.stop = stop
+	t.Cleanup(stop)
+	for _, nd := range nodes {
+		w.sessions = append(w.sessions, session(t, ctx, nd, demo.Tokens["alice"], demo.Guild))
+	}
+	for _, gc := range w.sessions {
+		ch := make(chan string, 4096)
+		w.arrivals = append(w.arrivals, ch)
 		go func() {
 			for {
-				ev, err := gc.Next(ctx, protocol.EventMessageCreate)
+				ev, err := gc.Next(readCtx, protocol.EventMessageCreate)
 				if err != nil {
 					return
 				}
 				var m struct{ ID string }
 				json.Unmarshal(ev.D, &m)
-				arrivals[k] <- m.ID
+				ch <- m.ID
 			}
 		}()
 	}
-	return arrivals
+	return w
 }
 
-// positions maps each message id a session received to its place in the
-// session's stream (from 1), and reports a message delivered twice.
-func positions(t *testing.T, node string, ids []string) map[string]int {
+// until gathers each session's arrivals up to (not including) the message
+// last, waiting at most 15 s in all, then stops watching. It returns, per
+// session, where each message arrived in its stream (from 1), reporting a
+// message delivered twice and a session that dropped.
+func (w *watched) until(t *testing.T, last string) []map[string]int {
 	t.Helper()
-	pos := make(map[string]int, len(ids))
-	for i, id := range ids {
-		if pos[id] != 0 {
-			t.Errorf("session on %s: message %s delivered twice", node, id)
+	defer w.stop()
+	pos := make([]map[string]int, len(w.arrivals))
+	drain := time.After(15 * time.Second)
+	for k, ch := range w.arrivals {
+		node := w.nodes[k].ID
+		pos[k] = map[string]int{}
+	collect:
+		for n := 1; ; n++ {
+			select {
+			case id := <-ch:
+				if id == last {
+					break collect
+				}
+				if pos[k][id] != 0 {
+					t.Errorf("session on %s: message %s delivered twice", node, id)
+				}
+				pos[k][id] = n
+			case <-drain:
+				t.Errorf("session on %s did not get the last message within 15 s", node)
+				break collect
+			}
 		}
-		pos[id] = i + 1
+		if d := w.sessions[k].Drops.Load(); d != 0 {
+			t.Errorf("session on %s dropped %d times", node, d)
+		}
 	}
 	return pos
 }
 
-// collectUntil gathers each session's arrivals up to (not including) the
-// message last, waiting at most 15 s in all.
-func collectUntil(t *testing.T, arrivals []chan string, nodes []*Node, last string) [][]string {
+// inOrder checks that a session (k) received every message of acks, in
+// the order given.
+func (w *watched) inOrder(t *testing.T, pos []map[string]int, k int, acks []acked, why string) {
 	t.Helper()
-	got := make([][]string, len(arrivals))
-	drain := time.After(15 * time.Second)
-	for k := range arrivals {
-	collect:
-		for {
-			select {
-			case id := <-arrivals[k]:
-				if id == last {
-					break collect
-				}
-				got[k] = append(got[k], id)
-			case <-drain:
-				t.Errorf("session on %s did not get the last message within 15 s", nodes[k].ID)
-				break collect
-			}
+	prev := 0
+	for _, a := range acks {
+		p := pos[k][a.id]
+		if p == 0 {
+			t.Errorf("session on %s missed %s (%s)", w.nodes[k].ID, a.nonce, why)
+			continue
 		}
+		if p < prev {
+			t.Errorf("session on %s: %s out of order (%s)", w.nodes[k].ID, a.nonce, why)
+		}
+		prev = p
 	}
-	return got
 }
 
 // kill -9 of the node that owns the guild, while messages are being sent
@@ -282,13 +315,7 @@ func TestOwnerKilledUnderLoad(t *testing.T) {
 	own := victim.ID
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	readCtx, stopReading := context.WithCancel(ctx)
-	defer stopReading()
-	var sessions []*loadtest.GatewayClient
-	for _, nd := range survivors {
-		sessions = append(sessions, session(t, ctx, nd, demo.Tokens["alice"], demo.Guild))
-	}
-	arrivals := watchMessages(readCtx, sessions)
+	w := watch(t, ctx, survivors, demo)
 
 	const before, total = 20, 60
 	var acks []acked
@@ -312,8 +339,7 @@ func TestOwnerKilledUnderLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := collectUntil(t, arrivals, survivors, last.id)
-	stopReading()
+	pos := w.until(t, last.id)
 
 	// Stored once each, nothing else stored.
 	stored, err := listMessages(ctx, survivors[1], demo.Tokens["bot"], demo.General)
@@ -331,29 +357,14 @@ func TestOwnerKilledUnderLoad(t *testing.T) {
 	}
 	// Sessions stayed connected and got every message acknowledged after
 	// the new owner took over, in order.
-	for k, gc := range sessions {
-		if gc.Drops.Load() != 0 {
-			t.Errorf("session on %s dropped %d times", survivors[k].ID, gc.Drops.Load())
-		}
-		seen := positions(t, survivors[k].ID, got[k])
-		last := 0
-		for i := before; i < total; i++ {
-			pos := seen[acks[i].id]
-			if pos == 0 {
-				t.Errorf("session on %s missed m%d (acknowledged after the takeover)", survivors[k].ID, i)
-				continue
-			}
-			if pos < last {
-				t.Errorf("session on %s: m%d out of order", survivors[k].ID, i)
-			}
-			last = pos
-		}
+	for k := range w.sessions {
+		w.inOrder(t, pos, k, acks[before:], "acknowledged after the takeover")
 		missedBefore := 0
-		for i := 0; i < before; i++ {
-			if seen[acks[i].id] == 0 {
+		for _, a := range acks[:before] {
+			if pos[k][a.id] == 0 {
 				missedBefore++
 			}
 		}
-		t.Logf("session on %s: %d messages, %d of those acknowledged before the kill missed", survivors[k].ID, len(got[k]), missedBefore)
+		t.Logf("session on %s: %d messages, %d of those acknowledged before the kill missed", survivors[k].ID, len(pos[k]), missedBefore)
 	}
 }

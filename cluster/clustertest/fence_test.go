@@ -7,41 +7,62 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/chorus-voice/chorus/loadtest"
 )
 
-// SIGSTOP of a guild's owner past its heartbeat TTL, while messages go
-// through it and through another node: a new owner takes over; SIGCONT
-// wakes the old owner with writes in flight, which the store refuses
-// (ownership epochs) — every acknowledged message is stored exactly once,
-// nothing unacknowledged is stored, and the sessions on all three nodes
-// see one history: nothing twice, nothing that was not stored, and every
-// message acknowledged after the old owner is back, in order.
+// SIGSTOP of a guild's owner past its heartbeat TTL, under load through it
+// and through the others; SIGCONT wakes it with writes in flight, which the
+// store refuses (ownership epochs). See ownerCutOff for what is checked.
 func TestPausedOwnerCannotWrite(t *testing.T) {
 	c := Start(t, 3)
+	victim, survivors := split(c, c.Nodes[0].Demo.Guild)
+	ownerCutOff(t, c, victim, survivors, "stopped",
+		func() error { return victim.Signal(syscall.SIGSTOP) },
+		func() error { return victim.Signal(syscall.SIGCONT) })
+}
+
+// A guild's owner cut off from every NATS server by a network partition
+// (its NATS link down, in a network namespace of the test's) while
+// PostgreSQL and its clients still reach it: unlike a stopped process it
+// goes on running, answers its clients and could write, so it must fence
+// itself before its heartbeat expires and the store must refuse whatever
+// it still tries after its successor claimed the guild. When the link
+// heals it rejoins the ring and, owning the guild again, takes it back.
+// See ownerCutOff for what is checked.
+func TestPartitionedOwnerCannotWrite(t *testing.T) {
+	c := StartPartitionable(t, 3)
+	victim, survivors := split(c, c.Nodes[0].Demo.Guild)
+	ownerCutOff(t, c, victim, survivors, "cut off from NATS",
+		func() error { victim.Netns.CutNATS(); return nil },
+		func() error { victim.Netns.HealNATS(); return nil })
+}
+
+// ownerCutOff runs load through a guild's owner (48 senders) and through
+// the others, cuts the owner off past its heartbeat TTL while it commits,
+// waits until another node acknowledges a message as the guild's new
+// owner, sends through the others, and heals the owner. Every sender
+// retries with its nonce until acknowledged. Then: every acknowledged
+// message is stored exactly once, nothing unacknowledged is stored, and
+// the sessions on all three nodes see one history: nothing twice, nothing
+// that was not stored, and every message acknowledged after the old owner
+// is back, in order.
+func ownerCutOff(t *testing.T, c *Cluster, victim *Node, survivors []*Node, how string, cut, heal func() error) {
 	demo := c.Nodes[0].Demo
-	victim, survivors := split(c, demo.Guild)
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
-	readCtx, stopReading := context.WithCancel(ctx)
-	defer stopReading()
 	nodes := append([]*Node{victim}, survivors...)
-	var sessions []*loadtest.GatewayClient
-	for _, nd := range nodes {
-		sessions = append(sessions, session(t, ctx, nd, demo.Tokens["alice"], demo.Guild))
-	}
-	arrivals := watchMessages(readCtx, sessions)
+	w := watch(t, ctx, nodes, demo)
 	bot := demo.Tokens["bot"]
 	var mu sync.Mutex
 	var acks []acked
+	retried := map[string]int{}
 	sendVia := func(nd *Node, name string) (acked, error) {
-		a, _, err := sendRetrying(ctx, nd, bot, demo.General, name, name)
+		a, tries, err := sendRetrying(ctx, nd, bot, demo.General, name, name)
+		mu.Lock()
+		retried[nd.ID] += tries - 1
 		if err == nil {
-			mu.Lock()
 			acks = append(acks, a)
-			mu.Unlock()
 		}
+		mu.Unlock()
 		return a, err
 	}
 	for i := 0; i < 10; i++ {
@@ -50,8 +71,9 @@ func TestPausedOwnerCannotWrite(t *testing.T) {
 		}
 	}
 
-	// Steady load through the owner, stopped while it commits: some of
-	// these wait in its guild's mailbox or group commit through the pause.
+	// Steady load through the owner, cut off while it commits: some of
+	// these wait in its guild's mailbox or group commit through the fault;
+	// those sent during it wait or are refused and retried.
 	var burst sync.WaitGroup
 	const workers = 48
 	burstErrs := make(chan error, workers)
@@ -73,7 +95,6 @@ func TestPausedOwnerCannotWrite(t *testing.T) {
 			}
 		}()
 	}
-	// Stop the owner once the load runs.
 	for {
 		mu.Lock()
 		n := len(acks)
@@ -87,25 +108,25 @@ func TestPausedOwnerCannotWrite(t *testing.T) {
 		case <-time.After(time.Millisecond):
 		}
 	}
-	if err := victim.Signal(syscall.SIGSTOP); err != nil {
+	if err := cut(); err != nil {
 		t.Fatal(err)
 	}
-	close(stopBurst)
-	stopped := time.Now()
+	cutAt := time.Now()
 	// Through another node until the new owner answers, then a few more.
 	takeover, err := sendVia(survivors[0], "takeover")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("owner %s stopped; a message acknowledged by the new owner %v later", victim.ID, takeover.at.Sub(stopped))
+	t.Logf("owner %s %s; a message acknowledged by the new owner %v later", victim.ID, how, takeover.at.Sub(cutAt))
 	for i := 0; i < 10; i++ {
 		if _, err := sendVia(survivors[i%2], fmt.Sprint("during", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := victim.Signal(syscall.SIGCONT); err != nil {
+	if err := heal(); err != nil {
 		t.Fatal(err)
 	}
+	close(stopBurst)
 	burst.Wait()
 	close(burstErrs)
 	for err := range burstErrs {
@@ -127,8 +148,7 @@ func TestPausedOwnerCannotWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := collectUntil(t, arrivals, nodes, last.id)
-	stopReading()
+	pos := w.until(t, last.id)
 
 	stored, err := listMessages(ctx, survivors[1], bot, demo.General)
 	if err != nil {
@@ -151,29 +171,14 @@ func TestPausedOwnerCannotWrite(t *testing.T) {
 	if len(stored) != len(acks) {
 		t.Errorf("%d messages stored, %d acknowledged", len(stored), len(acks))
 	}
-	for k, ids := range got {
-		seen := positions(t, nodes[k].ID, ids)
-		for _, id := range ids {
+	for k := range nodes {
+		for id := range pos[k] {
 			if !storedIDs[id] {
 				t.Errorf("session on %s: message %s delivered but not stored", nodes[k].ID, id)
 			}
 		}
-		pos := 0
-		for _, a := range acks[back : len(acks)-1] { // the last ends the collection
-			p := seen[a.id]
-			if p == 0 {
-				t.Errorf("session on %s missed %s (sent after the old owner was back)", nodes[k].ID, a.nonce)
-				continue
-			}
-			if p < pos {
-				t.Errorf("session on %s: %s out of order", nodes[k].ID, a.nonce)
-			}
-			pos = p
-		}
-		if sessions[k].Drops.Load() != 0 {
-			t.Errorf("session on %s dropped %d times", nodes[k].ID, sessions[k].Drops.Load())
-		}
+		w.inOrder(t, pos, k, acks[back:len(acks)-1], "sent after the old owner was back") // the last ends the collection
 	}
 	fenced, _ := victim.Metric("chorus_cluster_fenced_writes_total")
-	t.Logf("old owner: %v actors retired by a refused write; sessions got %d, %d, %d messages of %d", fenced, len(got[0]), len(got[1]), len(got[2]), len(acks))
+	t.Logf("old owner: %v actors retired by a refused write; sessions got %d, %d, %d messages of %d; sends retried: %v", fenced, len(pos[0]), len(pos[1]), len(pos[2]), len(acks), retried)
 }

@@ -6,8 +6,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/chorus-voice/chorus/loadtest"
 )
 
 // SIGTERM of a guild's owner while messages are sent through the other
@@ -21,13 +19,7 @@ func TestOwnerStoppedGracefully(t *testing.T) {
 	victim, survivors := split(c, demo.Guild)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	readCtx, stopReading := context.WithCancel(ctx)
-	defer stopReading()
-	var sessions []*loadtest.GatewayClient
-	for _, nd := range survivors {
-		sessions = append(sessions, session(t, ctx, nd, demo.Tokens["alice"], demo.Guild))
-	}
-	arrivals := watchMessages(readCtx, sessions)
+	w := watch(t, ctx, survivors, demo)
 	bot := demo.Tokens["bot"]
 
 	// Senders, each one message at a time, through both other nodes.
@@ -99,8 +91,7 @@ func TestOwnerStoppedGracefully(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := collectUntil(t, arrivals, survivors, last.id)
-	stopReading()
+	pos := w.until(t, last.id)
 
 	for _, err := range refused {
 		t.Errorf("refused during the handover: %v", err)
@@ -122,24 +113,9 @@ func TestOwnerStoppedGracefully(t *testing.T) {
 			}
 		}
 	}
-	for k, ids := range got {
-		pos := positions(t, survivors[k].ID, ids)
-		for _, as := range acks {
-			prev := 0
-			for _, a := range as {
-				p := pos[a.id]
-				if p == 0 {
-					t.Errorf("session on %s missed %s", survivors[k].ID, a.nonce)
-					continue
-				}
-				if p < prev {
-					t.Errorf("session on %s: %s arrived before a message its sender had sent earlier", survivors[k].ID, a.nonce)
-				}
-				prev = p
-			}
-		}
-		if sessions[k].Drops.Load() != 0 {
-			t.Errorf("session on %s dropped %d times", survivors[k].ID, sessions[k].Drops.Load())
+	for k := range survivors {
+		for _, as := range acks { // each sender's, in the order acknowledged
+			w.inOrder(t, pos, k, as, "its sender's order")
 		}
 	}
 	t.Logf("%d messages acknowledged, %d before the stop; %d refused", total, after, len(refused))

@@ -13,8 +13,8 @@ import (
 // itself (stopping a server could cost the whole cluster a JetStream
 // leader election).
 type Proxy struct {
-	// URL is what the client connects to.
-	URL string
+	// URL is what the client connects to, and Addr its host:port.
+	URL, Addr string
 
 	ln     net.Listener
 	target string
@@ -25,14 +25,24 @@ type Proxy struct {
 	conns []net.Conn
 }
 
-// NewProxy starts a proxy to a nats:// URL's host:port; it stops with the test.
+// NewProxy starts a proxy on loopback to a nats:// URL's host:port; it
+// stops with the test.
 func NewProxy(t testing.TB, url string) *Proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return ListenProxy(t, "127.0.0.1:0", url)
+}
+
+// ListenProxy starts a proxy listening on listen (host:port) to target, a
+// nats:// URL or any host:port: it also carries other TCP, such as
+// PostgreSQL's, to a network namespace of the test's.
+func ListenProxy(t testing.TB, listen, target string) *Proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{URL: "nats://" + ln.Addr().String(), ln: ln, target: hostPort(url)}
+	addr := ln.Addr().String()
+	p := &Proxy{URL: "nats://" + addr, Addr: addr, ln: ln, target: hostPort(target)}
 	p.heal = sync.NewCond(&p.mu)
 	go p.accept()
 	t.Cleanup(p.close)
