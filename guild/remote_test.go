@@ -455,3 +455,58 @@ func TestStaleOwnerIsFenced(t *testing.T) {
 		t.Fatalf("the stale node still runs %d actors", p.b.Loaded())
 	}
 }
+
+// A refused group commit answers every message in it with ErrFenced, and
+// each answer retires the actor, while the callers' retries load the guild
+// anew: the retirements must not read the fresh load's slot (the race
+// detector found them doing so in the cluster's SIGSTOP test).
+func TestFencedCommitOfManyMessages(t *testing.T) {
+	p := newPair(t)
+	send := func(r *Router, content string) (Message, error) {
+		return r.CreateMessage(p.ctx, CreateMessage{ChannelID: p.chB.ID, AuthorID: p.owner.ID, Content: content})
+	}
+	if _, err := send(p.b, "before"); err != nil {
+		t.Fatal(err)
+	}
+	onlyA := ring.New(6, []ring.Node{{ID: "a", Roles: ring.RoleAll}})
+	p.va.set(onlyA)
+	if _, err := send(p.a, "new owner"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 32
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			_, err := send(p.b, fmt.Sprint("stale ", i))
+			errs <- err
+		}()
+	}
+	deadline := time.After(5 * time.Second)
+	for p.b.stats.fencedOut.Load() == 0 {
+		select {
+		case <-deadline:
+			t.Fatal("the stale owner's writes were not fenced")
+		case <-time.After(time.Millisecond):
+		}
+	}
+	p.vb.set(onlyA)
+	acked := 0
+	for i := 0; i < n; i++ {
+		switch err := <-errs; {
+		case err == nil:
+			acked++
+		case !errors.Is(err, ErrUnavailable): // a 503 the client retries
+			t.Fatal(err)
+		}
+	}
+	ms, err := p.st.ListMessages(p.ctx, p.chB.ID, store.Page{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != acked+2 {
+		t.Fatalf("%d messages stored, %d acknowledged", len(ms), acked+2)
+	}
+	if p.b.Loaded() != 0 {
+		t.Fatalf("the stale node still runs %d actors", p.b.Loaded())
+	}
+}

@@ -115,6 +115,18 @@ type slot struct {
 	err   error
 }
 
+// loaded returns the slot's actor once its load has ended, and nil while it
+// runs: the loader writes a and err without the router's lock, so nobody
+// may read them before ready is closed.
+func (s *slot) loaded() *actor {
+	select {
+	case <-s.ready:
+		return s.a
+	default:
+		return nil
+	}
+}
+
 // NewRouter returns a router for this node.
 func NewRouter(cfg Config, d Deps) *Router {
 	if cfg.Mailbox <= 0 {
@@ -161,8 +173,8 @@ func (r *Router) dropMoved() {
 		default:
 			continue // still loading; its first call finds it moved
 		}
-		if s.a != nil {
-			gone = append(gone, s.a)
+		if a := s.loaded(); a != nil {
+			gone = append(gone, a)
 		}
 		delete(r.slots, id)
 	}
@@ -184,7 +196,10 @@ func (r *Router) dropMoved() {
 func (r *Router) fencedOut(a *actor) {
 	r.mu.Lock()
 	s := r.slots[a.guild.ID]
-	mine := s != nil && s.a == a
+	// Every message of a refused group commit is answered ErrFenced, so
+	// this runs once per message: by the later ones the slot may hold a
+	// fresh load under way.
+	mine := s != nil && s.loaded() == a
 	if mine {
 		delete(r.slots, a.guild.ID)
 	}
@@ -307,6 +322,11 @@ func (r *Router) actor(ctx context.Context, id ID) (*actor, error) {
 			}()
 		}
 		close(s.ready)
+		// dropMoved skips loads under way: if the ring moved the guild
+		// away during this one, the new actor must not serve it.
+		if owner, ok := r.place.Ring().Owner(ring.RoleGuild, uint64(id)); s.err == nil && (!ok || owner.ID != r.place.ID()) {
+			r.dropMoved()
+		}
 	} else {
 		r.mu.Unlock()
 	}
@@ -387,7 +407,7 @@ func (r *Router) retire(a *actor) bool {
 		return false
 	}
 	a.retired = true
-	if s := r.slots[a.guild.ID]; s != nil && s.a == a {
+	if s := r.slots[a.guild.ID]; s != nil && s.loaded() == a {
 		delete(r.slots, a.guild.ID)
 	}
 	r.retirements.Add(1)
