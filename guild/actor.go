@@ -31,6 +31,12 @@ type actor struct {
 	presence map[ID]*Presence // online members only
 	subs     map[string]*Sub
 	userSubs map[ID]int
+	// watchers are the subscribers with the GUILD_PRESENCES intent: each
+	// member going on- or offline is an event for them alone, so a presence
+	// costs O(watchers), not O(subscribers) — in a big guild whose sessions
+	// do not ask for presences (bots, the load tester) an identify storm
+	// would otherwise cost O(members²).
+	watchers map[string]*Sub
 
 	voice       map[ID]*VoiceState
 	perms       map[[2]ID]uint64 // (user, channel) → permissions, cleared on change
@@ -85,7 +91,7 @@ func (r *Router) load(ctx context.Context, id ID) (*actor, error) {
 	a := &actor{r: r, guild: g, epoch: epoch,
 		channels: map[ID]*store.Channel{}, roles: map[ID]*store.Role{}, members: map[ID]*store.Member{},
 		users: map[ID]*store.User{}, presence: map[ID]*Presence{}, subs: map[string]*Sub{},
-		userSubs: map[ID]int{}, voice: map[ID]*VoiceState{}, perms: map[[2]ID]uint64{}, lastFullReq: map[ID]time.Time{},
+		userSubs: map[ID]int{}, watchers: map[string]*Sub{}, voice: map[ID]*VoiceState{}, perms: map[[2]ID]uint64{}, lastFullReq: map[ID]time.Time{},
 		mbox: make(chan func(*actor), r.cfg.Mailbox), scratch: map[string][]string{}, quit: make(chan struct{})}
 	cs, err := r.store.ListChannels(ctx, id)
 	if err != nil {
@@ -260,12 +266,15 @@ func (a *actor) invalidatePerms() { clear(a.perms) }
 
 // fanout delivers ev to every subscribed session for which want is true,
 // one batch per node.
-func (a *actor) fanout(ev *Event, want func(*Sub) bool) {
+func (a *actor) fanout(ev *Event, want func(*Sub) bool) { a.fanoutAmong(a.subs, ev, want) }
+
+// fanoutAmong delivers ev to the sessions of subs that want it.
+func (a *actor) fanoutAmong(subs map[string]*Sub, ev *Event, want func(*Sub) bool) {
 	a.flush() // events leave in the order the mailbox accepted their causes
 	for k := range a.scratch {
 		a.scratch[k] = a.scratch[k][:0]
 	}
-	for _, s := range a.subs {
+	for _, s := range subs {
 		if want(s) {
 			a.scratch[s.Node] = append(a.scratch[s.Node], s.Session)
 		}
@@ -362,7 +371,7 @@ func (a *actor) guildCreate(s *Sub) *Event {
 // GUILD_PRESENCES intent when it changed.
 func (a *actor) setPresence(user ID, status string, acts []Activity) {
 	if p := a.recordPresence(user, status, acts); p != nil {
-		a.fanout(NewEvent(protocol.EventPresenceUpdate, p), func(s *Sub) bool { return s.Intents&protocol.IntentGuildPresences != 0 })
+		a.fanoutAmong(a.watchers, NewEvent(protocol.EventPresenceUpdate, p), func(*Sub) bool { return true })
 	}
 }
 
@@ -403,23 +412,34 @@ func (a *actor) adopt(subs []Sub) {
 		if a.members[s.User] == nil || a.subs[s.Session] != nil {
 			continue
 		}
-		a.subs[s.Session] = s
-		a.userSubs[s.User]++
+		a.addSub(s)
 		if a.presence[s.User] == nil {
 			a.recordPresence(s.User, s.Status, s.Activities)
 		}
 	}
 }
 
-func (a *actor) subscribe(s *Sub) error {
-	if a.members[s.User] == nil {
-		return ErrMissingAccess
-	}
-	old := a.subs[s.Session]
+// addSub registers a session, or registers it again with what it asks
+// for now, and returns its previous registration.
+func (a *actor) addSub(s *Sub) (old *Sub) {
+	old = a.subs[s.Session]
 	if old == nil {
 		a.userSubs[s.User]++
 	}
 	a.subs[s.Session] = s
+	if s.Intents&protocol.IntentGuildPresences != 0 {
+		a.watchers[s.Session] = s
+	} else {
+		delete(a.watchers, s.Session)
+	}
+	return old
+}
+
+func (a *actor) subscribe(s *Sub) error {
+	if a.members[s.User] == nil {
+		return ErrMissingAccess
+	}
+	old := a.addSub(s)
 	// A session registering again (its gateway moving it after a ring
 	// change) has the guild already: no second GUILD_CREATE.
 	if old == nil && s.Intents&protocol.IntentGuilds != 0 {
@@ -437,6 +457,7 @@ func (a *actor) unsubscribe(session string) {
 		return
 	}
 	delete(a.subs, session)
+	delete(a.watchers, session)
 	if v := a.voice[s.User]; v != nil && v.SessionID == session {
 		// The gateway session that joined voice is gone: so is the voice state.
 		a.updateVoice(VoiceUpdate{User: s.User})

@@ -53,7 +53,7 @@ func (r *recorder) events(session, name string) []*Event {
 	return out
 }
 
-func newTestRouter(t *testing.T) (*Router, *recorder, store.Store) {
+func newTestRouter(t testing.TB) (*Router, *recorder, store.Store) {
 	t.Helper()
 	st, err := store.OpenPebble(t.TempDir())
 	if err != nil {
