@@ -30,6 +30,10 @@ type Fault struct {
 	Command string
 	At      time.Duration
 	Output  *os.File
+	// Heal, with Command, runs under "sh -c" HealAfter after Command began:
+	// it ends a fault that lasts, such as a partition made by Command.
+	Heal      string
+	HealAfter time.Duration
 	// Signal, instead of Command, is sent to the chorus process behind
 	// Node (a node's HTTP base) at At: SIGKILL, SIGTERM, or SIGSTOP
 	// followed by SIGCONT StopFor later (the fault scenario's kill, stop
@@ -59,6 +63,10 @@ func (f *Fault) validate(window time.Duration) error {
 		return errors.New("loadtest fault: which node to signal?")
 	case f.Signal != 0 && f.Signal != syscall.SIGKILL && f.Signal != syscall.SIGTERM && f.Signal != syscall.SIGSTOP:
 		return fmt.Errorf("loadtest fault: a node can be killed, terminated or stopped, not sent %v", f.Signal)
+	case f.Heal != "" && f.Command == "":
+		return errors.New("loadtest fault: a heal command undoes a fault command; there is none")
+	case f.Heal != "" && f.HealAfter <= 0:
+		return errors.New("loadtest fault: a heal command needs a time after the fault to run")
 	case f.Signal == syscall.SIGSTOP && f.StopFor <= 0:
 		return errors.New("loadtest fault: a stopped node needs a time to stay stopped")
 	case f.At < 0 || f.At >= window:
@@ -147,20 +155,37 @@ func (f *faultRun) start(ctx context.Context, sendStart time.Time) {
 			}
 			return
 		}
-		cmd := exec.CommandContext(ctx, "sh", "-c", f.Command)
-		if f.Output != nil {
-			cmd.Stdout, cmd.Stderr = f.Output, f.Output
-		}
-		// A background child may inherit our descriptors; do not wait on
-		// it past the command itself.
-		cmd.WaitDelay = time.Second
 		f.mu.Lock()
 		f.started = time.Now()
 		f.mu.Unlock()
-		f.cmdErr = cmd.Run()
+		f.exitCode, f.cmdErr = f.run(ctx, f.Command)
+		if f.Heal != "" {
+			select {
+			case <-time.After(time.Until(f.started.Add(f.HealAfter))):
+			case <-ctx.Done():
+			}
+			// The heal runs even when the fault command failed or the run
+			// is ending: whatever part of the fault took hold is undone.
+			code, err := f.run(context.WithoutCancel(ctx), f.Heal)
+			if f.cmdErr == nil && err != nil {
+				f.exitCode, f.cmdErr = code, fmt.Errorf("heal command: %w", err)
+			}
+		}
 		f.ended = time.Now()
-		f.exitCode = cmd.ProcessState.ExitCode()
 	}()
+}
+
+// run runs one operator command under "sh -c".
+func (f *faultRun) run(ctx context.Context, command string) (int, error) {
+	cmd := exec.CommandContext(ctx, "sh", "-c", command)
+	if f.Output != nil {
+		cmd.Stdout, cmd.Stderr = f.Output, f.Output
+	}
+	// A background child may inherit our descriptors; do not wait on
+	// it past the command itself.
+	cmd.WaitDelay = time.Second
+	err := cmd.Run()
+	return cmd.ProcessState.ExitCode(), err
 }
 
 // settle waits until the command ended and every session is live again,
@@ -413,6 +438,9 @@ func (f *faultRun) reportIdle(r *Result, start time.Time, timeline *Timed, gws [
 
 // describe names the fault for the report.
 func (f *faultRun) describe() string {
+	if f.Signal == 0 && f.Heal != "" {
+		return fmt.Sprintf("%s; %v later: %s", f.Command, f.HealAfter, f.Heal)
+	}
 	if f.Signal == 0 {
 		return f.Command
 	}

@@ -101,6 +101,11 @@ func (ns *Netns) CutNATS() { ns.ip("link", "set", ns.natsLink, "down") }
 // HealNATS brings the NATS link back up.
 func (ns *Netns) HealNATS() { ns.ip("link", "set", ns.natsLink, "up") }
 
+// CutCommand and HealCommand are CutNATS and HealNATS as shell commands,
+// for `loadtest fault --command … --heal-command …`.
+func (ns *Netns) CutCommand() string  { return "ip link set " + ns.natsLink + " down" }
+func (ns *Netns) HealCommand() string { return "ip link set " + ns.natsLink + " up" }
+
 // natsURLs starts a proxy per NATS server on the NATS link's host end and
 // returns the servers' addresses as the node in the namespace sees them.
 func (ns *Netns) natsURLs(c *natstest.Cluster) string {

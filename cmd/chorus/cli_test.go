@@ -243,6 +243,8 @@ func TestLoadtestBadInvocations(t *testing.T) {
 		{[]string{"fault", "--admin-token", "x", "--kill-node", "http://a", "--stop-node", "http://b"}, "one of --command, --kill-node"},
 		{[]string{"fault", "--admin-token", "x", "--stop-node", "http://127.0.0.1:1", "--stop-for", "0s"}, "needs a time to stay stopped"},
 		{[]string{"fault", "--under", "gateway", "--token", "x", "--kill-node", "http://127.0.0.1:1"}, "runs under chat"},
+		{[]string{"fault", "--admin-token", "x", "--kill-node", "http://127.0.0.1:1", "--heal-command", "true"}, "--heal-command goes with --command"},
+		{[]string{"fault", "--admin-token", "x", "--command", "true", "--heal-command", "true", "--heal-after", "0s", "--command-log", filepath.Join(dir, "h.log")}, "needs a time after the fault"},
 	} {
 		err := runLoadtest(tc.args)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

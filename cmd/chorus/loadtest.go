@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -105,6 +106,7 @@ func runLoadtest(args []string) error {
 	base := fs.String("url", "http://127.0.0.1:8080", "HTTP base URL of the node under test; for chat, fault and gateway a comma-separated list of the nodes of one cluster, over which sessions are spread (reported per node)")
 	out := fs.String("json", "loadtest-"+scenario+".json", "where to write the JSON result")
 	htmlOut := fs.String("html", "loadtest-"+scenario+".html", "where to write the self-contained HTML report")
+	cpuProfile := fs.String("cpuprofile", "", "write the load tester's own CPU profile here (go tool pprof): does a run measure the server or the tester? (with --procs, the first process's only)")
 	var slos sloFlags
 	fs.Var(&slos, "slo", `a bound such as "identify.p99<=250ms" or "failed<=0" (repeatable)`)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -285,6 +287,17 @@ func runLoadtest(args []string) error {
 		fmt.Fprint(os.Stderr, loadtestUsage)
 		return fmt.Errorf("loadtest: unknown scenario %q", scenario)
 	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("loadtest: --cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("loadtest: --cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	r, err := run()
 	bar.finish()
 	if err != nil {
@@ -353,6 +366,8 @@ func faultFlags(fs *flag.FlagSet, scenario, when string) func() (*loadtest.Fault
 	}
 	fs.String("under", "chat", "the scenario the fault runs under: chat or gateway")
 	command := fs.String("command", "", `operator command run under "sh -c" at --at, e.g. "systemctl restart chorus"`)
+	heal := fs.String("heal-command", "", `with --command: run under "sh -c" --heal-after after it, to end a fault that lasts (a partition: "ip link set veth0 up")`)
+	healAfter := fs.Duration("heal-after", 5*time.Second, "how long after --command the --heal-command runs")
 	killNode := fs.String("kill-node", "", "instead of --command: kill -9 the node at this URL (one of a cluster's; it must run on this machine; under chat)")
 	termNode := fs.String("term-node", "", "instead of --command: stop the node at this URL gracefully (SIGTERM)")
 	stopNode := fs.String("stop-node", "", "instead of --command: SIGSTOP the node at this URL, SIGCONT it --stop-for later")
@@ -373,6 +388,9 @@ func faultFlags(fs *flag.FlagSet, scenario, when string) func() (*loadtest.Fault
 			if node != "" || *command != "" {
 				return nil, errors.New("loadtest fault: one of --command, --kill-node, --term-node and --stop-node")
 			}
+			if *heal != "" {
+				return nil, errors.New("loadtest fault: --heal-command goes with --command")
+			}
 			node, sig = strings.TrimRight(v.url, "/"), v.sig
 		}
 		if node != "" {
@@ -387,6 +405,6 @@ func faultFlags(fs *flag.FlagSet, scenario, when string) func() (*loadtest.Fault
 		}
 		// The file stays open for the command's children; the process
 		// exit closes it.
-		return &loadtest.Fault{Command: *command, At: *at, RecoverWithin: *within, Output: logFile}, nil
+		return &loadtest.Fault{Command: *command, Heal: *heal, HealAfter: *healAfter, At: *at, RecoverWithin: *within, Output: logFile}, nil
 	}
 }
