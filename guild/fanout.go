@@ -2,6 +2,7 @@ package guild
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"sync"
 	"time"
@@ -65,7 +66,8 @@ func (o *outbox) add(node string, ev *Event, sessions []string) {
 	}
 	o.mu.Unlock()
 	q.mu.Lock()
-	for len(sessions) > 0 {
+	// An item without sessions (a voice change) is sent once.
+	for first := true; first || len(sessions) > 0; first = false {
 		// As many sessions as fit one batch with the event.
 		n, size := 0, itemSize(ev, nil)
 		for n < len(sessions) && n < 1<<16-1 && (n == 0 || size+2+len(sessions[n]) <= maxBatch) {
@@ -147,6 +149,17 @@ func (r *Router) ServeBatch(b []byte) error {
 		if err != nil {
 			r.stats.batchMalformed.Add(1)
 			return err
+		}
+		if ev.Name == voiceChangeEvent {
+			var ch VoiceChange
+			if err := json.Unmarshal(ev.Data, &ch); err != nil {
+				r.stats.batchMalformed.Add(1)
+				return err
+			}
+			if r.voice != nil {
+				r.voice.VoiceChanged(ch)
+			}
+			continue
 		}
 		r.sessions.Deliver(r.place.ID(), ev, sessions)
 	}

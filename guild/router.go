@@ -57,14 +57,13 @@ type Sessions interface {
 	Subscribers(guild ID) []Sub
 }
 
-// VoiceHost is the node's voice side. VoiceServer places a voice room and
-// issues the token its voice gateway admits the user with (the endpoint
-// and token of VOICE_SERVER_UPDATE); VoiceChanged hears every voice state
-// change, before the user hears of it, so the voice gateway can admit the
-// user's Identify, apply mute and deafen to live media at once, or end a
-// connection. Neither may block.
+// VoiceHost is the node's voice gateway. VoiceChanged hears every voice
+// state change of the cluster's guilds (each guild's owner tells every
+// voice node, in order), so whichever node a room is placed on can admit
+// the user's Identify, apply mute and deafen to live media at once, or end
+// a connection; a room moved to another node finds the states there
+// already. It may not block.
 type VoiceHost interface {
-	VoiceServer(guild, channel, user ID) (endpoint, token string, ok bool)
 	VoiceChanged(VoiceChange)
 }
 
@@ -73,10 +72,13 @@ type Deps struct {
 	Placement Placement
 	Store     store.Store
 	Sessions  Sessions
-	// Voice is nil on a node that serves no voice: joins then get no
-	// VOICE_SERVER_UPDATE.
+	// Voice is nil on a node that serves no voice.
 	Voice VoiceHost
-	IDs   *snowflake.Generator
+	// VoiceToken issues the token of VOICE_SERVER_UPDATE, which every voice
+	// node admits (tokens are signed with the cluster's key); nil: joins
+	// get no VOICE_SERVER_UPDATE.
+	VoiceToken func(user ID) string
+	IDs        *snowflake.Generator
 	// Peers reaches the cluster's other nodes; nil on a node that is
 	// alone (cluster.Static), where every guild is local.
 	Peers Peers
@@ -91,6 +93,7 @@ type Router struct {
 	store    store.Store
 	sessions Sessions
 	voice    VoiceHost
+	voiceTok func(user ID) string
 	ids      *snowflake.Generator
 	peers    Peers
 	out      outbox
@@ -135,7 +138,7 @@ func NewRouter(cfg Config, d Deps) *Router {
 	if cfg.IdleAfter == 0 {
 		cfg.IdleAfter = 10 * time.Minute
 	}
-	r := &Router{cfg: cfg, place: d.Placement, store: d.Store, sessions: d.Sessions, voice: d.Voice, ids: d.IDs,
+	r := &Router{cfg: cfg, place: d.Placement, store: d.Store, sessions: d.Sessions, voice: d.Voice, voiceTok: d.VoiceToken, ids: d.IDs,
 		peers: d.Peers, served: make(chan struct{}, maxServedCalls), stop: make(chan struct{}), slots: map[ID]*slot{}}
 	r.out = outbox{r: r, nodes: map[string]*queue{}}
 	if ch := r.place.Changed(); ch != nil {
@@ -223,10 +226,16 @@ func (r *Router) Owner(guild ID) string {
 	return n.ID
 }
 
-// VoiceNode names the node that hosts a voice room. Today a room lives on
-// its guild's owner, beside the voice state it belongs to; issue 11 places
-// rooms on voice nodes of their own, and this is where that will show.
-func (r *Router) VoiceNode(guild, channel ID) string { return r.Owner(guild) }
+// VoiceNode names the node that hosts a voice room: the ring places rooms
+// on the nodes with the voice role ("" when none has it).
+func (r *Router) VoiceNode(guild, channel ID) string {
+	n, _ := r.voicePlace(guild, channel)
+	return n.ID
+}
+
+func (r *Router) voicePlace(guild, channel ID) (ring.Node, bool) {
+	return r.place.Ring().Owner(ring.RoleVoice, ring.VoiceKey(uint64(guild), uint64(channel)))
+}
 
 // Changed returns a channel closed at the ring's next change (nil when it
 // never changes).

@@ -2,6 +2,7 @@ package guild
 
 import (
 	"context"
+	"github.com/chorus-voice/chorus/ring"
 
 	"github.com/chorus-voice/chorus/protocol"
 )
@@ -128,14 +129,12 @@ func (a *actor) updateVoice(u VoiceUpdate) {
 	// The voice side learns of the state before the user learns where to
 	// connect: its Identify finds the state there.
 	a.notifyVoice(v)
-	if moving && a.r.voice != nil {
-		if endpoint, token, ok := a.r.voice.VoiceServer(a.guild.ID, c.ID, u.User); ok {
-			a.toSub(&Sub{Node: u.Node, Session: u.Session}, NewEvent(protocol.EventVoiceServerUpdate, struct {
-				Token    string `json:"token"`
-				GuildID  ID     `json:"guild_id"`
-				Endpoint string `json:"endpoint"`
-			}{token, a.guild.ID, endpoint}))
-		}
+	if n, ok := a.r.voicePlace(a.guild.ID, c.ID); moving && ok && n.Addr != "" && a.r.voiceTok != nil {
+		a.toSub(&Sub{Node: u.Node, Session: u.Session}, NewEvent(protocol.EventVoiceServerUpdate, struct {
+			Token    string `json:"token"`
+			GuildID  ID     `json:"guild_id"`
+			Endpoint string `json:"endpoint"`
+		}{a.r.voiceTok(u.User), a.guild.ID, n.Addr}))
 	}
 }
 
@@ -157,9 +156,6 @@ func (a *actor) fanoutVoice(v *VoiceState) {
 }
 
 func (a *actor) notifyVoice(v *VoiceState) {
-	if a.r.voice == nil {
-		return
-	}
 	ch := VoiceChange{Guild: a.guild.ID, User: v.UserID, ChannelID: v.ChannelID, SessionID: v.SessionID,
 		SelfMute: v.SelfMute, SelfDeaf: v.SelfDeaf}
 	if m := a.members[v.UserID]; m != nil {
@@ -168,7 +164,32 @@ func (a *actor) notifyVoice(v *VoiceState) {
 			ch.MaySpeak = a.permissions(v.UserID, c)&PermSpeak != 0
 		}
 	}
-	a.r.voice.VoiceChanged(ch)
+	a.r.voiceChanged(ch)
+}
+
+// voiceChangeEvent names the batch item that carries a VoiceChange to
+// another node's voice gateway; it is never a gateway event.
+const voiceChangeEvent = "chorus:voice_changed"
+
+// voiceChanged tells every voice node of the ring of ch: this node's voice
+// gateway directly, the others in their batches, in order with the events
+// that go there.
+func (r *Router) voiceChanged(ch VoiceChange) {
+	var ev *Event
+	for _, n := range r.place.Ring().Nodes() {
+		switch {
+		case n.Roles&ring.RoleVoice == 0:
+		case n.ID == r.place.ID() || r.peers == nil:
+			if r.voice != nil {
+				r.voice.VoiceChanged(ch)
+			}
+		default:
+			if ev == nil {
+				ev = NewEvent(voiceChangeEvent, ch)
+			}
+			r.out.add(n.ID, ev, nil)
+		}
+	}
 }
 
 // ModifyMember applies a moderator's PATCH /guilds/{id}/members/{user}:

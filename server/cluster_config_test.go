@@ -45,9 +45,7 @@ func TestAdvertisedAddresses(t *testing.T) {
 		t.Fatalf("gateway URL %q", gw.URL)
 	}
 	_, vport, _ := net.SplitHostPort(n.VoiceAddr)
-	if ep, _, _ := n.Voice().VoiceServer(0, 0, 1); ep != "127.0.0.2:"+vport {
-		t.Fatalf("voice endpoint %q", ep)
-	}
+	// The record's Addr is the voice endpoint VOICE_SERVER_UPDATE names.
 	st := n.cluster.Status()
 	if len(st.Members) != 1 || st.Members[0].HTTP != "127.0.0.2:"+port || st.Members[0].Addr != "127.0.0.2:"+vport {
 		t.Fatalf("cluster record %+v", st.Members)

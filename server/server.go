@@ -276,7 +276,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	hub := signaling.NewHub(gcfg, metrics)
-	deps := guild.Deps{Placement: n.cluster, Store: st, Sessions: hub, IDs: n.ids, Peers: n.cluster}
+	deps := guild.Deps{Placement: n.cluster, Store: st, Sessions: hub, IDs: n.ids, Peers: n.cluster,
+		VoiceToken: func(user guild.ID) string { return signaling.VoiceToken(n.signer, user) }}
 	sources := []signaling.MetricsWriter{metrics, hub}
 	if n.voice != nil {
 		deps.Voice = n.voice // left nil (no interface holding a nil pointer) when voice is off
@@ -363,6 +364,12 @@ func (n *Node) startVoice(cfg Config, metrics *signaling.Metrics) (net.Listener,
 	// One media socket and worker per core, up to 8 (SO_REUSEPORT).
 	workers := min(max(runtime.GOMAXPROCS(0), 1), 8)
 	n.sfu = sfu.NewNode(workers)
+	// Clustered, a voice state comes from the guild's owner, perhaps after
+	// the client (signaling.VoiceConfig.StateWait).
+	var stateWait time.Duration
+	if cfg.NATS != "" {
+		stateWait = 2 * time.Second
+	}
 	if n.udp, err = transport.Listen(udpAddr, n.sfu, workers); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("voice udp %s: %w", udpAddr, err)
@@ -373,9 +380,10 @@ func (n *Node) startVoice(cfg Config, metrics *signaling.Metrics) (net.Listener,
 	if n.mediaIP.IsValid() {
 		media = netip.AddrPortFrom(n.mediaIP, media.Port())
 	}
-	n.voice = signaling.NewVoiceGateway(signaling.VoiceConfig{Endpoint: n.announced(n.VoiceAddr), UDP: media,
+	n.voice = signaling.NewVoiceGateway(signaling.VoiceConfig{UDP: media,
 		HeartbeatInterval: cfg.Gateway.HeartbeatInterval, Modes: cfg.VoiceModes, Metrics: metrics, Logger: cfg.Logger,
-		IdentifyTimeout: cfg.Gateway.IdentifyTimeout, PayloadsPerMinute: cfg.Gateway.PayloadsPerMinute}, n.signer, n.sfu)
+		IdentifyTimeout: cfg.Gateway.IdentifyTimeout, PayloadsPerMinute: cfg.Gateway.PayloadsPerMinute,
+		StateWait: stateWait}, n.signer, n.sfu)
 	return ln, nil
 }
 

@@ -21,9 +21,6 @@ import (
 )
 
 type VoiceConfig struct {
-	// Endpoint is the voice gateway's public host:port, which
-	// VOICE_SERVER_UPDATE names (voice.md §3).
-	Endpoint string
 	// UDP is the media address announced in Ready (IPv4, voice.md §3).
 	UDP netip.AddrPort
 	// HeartbeatInterval is sent in Hello and Ready. Default 41.25 s.
@@ -42,15 +39,21 @@ type VoiceConfig struct {
 	// gateway itself: Closes, WriteMetrics.)
 	Metrics *Metrics
 	Logger  *slog.Logger
+	// StateWait is how long an Identify whose voice state is not known
+	// here waits for it. In a cluster the state comes from the guild's
+	// owner on another node, in a batch that can trail the client, who
+	// heard of this node through its own gateway node; alone, a node
+	// learns of a state before the user hears of the room, and 0 (no
+	// wait) is right.
+	StateWait time.Duration
 }
-
-// VoiceGateway serves the Voice Gateway (v8, and the legacy forms of
 
 // VoiceGateway serves the Voice Gateway (v8, and the legacy forms of
 // voice.md §2) on the same websocket connection layer as the main gateway
 // (conn.go, reader.go) and drives the SFU node. It implements
-// guild.VoiceHost: the guild router places rooms and reports voice state
-// changes through it, and it never calls the router.
+// guild.VoiceHost: the guilds' owners report voice state changes through
+// it (the ring places rooms; VOICE_SERVER_UPDATE names the room's node),
+// and it never calls the router.
 type VoiceGateway struct {
 	cfg    VoiceConfig
 	signer *auth.Signer
@@ -59,10 +62,11 @@ type VoiceGateway struct {
 
 	mu       sync.Mutex
 	sessions map[*sfu.Participant]*voiceSession
-	// states are the voice states of the users in this node's rooms, by
-	// guild and user, as the guild layer last told them (VoiceChanged):
-	// what Identify checks.
-	states map[guild.ID]map[guild.ID]guild.VoiceChange
+	// states are the voice states of the cluster's users, by guild and
+	// user, as the guilds' owners last told them (VoiceChanged): what
+	// Identify checks. changed is closed and replaced at each change.
+	states  map[guild.ID]map[guild.ID]guild.VoiceChange
+	changed chan struct{}
 
 	closes closeCounts
 }
@@ -112,7 +116,7 @@ func NewVoiceGateway(cfg VoiceConfig, signer *auth.Signer, node *sfu.Node) *Voic
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	v := &VoiceGateway{cfg: cfg, signer: signer, node: node, sessions: map[*sfu.Participant]*voiceSession{},
-		states: map[guild.ID]map[guild.ID]guild.VoiceChange{}}
+		states: map[guild.ID]map[guild.ID]guild.VoiceChange{}, changed: make(chan struct{})}
 	v.ep = endpoint{name: "voice", heartbeatTimeout: heartbeatTimeout(cfg.HeartbeatInterval),
 		identifyTimeout: cfg.IdentifyTimeout, writeTimeout: DefaultWriteTimeout, payloadsPerMinute: cfg.PayloadsPerMinute,
 		ignoreBinary: true, closeNoIdentify: protocol.VoiceCloseNotAuthenticated,
@@ -140,20 +144,21 @@ func (v *VoiceGateway) Closes(code protocol.CloseCode) uint64 { return v.closes.
 // text format.
 func (v *VoiceGateway) WriteMetrics(w io.Writer) { v.closes.write(w, "voice") }
 
-// VoiceServer answers VOICE_SERVER_UPDATE for a user joining a room of
-// this node: the endpoint and a fresh token (guild.VoiceHost).
-func (v *VoiceGateway) VoiceServer(_, _, user guild.ID) (endpoint, token string, ok bool) {
-	return v.cfg.Endpoint, v.IssueToken(user), true
+// VoiceToken returns the token VOICE_SERVER_UPDATE carries for user. Every
+// voice node of the cluster admits it for VoiceTokenTTL: the signing key
+// is the cluster's (kept in the shared store).
+func VoiceToken(signer *auth.Signer, user guild.ID) string {
+	return VoiceTokenUntil(signer, user, time.Now().Add(VoiceTokenTTL))
 }
 
-// IssueToken returns the token VOICE_SERVER_UPDATE carries for user.
-func (v *VoiceGateway) IssueToken(user guild.ID) string {
-	return v.IssueTokenUntil(user, time.Now().Add(VoiceTokenTTL))
+// VoiceTokenUntil returns a voice token that admits user until expires.
+func VoiceTokenUntil(signer *auth.Signer, user guild.ID, expires time.Time) string {
+	return signer.Issue(auth.PurposeVoice, user, uint64(expires.UnixMilli()))
 }
 
-// IssueTokenUntil returns a voice token that admits user until expires.
+// IssueTokenUntil is VoiceTokenUntil with this gateway's key.
 func (v *VoiceGateway) IssueTokenUntil(user guild.ID, expires time.Time) string {
-	return v.signer.Issue(auth.PurposeVoice, user, uint64(expires.UnixMilli()))
+	return VoiceTokenUntil(v.signer, user, expires)
 }
 
 // sendVoice queues a message that is not kept for a resume (Hello, Ready,
@@ -367,6 +372,8 @@ func (v *VoiceGateway) VoiceChanged(ch guild.VoiceChange) {
 			delete(v.states, ch.Guild)
 		}
 	}
+	close(v.changed) // wake the Identifies waiting for a state
+	v.changed = make(chan struct{})
 	v.mu.Unlock()
 	p := v.node.Participant(uint64(ch.Guild), uint64(ch.User))
 	if p == nil {

@@ -29,10 +29,7 @@ func (v *VoiceGateway) identify(c *conn, d json.RawMessage) bool {
 		c.closeWith(protocol.VoiceCloseAuthFailed, "authentication failed")
 		return false
 	}
-	v.mu.Lock()
-	room, known := v.states[id.ServerID]
-	st, ok := room[user]
-	v.mu.Unlock()
+	known, st, ok := v.awaitState(id.ServerID, user, id.SessionID)
 	if !known {
 		// No room of that guild is placed here (voice.md §8).
 		c.closeWith(protocol.VoiceCloseServerNotFound, "server not found")
@@ -201,4 +198,29 @@ func applyFlags(p *sfu.Participant, st guild.VoiceChange) {
 		}
 	}
 	p.SetFlags(set, clear)
+}
+
+// awaitState looks up the voice state Identify names; one not known here
+// (or of another session) is waited for up to StateWait, as it may trail
+// the client across the cluster.
+func (v *VoiceGateway) awaitState(g, user guild.ID, session string) (known bool, st guild.VoiceChange, ok bool) {
+	deadline := time.Now().Add(v.cfg.StateWait)
+	for {
+		v.mu.Lock()
+		room, in := v.states[g]
+		st, ok = room[user]
+		known = in
+		changed := v.changed
+		v.mu.Unlock()
+		wait := time.Until(deadline)
+		if (ok && st.SessionID == session) || wait <= 0 {
+			return known, st, ok
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-changed:
+			t.Stop()
+		case <-t.C:
+		}
+	}
 }

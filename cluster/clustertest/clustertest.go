@@ -97,29 +97,44 @@ type Demo struct {
 // first seeds the demo data. It returns once every node's ring holds all n.
 func Start(t testing.TB, n int, extra ...string) *Cluster {
 	t.Helper()
-	return start(t, n, false, extra)
+	return start(t, same(n, extra), false)
+}
+
+// StartEach is Start with node i given the flags each[i] (its --roles,
+// say).
+func StartEach(t testing.TB, each ...[]string) *Cluster {
+	t.Helper()
+	return start(t, each, false)
 }
 
 // StartPartitionable is Start with each node in a network namespace of
 // its own (Node.Netns), whose NATS link the test can cut.
 func StartPartitionable(t testing.TB, n int, extra ...string) *Cluster {
 	t.Helper()
-	return start(t, n, true, extra)
+	return start(t, same(n, extra), true)
 }
 
-func start(t testing.TB, n int, netns bool, extra []string) *Cluster {
+func same(n int, extra []string) [][]string {
+	each := make([][]string, n)
+	for i := range each {
+		each[i] = extra
+	}
+	return each
+}
+
+func start(t testing.TB, each [][]string, netns bool) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, bin: Binary(t), NATS: natstest.Start(t, 3)}
 	pg := pgtest.Start(t)
 	c.Postgres = pg.NewDatabase(t)
-	for i := 1; i <= n; i++ {
+	for i, extra := range each {
 		var ns *Netns
 		if netns {
 			ns = NewNetns(t)
 		}
-		c.startNode(fmt.Sprintf("n%d", i), i == 1, ns, extra)
+		c.startNode(fmt.Sprintf("n%d", i+1), i == 0, ns, extra)
 	}
-	c.WaitRing(n)
+	c.WaitRing(len(each))
 	return c
 }
 

@@ -92,6 +92,10 @@ func printCluster(out io.Writer, v clusterView) {
 		fmt.Fprintf(out, "\nguild %s: owned by %s\n", v.Guild.ID, owner)
 	}
 	if v.VoiceRoom != nil {
-		fmt.Fprintf(out, "voice room %s/%s: on %s\n", v.VoiceRoom.GuildID, v.VoiceRoom.ChannelID, v.VoiceRoom.Node)
+		node := v.VoiceRoom.Node
+		if node == "" {
+			node = "no node (none has the voice role)"
+		}
+		fmt.Fprintf(out, "voice room %s/%s: on %s\n", v.VoiceRoom.GuildID, v.VoiceRoom.ChannelID, node)
 	}
 }

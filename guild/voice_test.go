@@ -1,0 +1,71 @@
+package guild
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chorus-voice/chorus/store"
+)
+
+// voiceRec is a VoiceHost that keeps what it hears.
+type voiceRec struct {
+	mu  sync.Mutex
+	got []VoiceChange
+}
+
+func (v *voiceRec) VoiceChanged(ch VoiceChange) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.got = append(v.got, ch)
+}
+
+// channels returns the channel of each change heard, once n were heard
+// (within 5 s).
+func (v *voiceRec) channels(t *testing.T, n int) []ID {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		v.mu.Lock()
+		var out []ID
+		for _, ch := range v.got {
+			out = append(out, ch.ChannelID)
+		}
+		v.mu.Unlock()
+		if len(out) >= n || time.Now().After(deadline) {
+			return out
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// Every voice node hears every voice change of a guild, in order: the
+// owner's own voice gateway directly, the other node's in its batches.
+// A voice change that does not decode is refused and counted.
+func TestVoiceChangesReachEveryVoiceNode(t *testing.T) {
+	p := newPair(t)
+	va, vb := &voiceRec{}, &voiceRec{}
+	p.a.voice, p.b.voice = va, vb
+	lounge, err := p.a.CreateChannel(p.ctx, store.Channel{GuildID: p.gB.ID, Name: "lounge", Type: ChannelVoice})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Through a; b owns the guild.
+	for _, ch := range []ID{lounge.ID, 0} {
+		if err := p.a.UpdateVoiceState(p.ctx, p.gB.ID, VoiceUpdate{Node: "a", Session: "s", User: p.owner.ID, ChannelID: ch}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, v := range map[string]*voiceRec{"a": va, "b": vb} {
+		if got := v.channels(t, 2); len(got) != 2 || got[0] != lounge.ID || got[1] != 0 {
+			t.Errorf("node %s's voice gateway heard channels %v, want [%d 0]", name, got, lounge.ID)
+		}
+	}
+	bad := appendItem(nil, &Event{Name: voiceChangeEvent, Data: []byte("{")}, nil)
+	if err := p.a.ServeBatch(bad); err == nil || p.a.stats.batchMalformed.Load() != 1 {
+		t.Errorf("a malformed voice change: %v, %d counted", err, p.a.stats.batchMalformed.Load())
+	}
+	if got := va.channels(t, 0); len(got) != 2 {
+		t.Errorf("a malformed voice change was heard: %v", got)
+	}
+}
