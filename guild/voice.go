@@ -155,7 +155,10 @@ func (a *actor) fanoutVoice(v *VoiceState) {
 	a.fanout(ev, func(s *Sub) bool { return s.Intents&protocol.IntentGuildVoiceStates != 0 || s.User == v.UserID })
 }
 
-func (a *actor) notifyVoice(v *VoiceState) {
+func (a *actor) notifyVoice(v *VoiceState) { a.r.voiceChanged(a.voiceChange(v)) }
+
+// voiceChange is what the voice side needs to know of a voice state.
+func (a *actor) voiceChange(v *VoiceState) VoiceChange {
 	ch := VoiceChange{Guild: a.guild.ID, User: v.UserID, ChannelID: v.ChannelID, SessionID: v.SessionID,
 		SelfMute: v.SelfMute, SelfDeaf: v.SelfDeaf}
 	if m := a.members[v.UserID]; m != nil {
@@ -164,8 +167,28 @@ func (a *actor) notifyVoice(v *VoiceState) {
 			ch.MaySpeak = a.permissions(v.UserID, c)&PermSpeak != 0
 		}
 	}
-	a.r.voiceChanged(ch)
+	return ch
 }
+
+// VoiceState returns user's voice state in guild as the voice side needs
+// it (ChannelID 0: not in voice). A voice node that has not heard of the
+// state (it joined the ring after the user joined the room) asks for it.
+func (r *Router) VoiceState(ctx context.Context, guild, user ID) (VoiceChange, error) {
+	return opVoiceState.run(ctx, r, guild, voiceStateArgs{guild, user})
+}
+
+type voiceStateArgs struct{ Guild, User ID }
+
+var opVoiceState = defineOp("voice_state", func(r *Router, ctx context.Context, q voiceStateArgs) (VoiceChange, error) {
+	out := VoiceChange{Guild: q.Guild, User: q.User}
+	err := r.call(ctx, q.Guild, func(a *actor) error {
+		if v := a.voice[q.User]; v != nil {
+			out = a.voiceChange(v)
+		}
+		return nil
+	})
+	return out, err
+})
 
 // voiceChangeEvent names the batch item that carries a VoiceChange to
 // another node's voice gateway; it is never a gateway event.

@@ -364,12 +364,7 @@ func (n *Node) startVoice(cfg Config, metrics *signaling.Metrics) (net.Listener,
 	// One media socket and worker per core, up to 8 (SO_REUSEPORT).
 	workers := min(max(runtime.GOMAXPROCS(0), 1), 8)
 	n.sfu = sfu.NewNode(workers)
-	// Clustered, a voice state comes from the guild's owner, perhaps after
-	// the client (signaling.VoiceConfig.StateWait).
-	var stateWait time.Duration
-	if cfg.NATS != "" {
-		stateWait = 2 * time.Second
-	}
+
 	if n.udp, err = transport.Listen(udpAddr, n.sfu, workers); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("voice udp %s: %w", udpAddr, err)
@@ -383,7 +378,9 @@ func (n *Node) startVoice(cfg Config, metrics *signaling.Metrics) (net.Listener,
 	n.voice = signaling.NewVoiceGateway(signaling.VoiceConfig{UDP: media,
 		HeartbeatInterval: cfg.Gateway.HeartbeatInterval, Modes: cfg.VoiceModes, Metrics: metrics, Logger: cfg.Logger,
 		IdentifyTimeout: cfg.Gateway.IdentifyTimeout, PayloadsPerMinute: cfg.Gateway.PayloadsPerMinute,
-		StateWait: stateWait}, n.signer, n.sfu)
+		LookupState: func(ctx context.Context, g, user guild.ID) (guild.VoiceChange, error) {
+			return n.router.VoiceState(ctx, g, user) // built after the voice side; called only once serving
+		}}, n.signer, n.sfu)
 	return ln, nil
 }
 

@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
@@ -39,14 +40,18 @@ type VoiceConfig struct {
 	// gateway itself: Closes, WriteMetrics.)
 	Metrics *Metrics
 	Logger  *slog.Logger
-	// StateWait is how long an Identify whose voice state is not known
-	// here waits for it. In a cluster the state comes from the guild's
-	// owner on another node, in a batch that can trail the client, who
-	// heard of this node through its own gateway node; alone, a node
-	// learns of a state before the user hears of the room, and 0 (no
-	// wait) is right.
-	StateWait time.Duration
+	// LookupState asks the guild's owner for a user's voice state when an
+	// Identify names one not known here. In a cluster the states come from
+	// the guilds' owners on other nodes, in batches that can trail the
+	// client (who heard of this node through its own gateway node), and a
+	// node that joined the ring after the user joined the room never heard
+	// of it. Nil: a node alone learns of every state before the user hears
+	// of the room.
+	LookupState func(ctx context.Context, g, user guild.ID) (guild.VoiceChange, error)
 }
+
+// lookupTimeout bounds LookupState.
+const lookupTimeout = 2 * time.Second
 
 // VoiceGateway serves the Voice Gateway (v8, and the legacy forms of
 // voice.md §2) on the same websocket connection layer as the main gateway
@@ -64,9 +69,8 @@ type VoiceGateway struct {
 	sessions map[*sfu.Participant]*voiceSession
 	// states are the voice states of the cluster's users, by guild and
 	// user, as the guilds' owners last told them (VoiceChanged): what
-	// Identify checks. changed is closed and replaced at each change.
-	states  map[guild.ID]map[guild.ID]guild.VoiceChange
-	changed chan struct{}
+	// Identify checks.
+	states map[guild.ID]map[guild.ID]guild.VoiceChange
 
 	closes closeCounts
 }
@@ -116,7 +120,7 @@ func NewVoiceGateway(cfg VoiceConfig, signer *auth.Signer, node *sfu.Node) *Voic
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	v := &VoiceGateway{cfg: cfg, signer: signer, node: node, sessions: map[*sfu.Participant]*voiceSession{},
-		states: map[guild.ID]map[guild.ID]guild.VoiceChange{}, changed: make(chan struct{})}
+		states: map[guild.ID]map[guild.ID]guild.VoiceChange{}}
 	v.ep = endpoint{name: "voice", heartbeatTimeout: heartbeatTimeout(cfg.HeartbeatInterval),
 		identifyTimeout: cfg.IdentifyTimeout, writeTimeout: DefaultWriteTimeout, payloadsPerMinute: cfg.PayloadsPerMinute,
 		ignoreBinary: true, closeNoIdentify: protocol.VoiceCloseNotAuthenticated,
@@ -372,8 +376,6 @@ func (v *VoiceGateway) VoiceChanged(ch guild.VoiceChange) {
 			delete(v.states, ch.Guild)
 		}
 	}
-	close(v.changed) // wake the Identifies waiting for a state
-	v.changed = make(chan struct{})
 	v.mu.Unlock()
 	p := v.node.Participant(uint64(ch.Guild), uint64(ch.User))
 	if p == nil {

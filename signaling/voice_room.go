@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"net/netip"
@@ -29,7 +30,7 @@ func (v *VoiceGateway) identify(c *conn, d json.RawMessage) bool {
 		c.closeWith(protocol.VoiceCloseAuthFailed, "authentication failed")
 		return false
 	}
-	known, st, ok := v.awaitState(id.ServerID, user, id.SessionID)
+	known, st, ok := v.state(id.ServerID, user, id.SessionID)
 	if !known {
 		// No room of that guild is placed here (voice.md §8).
 		c.closeWith(protocol.VoiceCloseServerNotFound, "server not found")
@@ -200,27 +201,31 @@ func applyFlags(p *sfu.Participant, st guild.VoiceChange) {
 	p.SetFlags(set, clear)
 }
 
-// awaitState looks up the voice state Identify names; one not known here
-// (or of another session) is waited for up to StateWait, as it may trail
-// the client across the cluster.
-func (v *VoiceGateway) awaitState(g, user guild.ID, session string) (known bool, st guild.VoiceChange, ok bool) {
-	deadline := time.Now().Add(v.cfg.StateWait)
-	for {
-		v.mu.Lock()
-		room, in := v.states[g]
-		st, ok = room[user]
-		known = in
-		changed := v.changed
-		v.mu.Unlock()
-		wait := time.Until(deadline)
-		if (ok && st.SessionID == session) || wait <= 0 {
-			return known, st, ok
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-changed:
-			t.Stop()
-		case <-t.C:
-		}
+// state returns the voice state an Identify names. One not known here, or
+// of another session, is asked of the guild's owner (LookupState) and kept
+// unless a change arrived meanwhile.
+func (v *VoiceGateway) state(g, user guild.ID, session string) (known bool, st guild.VoiceChange, ok bool) {
+	v.mu.Lock()
+	room, known := v.states[g]
+	st, ok = room[user]
+	v.mu.Unlock()
+	if (ok && st.SessionID == session) || v.cfg.LookupState == nil {
+		return known, st, ok
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
+	defer cancel()
+	got, err := v.cfg.LookupState(ctx, g, user)
+	if err != nil || got.ChannelID == 0 {
+		return known, st, ok
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if cur, seen := v.states[g][user]; seen && cur != st {
+		return true, cur, true // a change arrived meanwhile: it is newer
+	}
+	if v.states[g] == nil {
+		v.states[g] = map[guild.ID]guild.VoiceChange{}
+	}
+	v.states[g][user] = got
+	return true, got, true
 }
