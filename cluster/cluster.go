@@ -338,6 +338,7 @@ func (n *Node) heartbeats() {
 		n.fence.Reset(n.cfg.FenceAfter - time.Since(sent))
 		n.renewedLocked(seq)
 		n.mu.Unlock()
+		n.probe()
 	}
 }
 

@@ -26,6 +26,34 @@ import (
 // writes carry a stale epoch, and its next heartbeat puts it back — and it
 // is what the TTL would have done a little later.
 
+// probe pings every other member once per heartbeat: a member that died
+// while nobody called it — a voice node, say, to which only batches go,
+// and batches are not answered — is then evicted within about a
+// heartbeat instead of its TTL. A ping to a live member costs one small
+// request; a dead one's is answered "no responders" at once.
+func (n *Node) probe() {
+	n.mu.Lock()
+	ids := make([]string, 0, len(n.live))
+	for id := range n.live {
+		if id != n.cfg.NodeID {
+			ids = append(ids, id)
+		}
+	}
+	n.mu.Unlock()
+	if n.conn == nil {
+		return
+	}
+	for _, id := range ids {
+		go func() { // not in wg: a closed connection ends it
+			ctx, cancel := context.WithTimeout(context.Background(), n.cfg.HeartbeatEvery)
+			defer cancel()
+			if _, err := n.conn.RequestWithContext(ctx, pingSubject(id), nil); errors.Is(err, nats.ErrNoResponders) {
+				n.suspect(id)
+			}
+		}()
+	}
+}
+
 // suspectEvery limits suspicions of one member, so a burst of calls to a
 // dead node starts one eviction.
 const suspectEvery = 500 * time.Millisecond

@@ -126,14 +126,22 @@ func waitRing(t *testing.T, n *Node, ids ...string) *ring.Ring {
 }
 
 // abandon stops the node the way kill -9 does, as far as the others can
-// tell: no more heartbeats, no goodbye.
+// tell: no more heartbeats, no goodbye, its subscriptions gone (the
+// others' probes evict it within a heartbeat).
 func (n *Node) abandon() {
+	n.silence()
+	n.closeConn()
+}
+
+// silence stops the node's heartbeats and keeps its connection and
+// subscriptions, as for a process that is paused: only its heartbeat's
+// TTL takes it off the ring. The test closes the connection.
+func (n *Node) silence() {
 	close(n.stop)
 	n.mu.Lock()
 	n.fence.Stop()
 	n.mu.Unlock()
 	n.wg.Wait()
-	n.closeConn()
 }
 
 func TestMembershipOnNATSCluster(t *testing.T) {
@@ -164,10 +172,12 @@ func TestMembershipOnNATSCluster(t *testing.T) {
 		t.Fatalf("members: %+v", ms)
 	}
 
-	// c dies without a word: its key expires, the markers reach a and b,
-	// and both build the same two-node ring at a newer revision.
+	// c falls silent (paused: its connection stays, so no probe evicts
+	// it): its key expires, the markers reach a and b, and both build the
+	// same two-node ring at a newer revision.
 	killed := time.Now()
-	nodes[2].abandon()
+	nodes[2].silence()
+	defer nodes[2].closeConn()
 	ra := waitRing(t, nodes[0], "a", "b")
 	rb := waitRing(t, nodes[1], "a", "b")
 	if ra.Revision != rb.Revision || ra.Revision <= rev {

@@ -158,6 +158,7 @@ func (r *Router) follow(ch <-chan struct{}) {
 		}
 		ch = r.place.Changed()
 		r.dropMoved()
+		r.replaceVoice()
 	}
 }
 

@@ -129,12 +129,60 @@ func (a *actor) updateVoice(u VoiceUpdate) {
 	// The voice side learns of the state before the user learns where to
 	// connect: its Identify finds the state there.
 	a.notifyVoice(v)
-	if n, ok := a.r.voicePlace(a.guild.ID, c.ID); moving && ok && n.Addr != "" && a.r.voiceTok != nil {
-		a.toSub(&Sub{Node: u.Node, Session: u.Session}, NewEvent(protocol.EventVoiceServerUpdate, struct {
-			Token    string `json:"token"`
-			GuildID  ID     `json:"guild_id"`
-			Endpoint string `json:"endpoint"`
-		}{a.r.voiceTok(u.User), a.guild.ID, n.Addr}))
+	if moving {
+		a.sendVoiceServer(c.ID, &Sub{Node: u.Node, Session: u.Session}, u.User)
+	}
+}
+
+// sendVoiceServer tells a user's session where its voice room is: the
+// node the ring places the room on, with a token every voice node admits.
+func (a *actor) sendVoiceServer(channel ID, s *Sub, user ID) {
+	n, ok := a.r.voicePlace(a.guild.ID, channel)
+	if !ok || n.Addr == "" || a.r.voiceTok == nil {
+		return
+	}
+	a.voiceAt[channel] = n.ID
+	a.toSub(s, NewEvent(protocol.EventVoiceServerUpdate, struct {
+		Token    string `json:"token"`
+		GuildID  ID     `json:"guild_id"`
+		Endpoint string `json:"endpoint"`
+	}{a.r.voiceTok(user), a.guild.ID, n.Addr}))
+}
+
+// replaceVoice, at a change of the ring, has each guild actor send its
+// voice participants whose room the ring moved to another node (that
+// node died, left, or a new one joined) a new VOICE_SERVER_UPDATE, as
+// Discord does on a voice server change: clients reconnect there by
+// themselves. The new node knows their states already (every voice node
+// hears every change) or asks for them.
+func (r *Router) replaceVoice() {
+	r.mu.Lock()
+	var actors []*actor
+	for _, s := range r.slots {
+		if a := s.loaded(); a != nil {
+			actors = append(actors, a)
+		}
+	}
+	r.mu.Unlock()
+	for _, a := range actors {
+		// Not waiting for mailbox space: a full mailbox means a guild under
+		// load, whose next voice join re-sends (and this is best effort
+		// until clients notice a dead node by themselves).
+		a.post(context.Background(), func(a *actor) { a.revoice() }, false)
+	}
+}
+
+func (a *actor) revoice() {
+	for channel, was := range a.voiceAt {
+		if n, ok := a.r.voicePlace(a.guild.ID, channel); ok && n.ID == was {
+			continue
+		}
+		delete(a.voiceAt, channel)
+		for _, v := range a.voice {
+			if s := a.subs[v.SessionID]; v.ChannelID == channel && s != nil {
+				a.sendVoiceServer(channel, s, v.UserID)
+			}
+		}
 	}
 }
 

@@ -27,9 +27,10 @@ type VoiceClient struct {
 	wmu  sync.Mutex
 	UDP  *net.UDPConn
 	SSRC uint32
-	// Endpoint is the voice gateway's host:port (VOICE_SERVER_UPDATE).
-	Endpoint string
-	cipher   *crypto.Cipher
+	// Endpoint is the voice gateway's host:port (VOICE_SERVER_UPDATE), and
+	// Session the gateway session the voice state belongs to.
+	Endpoint, Session string
+	cipher            *crypto.Cipher
 	// Speaking maps other users' SSRCs to their user ids (voice op 5).
 	mu       sync.Mutex
 	speakers map[uint32]string
@@ -85,11 +86,31 @@ func JoinVoiceVia(ctx context.Context, gw *GatewayClient, d *websocket.Dialer, g
 	if session == "" {
 		return nil, errors.New("loadtest: VOICE_SERVER_UPDATE before our VOICE_STATE_UPDATE")
 	}
+	return connectVoice(ctx, d, endpoint, guild, user, session, token, mode, route)
+}
+
+// FollowVoiceServer waits on gw for the next VOICE_SERVER_UPDATE (the
+// room moved to another node) and connects there as the same voice
+// session, as client libraries do.
+func FollowVoiceServer(ctx context.Context, gw *GatewayClient, d *websocket.Dialer, guild, user, session string, mode crypto.Mode) (*VoiceClient, error) {
+	ev, err := gw.Next(ctx, protocol.EventVoiceServerUpdate)
+	if err != nil {
+		return nil, err
+	}
+	var v struct{ Token, Endpoint string }
+	json.Unmarshal(ev.D, &v)
+	return connectVoice(ctx, d, v.Endpoint, guild, user, session, v.Token, mode, nil)
+}
+
+// connectVoice opens a voice connection at endpoint: Identify, IP
+// discovery and Select Protocol with mode.
+func connectVoice(ctx context.Context, d *websocket.Dialer, endpoint, guild, user, session, token string, mode crypto.Mode,
+	route func(netip.AddrPort) netip.AddrPort) (*VoiceClient, error) {
 	ws, _, err := d.DialContext(ctx, "wss://"+endpoint+"/?v=8", nil)
 	if err != nil {
 		return nil, err
 	}
-	vc := &VoiceClient{ws: ws, Endpoint: endpoint, speakers: map[uint32]string{}, readBuf: make([]byte, transport.MaxDatagram)}
+	vc := &VoiceClient{ws: ws, Endpoint: endpoint, Session: session, speakers: map[uint32]string{}, readBuf: make([]byte, transport.MaxDatagram)}
 	if _, err := vc.wait(protocol.VoiceHello); err != nil {
 		ws.Close()
 		return nil, err
