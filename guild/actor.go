@@ -122,6 +122,7 @@ func (r *Router) load(ctx context.Context, id ID) (*actor, error) {
 		a.users[m.UserID] = &u
 	}
 	a.adopt(r.subscribers(ctx, id))
+	a.adoptVoice(r.voiceStates(ctx, id))
 	return a, nil
 }
 

@@ -65,6 +65,10 @@ type Sessions interface {
 // already. It may not block.
 type VoiceHost interface {
 	VoiceChanged(VoiceChange)
+	// VoiceStates lists what the node heard of a guild's voice states: a
+	// new owner of the guild (its old one died with them in memory)
+	// takes them over.
+	VoiceStates(guild ID) []VoiceChange
 }
 
 // Deps are what a router works with, all given at construction.

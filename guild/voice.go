@@ -2,6 +2,7 @@ package guild
 
 import (
 	"context"
+	"encoding/json"
 	"github.com/chorus-voice/chorus/ring"
 
 	"github.com/chorus-voice/chorus/protocol"
@@ -334,4 +335,70 @@ func (r *Router) modifyMember(ctx context.Context, guild, actorUser, user ID, mu
 		return nil
 	})
 	return out, err
+}
+
+var opVoiceStates = defineOp("voice_states", func(r *Router, _ context.Context, guild ID) ([]VoiceChange, error) {
+	if r.voice == nil {
+		return nil, nil
+	}
+	return r.voice.VoiceStates(guild), nil
+})
+
+// voiceStates gathers what the voice nodes heard of a guild's voice
+// states, for the owner loading it: voice states live in the actor's
+// memory, and when an owner dies the users stay connected at their voice
+// nodes, which heard every change. Every voice node is asked, because one
+// that joined the ring late has not heard of states made before; they
+// agree on what they all heard, so the union is the guild's voice.
+func (r *Router) voiceStates(ctx context.Context, guild ID) []VoiceChange {
+	var all []VoiceChange
+	if r.voice != nil {
+		all = r.voice.VoiceStates(guild)
+	}
+	if r.peers == nil {
+		return all
+	}
+	body, _ := json.Marshal(guild) // a snowflake: cannot fail
+	ctx, cancel := context.WithTimeout(ctx, adoptTimeout)
+	defer cancel()
+	var asked int
+	answers := make(chan []VoiceChange)
+	for _, n := range r.place.Ring().Nodes() {
+		if n.ID == r.place.ID() || n.Roles&ring.RoleVoice == 0 {
+			continue
+		}
+		asked++
+		go func(node string) {
+			out, err := r.callNode(ctx, node, callRequest{Op: opVoiceStates.name, Guild: guild, Direct: true, Body: body})
+			var got []VoiceChange
+			if err == nil {
+				json.Unmarshal(out, &got)
+			}
+			answers <- got
+		}(n.ID)
+	}
+	for i := 0; i < asked; i++ {
+		all = append(all, <-answers...)
+	}
+	return all
+}
+
+// adoptVoice takes over the voice states a previous owner made, quietly:
+// the users have had their VOICE_STATE_UPDATEs. Their rooms are where the
+// ring places them now (a room that moved meanwhile was announced by the
+// ring change).
+func (a *actor) adoptVoice(chs []VoiceChange) {
+	for _, ch := range chs {
+		if ch.Guild != a.guild.ID || ch.ChannelID == 0 || a.members[ch.User] == nil || a.voice[ch.User] != nil {
+			continue
+		}
+		if c := a.channels[ch.ChannelID]; c == nil || c.Type != ChannelVoice {
+			continue
+		}
+		a.voice[ch.User] = &VoiceState{UserID: ch.User, ChannelID: ch.ChannelID, SessionID: ch.SessionID,
+			SelfMute: ch.SelfMute, SelfDeaf: ch.SelfDeaf}
+		if n, ok := a.r.voicePlace(a.guild.ID, ch.ChannelID); ok {
+			a.voiceAt[ch.ChannelID] = n.ID
+		}
+	}
 }

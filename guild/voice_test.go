@@ -1,6 +1,7 @@
 package guild
 
 import (
+	"github.com/chorus-voice/chorus/ring"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +19,25 @@ func (v *voiceRec) VoiceChanged(ch VoiceChange) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.got = append(v.got, ch)
+}
+
+// VoiceStates answers the last change heard of each user of g.
+func (v *voiceRec) VoiceStates(g ID) []VoiceChange {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	last := map[ID]VoiceChange{}
+	for _, ch := range v.got {
+		if ch.Guild == g {
+			last[ch.User] = ch
+		}
+	}
+	var out []VoiceChange
+	for _, ch := range last {
+		if ch.ChannelID != 0 {
+			out = append(out, ch)
+		}
+	}
+	return out
 }
 
 // channels returns the channel of each change heard, once n were heard
@@ -67,5 +87,35 @@ func TestVoiceChangesReachEveryVoiceNode(t *testing.T) {
 	}
 	if got := va.channels(t, 0); len(got) != 2 {
 		t.Errorf("a malformed voice change was heard: %v", got)
+	}
+}
+
+// When a guild's owner dies, its voice states die with its memory; the
+// new owner takes them over from what the voice nodes heard, so a user
+// still connected at a voice node can leave (and the voice node hears
+// it) as if nothing had happened.
+func TestNewOwnerAdoptsVoiceStates(t *testing.T) {
+	p := newPair(t)
+	va := &voiceRec{}
+	p.a.voice = va
+	lounge, err := p.a.CreateChannel(p.ctx, store.Channel{GuildID: p.gB.ID, Name: "lounge", Type: ChannelVoice})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.a.UpdateVoiceState(p.ctx, p.gB.ID, VoiceUpdate{Node: "a", Session: "s", User: p.owner.ID, ChannelID: lounge.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if got := va.channels(t, 1); len(got) != 1 {
+		t.Fatalf("a's voice gateway heard %v", got)
+	}
+	// b dies: only a is left, and loads the guild.
+	onlyA := ring.New(9, []ring.Node{{ID: "a", Roles: ring.RoleAll}})
+	delete(p.net.routers, "b")
+	p.va.set(onlyA)
+	if err := p.a.UpdateVoiceState(p.ctx, p.gB.ID, VoiceUpdate{Node: "a", Session: "s", User: p.owner.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if got := va.channels(t, 2); len(got) != 2 || got[1] != 0 {
+		t.Fatalf("after the move a's voice gateway heard %v, want the leave last", got)
 	}
 }

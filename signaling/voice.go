@@ -390,6 +390,17 @@ func (v *VoiceGateway) VoiceChanged(ch guild.VoiceChange) {
 	applyFlags(p, ch)
 }
 
+// VoiceStates lists the voice states heard of a guild (guild.VoiceHost).
+func (v *VoiceGateway) VoiceStates(g guild.ID) []guild.VoiceChange {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	out := make([]guild.VoiceChange, 0, len(v.states[g]))
+	for _, ch := range v.states[g] {
+		out = append(out, ch)
+	}
+	return out
+}
+
 // Revoke closes every voice connection of user with 4004: its tokens were
 // revoked.
 func (v *VoiceGateway) Revoke(user guild.ID) {
