@@ -273,3 +273,65 @@ func voiceDialer(t *testing.T, nodes ...*Node) *websocket.Dialer {
 	}
 	return &websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}}
 }
+
+// kill -9 of a guild's owner while two users are in one of its voice
+// rooms on another node: their voice connections live on, the new owner
+// takes their voice states over from the voice node, and the guild
+// behaves as before: a user who leaves is disconnected there, the other
+// stays connected.
+func TestGuildOwnerKilledWhileInVoice(t *testing.T) {
+	guild := []string{"--roles", "guild"}
+	// The first node seeds the demo guild, so it serves guilds.
+	c := StartEach(t, guild, guild, []string{"--roles", "gateway"}, []string{"--roles", "voice", "--voice", "127.0.0.1:0"})
+	demo := c.Nodes[0].Demo
+	gateway, voiceNode := c.Nodes[2], c.Nodes[3]
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	dialer := voiceDialer(t, voiceNode)
+	gws := map[string]*loadtest.GatewayClient{}
+	vcs := map[string]*loadtest.VoiceClient{}
+	for _, name := range []string{"alice", "bob"} {
+		g, err := loadtest.DialGateway(ctx, nil, "ws://"+gateway.HTTP, demo.Tokens[name], int(protocol.IntentGuilds))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { g.Close() })
+		vc, err := loadtest.JoinVoice(ctx, g, dialer, demo.Guild, demo.Lounge, demo.IDs[name], crypto.AES256GCM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { vc.Close() })
+		gws[name], vcs[name] = g, vc
+	}
+	participants := func(want float64) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			if n, err := voiceNode.Metric("chorus_voice_participants"); err == nil && n == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the voice node does not have %v participants within 10 s", want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	participants(2)
+
+	owner, _ := split(c, demo.Guild)
+	owner.Kill()
+	c.WaitRing(3)
+	// Bob leaves through the gateway: the new owner must know he was in
+	// voice to tell the voice node, which then ends his connection.
+	for tries := 0; ; tries++ {
+		gws["bob"].Send(protocol.OpVoiceState, map[string]any{"guild_id": demo.Guild, "channel_id": nil})
+		if n, err := voiceNode.Metric("chorus_voice_participants"); err == nil && n == 1 {
+			break
+		}
+		if tries == 100 {
+			t.Fatal("bob's leave after the owner's death did not reach the voice node")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Alice, who stays, keeps her connection.
+	participants(1)
+}
