@@ -194,7 +194,8 @@ func listMessages(ctx context.Context, nd *Node, token, channel string) ([]struc
 	return nil, errors.New("list: more than 1000 pages")
 }
 
-// split returns the node that owns guild and the others.
+// split returns the node that owns guild and the others, for a cluster
+// whose nodes all serve guilds.
 func split(c *Cluster, guild string) (*Node, []*Node) {
 	gid, _ := strconv.ParseUint(guild, 10, 64)
 	own := owner(c, gid)
