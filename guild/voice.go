@@ -35,6 +35,10 @@ type VoiceChange struct {
 	SessionID string
 	// Flags as the SFU needs them.
 	Mute, Deaf, SelfMute, SelfDeaf, MaySpeak bool
+	// Connected, in VoiceHost.VoiceStates only: the user's voice connection
+	// is on the answering node, whose id the router puts in Host.
+	Connected bool   `json:",omitempty"`
+	Host      string `json:",omitempty"`
 }
 
 type voiceStateObject struct {
@@ -338,11 +342,23 @@ func (r *Router) modifyMember(ctx context.Context, guild, actorUser, user ID, mu
 }
 
 var opVoiceStates = defineOp("voice_states", func(r *Router, _ context.Context, guild ID) ([]VoiceChange, error) {
-	if r.voice == nil {
-		return nil, nil
-	}
-	return r.voice.VoiceStates(guild), nil
+	return r.localVoiceStates(guild), nil
 })
+
+// localVoiceStates is what this node's voice gateway heard of a guild's
+// voice, with this node named as the host of the connections it holds.
+func (r *Router) localVoiceStates(guild ID) []VoiceChange {
+	if r.voice == nil {
+		return nil
+	}
+	chs := r.voice.VoiceStates(guild)
+	for i := range chs {
+		if chs[i].Connected {
+			chs[i].Host = r.place.ID()
+		}
+	}
+	return chs
+}
 
 // voiceStates gathers what the voice nodes heard of a guild's voice
 // states, for the owner loading it: voice states live in the actor's
@@ -351,10 +367,7 @@ var opVoiceStates = defineOp("voice_states", func(r *Router, _ context.Context, 
 // that joined the ring late has not heard of states made before; they
 // agree on what they all heard, so the union is the guild's voice.
 func (r *Router) voiceStates(ctx context.Context, guild ID) []VoiceChange {
-	var all []VoiceChange
-	if r.voice != nil {
-		all = r.voice.VoiceStates(guild)
-	}
+	all := r.localVoiceStates(guild)
 	if r.peers == nil {
 		return all
 	}
@@ -384,21 +397,27 @@ func (r *Router) voiceStates(ctx context.Context, guild ID) []VoiceChange {
 }
 
 // adoptVoice takes over the voice states a previous owner made, quietly:
-// the users have had their VOICE_STATE_UPDATEs. Their rooms are where the
-// ring places them now (a room that moved meanwhile was announced by the
-// ring change).
+// the users have had their VOICE_STATE_UPDATEs. A room is where the
+// answers say its connections are; a room whose connections no live node
+// holds (they were on a node that died with the old owner) counts as
+// nowhere, and revoice sends its participants to where the ring places it.
 func (a *actor) adoptVoice(chs []VoiceChange) {
 	for _, ch := range chs {
-		if ch.Guild != a.guild.ID || ch.ChannelID == 0 || a.members[ch.User] == nil || a.voice[ch.User] != nil {
+		if ch.Guild != a.guild.ID || ch.ChannelID == 0 || a.members[ch.User] == nil {
 			continue
 		}
 		if c := a.channels[ch.ChannelID]; c == nil || c.Type != ChannelVoice {
 			continue
 		}
-		a.voice[ch.User] = &VoiceState{UserID: ch.User, ChannelID: ch.ChannelID, SessionID: ch.SessionID,
-			SelfMute: ch.SelfMute, SelfDeaf: ch.SelfDeaf}
-		if n, ok := a.r.voicePlace(a.guild.ID, ch.ChannelID); ok {
-			a.voiceAt[ch.ChannelID] = n.ID
+		if ch.Host != "" {
+			a.voiceAt[ch.ChannelID] = ch.Host
+		} else if _, seen := a.voiceAt[ch.ChannelID]; !seen {
+			a.voiceAt[ch.ChannelID] = ""
+		}
+		if a.voice[ch.User] == nil {
+			a.voice[ch.User] = &VoiceState{UserID: ch.User, ChannelID: ch.ChannelID, SessionID: ch.SessionID,
+				SelfMute: ch.SelfMute, SelfDeaf: ch.SelfDeaf}
 		}
 	}
+	a.revoice()
 }

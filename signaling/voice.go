@@ -396,6 +396,8 @@ func (v *VoiceGateway) VoiceStates(g guild.ID) []guild.VoiceChange {
 	defer v.mu.Unlock()
 	out := make([]guild.VoiceChange, 0, len(v.states[g]))
 	for _, ch := range v.states[g] {
+		p := v.node.Participant(uint64(g), uint64(ch.User))
+		ch.Connected = p != nil && p.Room().Key.Channel == uint64(ch.ChannelID)
 		out = append(out, ch)
 	}
 	return out

@@ -351,3 +351,109 @@ func TestGuildOwnerKilledWhileInVoice(t *testing.T) {
 	// Alice, who stays, keeps her connection.
 	participants(1)
 }
+
+// kill -9 of the node that is both a guild's owner and its voice room's
+// node (every node has every role): the voice states die with the owner's
+// memory and the connections with the voice node, but the other voice
+// nodes heard the states; the new owner takes them over, finds no live
+// node holding the room's connections, and sends its participants to the
+// room's new node, where they talk again.
+func TestOwnerAndVoiceNodeKilledTogether(t *testing.T) {
+	c := Start(t, 3, "--voice", "127.0.0.1:0")
+	demo := c.Nodes[0].Demo
+	owner, others := split(c, demo.Guild)
+	admin := others[0].Admin(t)
+	// A voice channel of the guild whose room the ring places on its owner.
+	var room string
+	addr := map[string]string{}
+	for i := 0; i < 60 && room == ""; i++ {
+		var ch struct{ ID string }
+		if err := admin.Do("POST", "/admin/v1/guilds/"+demo.Guild+"/channels", map[string]any{"name": fmt.Sprint("v", i), "type": 2}, &ch); err != nil {
+			t.Fatal(err)
+		}
+		var st struct {
+			Members []struct{ ID, Addr string }
+			Room    *struct{ Node string } `json:"voice_room"`
+		}
+		if err := admin.Do("GET", "/admin/v1/cluster?guild="+demo.Guild+"&channel="+ch.ID, nil, &st); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range st.Members {
+			addr[m.ID] = m.Addr
+		}
+		if st.Room != nil && st.Room.Node == owner.ID {
+			room = ch.ID
+		}
+	}
+	if room == "" {
+		t.Fatalf("no voice channel of 60 placed on the guild's owner %s", owner.ID)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	dialer := voiceDialer(t, c.Nodes...)
+	gws := map[string]*loadtest.GatewayClient{}
+	vcs := map[string]*loadtest.VoiceClient{}
+	for _, name := range []string{"alice", "bob"} {
+		g, err := loadtest.DialGateway(ctx, nil, "ws://"+others[0].HTTP, demo.Tokens[name], int(protocol.IntentGuilds))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { g.Close() })
+		vc, err := loadtest.JoinVoice(ctx, g, dialer, demo.Guild, room, demo.IDs[name], crypto.AES256GCM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { vc.Close() })
+		if vc.Endpoint != addr[owner.ID] {
+			t.Fatalf("%s sent to %s, the room is on %s (%s)", name, vc.Endpoint, owner.ID, addr[owner.ID])
+		}
+		vc.SetSpeaking(1)
+		gws[name], vcs[name] = g, vc
+	}
+	frames, err := loadtest.OpusFrames("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	talk := func(from, to *loadtest.VoiceClient) error {
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+			from.SendOpus(frames[0])
+			if ssrc, _, err := to.Receive(20 * time.Millisecond); err == nil && ssrc == from.SSRC {
+				return nil
+			}
+		}
+		return fmt.Errorf("no packet from %d within 30 s", from.SSRC)
+	}
+	if err := talk(vcs["alice"], vcs["bob"]); err != nil {
+		t.Fatal(err)
+	}
+	type followed struct {
+		name string
+		vc   *loadtest.VoiceClient
+		err  error
+	}
+	moved := make(chan followed, 2)
+	for name := range gws {
+		go func() {
+			vc, err := loadtest.FollowVoiceServer(ctx, gws[name], dialer, demo.Guild, demo.IDs[name], vcs[name].Session, crypto.AES256GCM)
+			moved <- followed{name, vc, err}
+		}()
+	}
+	killed := time.Now()
+	owner.Kill()
+	now := map[string]*loadtest.VoiceClient{}
+	for range gws {
+		f := <-moved
+		if f.err != nil {
+			t.Fatalf("%s following the room: %v", f.name, f.err)
+		}
+		t.Cleanup(func() { f.vc.Close() })
+		f.vc.SetSpeaking(1)
+		now[f.name] = f.vc
+	}
+	for _, pair := range [][2]string{{"alice", "bob"}, {"bob", "alice"}} {
+		if err := talk(now[pair[0]], now[pair[1]]); err != nil {
+			t.Fatalf("%s to %s after the kill: %v", pair[0], pair[1], err)
+		}
+		t.Logf("%s hears %s again %v after the kill of %s (owner and voice node)", pair[1], pair[0], time.Since(killed), owner.ID)
+	}
+}
