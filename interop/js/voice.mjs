@@ -4,7 +4,7 @@
 // encoded once with opusenc, loadtest/opus) and receives the other's; the
 // received frames must equal the sent ones byte for byte, attributed to the
 // right user. Exits 0 only if every check passed.
-import fs from 'node:fs';
+import { frames } from './frames.mjs';
 import { Readable } from 'node:stream';
 import { Client, Events, GatewayIntentBits } from 'discord.js';
 import {
@@ -17,16 +17,6 @@ const HTTP = env('CHORUS_HTTP');
 const GUILD = env('CHORUS_GUILD');
 const LOUNGE = env('CHORUS_LOUNGE');
 
-function frames(path) {
-  const b = fs.readFileSync(path);
-  const out = [];
-  for (let i = 0; i < b.length;) {
-    const n = b.readUInt16BE(i);
-    out.push(b.subarray(i + 2, i + 2 + n));
-    i += 2 + n;
-  }
-  return out;
-}
 
 const within = (p, ms, what) => Promise.race([p, new Promise((_, rej) => setTimeout(() => rej(new Error(`timeout: ${what}`)), ms))]);
 

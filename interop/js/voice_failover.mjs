@@ -5,7 +5,7 @@
 // kills the voice node in between and listens for the bot on the room's
 // new node. Prints one JSON line per connection state change and a last
 // {"ok": ...} line.
-import fs from 'node:fs';
+import { frames } from './frames.mjs';
 import { Readable } from 'node:stream';
 import { Client, Events, GatewayIntentBits } from 'discord.js';
 import {
@@ -18,16 +18,6 @@ const GUILD = env('CHORUS_GUILD');
 const LOUNGE = env('CHORUS_LOUNGE');
 const within = (p, ms, what) => Promise.race([p, new Promise((_, rej) => setTimeout(() => rej(new Error(`timeout: ${what}`)), ms))]);
 
-function frames(path) {
-  const b = fs.readFileSync(path);
-  const out = [];
-  for (let i = 0; i < b.length;) {
-    const n = b.readUInt16BE(i);
-    out.push(b.subarray(i + 2, i + 2 + n));
-    i += 2 + n;
-  }
-  return out;
-}
 
 function* forever(packets) {
   for (let i = 0; ; i++) yield packets[i % packets.length];
