@@ -140,6 +140,12 @@ func waitMetric(t *testing.T, nd *Node, name string, want float64) {
 // 2 s).
 func killUnder(t *testing.T, ctx context.Context, victim *Node, d *websocket.Dialer, demo *Demo, endpoint string, a, b *voiceUser) {
 	t.Helper()
+	moveUnder(t, ctx, victim, victim.Kill, d, demo, endpoint, a, b)
+}
+
+// moveUnder is killUnder with another way to take victim away (stop).
+func moveUnder(t *testing.T, ctx context.Context, victim *Node, stop func(), d *websocket.Dialer, demo *Demo, endpoint string, a, b *voiceUser) {
+	t.Helper()
 	if err := talk(a.vc, b.vc); err != nil {
 		t.Fatalf("before the kill: %v", err)
 	}
@@ -155,7 +161,7 @@ func killUnder(t *testing.T, ctx context.Context, victim *Node, d *websocket.Dia
 		}()
 	}
 	killed := time.Now()
-	victim.Kill()
+	stop()
 	for range 2 {
 		if err := <-moved; err != nil {
 			t.Fatalf("following the room to its new node: %v", err)
@@ -172,7 +178,7 @@ func killUnder(t *testing.T, ctx context.Context, victim *Node, d *websocket.Dia
 		if err := talk(pair[0].vc, pair[1].vc); err != nil {
 			t.Fatalf("%s to %s after the kill: %v", pair[0].name, pair[1].name, err)
 		}
-		t.Logf("%s hears %s again %v after the kill of %s", pair[1].name, pair[0].name, time.Since(killed), victim.ID)
+		t.Logf("%s hears %s again %v after %s was taken away", pair[1].name, pair[0].name, time.Since(killed), victim.ID)
 	}
 }
 
@@ -283,6 +289,26 @@ func TestVoiceNodeKilled(t *testing.T) {
 	alice := joinRoom(t, ctx, c.Nodes[0], d, demo, demo.Lounge, "alice", p.addr[victim.ID])
 	bob := joinRoom(t, ctx, c.Nodes[0], d, demo, demo.Lounge, "bob", p.addr[victim.ID])
 	killUnder(t, ctx, victim, d, demo, p.addr[survivor.ID], alice, bob)
+}
+
+// SIGTERM of the node a voice room is on: it leaves the ring before it
+// closes anything, the room's participants are sent to its new node, and
+// the node exits 0 (drain, issue 11).
+func TestVoiceNodeStopped(t *testing.T) {
+	voice := []string{"--roles", "voice", "--voice", "127.0.0.1:0"}
+	c := StartEach(t, []string{"--roles", "gateway,guild"}, voice, voice)
+	demo := c.Nodes[0].Demo
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	p := placed(t, c.Nodes[0], demo.Guild, demo.Lounge)
+	victim, survivor := c.Nodes[1], c.Nodes[2]
+	if p.room == survivor.ID {
+		victim, survivor = survivor, victim
+	}
+	d := voiceDialer(t, victim, survivor)
+	alice := joinRoom(t, ctx, c.Nodes[0], d, demo, demo.Lounge, "alice", p.addr[victim.ID])
+	bob := joinRoom(t, ctx, c.Nodes[0], d, demo, demo.Lounge, "bob", p.addr[victim.ID])
+	moveUnder(t, ctx, victim, func() { victim.Stop(t) }, d, demo, p.addr[survivor.ID], alice, bob)
 }
 
 // kill -9 of a guild's owner while two users are in one of its voice
