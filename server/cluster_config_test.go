@@ -86,3 +86,17 @@ func TestRolesNarrowTheNode(t *testing.T) {
 		t.Fatalf("cluster record %+v", st.Members)
 	}
 }
+
+// --demo on a node that serves no guilds, with no other node that does,
+// says so instead of failing on a guild that cannot be placed.
+func TestDemoNeedsAGuildNode(t *testing.T) {
+	n, err := Start(context.Background(), Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", HTTPSAddr: "off",
+		VoiceAddr: "off", Roles: ring.RoleGateway})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if _, err := n.SeedDemo(context.Background()); err == nil || !strings.Contains(err.Error(), "no node of the cluster serves guilds") {
+		t.Fatalf("SeedDemo on a gateway-only node: %v", err)
+	}
+}

@@ -51,6 +51,9 @@ func (n *Node) SeedDemo(ctx context.Context) (Demo, error) {
 		}
 	}
 	if d.GuildID == 0 {
+		if n.router.Owner(1) == "" {
+			return d, errors.New("demo: no node of the cluster serves guilds yet: start --demo on a node with the guild role (--roles), or once one has joined")
+		}
 		g, err := n.router.CreateGuild(ctx, DemoGuildName, d.Alice.ID)
 		if err != nil {
 			return d, err
