@@ -3,9 +3,9 @@ package guild
 import (
 	"context"
 	"encoding/json"
-	"github.com/chorus-voice/chorus/ring"
 
 	"github.com/chorus-voice/chorus/protocol"
+	"github.com/chorus-voice/chorus/ring"
 )
 
 // VoiceState is a user's presence in a voice channel (gateway.md §14).

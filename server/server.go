@@ -364,7 +364,6 @@ func (n *Node) startVoice(cfg Config, metrics *signaling.Metrics) (net.Listener,
 	// One media socket and worker per core, up to 8 (SO_REUSEPORT).
 	workers := min(max(runtime.GOMAXPROCS(0), 1), 8)
 	n.sfu = sfu.NewNode(workers)
-
 	if n.udp, err = transport.Listen(udpAddr, n.sfu, workers); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("voice udp %s: %w", udpAddr, err)

@@ -58,7 +58,7 @@ const lookupTimeout = 2 * time.Second
 // (conn.go, reader.go) and drives the SFU node. It implements
 // guild.VoiceHost: the guilds' owners report voice state changes through
 // it (the ring places rooms; VOICE_SERVER_UPDATE names the room's node),
-// and it never calls the router.
+// and it reaches the router only through LookupState.
 type VoiceGateway struct {
 	cfg    VoiceConfig
 	signer *auth.Signer
@@ -393,12 +393,15 @@ func (v *VoiceGateway) VoiceChanged(ch guild.VoiceChange) {
 // VoiceStates lists the voice states heard of a guild (guild.VoiceHost).
 func (v *VoiceGateway) VoiceStates(g guild.ID) []guild.VoiceChange {
 	v.mu.Lock()
-	defer v.mu.Unlock()
 	out := make([]guild.VoiceChange, 0, len(v.states[g]))
 	for _, ch := range v.states[g] {
-		p := v.node.Participant(uint64(g), uint64(ch.User))
-		ch.Connected = p != nil && p.Room().Key.Channel == uint64(ch.ChannelID)
 		out = append(out, ch)
+	}
+	v.mu.Unlock()
+	// The SFU is asked outside v.mu, as VoiceChanged does.
+	for i, ch := range out {
+		p := v.node.Participant(uint64(g), uint64(ch.User))
+		out[i].Connected = p != nil && p.Room().Key.Channel == uint64(ch.ChannelID)
 	}
 	return out
 }

@@ -32,7 +32,7 @@ func (v *VoiceGateway) identify(c *conn, d json.RawMessage) bool {
 	}
 	known, st, ok := v.state(id.ServerID, user, id.SessionID)
 	if !known {
-		// No room of that guild is placed here (voice.md §8).
+		// No voice state of that guild is known here (voice.md §8).
 		c.closeWith(protocol.VoiceCloseServerNotFound, "server not found")
 		return false
 	}
