@@ -37,7 +37,9 @@ Scenarios:
             events missed after either (lost, duplicated: both must be 0)
   fault     chat (or, --under gateway, idle sessions) while an operator
             command runs at a given time (say, kill a node and start it
-            again); time until service recovered, how long each session was
+            again; or cut a node off and, --heal-command, reconnect it),
+            or one node of a cluster is killed, stopped or paused; time
+            until service recovered, how long each session was
             away, acknowledged messages lost or stored twice (read back from
             history), deliveries missed after recovery
   voice     rooms of participants, speakers sending real Opus frames every
