@@ -150,6 +150,14 @@ func (c *Cluster) startNode(id string, demo bool, ns *Netns, extra []string) *No
 	natsURLs, pg, listen := c.NATS.URLs(), c.Postgres, "127.0.0.1:0"
 	if ns != nil {
 		natsURLs, pg, listen = ns.natsURLs(c.NATS), ns.postgres(c.Postgres), ns.netPeer+":0"
+		// Loopback in the namespace is its own: the node's other
+		// listeners (--voice 127.0.0.1:0) go on its client link too.
+		extra = append([]string(nil), extra...)
+		for i, a := range extra {
+			if rest, ok := strings.CutPrefix(a, "127.0.0.1:"); ok {
+				extra[i] = ns.netPeer + ":" + rest
+			}
+		}
 	}
 	nd.args = append([]string{"serve", "--node-id", id, "--data", nd.Data, "--nats", natsURLs,
 		"--postgres", pg, "--http", listen, "--https", "off", "--voice", "off",

@@ -52,7 +52,9 @@ func placed(t *testing.T, via *Node, guild, channel string) placement {
 	return p
 }
 
-// voiceDialer trusts the development CAs of the given nodes.
+// voiceDialer trusts the development CAs of the given nodes. Their
+// certificates name localhost and 127.0.0.1, not the addresses of nodes
+// in network namespaces, so the name checked is localhost's.
 func voiceDialer(t *testing.T, nodes ...*Node) *websocket.Dialer {
 	t.Helper()
 	pool := x509.NewCertPool()
@@ -63,7 +65,7 @@ func voiceDialer(t *testing.T, nodes ...*Node) *websocket.Dialer {
 		}
 		pool.AppendCertsFromPEM(pem)
 	}
-	return &websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	return &websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}
 }
 
 // voiceUser is a demo user in a voice room of the demo guild, with the
@@ -140,11 +142,12 @@ func waitMetric(t *testing.T, nd *Node, name string, want float64) {
 // 2 s).
 func killUnder(t *testing.T, ctx context.Context, victim *Node, d *websocket.Dialer, demo *Demo, endpoint string, a, b *voiceUser) {
 	t.Helper()
-	moveUnder(t, ctx, victim, victim.Kill, d, demo, endpoint, a, b)
+	moveUnder(t, ctx, "the kill of "+victim.ID, victim.Kill, d, demo, endpoint, a, b)
 }
 
-// moveUnder is killUnder with another way to take victim away (stop).
-func moveUnder(t *testing.T, ctx context.Context, victim *Node, stop func(), d *websocket.Dialer, demo *Demo, endpoint string, a, b *voiceUser) {
+// moveUnder is killUnder with another change that moves the room (what
+// names it in the log).
+func moveUnder(t *testing.T, ctx context.Context, what string, change func(), d *websocket.Dialer, demo *Demo, endpoint string, a, b *voiceUser) {
 	t.Helper()
 	if err := talk(a.vc, b.vc); err != nil {
 		t.Fatalf("before the kill: %v", err)
@@ -161,7 +164,7 @@ func moveUnder(t *testing.T, ctx context.Context, victim *Node, stop func(), d *
 		}()
 	}
 	killed := time.Now()
-	stop()
+	change()
 	for range 2 {
 		if err := <-moved; err != nil {
 			t.Fatalf("following the room to its new node: %v", err)
@@ -178,7 +181,7 @@ func moveUnder(t *testing.T, ctx context.Context, victim *Node, stop func(), d *
 		if err := talk(pair[0].vc, pair[1].vc); err != nil {
 			t.Fatalf("%s to %s after the kill: %v", pair[0].name, pair[1].name, err)
 		}
-		t.Logf("%s hears %s again %v after %s was taken away", pair[1].name, pair[0].name, time.Since(killed), victim.ID)
+		t.Logf("%s hears %s again %v after %s", pair[1].name, pair[0].name, time.Since(killed), what)
 	}
 }
 
@@ -308,7 +311,7 @@ func TestVoiceNodeStopped(t *testing.T) {
 	d := voiceDialer(t, victim, survivor)
 	alice := joinRoom(t, ctx, c.Nodes[0], d, demo, demo.Lounge, "alice", p.addr[victim.ID])
 	bob := joinRoom(t, ctx, c.Nodes[0], d, demo, demo.Lounge, "bob", p.addr[victim.ID])
-	moveUnder(t, ctx, victim, func() { victim.Stop(t) }, d, demo, p.addr[survivor.ID], alice, bob)
+	moveUnder(t, ctx, "SIGTERM to "+victim.ID, func() { victim.Stop(t) }, d, demo, p.addr[survivor.ID], alice, bob)
 }
 
 // kill -9 of a guild's owner while two users are in one of its voice
@@ -394,4 +397,40 @@ func TestOwnerAndVoiceNodeKilledTogether(t *testing.T) {
 	next, _ := ring.New(0, []ring.Node{{ID: others[0].ID, Roles: ring.RoleAll}, {ID: others[1].ID, Roles: ring.RoleAll}}).
 		Owner(ring.RoleVoice, ring.VoiceKey(gid, cid))
 	killUnder(t, ctx, owner, d, demo, p.addr[next.ID], alice, bob)
+}
+
+// A voice room's node cut off from NATS (its NATS link down, in a network
+// namespace of the test's) while its participants talk through it: it is
+// dropped from the ring at its TTL, the room's participants are sent to
+// the room's new node and talk there; when the link heals the node
+// rejoins, and if the ring places the room on it again its participants
+// are sent back and talk there.
+func TestVoiceNodePartitioned(t *testing.T) {
+	c := StartPartitionable(t, 3, "--voice", "127.0.0.1:0")
+	demo := c.Nodes[0].Demo
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	p := placed(t, c.Nodes[0], demo.Guild, demo.Lounge)
+	var victim, gateway *Node
+	var others []*Node
+	for _, nd := range c.Nodes {
+		if nd.ID == p.room {
+			victim = nd
+		} else {
+			others = append(others, nd)
+		}
+	}
+	gateway = others[0]
+	d := voiceDialer(t, c.Nodes...)
+	alice := joinRoom(t, ctx, gateway, d, demo, demo.Lounge, "alice", p.addr[victim.ID])
+	bob := joinRoom(t, ctx, gateway, d, demo, demo.Lounge, "bob", p.addr[victim.ID])
+	gid, _ := strconv.ParseUint(demo.Guild, 10, 64)
+	cid, _ := strconv.ParseUint(demo.Lounge, 10, 64)
+	next, _ := ring.New(0, []ring.Node{{ID: others[0].ID, Roles: ring.RoleAll}, {ID: others[1].ID, Roles: ring.RoleAll}}).
+		Owner(ring.RoleVoice, ring.VoiceKey(gid, cid))
+	moveUnder(t, ctx, "cutting "+victim.ID+" off NATS", victim.Netns.CutNATS, d, demo, p.addr[next.ID], alice, bob)
+
+	// Healed, the node comes back under the same id: the room goes home.
+	moveUnder(t, ctx, "healing "+victim.ID+"'s link", victim.Netns.HealNATS, d, demo, p.addr[victim.ID], alice, bob)
+	c.WaitRing(3)
 }
