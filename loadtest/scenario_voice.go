@@ -11,7 +11,6 @@ import (
 	mrand "math/rand/v2"
 	"net/netip"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,7 +25,11 @@ import (
 
 // VoiceOptions configures the voice scenario.
 type VoiceOptions struct {
-	URL        string // HTTP base of the node
+	// URL is the node's HTTP base, or a comma-separated list of a
+	// cluster's nodes: the participants' gateway sessions are spread over
+	// them (the ring places the rooms, on the voice nodes), and what each
+	// voice node forwarded is reported apart.
+	URL        string
 	AdminToken string
 	// CAFile is the PEM file to trust for the voice gateway's TLS (the
 	// development CA); empty uses the system roots.
@@ -83,7 +86,11 @@ func RunVoice(ctx context.Context, o VoiceOptions) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &voiceRun{o: o, base: strings.TrimRight(o.URL, "/"), start: time.Now(), frames: frames}
+	bases := nodes(o.URL)
+	if len(bases) == 0 {
+		return nil, errors.New("loadtest: no node URL")
+	}
+	v := &voiceRun{o: o, base: bases[0], bases: bases, start: time.Now(), frames: frames}
 	if v.dialer, err = voiceDialer(o.CAFile); err != nil {
 		return nil, err
 	}
@@ -103,7 +110,8 @@ func RunVoice(ctx context.Context, o VoiceOptions) (*Result, error) {
 // voiceRun is one run of the voice scenario: its world and what it counted.
 type voiceRun struct {
 	o        VoiceOptions
-	base     string
+	base     string   // the first node: admin API
+	bases    []string // every node: gateway sessions, CPU
 	start    time.Time
 	frames   [][]byte
 	dialer   *websocket.Dialer
@@ -125,7 +133,8 @@ type voiceMember struct {
 	id, token string
 	vc        *VoiceClient
 	gw        *GatewayClient
-	log       *sendLog // speakers only
+	log       *sendLog     // speakers only
+	received  atomic.Int64 // packets from speakers of its room
 }
 
 // buildWorld creates one guild, one voice channel per room and one user
@@ -168,7 +177,7 @@ func (v *voiceRun) buildWorld(ad *adminapi.Client) error {
 // connect joins everyone to their room, a few at a time, and turns the
 // speakers' microphones on; on a failure it closes what it opened.
 func (v *voiceRun) connect(ctx context.Context) error {
-	ds := dialers(v.base)
+	ds := dialers(v.base) // loopback source addresses; the nodes share the host
 	errs := make(chan error, len(v.members))
 	sem := make(chan struct{}, 16)
 	var wg sync.WaitGroup
@@ -180,7 +189,7 @@ func (v *voiceRun) connect(ctx context.Context) error {
 			defer func() { <-sem }()
 			cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 			defer cancel()
-			gw, err := DialGateway(cctx, ds[i%len(ds)], wsURL(v.base), m.token, int(protocol.IntentGuilds))
+			gw, err := DialGateway(cctx, ds[i%len(ds)], wsURL(v.bases[i%len(v.bases)]), m.token, int(protocol.IntentGuilds))
 			if err != nil {
 				errs <- err
 				return
@@ -232,7 +241,7 @@ func (v *voiceRun) close() {
 // Duration while every member receives, then waits up to 2 s for what is
 // still in flight.
 func (v *voiceRun) drive(ctx context.Context) {
-	v.cpu0, v.cpuErr = ServerCPU(v.base)
+	v.cpu0, v.cpuErr = clusterCPU(v.bases)
 	v.latency = NewTimed()
 	stop := make(chan struct{})
 	var rwg sync.WaitGroup
@@ -268,7 +277,7 @@ func (v *voiceRun) drive(ctx context.Context) {
 	}
 	progress.Stop()
 	close(stop)
-	v.cpu1, _ = ServerCPU(v.base)
+	v.cpu1, _ = clusterCPU(v.bases)
 	rwg.Wait()
 }
 
@@ -296,6 +305,7 @@ func (v *voiceRun) receive(m *voiceMember, stop chan struct{}) {
 			continue
 		}
 		v.received.Add(1)
+		m.received.Add(1)
 		at := sp.log.at[seq&1023].Load()
 		if at == 0 {
 			v.late.Add(1)
@@ -374,6 +384,28 @@ func (v *voiceRun) report() *Result {
 	if v.cpuErr == nil && rc > 0 {
 		r.Counters["server_cpu_us_per_forwarded_packet"] = float64((v.cpu1-v.cpu0)/time.Microsecond) / float64(rc)
 	}
+	// Per voice node (by the endpoint its participants were sent to, in
+	// order of first appearance): participants and what they received.
+	if len(v.bases) > 1 {
+		index := map[string]int{}
+		var endpoints []string
+		for _, m := range v.members {
+			k, ok := index[m.vc.Endpoint]
+			if !ok {
+				k = len(endpoints)
+				index[m.vc.Endpoint] = k
+				endpoints = append(endpoints, m.vc.Endpoint)
+			}
+			p := fmt.Sprintf("voice_node%d_", k+1)
+			r.Counters[p+"participants"]++
+			r.Counters[p+"received_packets"] += float64(m.received.Load())
+		}
+		for k, ep := range endpoints {
+			p := fmt.Sprintf("voice_node%d_", k+1)
+			r.Counters[p+"forwarded_packets_per_s"] = r.Counters[p+"received_packets"] / v.sendEnd.Sub(v.sendStart).Seconds()
+			r.Params[fmt.Sprintf("voice_node%d", k+1)] = ep
+		}
+	}
 	r.Latency["forwarding"] = v.latency.Summarize()
 	r.TimelineOf, r.Timeline = "forwarding", v.latency.Timeline()
 	r.Seconds = time.Since(v.start).Seconds()
@@ -386,4 +418,17 @@ func spurt(rng *mrand.Rand, mean time.Duration) time.Duration {
 		return time.Hour
 	}
 	return time.Duration(rng.ExpFloat64() * float64(mean))
+}
+
+// clusterCPU adds the CPU time of every node.
+func clusterCPU(bases []string) (time.Duration, error) {
+	var sum time.Duration
+	for _, b := range bases {
+		d, err := ServerCPU(b)
+		if err != nil {
+			return 0, err
+		}
+		sum += d
+	}
+	return sum, nil
 }

@@ -3,6 +3,8 @@ package clustertest
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -145,4 +147,51 @@ func TestLoadtestFaultPartitionsOneNode(t *testing.T) {
 	}
 	t.Logf("%s's NATS link cut for 4 s under chat: recovered in %.0f ms after the cut, %v sessions disrupted, %v retries, %v deliveries missed live (node2_missed %v)",
 		victim.ID, k["recovery_ms"], k["sessions_disrupted"], k["send_retries"], k["missed_live"], k["node2_missed"])
+}
+
+// `loadtest voice` over the three nodes of one cluster: the participants'
+// gateway sessions are spread over the nodes, the ring places the rooms on
+// the voice nodes, every packet reaches every listener of its room, and
+// the report says what each voice node forwarded.
+func TestLoadtestVoiceAcrossNodes(t *testing.T) {
+	c := Start(t, 3, "--voice", "127.0.0.1:0", "--rest-rate", "100000")
+	cas := filepath.Join(t.TempDir(), "cas.pem")
+	var pems []byte
+	for _, nd := range c.Nodes {
+		pem, err := os.ReadFile(filepath.Join(nd.Data, "tls", "ca.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pems = append(pems, pem...)
+	}
+	if err := os.WriteFile(cas, pems, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	r, err := loadtest.RunVoice(ctx, loadtest.VoiceOptions{URL: c.URLs(), AdminToken: c.Nodes[0].Admin(t).Token, CAFile: cas,
+		Rooms: 12, Participants: 4, Speakers: 1, Duration: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := r.Counters
+	if k["sent_packets"] < 12*100 || k["loss_percent"] > 1 {
+		t.Errorf("sent %v packets, loss %v %%", k["sent_packets"], k["loss_percent"])
+	}
+	nodes, participants := 0, 0.0
+	for i := 1; i <= 3; i++ {
+		p := fmt.Sprintf("voice_node%d_", i)
+		if k[p+"participants"] > 0 {
+			nodes++
+			participants += k[p+"participants"]
+			if k[p+"received_packets"] == 0 {
+				t.Errorf("voice node %d (%v): %v participants received nothing", i, r.Params[fmt.Sprintf("voice_node%d", i)], k[p+"participants"])
+			}
+		}
+	}
+	if nodes == 0 || participants != 48 {
+		t.Errorf("rooms on %d voice nodes, %v participants counted", nodes, participants)
+	}
+	t.Logf("%v packets/s forwarded in all; rooms on %d voice nodes, per node: %v / %v / %v", k["forwarded_packets_per_s"], nodes,
+		k["voice_node1_forwarded_packets_per_s"], k["voice_node2_forwarded_packets_per_s"], k["voice_node3_forwarded_packets_per_s"])
 }

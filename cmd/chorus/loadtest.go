@@ -76,7 +76,7 @@ func (s *sloFlags) Set(v string) error {
 func nodeAccess(fs *flag.FlagSet) func() (token, caFile string, err error) {
 	adminToken := fs.String("admin-token", "", "admin token of the node (default: read from <data>/admin.token)")
 	data := fs.String("data", "data", "data directory of the node, for its admin token and development CA")
-	ca := fs.String("ca", "", "CA certificate to trust for wss:// (default: <data>/tls/ca.pem when it exists)")
+	ca := fs.String("ca", "", "CA certificates to trust for wss://, one PEM file (for a cluster on development CAs, every node's ca.pem in one file; default: <data>/tls/ca.pem when it exists)")
 	return func() (string, string, error) {
 		tok, err := adminapi.TokenOr(*adminToken, *data)
 		caFile := *ca
@@ -105,7 +105,7 @@ func runLoadtest(args []string) error {
 		}
 	}
 	fs := flag.NewFlagSet("loadtest "+scenario, flag.ContinueOnError)
-	base := fs.String("url", "http://127.0.0.1:8080", "HTTP base URL of the node under test; for chat, fault and gateway a comma-separated list of the nodes of one cluster, over which sessions are spread (reported per node)")
+	base := fs.String("url", "http://127.0.0.1:8080", "HTTP base URL of the node under test; for chat, fault, gateway and voice a comma-separated list of the nodes of one cluster, over which sessions are spread (reported per node; for voice, per voice node)")
 	out := fs.String("json", "loadtest-"+scenario+".json", "where to write the JSON result")
 	htmlOut := fs.String("html", "loadtest-"+scenario+".html", "where to write the self-contained HTML report")
 	cpuProfile := fs.String("cpuprofile", "", "write the load tester's own CPU profile here (go tool pprof): does a run measure the server or the tester? (with --procs, the first process's only)")
