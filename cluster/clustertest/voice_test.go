@@ -272,46 +272,45 @@ func TestVoiceRoomOnItsVoiceNode(t *testing.T) {
 	waitMetric(t, voiceNode, "chorus_voice_participants", 0)
 }
 
+// roomOnVoiceNode starts n1 (gateway, guild) and two voice-only nodes;
+// alice and bob join the Lounge through n1's gateway. victim is the voice
+// node the room is on, next the endpoint of the other.
+func roomOnVoiceNode(t *testing.T, ctx context.Context) (victim *Node, next string, d *websocket.Dialer, demo *Demo, alice, bob *voiceUser) {
+	t.Helper()
+	voice := []string{"--roles", "voice", "--voice", "127.0.0.1:0"}
+	c := StartEach(t, []string{"--roles", "gateway,guild"}, voice, voice)
+	demo = c.Nodes[0].Demo
+	p := placed(t, c.Nodes[0], demo.Guild, demo.Lounge)
+	victim, survivor := c.Nodes[1], c.Nodes[2]
+	if p.room == survivor.ID {
+		victim, survivor = survivor, victim
+	}
+	d = voiceDialer(t, victim, survivor)
+	alice = joinRoom(t, ctx, c.Nodes[0], d, demo, demo.Lounge, "alice", p.addr[victim.ID])
+	bob = joinRoom(t, ctx, c.Nodes[0], d, demo, demo.Lounge, "bob", p.addr[victim.ID])
+	return victim, p.addr[survivor.ID], d, demo, alice, bob
+}
+
 // kill -9 of the node a voice room is on, while two users talk through
 // it: the ring moves the room to the other voice node, the guild's owner
 // sends both users' sessions a new VOICE_SERVER_UPDATE naming it (as
 // Discord does on a voice server change), they connect there as the same
 // voice sessions, and audio flows again both ways.
 func TestVoiceNodeKilled(t *testing.T) {
-	voice := []string{"--roles", "voice", "--voice", "127.0.0.1:0"}
-	c := StartEach(t, []string{"--roles", "gateway,guild"}, voice, voice)
-	demo := c.Nodes[0].Demo
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	p := placed(t, c.Nodes[0], demo.Guild, demo.Lounge)
-	victim, survivor := c.Nodes[1], c.Nodes[2]
-	if p.room == survivor.ID {
-		victim, survivor = survivor, victim
-	}
-	d := voiceDialer(t, victim, survivor)
-	alice := joinRoom(t, ctx, c.Nodes[0], d, demo, demo.Lounge, "alice", p.addr[victim.ID])
-	bob := joinRoom(t, ctx, c.Nodes[0], d, demo, demo.Lounge, "bob", p.addr[victim.ID])
-	killUnder(t, ctx, victim, d, demo, p.addr[survivor.ID], alice, bob)
+	victim, next, d, demo, alice, bob := roomOnVoiceNode(t, ctx)
+	killUnder(t, ctx, victim, d, demo, next, alice, bob)
 }
 
 // SIGTERM of the node a voice room is on: it leaves the ring before it
 // closes anything, the room's participants are sent to its new node, and
 // the node exits 0 (drain, issue 11).
 func TestVoiceNodeStopped(t *testing.T) {
-	voice := []string{"--roles", "voice", "--voice", "127.0.0.1:0"}
-	c := StartEach(t, []string{"--roles", "gateway,guild"}, voice, voice)
-	demo := c.Nodes[0].Demo
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	p := placed(t, c.Nodes[0], demo.Guild, demo.Lounge)
-	victim, survivor := c.Nodes[1], c.Nodes[2]
-	if p.room == survivor.ID {
-		victim, survivor = survivor, victim
-	}
-	d := voiceDialer(t, victim, survivor)
-	alice := joinRoom(t, ctx, c.Nodes[0], d, demo, demo.Lounge, "alice", p.addr[victim.ID])
-	bob := joinRoom(t, ctx, c.Nodes[0], d, demo, demo.Lounge, "bob", p.addr[victim.ID])
-	moveUnder(t, ctx, "SIGTERM to "+victim.ID, func() { victim.Stop(t) }, d, demo, p.addr[survivor.ID], alice, bob)
+	victim, next, d, demo, alice, bob := roomOnVoiceNode(t, ctx)
+	moveUnder(t, ctx, "SIGTERM to "+victim.ID, func() { victim.Stop(t) }, d, demo, next, alice, bob)
 }
 
 // kill -9 of a guild's owner while two users are in one of its voice
