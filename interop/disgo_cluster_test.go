@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -230,7 +229,7 @@ func TestDiscordJSVoiceNodeKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out lockedLines
+	var out clustertest.Log
 	cmd.Stdout, cmd.Stderr = &out, os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -258,22 +257,4 @@ func TestDiscordJSVoiceNodeKilled(t *testing.T) {
 		t.Fatalf("js/voice_failover.mjs did not end within 30 s of being told to:\n%s", out.String())
 	}
 	t.Logf("@discordjs/voice connection states:\n%s", out.String())
-}
-
-// lockedLines is a process's output, written by it and read by the test.
-type lockedLines struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLines) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -76,7 +76,7 @@ type Node struct {
 	Data string
 	// Demo is the demo data, printed by the node started with it.
 	Demo *Demo
-	Log  *lockedBuf
+	Log  *Log
 
 	// Netns is the network namespace it runs in, nil for the host's.
 	Netns *Netns
@@ -146,7 +146,7 @@ func (c *Cluster) StartNode(id string, demo bool, extra ...string) *Node {
 
 func (c *Cluster) startNode(id string, demo bool, ns *Netns, extra []string) *Node {
 	c.t.Helper()
-	nd := &Node{ID: id, Data: c.t.TempDir(), Log: &lockedBuf{}, Netns: ns}
+	nd := &Node{ID: id, Data: c.t.TempDir(), Log: &Log{}, Netns: ns}
 	natsURLs, pg, listen := c.NATS.URLs(), c.Postgres, "127.0.0.1:0"
 	if ns != nil {
 		natsURLs, pg, listen = ns.natsURLs(c.NATS), ns.postgres(c.Postgres), ns.netPeer+":0"
@@ -403,20 +403,20 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 	}
 }
 
-// lockedBuf is a log buffer written by the process's output and read by
-// the test.
-type lockedBuf struct {
+// Log is a process's output, written by the process while the test
+// reads it (for any process a test runs beside the cluster too).
+type Log struct {
 	mu sync.Mutex
 	b  strings.Builder
 }
 
-func (l *lockedBuf) Write(p []byte) (int, error) {
+func (l *Log) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuf) String() string {
+func (l *Log) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()

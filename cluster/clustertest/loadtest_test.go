@@ -55,6 +55,22 @@ func TestLoadtestChatAcrossNodes(t *testing.T) {
 		k["sent"], k["delivered"], r.Latency["delivery"].P50, r.Latency["delivery"].P99, batches, k["delivered"]/batches)
 }
 
+// recoveredIntact checks a fault run's verdict: it recovered, nothing
+// acknowledged was lost or stored twice, nothing was delivered twice, no
+// send failed for good, and no session missed a message after recovery.
+func recoveredIntact(t *testing.T, r *loadtest.Result) {
+	t.Helper()
+	k := r.Counters
+	for _, name := range []string{"lost", "stored_twice", "missed_after_recovery", "sessions_unrecovered", "duplicated", "send_failed"} {
+		if v, ok := k[name]; !ok || v != 0 {
+			t.Errorf("%s = %v (measured: %v)", name, v, ok)
+		}
+	}
+	if _, ok := k["recovery_ms"]; !ok {
+		t.Errorf("not recovered: %v", r.Failures)
+	}
+}
+
 // sumMetric adds one series over every running node.
 func sumMetric(t *testing.T, c *Cluster, name string) float64 {
 	t.Helper()
@@ -93,16 +109,9 @@ func TestLoadtestFaultKillsOneNode(t *testing.T) {
 		t.Fatalf("the fault did not kill the node: %v: %v", r.Params["fault_command"], r.Params["fault_error"])
 	}
 	k := r.Counters
-	for _, name := range []string{"lost", "stored_twice", "missed_after_recovery", "sessions_unrecovered", "duplicated", "send_failed"} {
-		if v, ok := k[name]; !ok || v != 0 {
-			t.Errorf("%s = %v (measured: %v)", name, v, ok)
-		}
-	}
+	recoveredIntact(t, r)
 	if k["sessions_disrupted"] != 20 || k["acknowledged"] < 150 {
 		t.Errorf("%v sessions disrupted (want the 20 on the killed node), %v acknowledged", k["sessions_disrupted"], k["acknowledged"])
-	}
-	if _, ok := k["recovery_ms"]; !ok {
-		t.Errorf("not recovered: %v", r.Failures)
 	}
 	if want := fmt.Sprintf("pid %d", victim.PID()); !strings.Contains(fmt.Sprint(r.Params["fault_command"]), want) {
 		t.Errorf("the fault went to %v, want %s", r.Params["fault_command"], want)
@@ -134,16 +143,9 @@ func TestLoadtestFaultPartitionsOneNode(t *testing.T) {
 	if e := r.Params["fault_error"]; e != nil && e != "" {
 		t.Fatalf("the fault's commands failed: %v", e)
 	}
-	for _, name := range []string{"lost", "stored_twice", "missed_after_recovery", "sessions_unrecovered", "duplicated", "send_failed"} {
-		if v, ok := k[name]; !ok || v != 0 {
-			t.Errorf("%s = %v (measured: %v)", name, v, ok)
-		}
-	}
+	recoveredIntact(t, r)
 	if k["acknowledged"] < 150 || k["send_retries"] == 0 {
 		t.Errorf("%v acknowledged, %v retries (the partitioned node's members must have retried)", k["acknowledged"], k["send_retries"])
-	}
-	if _, ok := k["recovery_ms"]; !ok {
-		t.Errorf("not recovered: %v", r.Failures)
 	}
 	t.Logf("%s's NATS link cut for 4 s under chat: recovered in %.0f ms after the cut, %v sessions disrupted, %v retries, %v deliveries missed live (node2_missed %v)",
 		victim.ID, k["recovery_ms"], k["sessions_disrupted"], k["send_retries"], k["missed_live"], k["node2_missed"])

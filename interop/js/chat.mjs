@@ -9,11 +9,8 @@
 // exactly the messages she missed.
 import net from 'node:net';
 import { Client, Events, GatewayIntentBits } from 'discord.js';
+import { env, within } from './common.mjs';
 
-const env = (k) => {
-  if (!process.env[k]) throw new Error(`missing ${k}`);
-  return process.env[k];
-};
 const HTTP = env('CHORUS_HTTP');
 const [host, port] = HTTP.split(':');
 const PROXY_PORT = Number(env('CHORUS_PROXY_PORT'));
@@ -36,8 +33,6 @@ await new Promise((res) => proxy.listen(PROXY_PORT, '127.0.0.1', res));
 
 const t0 = Date.now();
 const step = (what) => { if (process.env.CHORUS_DEBUG) console.error(`${Date.now() - t0} ms: ${what}`); };
-const timeout = (ms, what) => new Promise((_, rej) => setTimeout(() => rej(new Error(`timeout: ${what}`)), ms));
-const within = (p, ms, what) => Promise.race([p, timeout(ms, what)]);
 
 function makeClient() {
   const c = new Client({

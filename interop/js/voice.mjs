@@ -4,21 +4,17 @@
 // encoded once with opusenc, loadtest/opus) and receives the other's; the
 // received frames must equal the sent ones byte for byte, attributed to the
 // right user. Exits 0 only if every check passed.
-import { frames } from './frames.mjs';
 import { Readable } from 'node:stream';
 import { Client, Events, GatewayIntentBits } from 'discord.js';
 import {
   joinVoiceChannel, entersState, VoiceConnectionStatus, createAudioPlayer, createAudioResource,
   StreamType, EndBehaviorType, AudioPlayerStatus,
 } from '@discordjs/voice';
+import { env, within, frames } from './common.mjs';
 
-const env = (k) => { if (!process.env[k]) throw new Error(`missing ${k}`); return process.env[k]; };
 const HTTP = env('CHORUS_HTTP');
 const GUILD = env('CHORUS_GUILD');
 const LOUNGE = env('CHORUS_LOUNGE');
-
-
-const within = (p, ms, what) => Promise.race([p, new Promise((_, rej) => setTimeout(() => rej(new Error(`timeout: ${what}`)), ms))]);
 
 async function login(token) {
   const c = new Client({ intents: [GatewayIntentBits.Guilds, GatewayIntentBits.GuildVoiceStates], rest: { api: `http://${HTTP}/api` } });

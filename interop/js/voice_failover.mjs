@@ -5,19 +5,16 @@
 // kills the voice node in between and listens for the bot on the room's
 // new node. Prints one JSON line per connection state change and a last
 // {"ok": ...} line.
-import { frames } from './frames.mjs';
 import { Readable } from 'node:stream';
 import { Client, Events, GatewayIntentBits } from 'discord.js';
 import {
   joinVoiceChannel, entersState, VoiceConnectionStatus, createAudioPlayer, createAudioResource, StreamType,
 } from '@discordjs/voice';
+import { env, within, frames } from './common.mjs';
 
-const env = (k) => { if (!process.env[k]) throw new Error(`missing ${k}`); return process.env[k]; };
 const HTTP = env('CHORUS_HTTP');
 const GUILD = env('CHORUS_GUILD');
 const LOUNGE = env('CHORUS_LOUNGE');
-const within = (p, ms, what) => Promise.race([p, new Promise((_, rej) => setTimeout(() => rej(new Error(`timeout: ${what}`)), ms))]);
-
 
 function* forever(packets) {
   for (let i = 0; ; i++) yield packets[i % packets.length];
