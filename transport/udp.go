@@ -155,13 +155,16 @@ func (s *Server) serve(worker int, c *net.UDPConn) {
 			s.Stats.Received.Add(1)
 			switch Classify(pkt) {
 			case KindDiscovery:
+				// Only answers take tokens: a scan of unknown SSRCs from
+				// behind a shared NAT (or one spoofing its address) must
+				// not starve a real client's discovery from there.
 				ssrc, ok := ParseDiscoveryRequest(pkt)
-				if ok && !limit.allow(from.Addr(), time.Now()) {
-					s.Stats.RateLimited.Add(1)
-					continue
-				}
 				if !ok || !s.media.Discovery(ssrc, from) {
 					s.Stats.DroppedDiscovery.Add(1)
+					continue
+				}
+				if !limit.allow(from.Addr(), time.Now()) {
+					s.Stats.RateLimited.Add(1)
 					continue
 				}
 				s.Stats.Discovery.Add(1)

@@ -199,6 +199,44 @@ func TestUnauthenticatedAnswersAreBounded(t *testing.T) {
 	}
 }
 
+// A scan of unknown SSRCs takes no tokens: the client it shares an IP with
+// (a NAT, or the attacker spoofing its address) still gets its own
+// discovery answered.
+func TestDiscoveryScanDoesNotStarveASharedSource(t *testing.T) {
+	m := &echoMedia{outs: make([][]Datagram, 1)}
+	s, err := Listen("127.0.0.1:0", m, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.Serve()
+	scanner, c := udpClient(t, s.Addr()), udpClient(t, s.Addr())
+	req := func(ssrc uint32) []byte {
+		b := make([]byte, DiscoverySize)
+		binary.BigEndian.PutUint16(b, 1)
+		binary.BigEndian.PutUint16(b[2:], 70)
+		binary.BigEndian.PutUint32(b[4:], ssrc)
+		return b
+	}
+	const scan = 4 * sourceBurst
+	for i := range scan {
+		scanner.Write(req(uint32(1000 + i)))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Stats.DroppedDiscovery.Load() < scan && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if d := s.Stats.DroppedDiscovery.Load(); d != scan {
+		t.Fatalf("%d of %d scanned SSRCs dropped", d, scan)
+	}
+	c.Write(req(7))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 100)
+	if n, err := c.Read(b); err != nil || n != DiscoverySize {
+		t.Fatalf("the client's own discovery: %d bytes, %v (rate limited %d)", n, err, s.Stats.RateLimited.Load())
+	}
+}
+
 func TestSourceLimiter(t *testing.T) {
 	var l sourceLimiter
 	a, b := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")
