@@ -39,7 +39,15 @@ func (n *Node) Serve(h Handlers) error {
 		return ErrServing
 	}
 	call, err := n.conn.Subscribe(callSubject(n.cfg.NodeID), func(m *nats.Msg) {
+		n.callsMu.Lock()
+		if n.callsClosed {
+			n.callsMu.Unlock()
+			return // stopping: the caller meets its deadline or a newer ring
+		}
+		n.calls.Add(1)
+		n.callsMu.Unlock()
 		go func() {
+			defer n.calls.Done()
 			if err := m.Respond(h.Call(m.Data)); err != nil {
 				n.log.Warn("cluster: reply not sent", "err", err)
 			}

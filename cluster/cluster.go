@@ -114,6 +114,12 @@ type Node struct {
 	renewed time.Time
 	subs    []*nats.Subscription // Serve's
 
+	// calls are the calls being served (bus.go); once callsClosed is set
+	// no new one starts, and Close waits for them.
+	callsMu     sync.Mutex
+	callsClosed bool
+	calls       sync.WaitGroup
+
 	stop      chan struct{}
 	leave     chan struct{} // closed by Leave: the heartbeats stop
 	beating   chan struct{} // closed when the heartbeats have stopped
@@ -661,8 +667,32 @@ func (n *Node) Close() {
 		}
 		cancel()
 	}
+	// Calls being served get their answers out before the connection
+	// closes: a gateway handing its last sessions over is answering
+	// exactly such calls when it stops (signaling/handoff.go).
+	n.mu.Lock()
+	for _, s := range n.subs {
+		s.Unsubscribe()
+	}
+	n.mu.Unlock()
+	n.callsMu.Lock()
+	n.callsClosed = true
+	n.callsMu.Unlock()
+	done := make(chan struct{})
+	go func() { n.calls.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(callsDrain):
+		n.log.Warn("cluster: stopping with calls still being served")
+	}
+	if n.conn != nil {
+		n.conn.FlushTimeout(time.Second)
+	}
 	n.closeConn()
 }
+
+// callsDrain bounds how long Close waits for the calls being served.
+const callsDrain = 5 * time.Second
 
 func (n *Node) closeConn() {
 	if n.conn != nil {

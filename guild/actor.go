@@ -411,8 +411,11 @@ func (a *actor) recordPresence(user ID, status string, acts []Activity) *Presenc
 func (a *actor) adopt(subs []Sub) {
 	for i := range subs {
 		s := &subs[i]
-		if a.members[s.User] == nil || a.subs[s.Session] != nil {
+		if a.members[s.User] == nil {
 			continue
+		}
+		if old := a.subs[s.Session]; old != nil && old.Gen >= s.Gen {
+			continue // two nodes named the session while it moved: the newer wins
 		}
 		a.addSub(s)
 		if a.presence[s.User] == nil {
@@ -422,9 +425,19 @@ func (a *actor) adopt(subs []Sub) {
 }
 
 // addSub registers a session, or registers it again with what it asks
-// for now, and returns its previous registration.
+// for now, and returns its previous registration. A registration older
+// than the one held (Sub.Gen: the session has moved to another node since)
+// changes nothing and returns the held one.
 func (a *actor) addSub(s *Sub) (old *Sub) {
 	old = a.subs[s.Session]
+	if old != nil && s.Gen < old.Gen {
+		return old
+	}
+	if old != nil && old.Node != s.Node {
+		// The session moved to another gateway node: its old node hears
+		// so after every event it was sent for it (signaling's handoff).
+		a.r.sessionMoved(old.Node, a.guild.ID, s.Session)
+	}
 	if old == nil {
 		a.userSubs[s.User]++
 	}

@@ -35,4 +35,8 @@ type Sub struct {
 	LargeThreshold int
 	Status         string
 	Activities     []Activity
+	// Gen counts the session's moves between gateway nodes: a
+	// registration with a lower Gen than the one an actor holds is a
+	// late one from the node the session left, and is ignored.
+	Gen uint64 `json:",omitempty"`
 }

@@ -150,6 +150,13 @@ func (r *Router) ServeBatch(b []byte) error {
 			r.stats.batchMalformed.Add(1)
 			return err
 		}
+		if ev.Name == movedEvent {
+			if err := r.servedMoved(ev, sessions); err != nil {
+				r.stats.batchMalformed.Add(1)
+				return err
+			}
+			continue
+		}
 		if ev.Name == voiceChangeEvent {
 			var ch VoiceChange
 			if err := json.Unmarshal(ev.Data, &ch); err != nil {

@@ -55,6 +55,11 @@ type Sessions interface {
 	// sessions made before (and got GUILD_CREATE for), for an owner that
 	// loads the guild to adopt.
 	Subscribers(guild ID) []Sub
+	// Moved tells the node that session is registered with guild from
+	// another node now: no more of guild's events come here for it.
+	Moved(guild ID, session string)
+	// ServeGateway answers another gateway node's request (CallGateway).
+	ServeGateway(ctx context.Context, req []byte) ([]byte, error)
 }
 
 // VoiceHost is the node's voice gateway. VoiceChanged hears every voice

@@ -41,6 +41,14 @@ func (r *recorder) Subscribers(guild ID) []Sub {
 	return append([]Sub(nil), r.subs[guild]...)
 }
 
+// Moved records the marker in the session's stream, as an event named
+// movedEvent whose data is the guild.
+func (r *recorder) Moved(guild ID, session string) {
+	r.Deliver("", &Event{Name: movedEvent, Data: []byte(guild.String())}, []string{session})
+}
+
+func (r *recorder) ServeGateway(context.Context, []byte) ([]byte, error) { return []byte("null"), nil }
+
 func (r *recorder) events(session, name string) []*Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()

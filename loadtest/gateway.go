@@ -301,7 +301,11 @@ func (c *GatewayClient) lost(ws *websocket.Conn, err error) {
 	}
 	if (c.Resumable.Load() || c.Reconnect.Load()) && !c.closing.Load() {
 		c.Drops.Add(1)
-		if c.Reconnect.Load() && c.droppedAt.CompareAndSwap(0, time.Now().UnixNano()) {
+		if c.Reconnect.Load() {
+			// Also when the connection of a resume under way ends before
+			// RESUMED (a node that drains closes it): the drop is still
+			// the first one, and repairing starts over.
+			c.droppedAt.CompareAndSwap(0, time.Now().UnixNano())
 			go c.reconnect()
 		}
 		return
@@ -382,6 +386,14 @@ func (c *GatewayClient) nextNode() {
 	} else {
 		c.resumeURL = c.Alternates[i-1]
 	}
+}
+
+// ResumeAt makes the next resume go to url instead of resume_gateway_url,
+// as a client behind a load balancer lands on whichever node it picks.
+func (c *GatewayClient) ResumeAt(url string) {
+	c.smu.Lock()
+	c.resumeURL = url
+	c.smu.Unlock()
 }
 
 // Drop cuts the connection the way a network does: no close frame.

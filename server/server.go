@@ -415,18 +415,23 @@ func (n *Node) Close() error {
 }
 
 func (n *Node) close() error {
+	// First the gateway sessions: clients are told to reconnect (op 7)
+	// and resume at other nodes, which take the sessions over from this
+	// one while it still serves everything else (signaling/handoff.go).
+	if n.gateway != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		n.gateway.Shutdown(ctx)
+		cancel()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
-	// Hand the guilds over before anything stops answering: until the ring
+	// Then the guilds, before anything stops answering: until the ring
 	// without this node arrives, calls placed with the old one are served
 	// here; after it, they go to the new owners.
 	if n.cluster != nil {
 		if err := n.cluster.Leave(ctx); err != nil {
 			n.cfg.Logger.Warn("leaving the cluster", "err", err)
 		}
-	}
-	if n.gateway != nil {
-		n.gateway.Shutdown(ctx)
 	}
 	for _, s := range n.servers {
 		s.Shutdown(ctx)

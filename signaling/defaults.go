@@ -14,8 +14,9 @@ const (
 	DefaultWriteTimeout          = 10 * time.Second
 	DefaultRESTRequestsPerSecond = 50
 	DefaultIdentifyTimeout       = 10 * time.Second
-	DefaultMaxGuildsPerSession   = 2500 // Discord's sharding threshold
-	DefaultMaxConnsPerIP         = 1000 // per listener
+	DefaultDrainWait             = 10 * time.Second // for other nodes to take a stopping node's sessions
+	DefaultMaxGuildsPerSession   = 2500             // Discord's sharding threshold
+	DefaultMaxConnsPerIP         = 1000             // per listener
 	DefaultHTTPReadHeader        = 10 * time.Second
 	DefaultHTTPRead              = 30 * time.Second // headers and body
 	DefaultHTTPWrite             = 30 * time.Second

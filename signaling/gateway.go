@@ -47,6 +47,9 @@ type Config struct {
 	// MaxGuildsPerSession is how many guilds one session (shard) may carry
 	// before Identify is refused with 4011. Default 2500, Discord's limit.
 	MaxGuildsPerSession int
+	// DrainWait bounds how long a stopping node waits for other nodes to
+	// take over the sessions it told to reconnect. Default 10 s.
+	DrainWait time.Duration
 	// IdentifyTimeout is how long a new connection may go without sending
 	// Identify or Resume before it is closed with 4003. Default 10 s.
 	IdentifyTimeout time.Duration
@@ -81,6 +84,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RESTRequestsPerSecond == 0 {
 		c.RESTRequestsPerSecond = DefaultRESTRequestsPerSecond
+	}
+	if c.DrainWait == 0 {
+		c.DrainWait = DefaultDrainWait
 	}
 	if c.IdentifyTimeout == 0 {
 		c.IdentifyTimeout = DefaultIdentifyTimeout
@@ -172,6 +178,15 @@ func (g *Gateway) Metrics() *Metrics { return g.metrics }
 
 // ServeHTTP upgrades a gateway connection (gateway.md §1) and runs it.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.connsMu.Lock()
+	closing := g.closing
+	g.connsMu.Unlock()
+	if closing {
+		// Draining: the client's library (or the load balancer) tries
+		// another node, which takes the session over (handoff.go).
+		http.Error(w, "this node is draining: connect to another", http.StatusServiceUnavailable)
+		return
+	}
 	q := r.URL.Query()
 	c := g.ep.accept(w, r)
 	if c == nil {
@@ -379,10 +394,13 @@ func (g *Gateway) closeAuthFailed(c *conn, err error) {
 	c.closeWith(protocol.CloseAuthenticationFailed, "authentication failed")
 }
 
-func newSessionID() string {
+// newSessionID returns a random session id that names the node it is
+// created on (after the last dot; node ids have no dots): a node taking
+// the session over asks that node first (handoff.go).
+func newSessionID(node string) string {
 	var b [16]byte
 	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	return hex.EncodeToString(b[:]) + "." + node
 }
 
 // readyUser is READY's and GET /users/@me's user object.
@@ -437,7 +455,7 @@ func (g *Gateway) identify(c *conn, d json.RawMessage) bool {
 		c.closeWith(protocol.CloseShardingRequired, "sharding required")
 		return false
 	}
-	s := newSession(newSessionID(), u)
+	s := newSession(newSessionID(g.cfg.NodeID), u)
 	s.intents, s.shard, s.guilds, s.large = intents, id.Shard, guilds, 50
 	if id.LargeThreshold != nil {
 		s.large = *id.LargeThreshold
@@ -521,7 +539,10 @@ func (g *Gateway) resume(c *conn, d json.RawMessage) bool {
 		return false
 	}
 	s := g.hub.get(r.SessionID)
-	if s == nil || s.user.ID != u.ID {
+	if s == nil && g.router != nil {
+		s = g.takeOver(ctx, r.SessionID, u)
+	}
+	if s == nil || s.user.ID != u.ID || s.isLeaving() {
 		g.metrics.ResumeFailed.Add(1)
 		c.send(protocol.InvalidSession)
 		return true
@@ -557,6 +578,9 @@ func (g *Gateway) expire(s *Session) {
 // endSession forgets a session for good: it leaves its guilds (which marks
 // the user offline where this was their last session).
 func (g *Gateway) endSession(s *Session) {
+	if g.hub.get(s.id) != s {
+		return // ended already, or handed to another node
+	}
 	s.invalidate()
 	g.hub.remove(s)
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
@@ -587,8 +611,33 @@ func (g *Gateway) Revoke(user guild.ID) {
 
 // Shutdown tells every connected client to reconnect (op 7, gateway.md §10),
 // closes its connection with a resumable code, and waits until every
-// connection has ended; at ctx's end the rest are cut.
+// connection has ended; at ctx's end the rest are cut. In a cluster it then
+// waits, at most DrainWait, until other nodes have taken over the sessions
+// it told to reconnect, as their clients resume there (handoff.go).
 func (g *Gateway) Shutdown(ctx context.Context) {
+	told := g.closeConns(ctx)
+	if g.router == nil || len(g.router.GatewayNodes()) == 0 {
+		return // nobody to hand sessions to
+	}
+	t := time.NewTimer(g.cfg.DrainWait)
+	defer t.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for _, s := range told {
+		for g.hub.get(s.id) == s {
+			select {
+			case <-tick.C:
+			case <-t.C:
+				g.cfg.Logger.Warn("drain: sessions not taken over by another node in time", "sessions", g.hub.Len())
+				return
+			}
+		}
+	}
+}
+
+// closeConns sends op 7 to every connection, closes it resumably and waits
+// for them all to end; it returns the sessions that were told.
+func (g *Gateway) closeConns(ctx context.Context) []*Session {
 	g.connsMu.Lock()
 	if !g.closing {
 		close(g.done)
@@ -599,9 +648,11 @@ func (g *Gateway) Shutdown(ctx context.Context) {
 		conns = append(conns, c)
 	}
 	g.connsMu.Unlock()
+	var told []*Session
 	for _, c := range conns {
-		if c.sess.Load() != nil {
+		if s := c.sess.Load(); s != nil {
 			c.send(protocol.Reconnect)
+			told = append(told, s)
 		}
 		c.closeFrame(protocol.CloseUnknownError, "server shutting down", false)
 	}
@@ -615,4 +666,5 @@ func (g *Gateway) Shutdown(ctx context.Context) {
 		}
 		<-done
 	}
+	return told
 }

@@ -36,7 +36,11 @@ type Metrics struct {
 	// Resubscribed counts session subscriptions moved to a guild's new
 	// owner after a ring change.
 	Resubscribed atomic.Uint64
-	closes       closeCounts
+	// TakenOver counts sessions this node took from another to resume
+	// them here, HandedOff those it gave away, HandoffFailed the takes
+	// that failed (their clients got op 9).
+	TakenOver, HandedOff, HandoffFailed atomic.Uint64
+	closes                              closeCounts
 }
 
 // closeCounts counts close codes: the websocket codes 1000–1015 and the
@@ -101,6 +105,9 @@ func (m *Metrics) WriteMetrics(w io.Writer) {
 	fmt.Fprintf(w, "chorus_gateway_resubscriptions_total %d\n", m.Resubscribed.Load())
 	fmt.Fprintf(w, "chorus_gateway_resumes_total %d\n", m.Resumes.Load())
 	fmt.Fprintf(w, "chorus_gateway_resume_failures_total %d\n", m.ResumeFailed.Load())
+	fmt.Fprintf(w, "chorus_gateway_sessions_taken_over_total %d\n", m.TakenOver.Load())
+	fmt.Fprintf(w, "chorus_gateway_sessions_handed_off_total %d\n", m.HandedOff.Load())
+	fmt.Fprintf(w, "chorus_gateway_handoffs_failed_total %d\n", m.HandoffFailed.Load())
 	fmt.Fprintf(w, "chorus_gateway_op_failures_total %d\n", m.OpFailures.Load())
 	m.closes.write(w, "main")
 	fmt.Fprintf(w, "chorus_panics_recovered_total %d\n", m.Panics.Load())

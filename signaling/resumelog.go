@@ -234,3 +234,45 @@ func (s *eventLog) seqOf16(ack int) (uint64, bool) {
 	}
 	return 0, false
 }
+
+// adopt puts a log handed over by another node in front of this one's
+// entries, which have not been sent (the session was not attached here
+// yet): the handed-over events keep their numbers from base on, and this
+// log's follow them. It reports false when both do not fit lim.
+func (s *eventLog) adopt(base uint64, evs []*guild.Event, lim logLimit) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	total := len(evs) + int(s.next-s.base)
+	if total > lim.events || base == 0 {
+		return false
+	}
+	n := minLog
+	for n < total {
+		n *= 2
+	}
+	ring, bytes := make([]*guild.Event, n), 0
+	seq := base
+	for _, ev := range evs {
+		ring[seq&uint64(n-1)] = ev
+		bytes += len(ev.Data)
+		seq++
+	}
+	for q := s.base; q < s.next; q++ {
+		ev := s.log[q&uint64(len(s.log)-1)]
+		ring[seq&uint64(n-1)] = ev
+		bytes += len(ev.Data)
+		seq++
+	}
+	s.log, s.bytes, s.base, s.next, s.sent = ring, bytes, base, seq, base-1
+	return true
+}
+
+// snapshot returns the entries kept and the seq of the first.
+func (s *eventLog) snapshot() (base uint64, evs []*guild.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for q := s.base; q < s.next; q++ {
+		evs = append(evs, s.log[q&uint64(len(s.log)-1)])
+	}
+	return s.base, evs
+}

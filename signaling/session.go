@@ -20,13 +20,25 @@ type Session struct {
 	shard   []int
 	large   int
 
+	// gen counts the session's moves between nodes (guild.Sub.Gen).
+	gen uint64
+
 	guilds []guild.ID
 	status string
 	acts   []guild.Activity
+	// leaving is set while another node takes the session (handoff.go).
+	leaving *leaving
 }
 
 func newSession(id string, u store.User) *Session {
 	return &Session{id: id, user: u, eventLog: newEventLog()}
+}
+
+// isLeaving reports whether another node is taking the session.
+func (s *Session) isLeaving() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.leaving != nil
 }
 
 func (s *Session) inGuild(id guild.ID) bool {
@@ -52,7 +64,7 @@ func (s *Session) sub(node string) guild.Sub {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return guild.Sub{Node: node, Session: s.id, User: s.user.ID, Intents: s.intents, LargeThreshold: s.large,
-		Status: s.status, Activities: s.acts}
+		Status: s.status, Activities: s.acts, Gen: s.gen}
 }
 
 // join adds a guild the user just joined to the session when its shard

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -53,6 +54,10 @@ func (c *counted) Deliver(_ string, ev *guild.Event, sessions []string) {
 }
 func (c *counted) Joined(guild.ID, guild.ID) []guild.Sub { return nil }
 func (c *counted) Subscribers(guild.ID) []guild.Sub      { return nil }
+func (c *counted) Moved(guild.ID, string)                {}
+func (c *counted) ServeGateway(context.Context, []byte) ([]byte, error) {
+	return nil, errors.New("no gateway")
+}
 
 func benchFanout(b *testing.B, nc *natstest.Cluster, prefix string, unbatched bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

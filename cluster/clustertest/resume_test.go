@@ -1,0 +1,250 @@
+package clustertest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/chorus-voice/chorus/loadtest"
+	"github.com/chorus-voice/chorus/protocol"
+)
+
+// A session resumes at another node than the one holding it: the new node
+// takes it over (signaling/handoff.go), and the client gets exactly the
+// events it missed, with their sequence numbers, then RESUMED, then live
+// events from the new node — nothing twice, nothing lost.
+func TestResumeOnAnotherNode(t *testing.T) {
+	c := Start(t, 2)
+	demo := c.Nodes[0].Demo
+	n1, n2 := c.Nodes[0], c.Nodes[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	alice := session(t, ctx, n1, demo.Tokens["alice"], demo.Guild)
+	alice.Resumable.Store(true)
+	bot := demo.Tokens["bot"]
+
+	first := mustSend(t, ctx, n2, bot, demo.General, "before")
+	if got := nextMessages(t, ctx, alice, 1); got[0].id != first {
+		t.Fatalf("got %v, want %s", got, first)
+	}
+	alice.Drop()
+	var missed []string
+	for i := range 6 { // through both nodes: one owns the guild
+		missed = append(missed, mustSend(t, ctx, c.Nodes[i%2], bot, demo.General, fmt.Sprint("missed ", i)))
+	}
+	alice.ResumeAt("ws://" + n2.HTTP)
+	if err := alice.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	replayed := untilResumed(t, ctx, alice)
+	if !slices.Equal(ids(replayed), missed) {
+		t.Fatalf("replayed %v, want the missed %v", ids(replayed), missed)
+	}
+	for i := 1; i < len(replayed); i++ {
+		if replayed[i].seq != replayed[i-1].seq+1 {
+			t.Fatalf("replayed sequence numbers %v are not consecutive", replayed)
+		}
+	}
+	after := mustSend(t, ctx, n1, bot, demo.General, "after")
+	// RESUMED took the next number.
+	if got := nextMessages(t, ctx, alice, 1); got[0].id != after || got[0].seq != replayed[len(replayed)-1].seq+2 {
+		t.Fatalf("after the resume got %v, want %s after RESUMED, which followed seq %d", got, after, replayed[len(replayed)-1].seq)
+	}
+	for _, m := range []struct {
+		nd   *Node
+		name string
+	}{{n2, "chorus_gateway_sessions_taken_over_total"}, {n1, "chorus_gateway_sessions_handed_off_total"}} {
+		if v, err := m.nd.Metric(m.name); err != nil || v != 1 {
+			t.Errorf("%s %s = %v (%v), want 1", m.nd.ID, m.name, v, err)
+		}
+	}
+	// The old node forgot the session: resuming there again finds it at
+	// n2 and takes it back.
+	alice.Drop()
+	again := mustSend(t, ctx, n2, bot, demo.General, "again")
+	alice.ResumeAt("ws://" + n1.HTTP)
+	if err := alice.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := untilResumed(t, ctx, alice); !slices.Equal(ids(got), []string{again}) {
+		t.Fatalf("second resume replayed %v, want [%s]", ids(got), again)
+	}
+}
+
+type seen struct {
+	id  string
+	seq int64
+}
+
+func ids(ms []seen) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.id
+	}
+	return out
+}
+
+func mustSend(t *testing.T, ctx context.Context, nd *Node, token, channel, content string) string {
+	t.Helper()
+	a, _, err := sendRetrying(ctx, nd, token, channel, content, content)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.id
+}
+
+// nextMessages reads the next n MESSAGE_CREATEs.
+func nextMessages(t *testing.T, ctx context.Context, gc *loadtest.GatewayClient, n int) []seen {
+	t.Helper()
+	var out []seen
+	for len(out) < n {
+		ev, err := gc.Next(ctx, protocol.EventMessageCreate)
+		if err != nil {
+			t.Fatalf("after %v: %v", out, err)
+		}
+		var m struct{ ID string }
+		json.Unmarshal(ev.D, &m)
+		out = append(out, seen{m.ID, ev.S})
+	}
+	return out
+}
+
+// untilResumed returns the MESSAGE_CREATEs replayed before RESUMED, and
+// fails on any READY (the resume was refused and the session started over).
+func untilResumed(t *testing.T, ctx context.Context, gc *loadtest.GatewayClient) []seen {
+	t.Helper()
+	var out []seen
+	for {
+		select {
+		case ev := <-gc.Events:
+			switch ev.T {
+			case protocol.EventResumed:
+				return out
+			case protocol.EventReady:
+				t.Fatalf("READY instead of RESUMED (after %v)", out)
+			case protocol.EventMessageCreate:
+				var m struct{ ID string }
+				json.Unmarshal(ev.D, &m)
+				out = append(out, seen{m.ID, ev.S})
+			}
+		case <-ctx.Done():
+			t.Fatalf("no RESUMED (invalidated %d times) after %v", gc.Invalidated.Load(), out)
+		}
+	}
+}
+
+// A rolling restart of all three nodes, one at a time, behind a load
+// balancer, while a bot sends messages: every node's SIGTERM tells its
+// sessions to reconnect (op 7), they resume at other nodes, which take
+// them over, and every session gets every acknowledged message exactly
+// once, in order, without ever identifying again.
+func TestRollingRestart(t *testing.T) {
+	lb := NewBalancer(t)
+	c := Start(t, 3, "--gateway-url", "ws://"+lb.Addr())
+	demo := c.Nodes[0].Demo
+	setBackends := func() {
+		var addrs []string
+		for _, nd := range c.Nodes {
+			addrs = append(addrs, nd.HTTP)
+		}
+		lb.Set(addrs...)
+	}
+	setBackends()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	front := &Node{ID: "balancer", HTTP: lb.Addr()}
+
+	const perUser = 8
+	var clients []*loadtest.GatewayClient
+	for _, user := range []string{"alice", "bob"} {
+		for range perUser {
+			gc := session(t, ctx, front, demo.Tokens[user], demo.Guild)
+			gc.Reconnect.Store(true)
+			clients = append(clients, gc)
+		}
+	}
+	arrivals := make([]chan string, len(clients))
+	for k, gc := range clients {
+		arrivals[k] = make(chan string, 10000)
+		go func() {
+			for {
+				ev, err := gc.Next(ctx, protocol.EventMessageCreate)
+				if err != nil {
+					return
+				}
+				var m struct{ ID string }
+				json.Unmarshal(ev.D, &m)
+				arrivals[k] <- m.ID
+			}
+		}()
+	}
+
+	// One sender, one message at a time, so the acknowledged order is the
+	// order every session must see.
+	var acked []string
+	stop, sent := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(sent)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			a, _, err := sendRetrying(ctx, front, demo.Tokens["bot"], demo.General, fmt.Sprint("m", i), fmt.Sprint("rolling-", i))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			acked = append(acked, a.id)
+		}
+	}()
+	for _, nd := range c.Nodes {
+		stopped := time.Now()
+		nd.Stop(t) // fails the test unless it exits 0
+		t.Logf("%s stopped in %v", nd.ID, time.Since(stopped))
+		nd.Restart(t)
+		setBackends()
+		c.WaitRing(3)
+	}
+	close(stop)
+	<-sent
+	last := mustSend(t, ctx, front, demo.Tokens["bot"], demo.General, "last")
+	acked = append(acked, last)
+
+	var maxGap time.Duration
+	for k, gc := range clients {
+		var got []string
+		for len(got) == 0 || got[len(got)-1] != last {
+			select {
+			case id := <-arrivals[k]:
+				got = append(got, id)
+			case <-ctx.Done():
+				t.Fatalf("session %d: got %d of %d messages, not the last (drops %d, resumed %d, invalidated %d, identified again %d, recovering %v, ended %v)",
+					k, len(got), len(acked), gc.Drops.Load(), gc.Resumed.Load(), gc.Invalidated.Load(), gc.Reidentified.Load(), gc.Recovering(), gc.Err)
+			}
+		}
+		if !slices.Equal(got, acked) {
+			i := 0
+			for i < min(len(got), len(acked)) && got[i] == acked[i] {
+				i++
+			}
+			t.Errorf("session %d: %d messages, want the %d acknowledged, once each and in order; they differ from #%d (drops %d, resumed %d, invalidated %d)",
+				k, len(got), len(acked), i, gc.Drops.Load(), gc.Resumed.Load(), gc.Invalidated.Load())
+		}
+		if n := gc.Reidentified.Load(); n != 0 {
+			t.Errorf("session %d identified again %d times", k, n)
+		}
+		maxGap = max(maxGap, gc.LastOutage())
+	}
+	var taken float64
+	for _, nd := range c.Nodes {
+		v, _ := nd.Metric("chorus_gateway_sessions_taken_over_total")
+		taken += v
+	}
+	t.Logf("%d messages, %d sessions; sessions taken over by the restarted nodes since: %v; longest last outage %v",
+		len(acked), len(clients), taken, maxGap)
+}

@@ -1,0 +1,325 @@
+package signaling
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/chorus-voice/chorus/guild"
+	"github.com/chorus-voice/chorus/protocol"
+	"github.com/chorus-voice/chorus/store"
+)
+
+// A client may resume its session at any gateway node of the cluster
+// (resume_gateway_url names the cluster's address, behind which any node
+// answers). The node that holds the session hands it over, with nothing
+// lost and nothing repeated (issue 11 §3, §4):
+//
+//  1. find: the new node asks the others which holds the session. The
+//     holder marks it leaving (its own resumes are refused from now on),
+//     closes its connection if it still has one, and describes it: user,
+//     intents, shard, guilds, presence and its move count (Gen).
+//  2. move: the new node registers the session, under Gen+1, with the
+//     owner of each of its guilds. Each owner's actor replaces the
+//     registration and puts a "moved" marker into the old node's ordered
+//     stream after every event it sent there for the session; events
+//     after the move come to the new node, which keeps them in the
+//     session's log.
+//  3. release: once the old node has the markers of every guild the move
+//     took from it, its log of the session is complete. It hands the log
+//     over (sequence numbers included) and forgets the session. The new
+//     node puts it in front of what it gathered since the moves, and the
+//     resume replays from the client's seq as on any node.
+//
+// Anything failing on the way abandons the session (the old node drops
+// it, the new one unsubscribes it): the client gets op 9 and identifies
+// again, as when a resume cannot be served on one node.
+
+const (
+	// findTimeout bounds the search for a session's holder.
+	findTimeout = 2 * time.Second
+	// handoffWait bounds the old node's wait for the moved markers.
+	handoffWait = 3 * time.Second
+)
+
+// handoffRequest is one step, from the new node to the old.
+type handoffRequest struct {
+	Op      string     `json:"op"` // "find", "release" or "abort"
+	Session string     `json:"session"`
+	User    guild.ID   `json:"user"`
+	To      string     `json:"to"`
+	Expect  []guild.ID `json:"expect,omitempty"` // release: guilds whose markers to await
+}
+
+// foundSession answers find.
+type foundSession struct {
+	Found   bool             `json:"found"`
+	Intents uint64           `json:"intents,omitempty"`
+	Shard   []int            `json:"shard,omitempty"`
+	Large   int              `json:"large,omitempty"`
+	Guilds  []guild.ID       `json:"guilds,omitempty"`
+	Status  string           `json:"status,omitempty"`
+	Acts    []guild.Activity `json:"acts,omitempty"`
+	Gen     uint64           `json:"gen,omitempty"`
+}
+
+// releasedLog answers release: the session's log, the first entry's seq
+// and every entry after it.
+type releasedLog struct {
+	Base   uint64        `json:"base"`
+	Events []loggedEvent `json:"events"`
+}
+
+type loggedEvent struct {
+	Name string          `json:"t"`
+	Data json.RawMessage `json:"d"`
+}
+
+// leaving is the state of a session being handed to another node.
+type leaving struct {
+	to    string
+	moved map[guild.ID]bool // guilds whose moved marker arrived
+	wake  chan struct{}
+}
+
+// errNoSuchHandoff answers a release or abort for a session that is not
+// leaving for the caller.
+var errNoSuchHandoff = errors.New("signaling: no such session handoff")
+
+// sessionNode returns the node a session id was created on (newSessionID).
+func sessionNode(id string) string {
+	if i := strings.LastIndexByte(id, '.'); i >= 0 {
+		return id[i+1:]
+	}
+	return ""
+}
+
+// ServeGateway answers another gateway node's handoff step
+// (guild.Sessions; guild.Router.CallGateway at the other end).
+func (h *Hub) ServeGateway(ctx context.Context, b []byte) ([]byte, error) {
+	var req handoffRequest
+	if err := json.Unmarshal(b, &req); err != nil {
+		return nil, fmt.Errorf("signaling: handoff request: %w", err)
+	}
+	switch req.Op {
+	case "find":
+		return json.Marshal(h.find(req))
+	case "release":
+		out, err := h.release(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(out)
+	case "abort":
+		if s := h.leavingFor(req); s != nil {
+			s.invalidate()
+			h.remove(s)
+		}
+		return []byte("null"), nil
+	}
+	return nil, fmt.Errorf("signaling: unknown handoff step %q", req.Op)
+}
+
+// find describes a session held here and marks it leaving for req.To.
+func (h *Hub) find(req handoffRequest) foundSession {
+	s := h.get(req.Session)
+	if s == nil || s.user.ID != req.User {
+		return foundSession{}
+	}
+	s.mu.Lock()
+	if s.invalid || (s.leaving != nil && s.leaving.to != req.To) {
+		s.mu.Unlock()
+		return foundSession{}
+	}
+	if s.leaving == nil {
+		s.leaving = &leaving{to: req.To, moved: map[guild.ID]bool{}, wake: make(chan struct{}, 1)}
+	}
+	out := foundSession{Found: true, Intents: s.intents, Shard: s.shard, Large: s.large, Guilds: append([]guild.ID(nil), s.guilds...),
+		Status: s.status, Acts: s.acts, Gen: s.gen}
+	c := s.conn
+	s.mu.Unlock()
+	if c != nil {
+		// The client is at the other node now; this connection is a
+		// zombie. It ends as a dropped one does (the session stays here,
+		// with its expiry, until it is released).
+		c.closeWith(protocol.CloseUnknownError, "session resumed elsewhere")
+	}
+	return out
+}
+
+// leavingFor returns the session req names if it is leaving for req.To.
+func (h *Hub) leavingFor(req handoffRequest) *Session {
+	s := h.get(req.Session)
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.leaving == nil || s.leaving.to != req.To || s.user.ID != req.User {
+		return nil
+	}
+	return s
+}
+
+// release waits until the markers of req.Expect arrived, then hands the
+// session's log over and forgets the session.
+func (h *Hub) release(ctx context.Context, req handoffRequest) (releasedLog, error) {
+	s := h.leavingFor(req)
+	if s == nil {
+		return releasedLog{}, errNoSuchHandoff
+	}
+	t := time.NewTimer(handoffWait)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		l, all := s.leaving, true
+		for _, gid := range req.Expect {
+			all = all && l.moved[gid]
+		}
+		s.mu.Unlock()
+		if all {
+			break
+		}
+		select {
+		case <-l.wake:
+		case <-t.C:
+			return releasedLog{}, fmt.Errorf("signaling: session %s: moved markers did not arrive in %v", s.id, handoffWait)
+		case <-ctx.Done():
+			return releasedLog{}, ctx.Err()
+		}
+	}
+	s.invalidate()
+	h.remove(s)
+	base, evs := s.snapshot()
+	out := releasedLog{Base: base, Events: make([]loggedEvent, len(evs))}
+	for i, ev := range evs {
+		out.Events[i] = loggedEvent{ev.Name, ev.Data}
+	}
+	h.metrics.HandedOff.Add(1)
+	return out, nil
+}
+
+// Moved records a guild's moved marker for a leaving session (guild.Sessions).
+func (h *Hub) Moved(gid guild.ID, session string) {
+	s := h.get(session)
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.leaving == nil {
+		return // a late marker of a registration this node did not ask to move
+	}
+	s.leaving.moved[gid] = true
+	select {
+	case s.leaving.wake <- struct{}{}:
+	default:
+	}
+}
+
+// takeOver brings a session another node holds here (steps above) and
+// returns it, detached and ready for the resume, or nil when no node has
+// it or the handoff failed.
+func (g *Gateway) takeOver(ctx context.Context, id string, u store.User) *Session {
+	holder, found := g.findSession(ctx, id, u.ID)
+	if holder == "" {
+		return nil
+	}
+	s := newSession(id, u)
+	s.intents, s.shard, s.large, s.guilds = found.Intents, found.Shard, found.Large, found.Guilds
+	s.status, s.acts, s.gen = found.Status, found.Acts, found.Gen+1
+	s.detached = time.Now()
+	g.hub.add(s)
+	var expect []guild.ID
+	for _, gid := range found.Guilds {
+		g.owners.note(g.router, gid)
+		from, err := g.router.Move(ctx, gid, s.sub(g.cfg.NodeID))
+		if err != nil {
+			g.abandon(s, holder, fmt.Errorf("moving guild %d: %w", gid, err))
+			return nil
+		}
+		if from == holder {
+			expect = append(expect, gid)
+		}
+		g.hub.subscribed(s, gid)
+	}
+	req, _ := json.Marshal(handoffRequest{Op: "release", Session: id, User: u.ID, To: g.cfg.NodeID, Expect: expect})
+	b, err := g.router.CallGateway(ctx, holder, req)
+	var rel releasedLog
+	if err == nil {
+		err = json.Unmarshal(b, &rel)
+	}
+	if err != nil {
+		g.abandon(s, holder, err)
+		return nil
+	}
+	evs := make([]*guild.Event, len(rel.Events))
+	for i, e := range rel.Events {
+		evs[i] = &guild.Event{Name: e.Name, Data: e.Data}
+	}
+	if !s.adopt(rel.Base, evs, g.cfg.logLimit()) {
+		g.abandon(s, holder, errors.New("the handed-over log does not fit"))
+		return nil
+	}
+	g.metrics.TakenOver.Add(1)
+	time.AfterFunc(g.cfg.ResumeWindow, func() { g.expire(s) })
+	return s
+}
+
+// findSession asks the node the session was created on and every other
+// gateway node of the ring which holds it.
+func (g *Gateway) findSession(ctx context.Context, id string, user guild.ID) (string, foundSession) {
+	nodes := g.router.GatewayNodes()
+	if n := sessionNode(id); n != "" && n != g.cfg.NodeID && !contains(nodes, n) {
+		nodes = append(nodes, n)
+	}
+	req, _ := json.Marshal(handoffRequest{Op: "find", Session: id, User: user, To: g.cfg.NodeID})
+	type answer struct {
+		node  string
+		found foundSession
+	}
+	// A node that stops while asked never answers: each ask is bounded,
+	// and the holder's answer ends the search.
+	ctx, cancel := context.WithTimeout(ctx, findTimeout)
+	defer cancel()
+	answers := make(chan answer, len(nodes))
+	for _, n := range nodes {
+		go func() {
+			var f foundSession
+			if b, err := g.router.CallGateway(ctx, n, req); err == nil {
+				json.Unmarshal(b, &f)
+			}
+			answers <- answer{n, f}
+		}()
+	}
+	for range nodes {
+		if a := <-answers; a.found.Found {
+			return a.node, a.found
+		}
+	}
+	return "", foundSession{}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// abandon gives up a handoff: the old node drops the session, this one
+// ends it (unsubscribing it wherever it is registered).
+func (g *Gateway) abandon(s *Session, holder string, why error) {
+	g.metrics.HandoffFailed.Add(1)
+	g.cfg.Logger.Warn("session handoff failed", "session", s.id, "from", holder, "err", why)
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	req, _ := json.Marshal(handoffRequest{Op: "abort", Session: s.id, User: s.user.ID, To: g.cfg.NodeID})
+	g.router.CallGateway(ctx, holder, req)
+	g.endSession(s)
+}
