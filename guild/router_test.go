@@ -21,13 +21,19 @@ type recorder struct {
 	got map[string][]*Event
 	// subs is what Subscribers answers, by guild.
 	subs map[ID][]Sub
+	// via is the node each of a session's events was delivered to.
+	via map[string][]string
 }
 
-func (r *recorder) Deliver(_ string, ev *Event, sessions []string) {
+func (r *recorder) Deliver(node string, ev *Event, sessions []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, s := range sessions {
 		r.got[s] = append(r.got[s], ev)
+		if r.via == nil {
+			r.via = map[string][]string{}
+		}
+		r.via[s] = append(r.via[s], node)
 	}
 }
 

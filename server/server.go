@@ -395,6 +395,10 @@ func (n *Node) UDP() *transport.Server { return n.udp }
 // Router returns the node's guild router (for seeding and tests in process).
 func (n *Node) Router() *guild.Router { return n.router }
 
+// DrainRequested is closed when an operator asked, through the admin API
+// of any node, that this node drain; the caller then stops it with Close.
+func (n *Node) DrainRequested() <-chan struct{} { return n.gateway.Hub().DrainRequested() }
+
 // Gateway returns the node's gateway.
 func (n *Node) Gateway() *signaling.Gateway { return n.gateway }
 

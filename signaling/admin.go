@@ -68,6 +68,7 @@ func (a *API) admin(mux *http.ServeMux) {
 	h("PUT /admin/v1/channels/{channel}/permissions/{overwrite}", a.adminPutOverwrite)
 	h("DELETE /admin/v1/guilds/{guild}/members/{user}", a.adminDeleteMember)
 	h("GET /admin/v1/cluster", a.adminCluster)
+	h("POST /admin/v1/cluster/nodes/{node}/drain", a.adminDrain)
 	// Go's profiles of the running node (net/http/pprof), behind the admin
 	// token: "go tool pprof -http : 'http://node/admin/v1/debug/pprof/profile?seconds=10'"
 	// with the header, or curl -H 'Authorization: Bearer ...' to a file.

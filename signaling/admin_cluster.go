@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 
@@ -69,5 +70,35 @@ func (a *API) adminCluster(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+var errUnknownNode = errors.New("no such node in the cluster")
+
+// adminDrain answers POST /admin/v1/cluster/nodes/{node}/drain: the node
+// stops as on SIGTERM — its gateway sessions move to other nodes (op 7,
+// then resume there), its guilds and voice rooms are handed over, and the
+// process exits 0. Any node of the cluster takes the request.
+func (a *API) adminDrain(w http.ResponseWriter, r *http.Request) error {
+	if a.cluster == nil {
+		return errNoCluster
+	}
+	node := r.PathValue("node")
+	known := false
+	for _, m := range a.cluster.Status().Members {
+		known = known || m.ID == node
+	}
+	if !known {
+		return errUnknownNode
+	}
+	if node == a.cfg.NodeID {
+		a.hub.requestDrain()
+	} else {
+		req, _ := json.Marshal(handoffRequest{Op: "drain"})
+		if _, err := a.router.CallGateway(r.Context(), node, req); err != nil {
+			return err
+		}
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"node": node, "draining": true})
 	return nil
 }

@@ -50,6 +50,7 @@ var restErrors = []struct {
 	{context.Canceled, http.StatusServiceUnavailable, apiError{Code: 0, Message: "timed out"}},
 	{errStoreUnavailable, http.StatusServiceUnavailable, apiError{Code: 0, Message: "503: Service Unavailable"}},
 	{errNoCluster, http.StatusNotFound, apiError{Code: 0, Message: "404: this node has no cluster membership"}},
+	{errUnknownNode, http.StatusNotFound, apiError{Code: 0, Message: "404: no such node in the cluster"}},
 }
 
 // errorResponse returns the status and body that answer err: a table

@@ -47,7 +47,7 @@ const (
 
 // handoffRequest is one step, from the new node to the old.
 type handoffRequest struct {
-	Op      string     `json:"op"` // "find", "release" or "abort"
+	Op      string     `json:"op"` // "find", "release", "abort"; or "drain" (admin.go)
 	Session string     `json:"session"`
 	User    guild.ID   `json:"user"`
 	To      string     `json:"to"`
@@ -113,6 +113,9 @@ func (h *Hub) ServeGateway(ctx context.Context, b []byte) ([]byte, error) {
 			return nil, err
 		}
 		return json.Marshal(out)
+	case "drain":
+		h.requestDrain()
+		return []byte("null"), nil
 	case "abort":
 		if s := h.leavingFor(req); s != nil {
 			s.invalidate()

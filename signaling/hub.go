@@ -23,6 +23,9 @@ type Hub struct {
 	// byGuild holds the sessions whose subscription to a guild succeeded
 	// (they had its GUILD_CREATE), for a guild's new owner to adopt.
 	byGuild map[guild.ID]map[*Session]struct{}
+
+	drainOnce sync.Once
+	drain     chan struct{} // closed when an operator asked this node to drain
 }
 
 // NewHub returns an empty session table for the node cfg names, with
@@ -34,7 +37,7 @@ func NewHub(cfg Config, m *Metrics) *Hub {
 
 func newHub(node string, limit logLimit, m *Metrics) *Hub {
 	return &Hub{node: node, limit: limit, metrics: m, sessions: map[string]*Session{},
-		byUser: map[guild.ID]map[*Session]struct{}{}, byGuild: map[guild.ID]map[*Session]struct{}{}}
+		byUser: map[guild.ID]map[*Session]struct{}{}, byGuild: map[guild.ID]map[*Session]struct{}{}, drain: make(chan struct{})}
 }
 
 // Joined adds a guild a user just joined to that user's sessions whose
@@ -186,3 +189,10 @@ func (h *Hub) Len() int {
 func (h *Hub) WriteMetrics(w io.Writer) {
 	fmt.Fprintf(w, "chorus_gateway_sessions %d\n", h.Len())
 }
+
+// DrainRequested is closed when an operator asked this node to drain
+// (POST /admin/v1/cluster/nodes/{id}/drain, on any node): the process
+// then stops as on SIGTERM.
+func (h *Hub) DrainRequested() <-chan struct{} { return h.drain }
+
+func (h *Hub) requestDrain() { h.drainOnce.Do(func() { close(h.drain) }) }

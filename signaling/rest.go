@@ -29,6 +29,7 @@ type API struct {
 	ids     *snowflake.Generator
 	revoke  func(user guild.ID)
 	cluster *cluster.Node
+	hub     *Hub
 }
 
 // NewAPI returns the REST and admin API. ids numbers the users the admin
@@ -38,7 +39,7 @@ func NewAPI(cfg Config, d Deps, ids *snowflake.Generator, revoke func(user guild
 	cfg.setDefaults()
 	d.setDefaults(cfg)
 	return &API{cfg: cfg, router: d.Router, store: d.Store, signer: d.Signer, tokens: tokens{d.Signer, d.Store},
-		metrics: d.Metrics, limits: newLimiter(), ids: ids, revoke: revoke, cluster: d.Cluster}
+		metrics: d.Metrics, limits: newLimiter(), ids: ids, revoke: revoke, cluster: d.Cluster, hub: d.Hub}
 }
 
 // register adds the API's routes to mux.

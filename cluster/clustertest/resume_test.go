@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os/exec"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -247,4 +249,51 @@ func TestRollingRestart(t *testing.T) {
 	}
 	t.Logf("%d messages, %d sessions; sessions taken over by the restarted nodes since: %v; longest last outage %v",
 		len(acked), len(clients), taken, maxGap)
+}
+
+// `chorus admin node drain ID`, asked of any node, stops node ID as
+// SIGTERM does: its sessions resume at the other node, taken over with
+// nothing missed, and the process exits 0. An unknown node is refused.
+func TestAdminDrainsANode(t *testing.T) {
+	c := Start(t, 2)
+	demo := c.Nodes[0].Demo
+	n1, n2 := c.Nodes[0], c.Nodes[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	alice := session(t, ctx, n2, demo.Tokens["alice"], demo.Guild)
+	alice.Alternates = []string{"ws://" + n1.HTTP}
+	alice.Reconnect.Store(true)
+
+	admin := func(args ...string) (string, error) {
+		cmd := exec.Command(Binary(t), append([]string{"admin", "--server", "http://" + n1.HTTP, "--data", n1.Data}, args...)...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := admin("node", "drain", "nosuchnode"); err == nil || !strings.Contains(out, "no such node") {
+		t.Fatalf("draining an unknown node: %v\n%s", err, out)
+	}
+	if out, err := admin("node", "drain", n2.ID); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	select {
+	case <-n2.Exited():
+	case <-ctx.Done():
+		t.Fatal("n2 did not stop after the drain")
+	}
+	if !strings.Contains(n2.Log.String(), "draining, as asked through the admin API") {
+		t.Fatalf("n2 log:\n%s", n2.Log.String())
+	}
+	n2.mu.Lock()
+	code := n2.cmd.ProcessState.ExitCode()
+	n2.mu.Unlock()
+	if code != 0 {
+		t.Fatalf("n2 exited with %d", code)
+	}
+	after := mustSend(t, ctx, n1, demo.Tokens["bot"], demo.General, "after the drain")
+	if got := nextMessages(t, ctx, alice, 1); got[0].id != after {
+		t.Fatalf("got %v, want %s", got, after)
+	}
+	if alice.Resumed.Load() != 1 || alice.Reidentified.Load() != 0 {
+		t.Fatalf("resumed %d, identified again %d", alice.Resumed.Load(), alice.Reidentified.Load())
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -26,6 +27,9 @@ const adminUsage = `Usage: chorus admin [connection flags] <what> <verb> [flags]
                    the members (roles, addresses, load, heartbeat age),
                    the ring revision, and which node owns a guild or
                    hosts a voice room
+  node drain ID    stop node ID gracefully, as SIGTERM does: its gateway
+                   sessions resume at other nodes (op 7), its guilds and
+                   voice rooms move, and the process exits 0
 
 USER is a user id or a username. The admin API of a running node is used;
 its token is read from <data>/admin.token unless --admin-token is given.
@@ -199,6 +203,14 @@ func admin(args []string) error {
 			return err
 		}
 		out = map[string]string{"removed": id}
+	case "node drain":
+		if err := sub.Parse(rest); err != nil {
+			return err
+		}
+		if sub.NArg() != 1 {
+			return errors.New("admin: node drain takes the node's id, for example: chorus admin node drain n2")
+		}
+		err = c.Do("POST", "/admin/v1/cluster/nodes/"+url.PathEscape(sub.Arg(0))+"/drain", nil, &out)
 	default:
 		fs.Usage()
 		return fmt.Errorf("admin: unknown command %q", what+" "+verb)

@@ -158,8 +158,12 @@ Flags:
 		fmt.Printf("  user  %-10s id %s  token %s\n", d.Bob.Username, d.Bob.ID, d.BobToken)
 		fmt.Printf("\nTry: curl -H 'Authorization: Bot %s' http://%s/api/v10/users/@me\n", d.BotToken, n.HTTPAddr)
 	}
-	<-ctx.Done()
-	fmt.Println("shutting down")
+	select {
+	case <-ctx.Done():
+		fmt.Println("shutting down")
+	case <-n.DrainRequested():
+		fmt.Println("draining, as asked through the admin API; shutting down")
+	}
 	return n.Close()
 }
 
