@@ -34,6 +34,9 @@ type outbox struct {
 }
 
 type queue struct {
+	// sending is held while a batch is taken and published, so that a
+	// flush (below) and the sender publish in queue order.
+	sending sync.Mutex
 	mu      sync.Mutex
 	batches [][]byte // full batches first, the open one last
 	size    int
@@ -108,21 +111,46 @@ func (o *outbox) send(node string, q *queue) {
 		case <-o.r.stop:
 			stopping = true
 		}
-		for {
-			q.mu.Lock()
-			if len(q.batches) == 0 {
-				q.mu.Unlock()
-				break
-			}
-			b := q.batches[0]
-			q.batches = q.batches[1:]
-			q.size -= len(b)
-			q.mu.Unlock()
-			if err := o.r.peers.Send(node, b); err != nil {
-				o.r.stats.batchDropped.Add(1)
-				continue
-			}
-			o.r.stats.batchesSent.Add(1)
+		for o.sendOne(node, q) {
+		}
+	}
+}
+
+// sendOne publishes q's first batch and reports whether there was one.
+func (o *outbox) sendOne(node string, q *queue) bool {
+	q.sending.Lock()
+	defer q.sending.Unlock()
+	q.mu.Lock()
+	if len(q.batches) == 0 {
+		q.mu.Unlock()
+		return false
+	}
+	b := q.batches[0]
+	q.batches = q.batches[1:]
+	q.size -= len(b)
+	q.mu.Unlock()
+	if err := o.r.peers.Send(node, b); err != nil {
+		o.r.stats.batchDropped.Add(1)
+		return true
+	}
+	o.r.stats.batchesSent.Add(1)
+	return true
+}
+
+// flush publishes everything queued for every node now, in order, and
+// returns once it has been handed to the bus. A new owner of a guild asks
+// its previous owner to do this before it serves (remote.go, subscribers):
+// the previous owner's last events then reach every node ahead of the new
+// owner's first, so a channel's order holds across the move.
+func (o *outbox) flush() {
+	o.mu.Lock()
+	qs := make(map[string]*queue, len(o.nodes))
+	for n, q := range o.nodes {
+		qs[n] = q
+	}
+	o.mu.Unlock()
+	for n, q := range qs {
+		for o.sendOne(n, q) {
 		}
 	}
 }

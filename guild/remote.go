@@ -292,8 +292,14 @@ const adoptTimeout = 2 * time.Second
 // opSubscribers answers, on every node, which of its sessions subscribed
 // to a guild (a direct call: a new owner asks each gateway node).
 var opSubscribers = defineOp("subscribers", func(r *Router, _ context.Context, guild ID) ([]Sub, error) {
+	r.out.flush() // events this node queued before the move go out first
 	return r.sessions.Subscribers(guild), nil
 })
+
+// previousOwnerWait bounds the wait for a previous owner that is no longer
+// on the ring: a node that left gracefully answers at once, a dead one
+// meets "no responders" at once; only a paused or cut-off one costs this.
+const previousOwnerWait = 250 * time.Millisecond
 
 // subscribers gathers the subscriptions to guild that sessions on every
 // gateway node made before, for the owner loading it to adopt: the guild
@@ -315,19 +321,30 @@ func (r *Router) subscribers(ctx context.Context, guild ID) []Sub {
 	}
 	var asked int
 	answers := make(chan answer)
-	for _, n := range r.place.Ring().Nodes() {
-		if n.ID == r.place.ID() || n.Roles&ring.RoleGateway == 0 {
-			continue
-		}
+	ask := func(node string, ctx context.Context) {
 		asked++
-		go func(node string) {
+		go func() {
 			out, err := r.callNode(ctx, node, callRequest{Op: opSubscribers.name, Guild: guild, Direct: true, Body: body})
 			var got []Sub
 			if err == nil {
 				err = json.Unmarshal(out, &got)
 			}
 			answers <- answer{got, err}
-		}(n.ID)
+		}()
+	}
+	view := r.place.Ring()
+	for _, n := range view.Nodes() {
+		if n.ID != r.place.ID() && n.Roles&ring.RoleGateway != 0 {
+			ask(n.ID, ctx)
+		}
+	}
+	// The guild's previous owner, if it left the ring, flushes what it
+	// queued before the move (opSubscribers), so that its last events
+	// arrive everywhere before this node's first.
+	if prev := r.previousOwner(guild); prev != "" && !view.Has(prev) {
+		pctx, cancel := context.WithTimeout(ctx, previousOwnerWait)
+		defer cancel()
+		ask(prev, pctx)
 	}
 	for i := 0; i < asked; i++ {
 		a := <-answers
@@ -393,4 +410,18 @@ func decodeError(rep callReply) error {
 		return rep.Form
 	}
 	return &RemoteError{Msg: rep.Msg}
+}
+
+// previousOwner names the guild's owner in the rings before the current
+// one that this node saw (Router.follow), if another node owned it.
+func (r *Router) previousOwner(guild ID) string {
+	for _, rg := range []*ring.Ring{r.lastRing.Load(), r.prevRing.Load()} {
+		if rg == nil {
+			continue
+		}
+		if o, ok := rg.Owner(ring.RoleGuild, uint64(guild)); ok && o.ID != r.place.ID() {
+			return o.ID
+		}
+	}
+	return ""
 }

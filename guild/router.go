@@ -119,6 +119,10 @@ type Router struct {
 	retirements atomic.Uint64
 
 	chanGuild sync.Map // channel id → guild id; channels never change guild
+
+	// lastRing is the newest ring follow has seen, prevRing the one before
+	// it: a new owner asks a guild's previous owner to flush (remote.go).
+	lastRing, prevRing atomic.Pointer[ring.Ring]
 }
 
 type slot struct {
@@ -150,6 +154,7 @@ func NewRouter(cfg Config, d Deps) *Router {
 	r := &Router{cfg: cfg, place: d.Placement, store: d.Store, sessions: d.Sessions, voice: d.Voice, voiceTok: d.VoiceToken, ids: d.IDs,
 		peers: d.Peers, served: make(chan struct{}, maxServedCalls), stop: make(chan struct{}), slots: map[ID]*slot{}}
 	r.out = outbox{r: r, nodes: map[string]*queue{}}
+	r.lastRing.Store(r.place.Ring())
 	if ch := r.place.Changed(); ch != nil {
 		go r.follow(ch)
 	}
@@ -166,6 +171,9 @@ func (r *Router) follow(ch <-chan struct{}) {
 			return
 		}
 		ch = r.place.Changed()
+		if now := r.place.Ring(); now != r.lastRing.Load() {
+			r.prevRing.Store(r.lastRing.Swap(now))
+		}
 		r.dropMoved()
 		r.replaceVoice()
 	}

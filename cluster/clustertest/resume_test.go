@@ -234,8 +234,9 @@ func TestRollingRestart(t *testing.T) {
 			for i < min(len(got), len(acked)) && got[i] == acked[i] {
 				i++
 			}
-			t.Errorf("session %d: %d messages, want the %d acknowledged, once each and in order; they differ from #%d (drops %d, resumed %d, invalidated %d)",
-				k, len(got), len(acked), i, gc.Drops.Load(), gc.Resumed.Load(), gc.Invalidated.Load())
+			t.Errorf("session %d: %d messages, want the %d acknowledged, once each and in order; they differ from #%d: got %v, acknowledged %v (drops %d, resumed %d, invalidated %d)",
+				k, len(got), len(acked), i, got[max(0, i-2):min(len(got), i+3)], acked[max(0, i-2):min(len(acked), i+3)],
+				gc.Drops.Load(), gc.Resumed.Load(), gc.Invalidated.Load())
 		}
 		if n := gc.Reidentified.Load(); n != 0 {
 			t.Errorf("session %d identified again %d times", k, n)
