@@ -233,6 +233,13 @@ func RunGateway(ctx context.Context, o GatewayOptions) (*Result, error) {
 			tally.identify.RecordAt(time.Now(), time.Since(t0))
 			tally.connected.Add(1)
 			if o.Fault != nil {
+				// The other nodes, as behind a load balancer: a session
+				// whose node stops resumes at one of them.
+				for k, t := range targets {
+					if k != i%len(targets) {
+						c.Alternates = append(c.Alternates, t)
+					}
+				}
 				c.ReconnectFor = o.Fault.recoverWithin()
 				c.Reconnect.Store(true)
 			}
