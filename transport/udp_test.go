@@ -163,20 +163,11 @@ func TestServerBatchesAndDemultiplexes(t *testing.T) {
 // discovery requests gets at most the burst answered, the rest counted;
 // keep-alives from an address the media side does not know are not echoed.
 func TestUnauthenticatedAnswersAreBounded(t *testing.T) {
-	m := &echoMedia{outs: make([][]Datagram, 1)}
-	s, err := Listen("127.0.0.1:0", m, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	s.Serve()
+	s := echoServer(t)
 	stranger := udpClient(t, s.Addr())
 	stranger.Write([]byte{1, 0, 0, 0, 0, 0, 0, 0})
 	c := udpClient(t, s.Addr())
-	req := make([]byte, DiscoverySize)
-	binary.BigEndian.PutUint16(req, 1)
-	binary.BigEndian.PutUint16(req[2:], 70)
-	binary.BigEndian.PutUint32(req[4:], 7)
+	req := discoveryFor(7)
 	const flood = 4 * sourceBurst
 	for range flood {
 		c.Write(req)
@@ -203,21 +194,9 @@ func TestUnauthenticatedAnswersAreBounded(t *testing.T) {
 // (a NAT, or the attacker spoofing its address) still gets its own
 // discovery answered.
 func TestDiscoveryScanDoesNotStarveASharedSource(t *testing.T) {
-	m := &echoMedia{outs: make([][]Datagram, 1)}
-	s, err := Listen("127.0.0.1:0", m, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	s.Serve()
+	s := echoServer(t)
 	scanner, c := udpClient(t, s.Addr()), udpClient(t, s.Addr())
-	req := func(ssrc uint32) []byte {
-		b := make([]byte, DiscoverySize)
-		binary.BigEndian.PutUint16(b, 1)
-		binary.BigEndian.PutUint16(b[2:], 70)
-		binary.BigEndian.PutUint32(b[4:], ssrc)
-		return b
-	}
+	req := discoveryFor
 	const scan = 4 * sourceBurst
 	for i := range scan {
 		scanner.Write(req(uint32(1000 + i)))
@@ -235,6 +214,27 @@ func TestDiscoveryScanDoesNotStarveASharedSource(t *testing.T) {
 	if n, err := c.Read(b); err != nil || n != DiscoverySize {
 		t.Fatalf("the client's own discovery: %d bytes, %v (rate limited %d)", n, err, s.Stats.RateLimited.Load())
 	}
+}
+
+// echoServer serves echoMedia on one worker until the test ends.
+func echoServer(t *testing.T) *Server {
+	t.Helper()
+	s, err := Listen("127.0.0.1:0", &echoMedia{outs: make([][]Datagram, 1)}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	s.Serve()
+	return s
+}
+
+// discoveryFor is an IP discovery request for ssrc (voice.md §9.1).
+func discoveryFor(ssrc uint32) []byte {
+	b := make([]byte, DiscoverySize)
+	binary.BigEndian.PutUint16(b, 1)
+	binary.BigEndian.PutUint16(b[2:], 70)
+	binary.BigEndian.PutUint32(b[4:], ssrc)
+	return b
 }
 
 func TestSourceLimiter(t *testing.T) {

@@ -92,24 +92,8 @@ func sumMetric(t *testing.T, c *Cluster, name string) float64 {
 // nothing acknowledged is lost or stored twice; after recovery no session
 // misses a message.
 func TestLoadtestFaultKillsOneNode(t *testing.T) {
-	c := Start(t, 3, "--rest-rate", "100000")
-	urls, tok := c.URLs(), c.Nodes[0].Admin(t).Token
-	victim := c.Nodes[1]
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	r, err := loadtest.RunChat(ctx, loadtest.ChatOptions{URL: urls, AdminToken: tok, Sessions: 60,
-		Guilds: 6, HugeShare: 0.5, Rate: 20, Duration: 10 * time.Second,
-		Fault: &loadtest.Fault{Signal: syscall.SIGKILL, Node: "http://" + victim.HTTP, At: 2 * time.Second, RecoverWithin: 30 * time.Second}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-victim.Exited():
-	default:
-		t.Fatalf("the fault did not kill the node: %v: %v", r.Params["fault_command"], r.Params["fault_error"])
-	}
+	r, victim := signalOneNode(t, syscall.SIGKILL)
 	k := r.Counters
-	recoveredIntact(t, r)
 	if k["sessions_disrupted"] != 20 || k["acknowledged"] < 150 {
 		t.Errorf("%v sessions disrupted (want the 20 on the killed node), %v acknowledged", k["sessions_disrupted"], k["acknowledged"])
 	}
@@ -126,6 +110,21 @@ func TestLoadtestFaultKillsOneNode(t *testing.T) {
 // identifies again — with nothing acknowledged lost or stored twice and no
 // message missed.
 func TestLoadtestFaultStopsOneNode(t *testing.T) {
+	r, _ := signalOneNode(t, syscall.SIGTERM)
+	k := r.Counters
+	if k["sessions_disrupted"] != 20 || k["resumed"] != 20 || k["reidentified"] != 0 {
+		t.Errorf("%v sessions disrupted (want the 20 on the stopped node), %v resumed, %v identified again",
+			k["sessions_disrupted"], k["resumed"], k["reidentified"])
+	}
+	t.Logf("SIGTERM of one of three nodes under chat: %v sessions resumed elsewhere, recovered in %.0f ms (sessions %.0f ms), %v send retries",
+		k["resumed"], k["recovery_ms"], k["sessions_recovered_ms"], k["send_retries"])
+}
+
+// signalOneNode runs `loadtest chat` over three nodes with 60 sessions,
+// sends sig to the second node 2 s in, and checks that the node is gone
+// and that the run recovered intact.
+func signalOneNode(t *testing.T, sig syscall.Signal) (*loadtest.Result, *Node) {
+	t.Helper()
 	c := Start(t, 3, "--rest-rate", "100000")
 	urls, tok := c.URLs(), c.Nodes[0].Admin(t).Token
 	victim := c.Nodes[1]
@@ -133,23 +132,17 @@ func TestLoadtestFaultStopsOneNode(t *testing.T) {
 	defer cancel()
 	r, err := loadtest.RunChat(ctx, loadtest.ChatOptions{URL: urls, AdminToken: tok, Sessions: 60,
 		Guilds: 6, HugeShare: 0.5, Rate: 20, Duration: 10 * time.Second,
-		Fault: &loadtest.Fault{Signal: syscall.SIGTERM, Node: "http://" + victim.HTTP, At: 2 * time.Second, RecoverWithin: 30 * time.Second}})
+		Fault: &loadtest.Fault{Signal: sig, Node: "http://" + victim.HTTP, At: 2 * time.Second, RecoverWithin: 30 * time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case <-victim.Exited():
 	case <-ctx.Done():
-		t.Fatal("the node did not stop")
+		t.Fatalf("the fault did not stop the node: %v: %v", r.Params["fault_command"], r.Params["fault_error"])
 	}
-	k := r.Counters
 	recoveredIntact(t, r)
-	if k["sessions_disrupted"] != 20 || k["resumed"] != 20 || k["reidentified"] != 0 {
-		t.Errorf("%v sessions disrupted (want the 20 on the stopped node), %v resumed, %v identified again",
-			k["sessions_disrupted"], k["resumed"], k["reidentified"])
-	}
-	t.Logf("SIGTERM of one of three nodes under chat: %v sessions resumed elsewhere, recovered in %.0f ms (sessions %.0f ms), %v send retries",
-		k["resumed"], k["recovery_ms"], k["sessions_recovered_ms"], k["send_retries"])
+	return r, victim
 }
 
 // `loadtest fault --command … --heal-command …` under chat over three
