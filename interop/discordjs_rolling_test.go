@@ -20,16 +20,7 @@ import (
 // never identifies again, and gets every message once, in order.
 func TestDiscordJSRollingRestart(t *testing.T) {
 	needNode(t)
-	lb := clustertest.NewBalancer(t)
-	c := clustertest.Start(t, 3, "--gateway-url", "ws://"+lb.Addr())
-	setBackends := func() {
-		var addrs []string
-		for _, nd := range c.Nodes {
-			addrs = append(addrs, nd.HTTP)
-		}
-		lb.Set(addrs...)
-	}
-	setBackends()
+	c, lb := clustertest.StartBalanced(t, 3)
 	demo := c.Nodes[0].Demo
 
 	cmd := exec.Command("node", "js/rolling.mjs")
@@ -105,14 +96,8 @@ func TestDiscordJSRollingRestart(t *testing.T) {
 		}
 		sent = append(sent, content)
 	}
-	for _, nd := range c.Nodes {
-		send("before " + nd.ID)
-		nd.Stop(t)
-		send("after " + nd.ID + " stopped")
-		nd.Restart(t)
-		setBackends()
-		c.WaitRing(3)
-	}
+	send("before the restarts")
+	c.RollingRestart(t, lb, func(nd *clustertest.Node) { send("after " + nd.ID + " stopped") })
 	send("last")
 	resumed := 0
 	for _, want := range sent {

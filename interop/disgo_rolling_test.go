@@ -19,16 +19,7 @@ import (
 // message sent — between the restarts and right after each SIGTERM — reaches
 // it exactly once, in order.
 func TestDisgoRollingRestart(t *testing.T) {
-	lb := clustertest.NewBalancer(t)
-	c := clustertest.Start(t, 3, "--gateway-url", "ws://"+lb.Addr())
-	setBackends := func() {
-		var addrs []string
-		for _, nd := range c.Nodes {
-			addrs = append(addrs, nd.HTTP)
-		}
-		lb.Set(addrs...)
-	}
-	setBackends()
+	c, lb := clustertest.StartBalanced(t, 3)
 	demo := c.Nodes[0].Demo
 	d := newDisgo(t, &chorus{HTTP: lb.Addr()}, demo.Tokens["bot"], gateway.CompressionNone)
 	d.waitReady(t, demo.Guild)
@@ -51,14 +42,8 @@ func TestDisgoRollingRestart(t *testing.T) {
 		}
 		sent = append(sent, content)
 	}
-	for _, nd := range c.Nodes {
-		send("before " + nd.ID)
-		nd.Stop(t)
-		send("after " + nd.ID + " stopped")
-		nd.Restart(t)
-		setBackends()
-		c.WaitRing(3)
-	}
+	send("before the restarts")
+	c.RollingRestart(t, lb, func(nd *clustertest.Node) { send("after " + nd.ID + " stopped") })
 	send("last")
 	for _, want := range sent {
 		select {

@@ -115,3 +115,37 @@ func (b *Balancer) untrack(cs ...net.Conn) {
 		delete(b.conns, c)
 	}
 }
+
+// StartBalanced starts n nodes (as Start) behind a new Balancer, which
+// READY's resume_gateway_url names (--gateway-url).
+func StartBalanced(t testing.TB, n int, extra ...string) (*Cluster, *Balancer) {
+	t.Helper()
+	b := NewBalancer(t)
+	c := Start(t, n, append([]string{"--gateway-url", "ws://" + b.Addr()}, extra...)...)
+	c.balance(b)
+	return c, b
+}
+
+// balance points b at the running nodes.
+func (c *Cluster) balance(b *Balancer) {
+	var addrs []string
+	for _, nd := range c.Nodes {
+		addrs = append(addrs, nd.HTTP)
+	}
+	b.Set(addrs...)
+}
+
+// RollingRestart stops each node in turn with SIGTERM (the test fails
+// unless it exits 0), calls stopped(nd) while it is down, starts it again
+// (on a new port, which b is pointed at) and waits until the ring holds
+// every node before the next.
+func (c *Cluster) RollingRestart(t testing.TB, b *Balancer, stopped func(*Node)) {
+	t.Helper()
+	for _, nd := range c.Nodes {
+		nd.Stop(t)
+		stopped(nd)
+		nd.Restart(t)
+		c.balance(b)
+		c.WaitRing(len(c.Nodes))
+	}
+}

@@ -144,17 +144,8 @@ func untilResumed(t *testing.T, ctx context.Context, gc *loadtest.GatewayClient)
 // them over, and every session gets every acknowledged message exactly
 // once, in order, without ever identifying again.
 func TestRollingRestart(t *testing.T) {
-	lb := NewBalancer(t)
-	c := Start(t, 3, "--gateway-url", "ws://"+lb.Addr())
+	c, lb := StartBalanced(t, 3)
 	demo := c.Nodes[0].Demo
-	setBackends := func() {
-		var addrs []string
-		for _, nd := range c.Nodes {
-			addrs = append(addrs, nd.HTTP)
-		}
-		lb.Set(addrs...)
-	}
-	setBackends()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	front := &Node{ID: "balancer", HTTP: lb.Addr()}
@@ -204,14 +195,7 @@ func TestRollingRestart(t *testing.T) {
 			acked = append(acked, a.id)
 		}
 	}()
-	for _, nd := range c.Nodes {
-		stopped := time.Now()
-		nd.Stop(t) // fails the test unless it exits 0
-		t.Logf("%s stopped in %v", nd.ID, time.Since(stopped))
-		nd.Restart(t)
-		setBackends()
-		c.WaitRing(3)
-	}
+	c.RollingRestart(t, lb, func(*Node) {})
 	close(stop)
 	<-sent
 	last := mustSend(t, ctx, front, demo.Tokens["bot"], demo.General, "last")
