@@ -175,6 +175,13 @@ func (f *faultRun) start(ctx context.Context, sendStart time.Time) {
 	}()
 }
 
+// startedAt is when the fault began; zero before.
+func (f *faultRun) startedAt() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.started
+}
+
 // run runs one operator command under "sh -c".
 func (f *faultRun) run(ctx context.Context, command string) (int, error) {
 	cmd := exec.CommandContext(ctx, "sh", "-c", command)

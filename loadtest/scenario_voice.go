@@ -47,6 +47,12 @@ type VoiceOptions struct {
 	// Route, if set, sends every client's media to Route(server) instead:
 	// a proxy that injects loss or delay.
 	Route func(netip.AddrPort) netip.AddrPort
+	// Fault, if set, runs at its At after the speakers start
+	// (`loadtest fault --under voice`): members follow VOICE_SERVER_UPDATE
+	// to their room's new node, and the report adds each moved
+	// participant's longest silence and the loss before, during and after
+	// (voice_fault.go). Speakers then never pause.
+	Fault *Fault
 }
 
 // sendLog remembers when each recent packet of a speaker was sent, by RTP
@@ -90,7 +96,11 @@ func RunVoice(ctx context.Context, o VoiceOptions) (*Result, error) {
 	if len(bases) == 0 {
 		return nil, errors.New("loadtest: no node URL")
 	}
-	v := &voiceRun{o: o, base: bases[0], bases: bases, start: time.Now(), frames: frames}
+	v := &voiceRun{o: o, base: bases[0], bases: bases, start: time.Now(), frames: frames, receiveWait: time.Second}
+	if o.Fault != nil {
+		v.o.TalkOff, v.receiveWait = 0, 20*time.Millisecond
+		v.fault = &voiceFault{fr: &faultRun{Fault: *o.Fault, adminBase: bases[0], adminToken: o.AdminToken}}
+	}
 	if v.dialer, err = voiceDialer(o.CAFile); err != nil {
 		return nil, err
 	}
@@ -119,7 +129,12 @@ type voiceRun struct {
 	guild    string
 	channels []string // one per room
 	members  []*voiceMember
-	speakers map[uint32]*voiceMember // by SSRC
+	spMu     sync.RWMutex
+	speakers map[uint32]*voiceMember // by SSRC; a moved speaker has two
+	// receiveWait bounds one read, so a receiver notices a replaced
+	// voice connection soon (fault runs).
+	receiveWait time.Duration
+	fault       *voiceFault // nil without a fault (voice_fault.go)
 
 	latency                        *Timed
 	sendStart, sendEnd             time.Time
@@ -131,11 +146,16 @@ type voiceRun struct {
 
 type voiceMember struct {
 	id, token string
-	vc        *VoiceClient
+	mode      crypto.Mode
+	room      int
+	vcp       atomic.Pointer[VoiceClient] // replaced when a fault moves the room
 	gw        *GatewayClient
 	log       *sendLog     // speakers only
 	received  atomic.Int64 // packets from speakers of its room
+	fault     faultState   // fault runs only (voice_fault.go)
 }
+
+func (m *voiceMember) vc() *VoiceClient { return m.vcp.Load() }
 
 // buildWorld creates one guild, one voice channel per room and one user
 // per participant through the admin API.
@@ -200,16 +220,19 @@ func (v *voiceRun) connect(ctx context.Context) error {
 				errs <- err
 				return
 			}
-			gw.Discard.Store(true)
-			m.vc = vc
+			// A fault run reads the session's dispatches for
+			// VOICE_SERVER_UPDATE; others never look at them.
+			gw.Discard.Store(v.fault == nil)
+			m.mode, m.room = v.o.Modes[i%len(v.o.Modes)], i/v.o.Participants
+			m.vcp.Store(vc)
 		}(i, m)
 	}
 	wg.Wait()
 	close(errs)
 	for err := range errs {
 		for _, m := range v.members {
-			if m.vc != nil {
-				m.vc.Close()
+			if vc := m.vc(); vc != nil {
+				vc.Close()
 			}
 			if m.gw != nil {
 				m.gw.Close()
@@ -222,8 +245,8 @@ func (v *voiceRun) connect(ctx context.Context) error {
 		for s := 0; s < v.o.Speakers; s++ {
 			m := v.members[room*v.o.Participants+s]
 			m.log = &sendLog{}
-			v.speakers[m.vc.SSRC] = m
-			m.vc.SetSpeaking(protocol.SpeakingMicrophone)
+			v.speakers[m.vc().SSRC] = m
+			m.vc().SetSpeaking(protocol.SpeakingMicrophone)
 		}
 	}
 	time.Sleep(300 * time.Millisecond) // op 5 reaches everyone
@@ -232,7 +255,7 @@ func (v *voiceRun) connect(ctx context.Context) error {
 
 func (v *voiceRun) close() {
 	for _, m := range v.members {
-		m.vc.Close()
+		m.vc().Close()
 		m.gw.Close()
 	}
 }
@@ -254,6 +277,9 @@ func (v *voiceRun) drive(ctx context.Context) {
 	}
 	var swg sync.WaitGroup
 	v.sendStart = time.Now()
+	if v.fault != nil {
+		v.fault.begin(ctx, v)
+	}
 	for _, sp := range v.speakers {
 		swg.Add(1)
 		go func() {
@@ -279,6 +305,9 @@ func (v *voiceRun) drive(ctx context.Context) {
 	close(stop)
 	v.cpu1, _ = clusterCPU(v.bases)
 	rwg.Wait()
+	if v.fault != nil {
+		v.fault.end(v)
+	}
 }
 
 // receive records one member's packets until stop: latency from the
@@ -291,7 +320,7 @@ func (v *voiceRun) receive(m *voiceMember, stop chan struct{}) {
 	}
 	streams := map[uint32]*stream{}
 	for {
-		ssrc, seq, _, err := m.vc.ReceivePacket(time.Second)
+		ssrc, seq, _, err := m.vc().ReceivePacket(v.receiveWait)
 		if err != nil {
 			select {
 			case <-stop:
@@ -300,13 +329,18 @@ func (v *voiceRun) receive(m *voiceMember, stop chan struct{}) {
 				continue
 			}
 		}
+		v.spMu.RLock()
 		sp := v.speakers[ssrc]
+		v.spMu.RUnlock()
 		if sp == nil {
 			continue
 		}
 		v.received.Add(1)
 		m.received.Add(1)
 		at := sp.log.at[seq&1023].Load()
+		if v.fault != nil {
+			v.fault.heard(v, m, sp, at)
+		}
 		if at == 0 {
 			v.late.Add(1)
 			continue
@@ -335,7 +369,7 @@ func (v *voiceRun) receive(m *voiceMember, stop chan struct{}) {
 
 // speak sends one speaker's Opus frames every 20 ms for Duration.
 func (v *voiceRun) speak(ctx context.Context, m *voiceMember) {
-	rng := mrand.New(mrand.NewPCG(uint64(m.vc.SSRC), 7))
+	rng := mrand.New(mrand.NewPCG(uint64(m.vc().SSRC), 7))
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	talking, until := true, time.Now().Add(spurt(rng, v.o.TalkOn))
@@ -354,14 +388,18 @@ func (v *voiceRun) speak(ctx context.Context, m *voiceMember) {
 			continue
 		}
 		now := time.Now().UnixNano()
-		seq := m.vc.seq + 1
+		vc := m.vc()
+		seq := vc.seq + 1
 		m.log.at[seq&1023].Store(now)
-		if _, err := m.vc.SendOpusSeq(v.frames[i%len(v.frames)]); err != nil {
+		if _, err := vc.SendOpusSeq(v.frames[i%len(v.frames)]); err != nil {
 			continue
 		}
 		i++
 		v.sent.Add(1)
 		v.expected.Add(int64(v.o.Participants - 1))
+		if v.fault != nil {
+			v.fault.bucket(v, now).expected.Add(int64(v.o.Participants - 1))
+		}
 	}
 }
 
@@ -390,11 +428,12 @@ func (v *voiceRun) report() *Result {
 		index := map[string]int{}
 		var endpoints []string
 		for _, m := range v.members {
-			k, ok := index[m.vc.Endpoint]
+			ep := m.vc().Endpoint
+			k, ok := index[ep]
 			if !ok {
 				k = len(endpoints)
-				index[m.vc.Endpoint] = k
-				endpoints = append(endpoints, m.vc.Endpoint)
+				index[ep] = k
+				endpoints = append(endpoints, ep)
 			}
 			p := fmt.Sprintf("voice_node%d_", k+1)
 			r.Counters[p+"participants"]++
@@ -404,6 +443,11 @@ func (v *voiceRun) report() *Result {
 			p := fmt.Sprintf("voice_node%d_", k+1)
 			r.Counters[p+"forwarded_packets_per_s"] = r.Counters[p+"received_packets"] / v.sendEnd.Sub(v.sendStart).Seconds()
 			r.Params[fmt.Sprintf("voice_node%d", k+1)] = ep
+		}
+	}
+	if v.fault != nil {
+		if err := v.fault.report(v, r); err != nil {
+			r.addFailure("fault-command")
 		}
 	}
 	r.Latency["forwarding"] = v.latency.Summarize()

@@ -41,7 +41,9 @@ Scenarios:
             or one node of a cluster is killed, stopped or paused; time
             until service recovered, how long each session was
             away, acknowledged messages lost or stored twice (read back from
-            history), deliveries missed after recovery
+            history), deliveries missed after recovery; --under voice: a
+            voice node killed or stopped while everyone talks, each moved
+            participant's longest silence, loss before/during/after
   voice     rooms of participants, speakers sending real Opus frames every
             20 ms in talk spurts; forwarded packets/s, loss, jitter, one-way
             latency, server CPU per forwarded packet
@@ -260,8 +262,13 @@ func runLoadtest(args []string) error {
 		modes := fs.String("modes", "aead_aes256_gcm_rtpsize", "encryption modes, comma-separated, used round robin")
 		duration := fs.Duration("duration", 20*time.Second, "how long speakers talk")
 		on := fs.Duration("talk-on", 3*time.Second, "mean talk spurt")
-		off := fs.Duration("talk-off", 2*time.Second, "mean pause (0: never pause)")
+		off := fs.Duration("talk-off", 2*time.Second, "mean pause (0: never pause; a fault run never pauses)")
+		fault := faultFlags(fs, scenario, "after the speakers start")
 		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		f, err := fault()
+		if err != nil {
 			return err
 		}
 		tok, caFile, err := access()
@@ -280,7 +287,7 @@ func runLoadtest(args []string) error {
 		started := time.Now()
 		run = func() (*loadtest.Result, error) {
 			return loadtest.RunVoice(ctx, loadtest.VoiceOptions{URL: *base, AdminToken: tok, CAFile: caFile, Rooms: *rooms,
-				Participants: *participants, Speakers: *speakers, Modes: ms, Duration: *duration, TalkOn: *on, TalkOff: *off,
+				Participants: *participants, Speakers: *speakers, Modes: ms, Duration: *duration, TalkOn: *on, TalkOff: *off, Fault: f,
 				Progress: func(sent, received int64) {
 					bar.counts(int64(time.Since(started).Seconds()), "packets sent", sent, "received", received, "errors", 0)
 				}})
@@ -344,7 +351,7 @@ func underOf(args []string) (string, []string, error) {
 		switch {
 		case a == "--under" || a == "-under":
 			if i+1 >= len(args) {
-				return "", nil, errors.New("loadtest fault: --under needs a scenario: chat or gateway")
+				return "", nil, errors.New("loadtest fault: --under needs a scenario: chat, gateway or voice")
 			}
 			under = args[i+1]
 			i++
@@ -354,8 +361,8 @@ func underOf(args []string) (string, []string, error) {
 			rest = append(rest, a)
 		}
 	}
-	if under != "chat" && under != "gateway" {
-		return "", nil, fmt.Errorf("loadtest fault: --under %q: runs under chat or gateway", under)
+	if under != "chat" && under != "gateway" && under != "voice" {
+		return "", nil, fmt.Errorf("loadtest fault: --under %q: runs under chat, gateway or voice", under)
 	}
 	return under, rest, nil
 }
@@ -366,11 +373,11 @@ func faultFlags(fs *flag.FlagSet, scenario, when string) func() (*loadtest.Fault
 	if scenario != "fault" {
 		return func() (*loadtest.Fault, error) { return nil, nil }
 	}
-	fs.String("under", "chat", "the scenario the fault runs under: chat or gateway")
+	fs.String("under", "chat", "the scenario the fault runs under: chat, gateway or voice")
 	command := fs.String("command", "", `operator command run under "sh -c" at --at, e.g. "systemctl restart chorus"`)
 	heal := fs.String("heal-command", "", `with --command: run under "sh -c" --heal-after after it, to end a fault that lasts (a partition: "ip link set veth0 up")`)
 	healAfter := fs.Duration("heal-after", 5*time.Second, "how long after --command the --heal-command runs")
-	killNode := fs.String("kill-node", "", "instead of --command: kill -9 the node at this URL (one of a cluster's; it must run on this machine; under chat)")
+	killNode := fs.String("kill-node", "", "instead of --command: kill -9 the node at this URL (one of a cluster's; it must run on this machine; under chat or voice)")
 	termNode := fs.String("term-node", "", "instead of --command: stop the node at this URL gracefully (SIGTERM)")
 	stopNode := fs.String("stop-node", "", "instead of --command: SIGSTOP the node at this URL, SIGCONT it --stop-for later")
 	stopFor := fs.Duration("stop-for", 5*time.Second, "how long --stop-node keeps the node stopped")
