@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -132,7 +133,7 @@ func connectVoice(ctx context.Context, d *websocket.Dialer, endpoint, guild, use
 	if route != nil {
 		server = route(server)
 	}
-	if vc.UDP, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(server)); err != nil {
+	if vc.UDP, err = net.DialUDP("udp4", udpLocal(server), net.UDPAddrFromAddrPort(server)); err != nil {
 		ws.Close()
 		return nil, err
 	}
@@ -316,4 +317,18 @@ func (vc *VoiceClient) Close() error {
 		vc.UDP.Close()
 	}
 	return vc.ws.Close()
+}
+
+// udpSources spreads voice clients over 250 loopback source addresses
+// when the server is on loopback, as real users come from many addresses:
+// the node limits discovery answers per source IP (transport/limit.go),
+// and a thousand clients from 127.0.0.1 moving to a new node at once would
+// look like one flooding host.
+var udpSources atomic.Uint32
+
+func udpLocal(server netip.AddrPort) *net.UDPAddr {
+	if a := server.Addr().Unmap(); !a.Is4() || !a.IsLoopback() {
+		return nil
+	}
+	return &net.UDPAddr{IP: net.IPv4(127, 0, 0, byte(2+udpSources.Add(1)%250))}
 }

@@ -29,6 +29,8 @@ type voiceFault struct {
 	buckets []lossBucket // by send time since sendStart
 
 	followErrors atomic.Int64
+	mu           sync.Mutex
+	why          map[string]int // follow errors by kind
 }
 
 type lossBucket struct{ expected, received atomic.Int64 }
@@ -46,6 +48,7 @@ type faultState struct {
 func (f *voiceFault) begin(ctx context.Context, v *voiceRun) {
 	f.buckets = make([]lossBucket, int((v.o.Duration+f.fr.recoverWithin())/faultBucket)+1)
 	ctx, f.cancel = context.WithCancel(ctx)
+	f.why = map[string]int{}
 	for _, m := range v.members {
 		m.fault.last = map[*voiceMember]time.Time{}
 		f.wg.Add(1)
@@ -65,6 +68,10 @@ func (f *voiceFault) follow(ctx context.Context, v *voiceRun, m *voiceMember) {
 		if err != nil {
 			if ctx.Err() == nil {
 				f.followErrors.Add(1)
+				f.mu.Lock()
+				msg := err.Error()
+				f.why[failureKey(err)+": "+msg[:min(len(msg), 60)]]++
+				f.mu.Unlock()
 			}
 			return
 		}
@@ -134,6 +141,9 @@ func (f *voiceFault) report(v *voiceRun, r *Result) error {
 	t0 := f.fr.startedAt()
 	c := r.Counters
 	c["follow_errors"] = float64(f.followErrors.Load())
+	for k, n := range f.why {
+		r.Failures["follow: "+k] += n
+	}
 	var gaps Histogram
 	var back time.Time
 	moved := 0
