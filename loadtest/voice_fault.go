@@ -171,7 +171,7 @@ func (f *voiceFault) report(v *voiceRun, r *Result) error {
 	windows := []struct {
 		name     string
 		from, to time.Time
-	}{{"before", v.sendStart, t0}, {"during", t0, back}, {"after", back, v.sendEnd.Add(time.Hour)}}
+	}{{"before", v.sendStart, t0}, {"during", t0, back}, {"after", back, v.sendEnd.Add(faultBucket)}} // to the last bucket
 	for _, w := range windows {
 		var exp, got int64
 		for i := range f.buckets { // a bucket counts where it starts
