@@ -182,18 +182,7 @@ func TestLoadtestFaultPartitionsOneNode(t *testing.T) {
 // the report says what each voice node forwarded.
 func TestLoadtestVoiceAcrossNodes(t *testing.T) {
 	c := Start(t, 3, "--voice", "127.0.0.1:0", "--rest-rate", "100000")
-	cas := filepath.Join(t.TempDir(), "cas.pem")
-	var pems []byte
-	for _, nd := range c.Nodes {
-		pem, err := os.ReadFile(filepath.Join(nd.Data, "tls", "ca.pem"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		pems = append(pems, pem...)
-	}
-	if err := os.WriteFile(cas, pems, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cas := caFile(t, c.Nodes...)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	r, err := loadtest.RunVoice(ctx, loadtest.VoiceOptions{URL: c.URLs(), AdminToken: c.Nodes[0].Admin(t).Token, CAFile: cas,
@@ -233,18 +222,7 @@ func TestLoadtestVoiceAcrossNodes(t *testing.T) {
 func TestLoadtestFaultKillsVoiceNode(t *testing.T) {
 	voice := []string{"--roles", "voice", "--voice", "127.0.0.1:0"}
 	c := StartEach(t, []string{"--roles", "gateway,guild", "--rest-rate", "100000"}, voice, voice)
-	cas := filepath.Join(t.TempDir(), "cas.pem")
-	var pems []byte
-	for _, nd := range c.Nodes[1:] {
-		pem, err := os.ReadFile(filepath.Join(nd.Data, "tls", "ca.pem"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		pems = append(pems, pem...)
-	}
-	if err := os.WriteFile(cas, pems, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cas := caFile(t, c.Nodes[1:]...)
 	victim := c.Nodes[1]
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
@@ -269,4 +247,23 @@ func TestLoadtestFaultKillsVoiceNode(t *testing.T) {
 	}
 	t.Logf("kill -9 of voice node %s: %v participants moved, back %.0f ms after the kill; gap per participant p50 %.0f / p99 %.0f / max %.0f ms; loss before %.2f %%, during %.1f %%, after %.2f %%",
 		victim.ID, k["participants_moved"], k["recovery_ms"], gap.P50, gap.P99, gap.Max, k["loss_before_percent"], k["loss_during_percent"], k["loss_after_percent"])
+}
+
+// caFile writes the nodes' development CAs into one PEM file, for the
+// load tester's voice clients to trust every voice node.
+func caFile(t *testing.T, nodes ...*Node) string {
+	t.Helper()
+	var pems []byte
+	for _, nd := range nodes {
+		pem, err := os.ReadFile(filepath.Join(nd.Data, "tls", "ca.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pems = append(pems, pem...)
+	}
+	path := filepath.Join(t.TempDir(), "cas.pem")
+	if err := os.WriteFile(path, pems, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
