@@ -77,23 +77,20 @@ func TestDiscordJSRollingRestart(t *testing.T) {
 	send := func(content string) {
 		t.Helper()
 		body, _ := json.Marshal(map[string]any{"content": content, "nonce": content, "enforce_nonce": true})
-		for deadline := time.Now().Add(20 * time.Second); ; {
+		retrySend(t, content, func() error {
 			req, _ := http.NewRequest("POST", "http://"+lb.Addr()+"/api/v10/channels/"+demo.General+"/messages", bytes.NewReader(body))
 			req.Header.Set("Authorization", "Bot "+demo.Tokens["bot"])
 			req.Header.Set("Content-Type", "application/json")
 			resp, err := http.DefaultClient.Do(req)
-			if err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == 200 {
-					break
-				}
-				err = fmt.Errorf("HTTP %d", resp.StatusCode)
+			if err != nil {
+				return err
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("send %q: %v", content, err)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				return fmt.Errorf("HTTP %d", resp.StatusCode)
 			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return nil
+		})
 		sent = append(sent, content)
 	}
 	send("before the restarts")

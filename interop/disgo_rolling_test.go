@@ -28,18 +28,10 @@ func TestDisgoRollingRestart(t *testing.T) {
 	var sent []string
 	send := func(content string) {
 		t.Helper()
-		for deadline := time.Now().Add(20 * time.Second); ; {
-			// A send that reaches the stopping node as it closes is
-			// retried with its nonce; it is stored once.
+		retrySend(t, content, func() error {
 			_, err := d.client.Rest.CreateMessage(general, discord.NewMessageCreate().WithContent(content).WithNonce(content).WithEnforceNonce(true))
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("send %q: %v", content, err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return err
+		})
 		sent = append(sent, content)
 	}
 	send("before the restarts")
@@ -67,4 +59,21 @@ func TestDisgoRollingRestart(t *testing.T) {
 		t.Fatal("disgo never resumed: its node was never stopped?")
 	}
 	t.Log(fmt.Sprintf("disgo resumed %d times at another node, never identified again", resumed))
+}
+
+// retrySend calls try until it succeeds, for at most 20 s: a send that
+// reaches a stopping node as it closes is retried with its nonce (and
+// enforce_nonce), so it is stored once.
+func retrySend(t *testing.T, content string, try func() error) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		err := try()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("send %q: %v", content, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -276,7 +277,7 @@ func (g *Gateway) takeOver(ctx context.Context, id string, u store.User) *Sessio
 // gateway node of the ring which holds it.
 func (g *Gateway) findSession(ctx context.Context, id string, user guild.ID) (string, foundSession) {
 	nodes := g.router.GatewayNodes()
-	if n := sessionNode(id); n != "" && n != g.cfg.NodeID && !contains(nodes, n) {
+	if n := sessionNode(id); n != "" && n != g.cfg.NodeID && !slices.Contains(nodes, n) {
 		nodes = append(nodes, n)
 	}
 	req, _ := json.Marshal(handoffRequest{Op: "find", Session: id, User: user, To: g.cfg.NodeID})
@@ -304,15 +305,6 @@ func (g *Gateway) findSession(ctx context.Context, id string, user guild.ID) (st
 		}
 	}
 	return "", foundSession{}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // abandon gives up a handoff: the old node drops the session, this one
