@@ -16,6 +16,10 @@ func callSubject(node string) string  { return "chorus.node." + node + ".call" }
 func batchSubject(node string) string { return "chorus.node." + node + ".batch" }
 func pingSubject(node string) string  { return "chorus.node." + node + ".ping" }
 
+// replicaSubject carries a gateway node's replication stream (signaling's
+// replicator) to the node that keeps its copy.
+func replicaSubject(node string) string { return "chorus.node." + node + ".replica" }
+
 // Handlers serve what other nodes send this one.
 type Handlers struct {
 	// Call answers a request; it runs on a goroutine of its own.
@@ -101,4 +105,44 @@ func (n *Node) Call(ctx context.Context, node string, req []byte) ([]byte, error
 // Send publishes an event batch to another node.
 func (n *Node) Send(node string, batch []byte) error {
 	return n.conn.Publish(batchSubject(node), batch)
+}
+
+// PublishReplica publishes a message of this node's replication stream.
+func (n *Node) PublishReplica(b []byte) error {
+	return n.conn.Publish(replicaSubject(n.cfg.NodeID), b)
+}
+
+// FlushBus returns once the NATS server has everything this node published
+// so far: it is routed to the subscribers even if this process dies now.
+func (n *Node) FlushBus(ctx context.Context) error {
+	return n.conn.FlushWithContext(ctx)
+}
+
+// Follow subscribes to another node's event batches and replication
+// stream, for the copy of its sessions this node keeps (each handler runs
+// on a goroutine of its own subscription, messages in the order received).
+// stop ends both subscriptions; pending counts the stream's messages
+// received and not yet handled.
+func (n *Node) Follow(node string, batch, replica func([]byte)) (stop func(), pending func() int, err error) {
+	bs, err := n.conn.Subscribe(batchSubject(node), func(m *nats.Msg) { batch(m.Data) })
+	if err != nil {
+		return nil, nil, fmt.Errorf("cluster: follow %s: %w", node, err)
+	}
+	rs, err := n.conn.Subscribe(replicaSubject(node), func(m *nats.Msg) { replica(m.Data) })
+	if err != nil {
+		bs.Unsubscribe()
+		return nil, nil, fmt.Errorf("cluster: follow %s: %w", node, err)
+	}
+	bs.SetPendingLimits(-1, 256<<20)
+	rs.SetPendingLimits(-1, 256<<20)
+	if err := n.conn.Flush(); err != nil {
+		bs.Unsubscribe()
+		rs.Unsubscribe()
+		return nil, nil, fmt.Errorf("cluster: follow %s: %w", node, err)
+	}
+	pending = func() int {
+		msgs, _, _ := rs.Pending()
+		return msgs
+	}
+	return func() { bs.Unsubscribe(); rs.Unsubscribe() }, pending, nil
 }

@@ -550,6 +550,9 @@ func (n *Node) publishLocked() {
 // ID returns this node's id.
 func (n *Node) ID() string { return n.cfg.NodeID }
 
+// Roles returns the roles this node serves.
+func (n *Node) Roles() ring.Role { return n.cfg.Roles }
+
 // Ring returns the current placement table: the ring record's view, or,
 // while the node is fenced, an empty ring at the same revision (the node
 // owns nothing and places nothing).

@@ -40,6 +40,7 @@ type queue struct {
 	mu      sync.Mutex
 	batches [][]byte // full batches first, the open one last
 	size    int
+	made    uint64 // batches begun for this node: the next one's number
 	wake    chan struct{}
 }
 
@@ -87,7 +88,9 @@ func (o *outbox) add(node string, ev *Event, sessions []string) {
 		}
 		last := len(q.batches) - 1
 		if last < 0 || len(q.batches[last])+size > maxBatch || o.r.cfg.UnbatchedFanout {
-			q.batches = append(q.batches, make([]byte, 0, min(max(size, 4096), maxBatch)))
+			q.made++
+			b := make([]byte, 0, min(max(size, 4096), maxBatch)+batchHeaderMax)
+			q.batches = append(q.batches, appendBatchHeader(b, BatchRef{From: o.r.place.ID(), N: q.made}))
 			last++
 		}
 		q.batches[last] = appendItem(q.batches[last], ev, sessions[:n])
@@ -168,9 +171,22 @@ func (o *outbox) close(d time.Duration) {
 // ServeBatch delivers a batch from another node to this node's sessions,
 // in order.
 func (r *Router) ServeBatch(b []byte) error {
+	_, body, err := SplitBatch(b)
+	if err != nil {
+		r.stats.batchesReceived.Add(1)
+		r.stats.batchMalformed.Add(1)
+		return err
+	}
+	return r.ServeBatchWith(body, r.sessions.Deliver)
+}
+
+// ServeBatchWith delivers the items of a batch's body (SplitBatch) through
+// deliver: the gateway's replicator (signaling) orders a batch among the
+// node's other deliveries before it hands it here.
+func (r *Router) ServeBatchWith(body []byte, deliver func(node string, ev *Event, sessions []string)) error {
 	r.stats.batchesReceived.Add(1)
 	var sessions []string
-	for len(b) > 0 {
+	for b := body; len(b) > 0; {
 		var ev *Event
 		var err error
 		ev, sessions, b, err = readItem(b, sessions[:0])
@@ -196,12 +212,67 @@ func (r *Router) ServeBatch(b []byte) error {
 			}
 			continue
 		}
-		r.sessions.Deliver(r.place.ID(), ev, sessions)
+		deliver(r.place.ID(), ev, sessions)
 	}
 	return nil
 }
 
-// A batch is a sequence of items, each:
+// BatchRef names a batch: the node that sent it and its number among the
+// batches that node sent to the receiver (1, 2, ... in the order sent). A
+// gateway node's replica (signaling) receives the same batches and learns
+// from the node in which order it delivered them.
+type BatchRef struct {
+	From string
+	N    uint64
+}
+
+// A batch begins with its header: u16 sender length, sender, u64 number.
+const batchHeaderMax = 2 + 255 + 8
+
+func appendBatchHeader(b []byte, ref BatchRef) []byte {
+	b = binary.BigEndian.AppendUint16(b, uint16(len(ref.From)))
+	b = append(b, ref.From...)
+	return binary.BigEndian.AppendUint64(b, ref.N)
+}
+
+// SplitBatch decodes a batch's header and returns it with the items.
+func SplitBatch(b []byte) (BatchRef, []byte, error) {
+	from, rest, ok := readBytes(b, 2)
+	if !ok || len(rest) < 8 {
+		return BatchRef{}, nil, errMalformedBatch
+	}
+	return BatchRef{From: string(from), N: binary.BigEndian.Uint64(rest)}, rest[8:], nil
+}
+
+// BatchItems calls fn for each event item of a batch's body, with the
+// sessions it goes to (reused between calls); the session-moved markers
+// go to moved. Voice items are skipped. It is the replica's reading of a
+// batch; it does not deliver.
+func BatchItems(body []byte, fn func(ev *Event, sessions []string), moved func(guild ID, session string)) error {
+	var sessions []string
+	for b := body; len(b) > 0; {
+		var ev *Event
+		var err error
+		ev, sessions, b, err = readItem(b, sessions[:0])
+		if err != nil {
+			return err
+		}
+		switch ev.Name {
+		case movedEvent:
+			var gid ID
+			if err := json.Unmarshal(ev.Data, &gid); err != nil || len(sessions) != 1 {
+				return errMalformedBatch
+			}
+			moved(gid, sessions[0])
+		case voiceChangeEvent:
+		default:
+			fn(ev, sessions)
+		}
+	}
+	return nil
+}
+
+// After its header, a batch is a sequence of items, each:
 //
 //	u16 name length, name, u32 data length, data,
 //	u16 session count, then per session u16 length and the id.

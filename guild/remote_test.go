@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -340,6 +341,31 @@ func TestBatchCodec(t *testing.T) {
 	}
 	if len(b) != 0 {
 		t.Fatal("bytes left over")
+	}
+}
+
+func TestBatchHeaderAndItems(t *testing.T) {
+	b := appendBatchHeader(nil, BatchRef{From: "n2", N: 7})
+	b = appendItem(b, &Event{Name: "MESSAGE_CREATE", Data: []byte(`{}`)}, []string{"s1", "s2"})
+	b = appendItem(b, &Event{Name: movedEvent, Data: []byte(`"42"`)}, []string{"s3"})
+	b = appendItem(b, &Event{Name: voiceChangeEvent, Data: []byte(`{}`)}, nil)
+	ref, body, err := SplitBatch(b)
+	if err != nil || ref != (BatchRef{From: "n2", N: 7}) {
+		t.Fatalf("header: %+v, %v", ref, err)
+	}
+	var got []string
+	err = BatchItems(body, func(ev *Event, ss []string) { got = append(got, ev.Name+":"+strings.Join(ss, ",")) },
+		func(g ID, s string) { got = append(got, fmt.Sprintf("moved:%d:%s", g, s)) })
+	if want := []string{"MESSAGE_CREATE:s1,s2", "moved:42:s3"}; err != nil || !slices.Equal(got, want) {
+		t.Errorf("items: %v, %v; want %v", got, err, want)
+	}
+	for _, bad := range [][]byte{nil, {0}, {0, 5, 'a'}, {0, 1, 'a', 0, 0}} {
+		if _, _, err := SplitBatch(bad); err == nil {
+			t.Errorf("SplitBatch(%v) accepted", bad)
+		}
+	}
+	if err := BatchItems([]byte{0, 9}, func(*Event, []string) {}, func(ID, string) {}); err == nil {
+		t.Error("a truncated item was accepted")
 	}
 }
 

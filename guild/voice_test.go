@@ -81,7 +81,7 @@ func TestVoiceChangesReachEveryVoiceNode(t *testing.T) {
 			t.Errorf("node %s's voice gateway heard channels %v, want [%d 0]", name, got, lounge.ID)
 		}
 	}
-	bad := appendItem(nil, &Event{Name: voiceChangeEvent, Data: []byte("{")}, nil)
+	bad := appendItem(appendBatchHeader(nil, BatchRef{From: "b", N: 1}), &Event{Name: voiceChangeEvent, Data: []byte("{")}, nil)
 	if err := p.a.ServeBatch(bad); err == nil || p.a.stats.batchMalformed.Load() != 1 {
 		t.Errorf("a malformed voice change: %v, %d counted", err, p.a.stats.batchMalformed.Load())
 	}

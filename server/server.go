@@ -292,7 +292,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		handler = noClients(handler)
 	}
 	// The node joins the ring only now, when it can answer other nodes.
-	if err := n.cluster.Serve(cluster.Handlers{Call: n.router.ServeCall, Batch: n.router.ServeBatch}); err != nil {
+	if err := n.cluster.Serve(cluster.Handlers{Call: n.router.ServeCall, Batch: n.gateway.ServeBatch}); err != nil {
 		return nil, err
 	}
 
@@ -445,6 +445,9 @@ func (n *Node) close() error {
 	}
 	if n.router != nil {
 		n.router.Close()
+	}
+	if n.gateway != nil {
+		n.gateway.Close()
 	}
 	if n.cluster != nil {
 		n.cluster.Close()

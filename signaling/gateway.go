@@ -15,6 +15,7 @@ import (
 	"github.com/chorus-voice/chorus/auth"
 	"github.com/chorus-voice/chorus/guild"
 	"github.com/chorus-voice/chorus/protocol"
+	"github.com/chorus-voice/chorus/ring"
 	"github.com/chorus-voice/chorus/signaling/wire"
 	"github.com/chorus-voice/chorus/store"
 )
@@ -50,6 +51,11 @@ type Config struct {
 	// DrainWait bounds how long a stopping node waits for other nodes to
 	// take over the sessions it told to reconnect. Default 10 s.
 	DrainWait time.Duration
+	// SessionCopies makes each gateway node keep an exact copy of the
+	// sessions of another, so that they survive its death (replicate.go).
+	// Off by default while it is experimental: under a rolling restart it
+	// has been seen to lose a handoff (issue 11).
+	SessionCopies bool
 	// IdentifyTimeout is how long a new connection may go without sending
 	// Identify or Resume before it is closed with 4003. Default 10 s.
 	IdentifyTimeout time.Duration
@@ -161,8 +167,33 @@ func NewGateway(cfg Config, d Deps) *Gateway {
 		metrics: d.Metrics, logger: cfg.Logger}
 	g.ep.init()
 	g.hello = protocol.Hello(int(cfg.HeartbeatInterval / time.Millisecond))
+	if cfg.SessionCopies && d.Cluster != nil && d.Router != nil && d.Cluster.Roles()&ring.RoleGateway != 0 {
+		g.hub.rep = newReplicator(g, d.Cluster)
+		g.hub.reps = newReplicas(g, d.Cluster)
+	}
 	go g.followRing()
 	return g
+}
+
+// ServeBatch takes an event batch another node sent this one
+// (cluster.Handlers.Batch): through the replicator, in a cluster.
+func (g *Gateway) ServeBatch(b []byte) error {
+	if g.hub.rep != nil {
+		return g.hub.rep.batch(b)
+	}
+	return g.router.ServeBatch(b)
+}
+
+// Close stops the session copies: the last deliveries are made and the
+// other nodes are no longer followed. It is called after Shutdown, once
+// the guild router has stopped.
+func (g *Gateway) Close() {
+	if g.hub.rep != nil {
+		g.hub.rep.close()
+	}
+	if g.hub.reps != nil {
+		g.hub.reps.close()
+	}
 }
 
 // frameDispatch frames a gateway event as a dispatch (gateway.md §5).
@@ -288,6 +319,9 @@ func (g *Gateway) handle(c *conn, p []byte) bool {
 			// The client holds everything up to seq and will never ask for
 			// it again: a resume names a seq at least this high.
 			s.ack(c, uint64(seq))
+			if g.hub.rep != nil {
+				g.hub.rep.ack(s.id, uint64(seq))
+			}
 		}
 		c.send(protocol.HeartbeatACK)
 		return true
@@ -327,6 +361,9 @@ func (g *Gateway) handle(c *conn, p []byte) bool {
 		s.status, s.acts = pr.Status, activities(pr.Activities)
 		guilds := append([]guild.ID(nil), s.guilds...)
 		s.mu.Unlock()
+		if g.hub.rep != nil {
+			g.hub.rep.describe(s)
+		}
 		for _, gid := range guilds {
 			g.opFailed("presence update", gid, g.router.UpdatePresence(ctx, gid, s.user.ID, pr.Status, activities(pr.Activities)))
 		}
@@ -476,7 +513,10 @@ func (g *Gateway) identify(c *conn, d json.RawMessage) bool {
 	for _, gid := range guilds {
 		ready.Guilds = append(ready.Guilds, protocol.UnavailableGuild{ID: gid, Unavailable: true})
 	}
-	s.push(guild.NewEvent(protocol.EventReady, ready), g.cfg.logLimit())
+	if g.hub.rep != nil {
+		g.hub.rep.created(s)
+	}
+	g.hub.push(s, guild.NewEvent(protocol.EventReady, ready))
 	for _, gid := range guilds {
 		g.subscribe(ctx, s, gid)
 	}
@@ -488,7 +528,7 @@ func (g *Gateway) subscribe(ctx context.Context, s *Session, gid guild.ID) {
 		g.cfg.Logger.Warn("subscribe failed", "guild", gid, "session", s.id, "err", err)
 		// The guild is unavailable for this session until a later try
 		// succeeds; its GUILD_CREATE then says it is back (gateway.md §9.2).
-		s.push(guild.NewEvent(protocol.EventGuildDelete, protocol.UnavailableGuild{ID: gid, Unavailable: true}), g.cfg.logLimit())
+		g.hub.push(s, guild.NewEvent(protocol.EventGuildDelete, protocol.UnavailableGuild{ID: gid, Unavailable: true}))
 		go g.resubscribe(s, gid)
 	}
 }
@@ -563,7 +603,7 @@ func (g *Gateway) resume(c *conn, d json.RawMessage) bool {
 	}
 	c.sess.Store(s)
 	g.metrics.Resumes.Add(1)
-	s.push(guild.NewEvent(protocol.EventResumed, struct{}{}), g.cfg.logLimit())
+	g.hub.push(s, guild.NewEvent(protocol.EventResumed, struct{}{}))
 	c.wake()
 	return true
 }

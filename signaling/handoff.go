@@ -65,6 +65,9 @@ type foundSession struct {
 	Status  string           `json:"status,omitempty"`
 	Acts    []guild.Activity `json:"acts,omitempty"`
 	Gen     uint64           `json:"gen,omitempty"`
+	// Node is the node the session's subscriptions name, when not the
+	// one answering: a gone node whose copy answers (replica.go).
+	Node string `json:"node,omitempty"`
 }
 
 // releasedLog answers release: the session's log, the first entry's seq
@@ -107,13 +110,31 @@ func (h *Hub) ServeGateway(ctx context.Context, b []byte) ([]byte, error) {
 	}
 	switch req.Op {
 	case "find":
-		return json.Marshal(h.find(req))
+		found := h.find(req)
+		if !found.Found && h.reps != nil {
+			found = h.reps.find(ctx, req)
+		}
+		return json.Marshal(found)
 	case "release":
 		out, err := h.release(ctx, req)
+		if errors.Is(err, errNoSuchHandoff) && h.reps != nil {
+			out, err = h.reps.release(ctx, req)
+		}
 		if err != nil {
 			return nil, err
 		}
 		return json.Marshal(out)
+	case "holds":
+		a := holdsAnswer{Held: h.get(req.Session) != nil}
+		if h.rep != nil {
+			a.Inc = h.rep.inc
+		}
+		return json.Marshal(a)
+	case "replica_sync":
+		if h.rep != nil {
+			h.rep.resync()
+		}
+		return []byte("null"), nil
 	case "drain":
 		h.requestDrain()
 		return []byte("null"), nil
@@ -121,6 +142,8 @@ func (h *Hub) ServeGateway(ctx context.Context, b []byte) ([]byte, error) {
 		if s := h.leavingFor(req); s != nil {
 			s.invalidate()
 			h.remove(s)
+		} else if h.reps != nil {
+			h.reps.abort(req)
 		}
 		return []byte("null"), nil
 	}
@@ -175,39 +198,32 @@ func (h *Hub) release(ctx context.Context, req handoffRequest) (releasedLog, err
 	if s == nil {
 		return releasedLog{}, errNoSuchHandoff
 	}
-	t := time.NewTimer(handoffWait)
-	defer t.Stop()
-	for {
-		s.mu.Lock()
-		l, all := s.leaving, true
-		for _, gid := range req.Expect {
-			all = all && l.moved[gid]
-		}
-		s.mu.Unlock()
-		if all {
-			break
-		}
-		select {
-		case <-l.wake:
-		case <-t.C:
-			return releasedLog{}, fmt.Errorf("signaling: session %s: moved markers did not arrive in %v", s.id, handoffWait)
-		case <-ctx.Done():
-			return releasedLog{}, ctx.Err()
-		}
+	s.mu.Lock()
+	l := s.leaving
+	s.mu.Unlock()
+	if err := awaitMoved(ctx, &s.mu, l, req.Expect); err != nil {
+		return releasedLog{}, fmt.Errorf("session %s: %w", s.id, err)
 	}
 	s.invalidate()
 	h.remove(s)
-	base, evs := s.snapshot()
-	out := releasedLog{Base: base, Events: make([]loggedEvent, len(evs))}
-	for i, ev := range evs {
-		out.Events[i] = loggedEvent{ev.Name, ev.Data}
-	}
+	out := logOf(&s.eventLog)
 	h.metrics.HandedOff.Add(1)
 	return out, nil
 }
 
-// Moved records a guild's moved marker for a leaving session (guild.Sessions).
+// Moved records a guild's moved marker for a leaving session
+// (guild.Sessions). In a cluster it takes its turn in the replicator after
+// the deliveries queued before it: a guild this node owns marks a move
+// directly, and its last events for the session may still be queued.
 func (h *Hub) Moved(gid guild.ID, session string) {
+	if h.rep != nil {
+		h.rep.moved(gid, session)
+		return
+	}
+	h.movedNow(gid, session)
+}
+
+func (h *Hub) movedNow(gid guild.ID, session string) {
 	s := h.get(session)
 	if s == nil {
 		return
@@ -237,15 +253,21 @@ func (g *Gateway) takeOver(ctx context.Context, id string, u store.User) *Sessio
 	s.status, s.acts, s.gen = found.Status, found.Acts, found.Gen+1
 	s.detached = time.Now()
 	g.hub.add(s)
+	// The guilds whose registration the moves take from the node that
+	// held the session send it their moved markers.
+	from := found.Node
+	if from == "" {
+		from = holder
+	}
 	var expect []guild.ID
 	for _, gid := range found.Guilds {
 		g.owners.note(g.router, gid)
-		from, err := g.router.Move(ctx, gid, s.sub(g.cfg.NodeID))
+		was, err := g.router.Move(ctx, gid, s.sub(g.cfg.NodeID))
 		if err != nil {
 			g.abandon(s, holder, fmt.Errorf("moving guild %d: %w", gid, err))
 			return nil
 		}
-		if from == holder {
+		if was == from {
 			expect = append(expect, gid)
 		}
 		g.hub.subscribed(s, gid)
@@ -269,6 +291,9 @@ func (g *Gateway) takeOver(ctx context.Context, id string, u store.User) *Sessio
 		return nil
 	}
 	g.metrics.TakenOver.Add(1)
+	if g.hub.rep != nil {
+		g.hub.rep.snapshot(s) // its log is new here: the buddy copies it whole
+	}
 	time.AfterFunc(g.cfg.ResumeWindow, func() { g.expire(s) })
 	return s
 }
@@ -279,6 +304,10 @@ func (g *Gateway) findSession(ctx context.Context, id string, user guild.ID) (st
 	nodes := g.router.GatewayNodes()
 	if n := sessionNode(id); n != "" && n != g.cfg.NodeID && !slices.Contains(nodes, n) {
 		nodes = append(nodes, n)
+	}
+	if g.hub.reps != nil {
+		// This node may keep the copy of the session's gone node.
+		nodes = append(nodes, g.cfg.NodeID)
 	}
 	req, _ := json.Marshal(handoffRequest{Op: "find", Session: id, User: user, To: g.cfg.NodeID})
 	type answer struct {

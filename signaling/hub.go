@@ -26,6 +26,13 @@ type Hub struct {
 
 	drainOnce sync.Once
 	drain     chan struct{} // closed when an operator asked this node to drain
+
+	// In a cluster, rep orders every delivery and streams it to the
+	// node's buddy (replicate.go), and reps holds the copies this node
+	// keeps of others (replica.go). Both are set by NewGateway before it
+	// serves, and nil on a node alone.
+	rep  *replicator
+	reps *replicas
 }
 
 // NewHub returns an empty session table for the node cfg names, with
@@ -49,6 +56,9 @@ func (h *Hub) Joined(gid, user guild.ID) []guild.Sub {
 		if s.join(gid) {
 			subs = append(subs, s.sub(h.node))
 			h.subscribed(s, gid)
+			if h.rep != nil {
+				h.rep.describe(s)
+			}
 		}
 	}
 	return subs
@@ -62,8 +72,25 @@ func (h *Hub) Joined(gid, user guild.ID) []guild.Sub {
 // to add its session is not held up either.
 const deliverChunk = 256
 
-// Deliver pushes ev to the listed local sessions, a chunk at a time.
-func (h *Hub) Deliver(_ string, ev *guild.Event, ids []string) {
+// Deliver pushes ev to the listed local sessions (guild.Deliverer): at
+// once, or in a cluster through the replicator, which pushes it after its
+// record is out.
+func (h *Hub) Deliver(node string, ev *guild.Event, ids []string) {
+	if h.rep != nil {
+		h.rep.local(ev, ids)
+		return
+	}
+	h.deliverNow(node, ev, ids)
+}
+
+// push delivers an event of the session itself (READY, RESUMED) as
+// Deliver does.
+func (h *Hub) push(s *Session, ev *guild.Event) {
+	h.Deliver(h.node, ev, []string{s.id})
+}
+
+// deliverNow pushes ev to the listed local sessions, a chunk at a time.
+func (h *Hub) deliverNow(_ string, ev *guild.Event, ids []string) {
 	for len(ids) > deliverChunk {
 		h.deliver(ev, ids[:deliverChunk])
 		ids = ids[deliverChunk:]
@@ -128,10 +155,16 @@ func (h *Hub) Subscribers(gid guild.ID) []guild.Sub {
 	for _, s := range ss {
 		subs = append(subs, s.sub(h.node))
 	}
+	if h.reps != nil {
+		subs = append(subs, h.reps.subscribers(gid)...)
+	}
 	return subs
 }
 
 func (h *Hub) remove(s *Session) {
+	if h.rep != nil {
+		h.rep.end(s.id)
+	}
 	h.mu.Lock()
 	delete(h.sessions, s.id)
 	for _, gid := range s.guildList() {
@@ -188,6 +221,9 @@ func (h *Hub) Len() int {
 // WriteMetrics writes the number of sessions.
 func (h *Hub) WriteMetrics(w io.Writer) {
 	fmt.Fprintf(w, "chorus_gateway_sessions %d\n", h.Len())
+	if h.reps != nil {
+		fmt.Fprintf(w, "chorus_gateway_replica_sessions %d\n", h.reps.count())
+	}
 }
 
 // DrainRequested is closed when an operator asked this node to drain

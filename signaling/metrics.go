@@ -40,7 +40,15 @@ type Metrics struct {
 	// them here, HandedOff those it gave away, HandoffFailed the takes
 	// that failed (their clients got op 9).
 	TakenOver, HandedOff, HandoffFailed atomic.Uint64
-	closes                              closeCounts
+	// The replication of sessions to the buddy (replicate.go): messages
+	// and bytes streamed, rounds that could not be streamed or flushed,
+	// full copies sent (ReplicaResyncs).
+	ReplicaMessages, ReplicaBytes, ReplicaFailed, ReplicaResyncs atomic.Uint64
+	// The copies kept of others (replica.go): gaps in a stream (each
+	// answered with a full copy), malformed messages, sessions too large
+	// to copy, sessions of gone nodes held, and handed over.
+	ReplicaGaps, ReplicaMalformed, ReplicaDropped, ReplicaAdopted, ReplicaHandedOff atomic.Uint64
+	closes                                                                          closeCounts
 }
 
 // closeCounts counts close codes: the websocket codes 1000–1015 and the
@@ -108,6 +116,15 @@ func (m *Metrics) WriteMetrics(w io.Writer) {
 	fmt.Fprintf(w, "chorus_gateway_sessions_taken_over_total %d\n", m.TakenOver.Load())
 	fmt.Fprintf(w, "chorus_gateway_sessions_handed_off_total %d\n", m.HandedOff.Load())
 	fmt.Fprintf(w, "chorus_gateway_handoffs_failed_total %d\n", m.HandoffFailed.Load())
+	fmt.Fprintf(w, "chorus_gateway_replica_messages_total %d\n", m.ReplicaMessages.Load())
+	fmt.Fprintf(w, "chorus_gateway_replica_bytes_total %d\n", m.ReplicaBytes.Load())
+	fmt.Fprintf(w, "chorus_gateway_replica_failed_total %d\n", m.ReplicaFailed.Load())
+	fmt.Fprintf(w, "chorus_gateway_replica_resyncs_total %d\n", m.ReplicaResyncs.Load())
+	fmt.Fprintf(w, "chorus_gateway_replica_gaps_total %d\n", m.ReplicaGaps.Load())
+	fmt.Fprintf(w, "chorus_gateway_replica_malformed_total %d\n", m.ReplicaMalformed.Load())
+	fmt.Fprintf(w, "chorus_gateway_replica_dropped_total %d\n", m.ReplicaDropped.Load())
+	fmt.Fprintf(w, "chorus_gateway_replica_adopted_total %d\n", m.ReplicaAdopted.Load())
+	fmt.Fprintf(w, "chorus_gateway_replica_handed_off_total %d\n", m.ReplicaHandedOff.Load())
 	fmt.Fprintf(w, "chorus_gateway_op_failures_total %d\n", m.OpFailures.Load())
 	m.closes.write(w, "main")
 	fmt.Fprintf(w, "chorus_panics_recovered_total %d\n", m.Panics.Load())

@@ -60,6 +60,9 @@ func (g *Gateway) followRing() {
 	if ch == nil {
 		return // a ring that never changes
 	}
+	if g.hub.reps != nil {
+		g.hub.reps.follow()
+	}
 	for {
 		select {
 		case <-ch:
@@ -67,6 +70,9 @@ func (g *Gateway) followRing() {
 			return
 		}
 		ch = g.router.Changed()
+		if g.hub.reps != nil {
+			g.hub.reps.follow()
+		}
 		g.resubscribeMoved()
 	}
 }
