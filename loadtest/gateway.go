@@ -89,6 +89,13 @@ type GatewayClient struct {
 	readyOnce      sync.Once
 }
 
+// SessionID is the id of the session's latest READY.
+func (c *GatewayClient) SessionID() string {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	return c.sessionID
+}
+
 // Done is closed when the session ended for good (Close, or a drop of a
 // session that is not Resumable). Consumers of a Resumable session's
 // Events select on it: those Events are never closed.

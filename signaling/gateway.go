@@ -584,6 +584,7 @@ func (g *Gateway) resume(c *conn, d json.RawMessage) bool {
 	}
 	if s == nil || s.user.ID != u.ID || s.isLeaving() {
 		g.metrics.ResumeFailed.Add(1)
+		g.cfg.Logger.Debug("resume refused", "session", r.SessionID, "known", s != nil)
 		c.send(protocol.InvalidSession)
 		return true
 	}
@@ -591,10 +592,12 @@ func (g *Gateway) resume(c *conn, d json.RawMessage) bool {
 	switch result {
 	case resumeBadSeq:
 		g.metrics.ResumeFailed.Add(1)
+		g.cfg.Logger.Debug("resume refused: seq not in the log", "session", r.SessionID, "seq", *r.Seq)
 		c.closeWith(protocol.CloseInvalidSeq, "invalid seq")
 		return false
 	case resumeGone:
 		g.metrics.ResumeFailed.Add(1)
+		g.cfg.Logger.Debug("resume refused: the session ended", "session", r.SessionID)
 		c.send(protocol.InvalidSession)
 		return true
 	}

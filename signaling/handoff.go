@@ -246,6 +246,7 @@ func (h *Hub) movedNow(gid guild.ID, session string) {
 func (g *Gateway) takeOver(ctx context.Context, id string, u store.User) *Session {
 	holder, found := g.findSession(ctx, id, u.ID)
 	if holder == "" {
+		g.cfg.Logger.Debug("handoff: no node holds the session", "session", id)
 		return nil
 	}
 	s := newSession(id, u)
@@ -306,10 +307,14 @@ func (g *Gateway) findSession(ctx context.Context, id string, user guild.ID) (st
 		nodes = append(nodes, n)
 	}
 	if g.hub.reps != nil {
-		// This node may keep the copy of the session's gone node.
+		// This node may keep the copy of the session's gone node. It asks
+		// its copies directly: asked through the bus like the others, its
+		// hub could answer late, after takeOver registered the session
+		// here, and mark that leaving.
 		nodes = append(nodes, g.cfg.NodeID)
 	}
-	req, _ := json.Marshal(handoffRequest{Op: "find", Session: id, User: user, To: g.cfg.NodeID})
+	find := handoffRequest{Op: "find", Session: id, User: user, To: g.cfg.NodeID}
+	req, _ := json.Marshal(find)
 	type answer struct {
 		node  string
 		found foundSession
@@ -322,18 +327,55 @@ func (g *Gateway) findSession(ctx context.Context, id string, user guild.ID) (st
 	for _, n := range nodes {
 		go func() {
 			var f foundSession
-			if b, err := g.router.CallGateway(ctx, n, req); err == nil {
+			if n == g.cfg.NodeID {
+				f = g.hub.reps.find(ctx, find)
+			} else if b, err := g.router.CallGateway(ctx, n, req); err == nil {
 				json.Unmarshal(b, &f)
 			}
 			answers <- answer{n, f}
 		}()
 	}
-	for range nodes {
-		if a := <-answers; a.found.Found {
-			return a.node, a.found
+	// A node's own session ends the search. A copy of a gone node's
+	// (found.Node set) may be stale — the session moved on before its
+	// node died, and the copy missed the news — so it counts only when no
+	// node holds the session itself, and the newest (highest Gen) wins.
+	var best answer
+	var copies []answer
+	left := len(nodes)
+	for ; left > 0; left-- {
+		a := <-answers
+		if !a.found.Found {
+			continue
+		}
+		g.cfg.Logger.Debug("handoff: found", "session", id, "at", a.node, "node", a.found.Node, "gen", a.found.Gen)
+		if a.found.Node == "" {
+			best = a
+			left--
+			break
+		}
+		copies = append(copies, a)
+		if best.node == "" || a.found.Gen > best.found.Gen {
+			best = a
 		}
 	}
-	return "", foundSession{}
+	// Copies not taken are released (marked leaving, they would wait for
+	// a release that never comes), including those that answer later.
+	abort, _ := json.Marshal(handoffRequest{Op: "abort", Session: id, User: user, To: g.cfg.NodeID})
+	go func() {
+		for ; left > 0; left-- {
+			if a := <-answers; a.found.Found && a.found.Node != "" {
+				copies = append(copies, a)
+			}
+		}
+		for _, a := range copies {
+			if a.node != best.node {
+				ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+				g.router.CallGateway(ctx, a.node, abort)
+				cancel()
+			}
+		}
+	}()
+	return best.node, best.found
 }
 
 // abandon gives up a handoff: the old node drops the session, this one

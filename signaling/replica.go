@@ -3,6 +3,7 @@ package signaling
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"slices"
 	"sort"
 	"sync"
@@ -485,7 +486,11 @@ func (r *replicas) markGone(fw *following, f *follower) {
 	n := len(f.sessions)
 	f.mu.Unlock()
 	r.g.metrics.ReplicaAdopted.Add(uint64(n))
-	r.g.cfg.Logger.Info("replica: holding the sessions of a gone node", "node", f.node, "sessions", n)
+	level := slog.LevelInfo
+	if n == 0 {
+		level = slog.LevelDebug // a drained node: everything was handed over
+	}
+	r.g.cfg.Logger.Log(context.Background(), level, "replica: holding the sessions of a gone node", "node", f.node, "sessions", n)
 	time.AfterFunc(r.g.cfg.ResumeWindow, func() { r.expire(fw, f) })
 }
 

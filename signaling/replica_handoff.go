@@ -56,6 +56,11 @@ func (r *replicas) find(ctx context.Context, req handoffRequest) foundSession {
 		if err == nil && a.Inc == inc {
 			return foundSession{} // alive: it holds the session, or ended it
 		}
+		if ctx.Err() != nil {
+			// The search ended (the holder answered): no news of the node.
+			return foundSession{}
+		}
+		r.g.cfg.Logger.Debug("replica: probe says the node is gone", "node", f.node, "session", req.Session, "err", err, "inc", a.Inc, "following", inc)
 		r.mu.Lock()
 		fw := r.nodes[f.node]
 		if fw != nil && fw.live == f {

@@ -270,7 +270,8 @@ func (nd *Node) Exited() <-chan struct{} {
 }
 
 // Stop ends a running node with SIGTERM and waits for it; a node built with the race
-// detector exits 66 when it saw a race, which fails the test.
+// detector exits 66 when it saw a race, which fails the test. The node's log
+// is shown when the test failed, or always with CHORUS_TEST_LOGS set.
 func (nd *Node) Stop(t testing.TB) {
 	nd.mu.Lock()
 	cmd, exited := nd.cmd, nd.exited
@@ -292,8 +293,8 @@ func (nd *Node) Stop(t testing.TB) {
 		<-exited
 		t.Errorf("%s did not stop within 20 s of SIGTERM", nd.ID)
 	}
-	if t.Failed() {
-		t.Logf("%s log (last 4 KiB):\n%s", nd.ID, tail(nd.Log.String(), 4096))
+	if t.Failed() || os.Getenv("CHORUS_TEST_LOGS") != "" {
+		t.Logf("%s log (last 64 KiB):\n%s", nd.ID, tail(nd.Log.String(), 64<<10))
 	}
 }
 

@@ -143,8 +143,14 @@ func untilResumed(t *testing.T, ctx context.Context, gc *loadtest.GatewayClient)
 // sessions to reconnect (op 7), they resume at other nodes, which take
 // them over, and every session gets every acknowledged message exactly
 // once, in order, without ever identifying again.
-func TestRollingRestart(t *testing.T) {
-	c, lb := StartBalanced(t, 3)
+func TestRollingRestart(t *testing.T) { rollingRestart(t) }
+
+// The same with every node keeping a copy of another's sessions
+// (--session-copies): the copies must not get in the way of the handoffs.
+func TestRollingRestartWithSessionCopies(t *testing.T) { rollingRestart(t, "--session-copies", "--log-level", "debug") }
+
+func rollingRestart(t *testing.T, extra ...string) {
+	c, lb := StartBalanced(t, 3, extra...)
 	demo := c.Nodes[0].Demo
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -152,11 +158,13 @@ func TestRollingRestart(t *testing.T) {
 
 	const perUser = 8
 	var clients []*loadtest.GatewayClient
+	var firstIDs []string // for the failure messages
 	for _, user := range []string{"alice", "bob"} {
 		for range perUser {
 			gc := session(t, ctx, front, demo.Tokens[user], demo.Guild)
 			gc.Reconnect.Store(true)
 			clients = append(clients, gc)
+			firstIDs = append(firstIDs, gc.SessionID())
 		}
 	}
 	arrivals := make([]chan string, len(clients))
@@ -218,12 +226,12 @@ func TestRollingRestart(t *testing.T) {
 			for i < min(len(got), len(acked)) && got[i] == acked[i] {
 				i++
 			}
-			t.Errorf("session %d: %d messages, want the %d acknowledged, once each and in order; they differ from #%d: got %v, acknowledged %v (drops %d, resumed %d, invalidated %d)",
-				k, len(got), len(acked), i, got[max(0, i-2):min(len(got), i+3)], acked[max(0, i-2):min(len(acked), i+3)],
+			t.Errorf("session %d (%s): %d messages, want the %d acknowledged, once each and in order; they differ from #%d: got %v, acknowledged %v (drops %d, resumed %d, invalidated %d)",
+				k, firstIDs[k], len(got), len(acked), i, got[max(0, i-2):min(len(got), i+3)], acked[max(0, i-2):min(len(acked), i+3)],
 				gc.Drops.Load(), gc.Resumed.Load(), gc.Invalidated.Load())
 		}
 		if n := gc.Reidentified.Load(); n != 0 {
-			t.Errorf("session %d identified again %d times", k, n)
+			t.Errorf("session %d (%s) identified again %d times", k, firstIDs[k], n)
 		}
 		maxGap = max(maxGap, gc.LastOutage())
 	}
