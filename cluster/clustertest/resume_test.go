@@ -147,7 +147,9 @@ func TestRollingRestart(t *testing.T) { rollingRestart(t) }
 
 // The same with every node keeping a copy of another's sessions
 // (--session-copies): the copies must not get in the way of the handoffs.
-func TestRollingRestartWithSessionCopies(t *testing.T) { rollingRestart(t, "--session-copies", "--log-level", "debug") }
+func TestRollingRestartWithSessionCopies(t *testing.T) {
+	rollingRestart(t, "--session-copies", "--log-level", "debug")
+}
 
 func rollingRestart(t *testing.T, extra ...string) {
 	c, lb := StartBalanced(t, 3, extra...)
