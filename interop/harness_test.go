@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chorus-voice/chorus/cluster/clustertest"
 )
 
 var chorusBin string
@@ -34,6 +36,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	clustertest.RemoveBinary()
 	os.Exit(code)
 }
 

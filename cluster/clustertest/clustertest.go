@@ -60,6 +60,14 @@ func Binary(t testing.TB) string {
 	return bin
 }
 
+// RemoveBinary deletes what Binary built; a package whose tests use Binary
+// calls it from TestMain after m.Run, or every run leaves 60 MB in $TMPDIR.
+func RemoveBinary() {
+	if bin != "" {
+		os.RemoveAll(filepath.Dir(bin))
+	}
+}
+
 // Cluster is a running cluster.
 type Cluster struct {
 	NATS     *natstest.Cluster
