@@ -74,6 +74,8 @@ type replicator struct {
 
 	// Owned by the loop.
 	streaming bool
+	published time.Time // when the last message went out
+	ackTimer  *time.Timer
 	seq       uint64
 	msg       []byte
 	applyQ    []repItem
@@ -84,6 +86,15 @@ type replicator struct {
 // maxReplicaMsg bounds one message of the stream (NATS's default
 // max_payload is 1 MiB).
 const maxReplicaMsg = 512 << 10
+
+// replicaAckDelay is how long acknowledgements alone may wait for a
+// message to ride on. An ack only lets the copy trim its log: one that is
+// late leaves the copy a few events longer than the node's, which a
+// resume skips (the client's seq decides). Alone, each client heartbeat
+// would cost a message and a flush; this way acks add bytes to the
+// messages deliveries send anyway, and at most one message a second when
+// nothing else happens.
+const replicaAckDelay = time.Second
 
 // replicaFlushTimeout bounds the wait for the server's acknowledgement; a
 // round that does not get it is delivered all the same (the copy may then
@@ -151,15 +162,18 @@ func (r *replicator) resync() { r.enqueue(repItem{kind: recSync}) }
 // loop runs rounds until the gateway closes (Gateway.Close: after a
 // drain, whose handoffs need deliveries to the end).
 func (r *replicator) loop() {
+	r.ackTimer = time.NewTimer(replicaAckDelay)
+	r.ackTimer.Stop()
 	for {
 		select {
 		case <-r.wake:
+		case <-r.ackTimer.C:
 		case <-r.stop:
-			r.round()
+			r.round(true)
 			close(r.stopped)
 			return
 		}
-		r.round()
+		r.round(false)
 	}
 }
 
@@ -173,9 +187,16 @@ func (r *replicator) close() {
 // flush, then deliveries. A describe, snapshot or sync record describes a
 // session as it is after every delivery before it, so the deliveries
 // before one are made first.
-func (r *replicator) round() {
+func (r *replicator) round(last bool) {
 	r.mu.Lock()
 	q, ids := r.q, r.ids
+	if wait := replicaAckDelay - time.Since(r.published); r.streaming && !last && wait > 0 && len(q) > 0 && onlyAcks(q) {
+		// Acks alone wait (replicaAckDelay), in the queue, where what
+		// comes next lines up behind them.
+		r.mu.Unlock()
+		r.ackTimer.Reset(wait)
+		return
+	}
 	r.q, r.ids = r.spareQ[:0], r.spareID[:0]
 	r.mu.Unlock()
 	if len(q) == 0 {
@@ -234,6 +255,15 @@ func (r *replicator) round() {
 	r.spareQ, r.spareID = q[:0], ids[:0]
 }
 
+func onlyAcks(q []repItem) bool {
+	for i := range q {
+		if q[i].kind != recAck {
+			return false
+		}
+	}
+	return true
+}
+
 // begin starts a message; publish numbers it.
 func (r *replicator) begin() {
 	r.msg = binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(r.msg[:0], r.inc), 0)
@@ -265,13 +295,20 @@ func (r *replicator) publish() {
 		r.g.metrics.ReplicaFailed.Add(1)
 		return
 	}
+	r.published = time.Now()
 	r.g.metrics.ReplicaMessages.Add(1)
 	r.g.metrics.ReplicaBytes.Add(uint64(len(r.msg)))
 }
 
 // flushAndApply sends the message, waits until the server has it, then
-// makes the deliveries it records.
+// makes the deliveries it records. With no delivery to make there is
+// nothing to wait for: the stream keeps the order all the same.
 func (r *replicator) flushAndApply(ids []string) {
+	if len(r.applyQ) == 0 {
+		r.publish()
+		r.begin()
+		return
+	}
 	if len(r.msg) > replicaHeaderLen {
 		r.publish()
 		ctx, cancel := context.WithTimeout(context.Background(), replicaFlushTimeout)
