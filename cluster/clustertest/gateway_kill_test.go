@@ -14,7 +14,7 @@ import (
 // exactly the events they missed — the ones sent while they were away,
 // and none they had — with consecutive sequence numbers, then RESUMED.
 func TestResumeAfterGatewayNodeKilled(t *testing.T) {
-	c := Start(t, 3, "--session-copies")
+	c := Start(t, 3) // --session-copies is the default
 	demo := c.Nodes[0].Demo
 	n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
