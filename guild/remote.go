@@ -264,6 +264,13 @@ func (r *Router) ServeCall(data []byte) []byte {
 	ctx, cancel := context.WithTimeout(context.Background(), ttl)
 	defer cancel()
 	if req.Direct {
+		// A direct call that names the caller's ring revision is answered
+		// from a view at least as new, if it comes soon (directRevWait).
+		if req.Rev > r.place.Ring().Revision {
+			wctx, cancel := context.WithTimeout(ctx, directRevWait)
+			r.awaitNewer(wctx, req.Rev-1)
+			cancel()
+		}
 		return encodeReply(fn(ctx, r, req.Body))
 	}
 	// The caller placed the guild with a view this node may not have seen
@@ -296,6 +303,12 @@ var opSubscribers = defineOp("subscribers", func(r *Router, _ context.Context, g
 	return r.sessions.Subscribers(guild), nil
 })
 
+// directRevWait bounds how long a direct call waits for the caller's ring
+// revision to arrive here: the membership change reaches every node within
+// milliseconds of each other, and a node that lags more (paused, cut off)
+// answers from the view it has.
+const directRevWait = 250 * time.Millisecond
+
 // previousOwnerWait bounds the wait for a previous owner that is no longer
 // on the ring: a node that left gracefully answers at once, a dead one
 // meets "no responders" at once; only a paused or cut-off one costs this.
@@ -321,10 +334,14 @@ func (r *Router) subscribers(ctx context.Context, guild ID) []Sub {
 	}
 	var asked int
 	answers := make(chan answer)
+	view := r.place.Ring()
 	ask := func(node string, ctx context.Context) {
 		asked++
 		go func() {
-			out, err := r.callNode(ctx, node, callRequest{Op: opSubscribers.name, Guild: guild, Direct: true, Body: body})
+			// Rev: each node answers from a view at least as new as this
+			// one (ServeCall): a node that keeps copies of a dead node's
+			// sessions lists them once its ring says the node is gone.
+			out, err := r.callNode(ctx, node, callRequest{Op: opSubscribers.name, Guild: guild, Direct: true, Rev: view.Revision, Body: body})
 			var got []Sub
 			if err == nil {
 				err = json.Unmarshal(out, &got)
@@ -332,7 +349,6 @@ func (r *Router) subscribers(ctx context.Context, guild ID) []Sub {
 			answers <- answer{got, err}
 		}()
 	}
-	view := r.place.Ring()
 	for _, n := range view.Nodes() {
 		if n.ID != r.place.ID() && n.Roles&ring.RoleGateway != 0 {
 			ask(n.ID, ctx)

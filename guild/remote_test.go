@@ -430,6 +430,37 @@ func TestNewOwnerAdoptsSubscriptions(t *testing.T) {
 	}
 }
 
+// A new owner asks the gateway nodes for their subscriptions with its
+// ring revision, and a node whose ring lags answers once it has caught up:
+// what it lists may depend on the ring (a node keeping copies of a dead
+// node's sessions lists them once its ring says that node is gone).
+func TestSubscribersAnswerFromTheCallersRing(t *testing.T) {
+	p := newPair(t)
+	// b keeps the gateway role only: a owns every guild, b's among them.
+	bGateway := ring.New(6, []ring.Node{{ID: "a", Roles: ring.RoleAll}, {ID: "b", Roles: ring.RoleGateway}})
+	sub := Sub{Node: "b", Session: "s1", User: p.owner.ID, Intents: protocol.IntentGuilds | protocol.IntentGuildMessages, Status: "online"}
+	p.va.set(bGateway)
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		p.rb.mu.Lock()
+		p.rb.subs = map[ID][]Sub{p.gB.ID: {sub}} // what b lists from now on
+		p.rb.mu.Unlock()
+		p.vb.set(bGateway)
+	}()
+	m, err := p.a.CreateMessage(p.ctx, CreateMessage{ChannelID: p.chB.ID, AuthorID: p.owner.ID, Content: "after"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(p.rb.events("s1", protocol.EventMessageCreate)) == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	got := p.rb.events("s1", protocol.EventMessageCreate)
+	if len(got) != 1 || !strings.Contains(string(got[0].Data), m.ID.String()) {
+		t.Fatalf("the session b listed once its ring caught up got %d messages from the new owner", len(got))
+	}
+}
+
 // A node that still believes it owns a guild another node has claimed
 // (it was paused through the move) has its write refused by the store, its
 // actor retired, and the call lands once, on the new owner, when its ring
