@@ -376,19 +376,33 @@ func (r *Router) voiceStates(ctx context.Context, guild ID) []VoiceChange {
 	defer cancel()
 	var asked int
 	answers := make(chan []VoiceChange)
-	for _, n := range r.place.Ring().Nodes() {
-		if n.ID == r.place.ID() || n.Roles&ring.RoleVoice == 0 {
-			continue
-		}
+	ask := func(ctx context.Context, node string) {
 		asked++
-		go func(node string) {
+		go func() {
 			out, err := r.callNode(ctx, node, callRequest{Op: opVoiceStates.name, Guild: guild, Direct: true, Body: body})
 			var got []VoiceChange
 			if err == nil {
 				json.Unmarshal(out, &got)
 			}
 			answers <- got
-		}(n.ID)
+		}()
+	}
+	view := r.place.Ring()
+	for _, n := range view.Nodes() {
+		if n.ID != r.place.ID() && n.Roles&ring.RoleVoice != 0 {
+			ask(ctx, n.ID)
+		}
+	}
+	// The previous owner, if it is leaving the ring (drained), is asked
+	// too, as subscribers asks it: when it is also a voice node, it may be
+	// the only one left that heard the joins of its rooms — the other voice
+	// nodes hear only what happens after they joined, so in a rolling
+	// restart, the last node to go knows the states of rooms nobody else
+	// has heard of.
+	if prev := r.previousOwner(guild); prev != "" && !view.Has(prev) {
+		pctx, cancel := context.WithTimeout(ctx, previousOwnerWait)
+		defer cancel()
+		ask(pctx, prev)
 	}
 	for i := 0; i < asked; i++ {
 		all = append(all, <-answers...)

@@ -119,3 +119,39 @@ func TestNewOwnerAdoptsVoiceStates(t *testing.T) {
 		t.Fatalf("after the move a's voice gateway heard %v, want the leave last", got)
 	}
 }
+
+// A guild's owner that leaves the ring gracefully (drained) while users are
+// in voice may be the only voice node that heard their joins: in a rolling
+// restart, every other voice node restarted since, and a voice node hears
+// only the changes after it joined. The new owner asks the previous one
+// too, so it knows who is in voice: a leave after the move reaches the
+// voice nodes, and rooms the ring moved get their VOICE_SERVER_UPDATE.
+func TestNewOwnerAsksTheDrainedOwnerForVoiceStates(t *testing.T) {
+	p := newPair(t)
+	va, vb := &voiceRec{}, &voiceRec{}
+	p.a.voice, p.b.voice = va, vb
+	lounge, err := p.a.CreateChannel(p.ctx, store.Channel{GuildID: p.gB.ID, Name: "lounge", Type: ChannelVoice})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.a.UpdateVoiceState(p.ctx, p.gB.ID, VoiceUpdate{Node: "a", Session: "s", User: p.owner.ID, ChannelID: lounge.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if len(va.channels(t, 1)) != 1 || len(vb.channels(t, 1)) != 1 {
+		t.Fatal("the join did not reach both voice gateways")
+	}
+	// a restarted: its voice gateway has heard nothing. Then b drains: it
+	// leaves the ring but still answers.
+	va.mu.Lock()
+	va.got = nil
+	va.mu.Unlock()
+	onlyA := ring.New(9, []ring.Node{{ID: "a", Roles: ring.RoleAll}})
+	p.vb.set(onlyA)
+	p.va.set(onlyA)
+	if err := p.a.UpdateVoiceState(p.ctx, p.gB.ID, VoiceUpdate{Node: "a", Session: "s", User: p.owner.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if got := va.channels(t, 1); len(got) != 1 || got[0] != 0 {
+		t.Fatalf("after the move a's voice gateway heard %v, want the leave", got)
+	}
+}

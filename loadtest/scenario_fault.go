@@ -44,6 +44,10 @@ type Fault struct {
 	Signal  syscall.Signal
 	Node    string
 	StopFor time.Duration
+	// Run, instead of Command or Signal, is called At (a program that
+	// embeds the load tester, or a test, makes the fault itself: a rolling
+	// restart of the processes it started). Its error fails the fault.
+	Run func(context.Context) error
 	// RecoverWithin bounds how long after the fault clients keep trying,
 	// and how long the run waits for them (default 60 s).
 	RecoverWithin time.Duration
@@ -55,10 +59,10 @@ func (f *Fault) validate(window time.Duration) error {
 		return nil
 	}
 	switch {
-	case strings.TrimSpace(f.Command) == "" && f.Signal == 0:
+	case strings.TrimSpace(f.Command) == "" && f.Signal == 0 && f.Run == nil:
 		return errors.New("loadtest fault: a command to run, or a node to kill, stop or terminate, is required")
-	case f.Command != "" && f.Signal != 0:
-		return errors.New("loadtest fault: a command or a node signal, not both")
+	case f.Command != "" && f.Signal != 0, f.Run != nil && (f.Command != "" || f.Signal != 0):
+		return errors.New("loadtest fault: one of a command, a node signal or a function")
 	case f.Signal != 0 && f.Node == "":
 		return errors.New("loadtest fault: which node to signal?")
 	case f.Signal != 0 && f.Signal != syscall.SIGKILL && f.Signal != syscall.SIGTERM && f.Signal != syscall.SIGSTOP:
@@ -144,11 +148,15 @@ func (f *faultRun) start(ctx context.Context, sendStart time.Time) {
 			f.cmdErr = ctx.Err()
 			return
 		}
-		if f.Signal != 0 {
+		if f.Signal != 0 || f.Run != nil {
 			f.mu.Lock()
 			f.started = time.Now()
 			f.mu.Unlock()
-			f.cmdErr = f.signalNode(ctx)
+			if f.Run != nil {
+				f.cmdErr = f.Run(ctx)
+			} else {
+				f.cmdErr = f.signalNode(ctx)
+			}
 			f.ended = time.Now()
 			if f.cmdErr != nil {
 				f.exitCode = 1
@@ -445,6 +453,9 @@ func (f *faultRun) reportIdle(r *Result, start time.Time, timeline *Timed, gws [
 
 // describe names the fault for the report.
 func (f *faultRun) describe() string {
+	if f.Run != nil {
+		return "a function of the program running the load test"
+	}
 	if f.Signal == 0 && f.Heal != "" {
 		return fmt.Sprintf("%s; %v later: %s", f.Command, f.HealAfter, f.Heal)
 	}

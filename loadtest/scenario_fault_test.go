@@ -136,7 +136,8 @@ func TestFaultScenarioNodeStaysDown(t *testing.T) {
 func TestFaultOptionsRejected(t *testing.T) {
 	o := ChatOptions{URL: "http://127.0.0.1:1", Sessions: 2, Guilds: 1, Rate: 1, Duration: time.Second}
 	for _, f := range []Fault{{Command: ""}, {Command: "true", At: 2 * time.Second}, {Command: "true", At: -1},
-		{Heal: "true", HealAfter: time.Second, Signal: syscall.SIGKILL, Node: "http://127.0.0.1:1"}, {Command: "true", Heal: "true"}} {
+		{Heal: "true", HealAfter: time.Second, Signal: syscall.SIGKILL, Node: "http://127.0.0.1:1"}, {Command: "true", Heal: "true"},
+		{Command: "true", Run: func(context.Context) error { return nil }}} {
 		if _, err := RunChat(context.Background(), ChatOptions{URL: o.URL, Sessions: 2, Guilds: 1, Rate: 1, Duration: time.Second, Fault: &f}); err == nil {
 			t.Errorf("fault %+v accepted", f)
 		}

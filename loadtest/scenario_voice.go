@@ -215,6 +215,19 @@ func (v *voiceRun) connect(ctx context.Context) error {
 				return
 			}
 			m.gw = gw
+			if v.fault != nil {
+				// The fault may take the gateway node down too (a rolling
+				// restart): the session resumes at another node, as behind a
+				// balancer, and VOICE_SERVER_UPDATEs keep coming there.
+				home := i % len(v.bases)
+				for k, b := range v.bases {
+					if k != home {
+						gw.Alternates = append(gw.Alternates, wsURL(b))
+					}
+				}
+				gw.ReconnectFor = v.fault.fr.recoverWithin()
+				gw.Reconnect.Store(true)
+			}
 			vc, err := JoinVoiceVia(cctx, gw, v.dialer, v.guild, v.channels[i/v.o.Participants], m.id, v.o.Modes[i%len(v.o.Modes)], v.o.Route)
 			if err != nil {
 				errs <- err
