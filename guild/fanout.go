@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -185,36 +186,16 @@ func (r *Router) ServeBatch(b []byte) error {
 // node's other deliveries before it hands it here.
 func (r *Router) ServeBatchWith(body []byte, deliver func(node string, ev *Event, sessions []string)) error {
 	r.stats.batchesReceived.Add(1)
-	var sessions []string
-	for b := body; len(b) > 0; {
-		var ev *Event
-		var err error
-		ev, sessions, b, err = readItem(b, sessions[:0])
-		if err != nil {
-			r.stats.batchMalformed.Add(1)
-			return err
-		}
-		if ev.Name == movedEvent {
-			if err := r.servedMoved(ev, sessions); err != nil {
-				r.stats.batchMalformed.Add(1)
-				return err
-			}
-			continue
-		}
-		if ev.Name == voiceChangeEvent {
-			var ch VoiceChange
-			if err := json.Unmarshal(ev.Data, &ch); err != nil {
-				r.stats.batchMalformed.Add(1)
-				return err
-			}
+	err := walkBatch(body, func(ev *Event, sessions []string) { deliver(r.place.ID(), ev, sessions) }, r.sessions.Moved,
+		func(ch VoiceChange) {
 			if r.voice != nil {
 				r.voice.VoiceChanged(ch)
 			}
-			continue
-		}
-		deliver(r.place.ID(), ev, sessions)
+		})
+	if err != nil {
+		r.stats.batchMalformed.Add(1)
 	}
-	return nil
+	return err
 }
 
 // BatchRef names a batch: the node that sent it and its number among the
@@ -249,6 +230,14 @@ func SplitBatch(b []byte) (BatchRef, []byte, error) {
 // go to moved. Voice items are skipped. It is the replica's reading of a
 // batch; it does not deliver.
 func BatchItems(body []byte, fn func(ev *Event, sessions []string), moved func(guild ID, session string)) error {
+	return walkBatch(body, fn, moved, nil)
+}
+
+// walkBatch reads a batch's body item by item: events go to fn with the
+// sessions they are for (reused between calls), moved markers to moved,
+// voice changes to voice (skipped when nil). It stops at the first item
+// that does not decode.
+func walkBatch(body []byte, fn func(ev *Event, sessions []string), moved func(guild ID, session string), voice func(VoiceChange)) error {
 	var sessions []string
 	for b := body; len(b) > 0; {
 		var ev *Event
@@ -261,10 +250,18 @@ func BatchItems(body []byte, fn func(ev *Event, sessions []string), moved func(g
 		case movedEvent:
 			var gid ID
 			if err := json.Unmarshal(ev.Data, &gid); err != nil || len(sessions) != 1 {
-				return errMalformedBatch
+				return fmt.Errorf("%w: %s", errMalformedBatch, movedEvent)
 			}
 			moved(gid, sessions[0])
 		case voiceChangeEvent:
+			if voice == nil {
+				continue
+			}
+			var ch VoiceChange
+			if err := json.Unmarshal(ev.Data, &ch); err != nil {
+				return fmt.Errorf("%w: %s: %v", errMalformedBatch, voiceChangeEvent, err)
+			}
+			voice(ch)
 		default:
 			fn(ev, sessions)
 		}

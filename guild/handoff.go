@@ -3,7 +3,6 @@ package guild
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 
 	"github.com/chorus-voice/chorus/ring"
 )
@@ -35,16 +34,6 @@ func (r *Router) sessionMoved(node string, guild ID, session string) {
 	}
 	data, _ := json.Marshal(guild) // a snowflake: cannot fail
 	r.out.add(node, &Event{Name: movedEvent, Data: data}, []string{session})
-}
-
-// servedMoved handles a movedEvent item of a batch.
-func (r *Router) servedMoved(ev *Event, sessions []string) error {
-	var guild ID
-	if err := json.Unmarshal(ev.Data, &guild); err != nil || len(sessions) != 1 {
-		return fmt.Errorf("%w: %s", errMalformedBatch, movedEvent)
-	}
-	r.sessions.Moved(guild, sessions[0])
-	return nil
 }
 
 // Move registers a session that moved to this node with a guild and
