@@ -59,10 +59,10 @@ func (v *voiceRec) channels(t *testing.T, n int) []ID {
 	}
 }
 
-// Every voice node hears every voice change of a guild, in order: the
-// owner's own voice gateway directly, the other node's in its batches.
-// A voice change that does not decode is refused and counted.
-func TestVoiceChangesReachEveryVoiceNode(t *testing.T) {
+// voicePair is a pair whose nodes both have a voice gateway that records
+// what it hears, and a voice channel in the guild b owns.
+func voicePair(t *testing.T) (*pair, *voiceRec, *voiceRec, Channel) {
+	t.Helper()
 	p := newPair(t)
 	va, vb := &voiceRec{}, &voiceRec{}
 	p.a.voice, p.b.voice = va, vb
@@ -70,6 +70,14 @@ func TestVoiceChangesReachEveryVoiceNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return p, va, vb, lounge
+}
+
+// Every voice node hears every voice change of a guild, in order: the
+// owner's own voice gateway directly, the other node's in its batches.
+// A voice change that does not decode is refused and counted.
+func TestVoiceChangesReachEveryVoiceNode(t *testing.T) {
+	p, va, vb, lounge := voicePair(t)
 	// Through a; b owns the guild.
 	for _, ch := range []ID{lounge.ID, 0} {
 		if err := p.a.UpdateVoiceState(p.ctx, p.gB.ID, VoiceUpdate{Node: "a", Session: "s", User: p.owner.ID, ChannelID: ch}); err != nil {
@@ -127,13 +135,7 @@ func TestNewOwnerAdoptsVoiceStates(t *testing.T) {
 // too, so it knows who is in voice: a leave after the move reaches the
 // voice nodes, and rooms the ring moved get their VOICE_SERVER_UPDATE.
 func TestNewOwnerAsksTheDrainedOwnerForVoiceStates(t *testing.T) {
-	p := newPair(t)
-	va, vb := &voiceRec{}, &voiceRec{}
-	p.a.voice, p.b.voice = va, vb
-	lounge, err := p.a.CreateChannel(p.ctx, store.Channel{GuildID: p.gB.ID, Name: "lounge", Type: ChannelVoice})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, va, vb, lounge := voicePair(t)
 	if err := p.a.UpdateVoiceState(p.ctx, p.gB.ID, VoiceUpdate{Node: "a", Session: "s", User: p.owner.ID, ChannelID: lounge.ID}); err != nil {
 		t.Fatal(err)
 	}
