@@ -2,12 +2,14 @@ package loadtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -206,5 +208,27 @@ func TestFaultFreezeResumes(t *testing.T) {
 	}
 	if c["recovery_ms"] < 3000 {
 		t.Fatalf("recovered in %v ms from a 3 s freeze", c["recovery_ms"])
+	}
+}
+
+// A fault may be a function of the program running the load test: it is
+// called once, at its time, while the sessions are up, and an error it
+// returns is the fault's failure in the report.
+func TestFaultRunsAFunction(t *testing.T) {
+	n := startNode(t, "--voice", "off")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var calls atomic.Int32
+	r, err := RunGateway(ctx, GatewayOptions{URL: n.base, Token: n.botToken, Sessions: 5, Rate: 50, Hold: 2 * time.Second,
+		Fault: &Fault{At: 500 * time.Millisecond, RecoverWithin: 5 * time.Second, Run: func(context.Context) error {
+			calls.Add(1)
+			return errors.New("the test's fault failed")
+		}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls.Load() != 1 || r.Counters["fault_exit_code"] != 1 || r.Params["fault_error"] != "the test's fault failed" ||
+		r.Failures["fault-command-exit-1"] != 1 || r.Counters["fault_at_ms"] < 500 {
+		t.Fatalf("called %d times; counters %v params %v failures %v", calls.Load(), r.Counters, r.Params, r.Failures)
 	}
 }
