@@ -39,7 +39,6 @@ type actor struct {
 	watchers map[string]*Sub
 
 	voice       map[ID]*VoiceState
-	voiceAt     map[ID]string    // voice channel → the node its participants were sent to
 	perms       map[[2]ID]uint64 // (user, channel) → permissions, cleared on change
 	lastFullReq map[ID]time.Time // op 8 "all members" rate limit per user
 
@@ -92,7 +91,7 @@ func (r *Router) load(ctx context.Context, id ID) (*actor, error) {
 	a := &actor{r: r, guild: g, epoch: epoch,
 		channels: map[ID]*store.Channel{}, roles: map[ID]*store.Role{}, members: map[ID]*store.Member{},
 		users: map[ID]*store.User{}, presence: map[ID]*Presence{}, subs: map[string]*Sub{},
-		userSubs: map[ID]int{}, watchers: map[string]*Sub{}, voice: map[ID]*VoiceState{}, voiceAt: map[ID]string{}, perms: map[[2]ID]uint64{}, lastFullReq: map[ID]time.Time{},
+		userSubs: map[ID]int{}, watchers: map[string]*Sub{}, voice: map[ID]*VoiceState{}, perms: map[[2]ID]uint64{}, lastFullReq: map[ID]time.Time{},
 		mbox: make(chan func(*actor), r.cfg.Mailbox), scratch: map[string][]string{}, quit: make(chan struct{})}
 	cs, err := r.store.ListChannels(ctx, id)
 	if err != nil {
@@ -459,6 +458,10 @@ func (a *actor) subscribe(s *Sub) error {
 	// change) has the guild already: no second GUILD_CREATE.
 	if old == nil && s.Intents&protocol.IntentGuilds != 0 {
 		a.toSub(s, a.guildCreate(s))
+	}
+	if v := a.voice[s.User]; v != nil && v.SessionID == s.Session && a.subs[s.Session] == s {
+		// Its voice room may have moved while the session did.
+		a.revoiceSession(v, s)
 	}
 	if a.presence[s.User] == nil || a.presence[s.User].Status != s.Status {
 		a.setPresence(s.User, s.Status, s.Activities)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -91,6 +92,9 @@ type Deps struct {
 	// Peers reaches the cluster's other nodes; nil on a node that is
 	// alone (cluster.Static), where every guild is local.
 	Peers Peers
+	// Logger hears what is worth knowing when a move goes wrong (debug
+	// level); nil discards.
+	Logger *slog.Logger
 }
 
 // Router finds the actor that owns a guild: a ring lookup, then a local call
@@ -103,6 +107,7 @@ type Router struct {
 	sessions Sessions
 	voice    VoiceHost
 	voiceTok func(user ID) string
+	log      *slog.Logger
 	ids      *snowflake.Generator
 	peers    Peers
 	out      outbox
@@ -154,6 +159,9 @@ func NewRouter(cfg Config, d Deps) *Router {
 	r := &Router{cfg: cfg, place: d.Placement, store: d.Store, sessions: d.Sessions, voice: d.Voice, voiceTok: d.VoiceToken, ids: d.IDs,
 		peers: d.Peers, served: make(chan struct{}, maxServedCalls), stop: make(chan struct{}), slots: map[ID]*slot{}}
 	r.out = outbox{r: r, nodes: map[string]*queue{}}
+	if r.log = d.Logger; r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
 	r.lastRing.Store(r.place.Ring())
 	if ch := r.place.Changed(); ch != nil {
 		go r.follow(ch)

@@ -16,6 +16,10 @@ type VoiceState struct {
 	// Identify must present it.
 	SessionID          string
 	SelfMute, SelfDeaf bool
+	// at is the voice node the user was last sent to (VOICE_SERVER_UPDATE)
+	// or, for an adopted state, the node holding its connection; "" when
+	// neither is known. revoice compares it with the ring's placement.
+	at string
 }
 
 // VoiceUpdate is gateway op 4 from one session (gateway.md §16.2).
@@ -135,23 +139,25 @@ func (a *actor) updateVoice(u VoiceUpdate) {
 	// connect: its Identify finds the state there.
 	a.notifyVoice(v)
 	if moving {
-		a.sendVoiceServer(c.ID, &Sub{Node: u.Node, Session: u.Session}, u.User)
+		a.sendVoiceServer(v, &Sub{Node: u.Node, Session: u.Session})
 	}
 }
 
 // sendVoiceServer tells a user's session where its voice room is: the
 // node the ring places the room on, with a token every voice node admits.
-func (a *actor) sendVoiceServer(channel ID, s *Sub, user ID) {
-	n, ok := a.r.voicePlace(a.guild.ID, channel)
+func (a *actor) sendVoiceServer(v *VoiceState, s *Sub) {
+	n, ok := a.r.voicePlace(a.guild.ID, v.ChannelID)
 	if !ok || n.Addr == "" || a.r.voiceTok == nil {
 		return
 	}
-	a.voiceAt[channel] = n.ID
+	a.r.log.Debug("voice server update", "guild", a.guild.ID, "channel", v.ChannelID, "user", v.UserID,
+		"session", s.Session, "gateway", s.Node, "from", v.at, "to", n.ID)
+	v.at = n.ID
 	a.toSub(s, NewEvent(protocol.EventVoiceServerUpdate, struct {
 		Token    string `json:"token"`
 		GuildID  ID     `json:"guild_id"`
 		Endpoint string `json:"endpoint"`
-	}{a.r.voiceTok(user), a.guild.ID, n.Addr}))
+	}{a.r.voiceTok(v.UserID), a.guild.ID, n.Addr}))
 }
 
 // replaceVoice, at a change of the ring, has each guild actor send its
@@ -177,17 +183,29 @@ func (r *Router) replaceVoice() {
 	}
 }
 
+// revoice sends every participant whose room the ring now places on
+// another node than the one it was sent to a VOICE_SERVER_UPDATE. It is
+// kept per participant, not per room: a participant whose gateway session
+// is not registered at this moment (moving between gateway nodes while the
+// ring changed) keeps its stale node and hears when it registers again
+// (revoiceSession) — a room is never marked done for participants that
+// were not told.
 func (a *actor) revoice() {
-	for channel, was := range a.voiceAt {
-		if n, ok := a.r.voicePlace(a.guild.ID, channel); ok && n.ID == was {
-			continue
+	for _, v := range a.voice {
+		if s := a.subs[v.SessionID]; s != nil {
+			a.revoiceSession(v, s)
+		} else {
+			a.r.log.Debug("voice participant not registered: told when it is", "guild", a.guild.ID,
+				"channel", v.ChannelID, "user", v.UserID, "session", v.SessionID, "at", v.at)
 		}
-		delete(a.voiceAt, channel)
-		for _, v := range a.voice {
-			if s := a.subs[v.SessionID]; v.ChannelID == channel && s != nil {
-				a.sendVoiceServer(channel, s, v.UserID)
-			}
-		}
+	}
+}
+
+// revoiceSession sends v's session s a VOICE_SERVER_UPDATE if the ring
+// places v's room elsewhere than v was sent.
+func (a *actor) revoiceSession(v *VoiceState, s *Sub) {
+	if n, ok := a.r.voicePlace(a.guild.ID, v.ChannelID); ok && n.ID != v.at {
+		a.sendVoiceServer(v, s)
 	}
 }
 
@@ -411,11 +429,14 @@ func (r *Router) voiceStates(ctx context.Context, guild ID) []VoiceChange {
 }
 
 // adoptVoice takes over the voice states a previous owner made, quietly:
-// the users have had their VOICE_STATE_UPDATEs. A room is where the
-// answers say its connections are; a room whose connections no live node
-// holds (they were on a node that died with the old owner) counts as
-// nowhere, and revoice sends its participants to where the ring places it.
+// the users have had their VOICE_STATE_UPDATEs. A participant is where
+// the answers say its connection is, or else where its room's other
+// connections are (it was sent there and is still connecting); a room
+// whose connections no live node holds (they were on a node that died
+// with the old owner) counts as nowhere, and revoice sends its
+// participants to where the ring places it.
 func (a *actor) adoptVoice(chs []VoiceChange) {
+	room := map[ID]string{}
 	for _, ch := range chs {
 		if ch.Guild != a.guild.ID || ch.ChannelID == 0 || a.members[ch.User] == nil {
 			continue
@@ -423,15 +444,22 @@ func (a *actor) adoptVoice(chs []VoiceChange) {
 		if c := a.channels[ch.ChannelID]; c == nil || c.Type != ChannelVoice {
 			continue
 		}
-		if ch.Host != "" {
-			a.voiceAt[ch.ChannelID] = ch.Host
-		} else if _, seen := a.voiceAt[ch.ChannelID]; !seen {
-			a.voiceAt[ch.ChannelID] = ""
-		}
-		if a.voice[ch.User] == nil {
-			a.voice[ch.User] = &VoiceState{UserID: ch.User, ChannelID: ch.ChannelID, SessionID: ch.SessionID,
+		v := a.voice[ch.User]
+		if v == nil {
+			v = &VoiceState{UserID: ch.User, ChannelID: ch.ChannelID, SessionID: ch.SessionID,
 				SelfMute: ch.SelfMute, SelfDeaf: ch.SelfDeaf}
+			a.voice[ch.User] = v
+		}
+		if ch.Host != "" && v.ChannelID == ch.ChannelID && v.SessionID == ch.SessionID {
+			v.at = ch.Host
+			room[v.ChannelID] = ch.Host
 		}
 	}
+	for _, v := range a.voice {
+		if v.at == "" {
+			v.at = room[v.ChannelID]
+		}
+	}
+	a.r.log.Debug("voice states adopted", "guild", a.guild.ID, "answers", len(chs), "participants", len(a.voice), "subscribers", len(a.subs))
 	a.revoice()
 }

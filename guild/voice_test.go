@@ -1,11 +1,14 @@
 package guild
 
 import (
-	"github.com/chorus-voice/chorus/ring"
+	"context"
+	"encoding/json"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/chorus-voice/chorus/protocol"
+	"github.com/chorus-voice/chorus/ring"
 	"github.com/chorus-voice/chorus/store"
 )
 
@@ -13,6 +16,9 @@ import (
 type voiceRec struct {
 	mu  sync.Mutex
 	got []VoiceChange
+	// holds: the node holds every connection it heard of (VoiceStates
+	// answers them Connected).
+	holds bool
 }
 
 func (v *voiceRec) VoiceChanged(ch VoiceChange) {
@@ -34,6 +40,7 @@ func (v *voiceRec) VoiceStates(g ID) []VoiceChange {
 	var out []VoiceChange
 	for _, ch := range last {
 		if ch.ChannelID != 0 {
+			ch.Connected = v.holds
 			out = append(out, ch)
 		}
 	}
@@ -155,5 +162,107 @@ func TestNewOwnerAsksTheDrainedOwnerForVoiceStates(t *testing.T) {
 	}
 	if got := va.channels(t, 1); len(got) != 1 || got[0] != 0 {
 		t.Fatalf("after the move a's voice gateway heard %v, want the leave", got)
+	}
+}
+
+// endpoints returns the endpoints of the VOICE_SERVER_UPDATEs session got.
+func endpoints(t *testing.T, rec *recorder, session string) []string {
+	t.Helper()
+	var out []string
+	for _, ev := range rec.events(session, protocol.EventVoiceServerUpdate) {
+		var d struct{ Endpoint string }
+		if err := json.Unmarshal(ev.Data, &d); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, d.Endpoint)
+	}
+	return out
+}
+
+// A participant whose gateway session is moving between gateway nodes at
+// the moment its voice room moves (a rolling restart drains the node
+// holding both) is not registered with the guild's new owner when the
+// owner sends the room's VOICE_SERVER_UPDATEs. It hears when its session
+// registers again: the owner keeps, per participant, the node it was sent
+// to, and never marks a room done for participants it could not tell.
+func TestParticipantMovingWhileItsRoomMovesHearsTheNewNode(t *testing.T) {
+	p, va, vb, _ := voicePair(t)
+	tok := func(ID) string { return "tok" }
+	p.a.voiceTok, p.b.voiceTok = tok, tok
+	both := ring.New(7, []ring.Node{{ID: "a", Roles: ring.RoleAll, Addr: "a.voice:1"}, {ID: "b", Roles: ring.RoleAll, Addr: "b.voice:1"}})
+	p.va.set(both)
+	p.vb.set(both)
+	// A voice channel the ring places on b, in the guild b owns.
+	var room Channel
+	for i := 0; i < 64 && room.ID == 0; i++ {
+		c, err := p.a.CreateChannel(p.ctx, store.Channel{GuildID: p.gB.ID, Name: "room", Type: ChannelVoice})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := both.Owner(ring.RoleVoice, ring.VoiceKey(uint64(p.gB.ID), uint64(c.ID))); n.ID == "b" {
+			room = c
+		}
+	}
+	if room.ID == 0 {
+		t.Fatal("no voice channel placed on b in 64 tries")
+	}
+	s := Sub{Node: "a", Session: "s", User: p.owner.ID, Intents: protocol.IntentGuilds}
+	if err := p.a.Subscribe(p.ctx, p.gB.ID, s); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.a.UpdateVoiceState(p.ctx, p.gB.ID, VoiceUpdate{Node: "a", Session: "s", User: p.owner.ID, ChannelID: room.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if len(va.channels(t, 1)) != 1 || len(vb.channels(t, 1)) != 1 {
+		t.Fatal("the join did not reach both voice gateways")
+	}
+	if got := waitEndpoints(t, p.ra, "s", 1); len(got) != 1 || got[0] != "b.voice:1" {
+		t.Fatalf("after the join the session was sent to %v, want [b.voice:1]", got)
+	}
+	// b drains, holding the connection; no gateway node names the session
+	// (it is between nodes), so the new owner cannot tell it yet.
+	vb.mu.Lock()
+	vb.holds = true
+	vb.mu.Unlock()
+	onlyA := ring.New(8, []ring.Node{{ID: "a", Roles: ring.RoleAll, Addr: "a.voice:1"}})
+	p.vb.set(onlyA)
+	p.va.set(onlyA)
+	ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+	defer cancel()
+	if _, err := p.a.GetGuild(ctx, p.gB.ID, p.owner.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := endpoints(t, p.ra, "s"); len(got) != 1 {
+		t.Fatalf("an unregistered session was sent %v", got)
+	}
+	// The session arrives at its new gateway node and registers again.
+	s.Gen = 1
+	if _, err := p.a.Move(ctx, p.gB.ID, s); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitEndpoints(t, p.ra, "s", 2); len(got) != 2 || got[1] != "a.voice:1" {
+		t.Fatalf("after its session moved the participant was sent to %v, want [b.voice:1 a.voice:1]", got)
+	}
+	// Registering again where the room already is sends nothing more.
+	s.Gen = 2
+	if _, err := p.a.Move(ctx, p.gB.ID, s); err != nil {
+		t.Fatal(err)
+	}
+	if got := endpoints(t, p.ra, "s"); len(got) != 2 {
+		t.Fatalf("a second registration sent the participant %v", got)
+	}
+}
+
+// waitEndpoints waits (within 5 s) until session got n
+// VOICE_SERVER_UPDATEs and returns their endpoints.
+func waitEndpoints(t *testing.T, rec *recorder, session string, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := endpoints(t, rec, session)
+		if len(got) >= n || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

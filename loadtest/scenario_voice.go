@@ -404,15 +404,19 @@ func (v *voiceRun) speak(ctx context.Context, m *voiceMember) {
 		vc := m.vc()
 		seq := vc.seq + 1
 		m.log.at[seq&1023].Store(now)
+		// A frame the speaker could not send (its connection is gone: the
+		// node died or drained and no new one came) is still one its room
+		// should have heard, so it counts as expected: a room that never
+		// follows its move shows as loss, not as silence nobody expected.
+		v.expected.Add(int64(v.o.Participants - 1))
+		if v.fault != nil {
+			v.fault.bucket(v, now).expected.Add(int64(v.o.Participants - 1))
+		}
 		if _, err := vc.SendOpusSeq(v.frames[i%len(v.frames)]); err != nil {
 			continue
 		}
 		i++
 		v.sent.Add(1)
-		v.expected.Add(int64(v.o.Participants - 1))
-		if v.fault != nil {
-			v.fault.bucket(v, now).expected.Add(int64(v.o.Participants - 1))
-		}
 	}
 }
 

@@ -277,7 +277,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	hub := signaling.NewHub(gcfg, metrics)
 	deps := guild.Deps{Placement: n.cluster, Store: st, Sessions: hub, IDs: n.ids, Peers: n.cluster,
-		VoiceToken: func(user guild.ID) string { return signaling.VoiceToken(n.signer, user) }}
+		VoiceToken: func(user guild.ID) string { return signaling.VoiceToken(n.signer, user) }, Logger: cfg.Logger}
 	sources := []signaling.MetricsWriter{metrics, hub}
 	if n.voice != nil {
 		deps.Voice = n.voice // left nil (no interface holding a nil pointer) when voice is off

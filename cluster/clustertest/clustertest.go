@@ -279,7 +279,8 @@ func (nd *Node) Exited() <-chan struct{} {
 
 // Stop ends a running node with SIGTERM and waits for it; a node built with the race
 // detector exits 66 when it saw a race, which fails the test. The node's log
-// is shown when the test failed, or always with CHORUS_TEST_LOGS set.
+// is shown when the test failed, or always with CHORUS_TEST_LOGS set; with
+// CHORUS_TEST_LOGDIR set, the whole log of a failed test is written there.
 func (nd *Node) Stop(t testing.TB) {
 	nd.mu.Lock()
 	cmd, exited := nd.cmd, nd.exited
@@ -303,6 +304,12 @@ func (nd *Node) Stop(t testing.TB) {
 	}
 	if t.Failed() || os.Getenv("CHORUS_TEST_LOGS") != "" {
 		t.Logf("%s log (last 64 KiB):\n%s", nd.ID, tail(nd.Log.String(), 64<<10))
+	}
+	if dir := os.Getenv("CHORUS_TEST_LOGDIR"); dir != "" && t.Failed() {
+		name := filepath.Join(dir, fmt.Sprintf("%s-%s-%d.log", strings.ReplaceAll(t.Name(), "/", "_"), nd.ID, cmd.Process.Pid))
+		if err := os.WriteFile(name, []byte(nd.Log.String()), 0o644); err != nil {
+			t.Log(err)
+		}
 	}
 }
 
