@@ -208,7 +208,17 @@ func (r *Router) dropMoved() {
 		delete(r.slots, id)
 	}
 	r.mu.Unlock()
+	if len(gone) > 0 {
+		r.log.Debug("guilds moved away", "actors", len(gone), "ring", view.Revision)
+	}
 	for _, a := range gone {
+		// Queued before retiring, so it runs (a retiring actor answers its
+		// mailbox). Not waited for long: a mailbox still full after that
+		// is a guild under load, whose new owner learns the voice states
+		// from the voice nodes instead.
+		ctx, cancel := context.WithTimeout(context.Background(), handVoiceWait)
+		a.post(ctx, func(a *actor) { a.handVoice() }, true)
+		cancel()
 		a.gate.Lock()
 		a.retired = true
 		a.gate.Unlock()
@@ -280,6 +290,7 @@ func (r *Router) Close() {
 	r.stopOnce.Do(func() {
 		r.mu.Lock()
 		r.closing = true
+		r.log.Debug("router closing", "actors", len(r.slots), "ring", r.place.Ring().Revision)
 		slots := make([]*slot, 0, len(r.slots))
 		for id, s := range r.slots {
 			slots = append(slots, s)

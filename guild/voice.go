@@ -3,6 +3,7 @@ package guild
 import (
 	"context"
 	"encoding/json"
+	"time"
 
 	"github.com/chorus-voice/chorus/protocol"
 	"github.com/chorus-voice/chorus/ring"
@@ -114,6 +115,7 @@ func (a *actor) updateVoice(u VoiceUpdate) {
 			return
 		}
 		delete(a.voice, u.User)
+		a.r.log.Debug("voice state ended", "guild", a.guild.ID, "channel", old.ChannelID, "user", u.User, "session", old.SessionID, "by", u.Session)
 		left := *old
 		left.ChannelID = 0
 		a.fanoutVoice(&left)
@@ -181,6 +183,54 @@ func (r *Router) replaceVoice() {
 		// until clients notice a dead node by themselves).
 		a.post(context.Background(), func(a *actor) { a.revoice() }, false)
 	}
+}
+
+// handVoiceWait bounds how long a retiring actor waits for mailbox space
+// for its voice handover, and handVoiceTimeout the handover itself.
+const (
+	handVoiceWait    = 100 * time.Millisecond
+	handVoiceTimeout = 2 * time.Second
+)
+
+// handVoice runs on an actor whose guild the ring moved to another node,
+// as its last work: its participants whose rooms moved hear where to go
+// now (it still knows their sessions), and the new owner gets its voice
+// states, each with the node its user was sent to. Without it a room
+// could fall out of the cluster: in a rolling restart, when the owner
+// drains last, the other voice nodes restarted after the joins and never
+// heard of the room's states, and the new owner may load the guild only
+// after this node has exited.
+func (a *actor) handVoice() {
+	a.revoice()
+	if len(a.voice) == 0 {
+		return
+	}
+	chs := make([]VoiceChange, 0, len(a.voice))
+	for _, v := range a.voice {
+		ch := a.voiceChange(v)
+		ch.Host = v.at
+		chs = append(chs, ch)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), handVoiceTimeout)
+	defer cancel()
+	if _, err := opHandVoice.run(ctx, a.r, a.guild.ID, handVoiceArgs{a.guild.ID, chs}); err != nil {
+		a.r.log.Warn("voice states not handed to the new owner", "guild", a.guild.ID, "states", len(chs), "err", err)
+	}
+}
+
+type handVoiceArgs struct {
+	Guild  ID
+	States []VoiceChange
+}
+
+// opHandVoice is defined in init: it refers to the actor machinery that
+// refers back to handVoice.
+var opHandVoice op[handVoiceArgs, none]
+
+func init() {
+	opHandVoice = defineOp("hand_voice", func(r *Router, ctx context.Context, q handVoiceArgs) (none, error) {
+		return none{}, r.call(ctx, q.Guild, func(a *actor) error { a.adoptVoice(q.States); return nil })
+	})
 }
 
 // revoice sends every participant whose room the ring now places on

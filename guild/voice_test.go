@@ -179,20 +179,17 @@ func endpoints(t *testing.T, rec *recorder, session string) []string {
 	return out
 }
 
-// A participant whose gateway session is moving between gateway nodes at
-// the moment its voice room moves (a rolling restart drains the node
-// holding both) is not registered with the guild's new owner when the
-// owner sends the room's VOICE_SERVER_UPDATEs. It hears when its session
-// registers again: the owner keeps, per participant, the node it was sent
-// to, and never marks a room done for participants it could not tell.
-func TestParticipantMovingWhileItsRoomMovesHearsTheNewNode(t *testing.T) {
+// roomOnB is a voicePair whose rings carry voice addresses, with session
+// "s" (through a) in a voice channel the ring places on b, in the guild b
+// owns; the session has had its VOICE_SERVER_UPDATE naming b.
+func roomOnB(t *testing.T) (*pair, *voiceRec, *voiceRec, Sub) {
+	t.Helper()
 	p, va, vb, _ := voicePair(t)
 	tok := func(ID) string { return "tok" }
 	p.a.voiceTok, p.b.voiceTok = tok, tok
 	both := ring.New(7, []ring.Node{{ID: "a", Roles: ring.RoleAll, Addr: "a.voice:1"}, {ID: "b", Roles: ring.RoleAll, Addr: "b.voice:1"}})
 	p.va.set(both)
 	p.vb.set(both)
-	// A voice channel the ring places on b, in the guild b owns.
 	var room Channel
 	for i := 0; i < 64 && room.ID == 0; i++ {
 		c, err := p.a.CreateChannel(p.ctx, store.Channel{GuildID: p.gB.ID, Name: "room", Type: ChannelVoice})
@@ -219,13 +216,24 @@ func TestParticipantMovingWhileItsRoomMovesHearsTheNewNode(t *testing.T) {
 	if got := waitEndpoints(t, p.ra, "s", 1); len(got) != 1 || got[0] != "b.voice:1" {
 		t.Fatalf("after the join the session was sent to %v, want [b.voice:1]", got)
 	}
-	// b drains, holding the connection; no gateway node names the session
-	// (it is between nodes), so the new owner cannot tell it yet.
-	vb.mu.Lock()
-	vb.holds = true
-	vb.mu.Unlock()
-	onlyA := ring.New(8, []ring.Node{{ID: "a", Roles: ring.RoleAll, Addr: "a.voice:1"}})
-	p.vb.set(onlyA)
+	return p, va, vb, s
+}
+
+// onlyA is the ring once b has left.
+var onlyA = ring.New(8, []ring.Node{{ID: "a", Roles: ring.RoleAll, Addr: "a.voice:1"}})
+
+// A participant whose gateway session is moving between gateway nodes at
+// the moment its room's node and its guild's owner die is not registered
+// with the new owner when the owner sends the room's
+// VOICE_SERVER_UPDATEs. It hears when its session registers again: the
+// owner keeps, per participant, the node it was sent to, and never marks a
+// room done for participants it could not tell.
+func TestParticipantMovingWhileItsRoomMovesHearsTheNewNode(t *testing.T) {
+	p, _, _, s := roomOnB(t)
+	// b dies; no gateway node names the session (it is between nodes).
+	p.net.mu.Lock()
+	delete(p.net.routers, "b")
+	p.net.mu.Unlock()
 	p.va.set(onlyA)
 	ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
 	defer cancel()
@@ -250,6 +258,46 @@ func TestParticipantMovingWhileItsRoomMovesHearsTheNewNode(t *testing.T) {
 	}
 	if got := endpoints(t, p.ra, "s"); len(got) != 2 {
 		t.Fatalf("a second registration sent the participant %v", got)
+	}
+}
+
+// An owner that drains hands its voice over as its actor retires: its
+// participants whose rooms moved hear where to go, and the new owner gets
+// the states even if no voice node it can ask heard of them (in a rolling
+// restart the others restarted after the joins) and the old owner is gone
+// before anything else loads the guild there.
+func TestDrainedOwnerHandsItsVoiceOver(t *testing.T) {
+	p, va, _, s := roomOnB(t)
+	// a restarted since the join: its voice gateway heard nothing.
+	va.mu.Lock()
+	va.got = nil
+	va.mu.Unlock()
+	// b drains: it leaves the ring, hands over, and then is gone.
+	p.vb.set(onlyA)
+	p.va.set(onlyA)
+	if got := waitEndpoints(t, p.ra, "s", 2); len(got) != 2 || got[1] != "a.voice:1" {
+		t.Fatalf("after b drained the participant was sent to %v, want [b.voice:1 a.voice:1]", got)
+	}
+	ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+	defer cancel()
+	deadline := time.Now().Add(5 * time.Second)
+	for p.a.Loaded() < 2 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // the handover loads the guild on a
+	}
+	p.net.mu.Lock()
+	delete(p.net.routers, "b")
+	p.net.mu.Unlock()
+	st, err := p.a.VoiceState(ctx, p.gB.ID, p.owner.ID)
+	if err != nil || st.ChannelID == 0 || st.SessionID != "s" {
+		t.Fatalf("the new owner's state of the participant: %+v, %v", st, err)
+	}
+	// The session moves too; it was told already and hears nothing more.
+	s.Gen = 1
+	if _, err := p.a.Move(ctx, p.gB.ID, s); err != nil {
+		t.Fatal(err)
+	}
+	if got := endpoints(t, p.ra, "s"); len(got) != 2 {
+		t.Fatalf("after its session moved the participant was sent %v", got)
 	}
 }
 

@@ -65,9 +65,11 @@ func DecodeVoiceIdentify(d []byte) (VoiceIdentifyData, error) {
 	return v, nil
 }
 
-// SelectProtocolData is voice op 1 (voice.md §5.5). Only the udp protocol
-// is served; data.address and data.port are what the client claims and are
-// never trusted for sending (clients.md §11).
+// SelectProtocolData is voice op 1 (voice.md §5.5, webrtc.md §1). For
+// "udp", data.address and data.port are what the client claims and are
+// never trusted for sending (clients.md §11). For "webrtc", data is the
+// client's SDP (a string; sdp repeats it) and codecs names its payload
+// types.
 type SelectProtocolData struct {
 	Protocol string `json:"protocol"`
 	Data     struct {
@@ -76,28 +78,50 @@ type SelectProtocolData struct {
 		Port    int    `json:"port"`
 		Mode    string `json:"mode"`
 	} `json:"data"`
+	// SDP is the webrtc client's SDP: data when it is a string, else sdp.
+	SDP             string       `json:"-"`
+	Codecs          []VoiceCodec `json:"codecs"`
+	RTCConnectionID string       `json:"rtc_connection_id"`
 }
 
-// DecodeSelectProtocol parses Select Protocol. A webrtc request has a
-// string in data; it decodes with an empty mode and the caller answers by
-// protocol.
+// VoiceCodec is one entry of Select Protocol's codecs (webrtc.md §1).
+type VoiceCodec struct {
+	Name        string `json:"name"`
+	Type        string `json:"type"`
+	Priority    int    `json:"priority"`
+	PayloadType int    `json:"payload_type"`
+}
+
+// DecodeSelectProtocol parses Select Protocol: data is an object for udp
+// and a string (the SDP) for webrtc; the caller answers by protocol.
 func DecodeSelectProtocol(d []byte) (SelectProtocolData, error) {
 	var v SelectProtocolData
 	var probe struct {
-		Protocol string          `json:"protocol"`
-		Data     json.RawMessage `json:"data"`
+		Protocol        string          `json:"protocol"`
+		Data            json.RawMessage `json:"data"`
+		SDP             *string         `json:"sdp"`
+		Codecs          []VoiceCodec    `json:"codecs"`
+		RTCConnectionID string          `json:"rtc_connection_id"`
 	}
 	if err := decode(d, &probe); err != nil {
 		return v, err
 	}
-	v.Protocol = probe.Protocol
+	v.Protocol, v.Codecs, v.RTCConnectionID = probe.Protocol, probe.Codecs, probe.RTCConnectionID
 	if v.Protocol == "" {
 		return v, ErrPayload
 	}
-	if len(probe.Data) > 0 && probe.Data[0] == '{' {
+	switch {
+	case len(probe.Data) > 0 && probe.Data[0] == '{':
 		if err := json.Unmarshal(probe.Data, &v.Data); err != nil {
 			return v, ErrPayload
 		}
+	case len(probe.Data) > 0 && probe.Data[0] == '"':
+		if err := json.Unmarshal(probe.Data, &v.SDP); err != nil {
+			return v, ErrPayload
+		}
+	}
+	if v.SDP == "" && probe.SDP != nil {
+		v.SDP = *probe.SDP
 	}
 	return v, nil
 }

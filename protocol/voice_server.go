@@ -41,6 +41,17 @@ type SessionDescriptionData struct {
 	AudioCodec          string   `json:"audio_codec"`
 }
 
+// WebRTCSessionDescriptionData is voice op 4 for a webrtc client
+// (webrtc.md §2): the server's SDP fragment, no mode and no key (media is
+// DTLS-SRTP).
+type WebRTCSessionDescriptionData struct {
+	SDP                 string `json:"sdp"`
+	AudioCodec          string `json:"audio_codec"`
+	VideoCodec          string `json:"video_codec"`
+	MediaSessionID      string `json:"media_session_id"`
+	DAVEProtocolVersion int    `json:"dave_protocol_version"`
+}
+
 // VoiceHeartbeatACKData is voice op 6 in the v8 form; the legacy form is
 // the bare value the client sent.
 type VoiceHeartbeatACKData struct {

@@ -55,9 +55,15 @@ func TestDecodeVoiceIdentifyAndSelect(t *testing.T) {
 	if err != nil || sp.Protocol != "udp" || sp.Data.Mode != "aead_aes256_gcm_rtpsize" || sp.Data.Port != 5 {
 		t.Fatalf("%+v %v", sp, err)
 	}
-	web, err := DecodeSelectProtocol([]byte(`{"protocol":"webrtc","data":"v=0..."}`))
-	if err != nil || web.Protocol != "webrtc" {
+	web, err := DecodeSelectProtocol([]byte(`{"protocol":"webrtc","data":"a=ice-ufrag:x\n","sdp":"a=ice-ufrag:x\n",` +
+		`"codecs":[{"name":"opus","type":"audio","priority":1000,"payload_type":111}],"rtc_connection_id":"d6b9"}`))
+	if err != nil || web.Protocol != "webrtc" || web.SDP != "a=ice-ufrag:x\n" || len(web.Codecs) != 1 ||
+		web.Codecs[0].PayloadType != 111 || web.RTCConnectionID != "d6b9" {
 		t.Fatalf("webrtc: %+v %v", web, err)
+	}
+	// The SDP in sdp alone (data missing) is read too.
+	if web, err := DecodeSelectProtocol([]byte(`{"protocol":"webrtc","sdp":"v=0"}`)); err != nil || web.SDP != "v=0" {
+		t.Fatalf("webrtc with sdp only: %+v %v", web, err)
 	}
 	if _, err := DecodeSelectProtocol([]byte(`{"data":{}}`)); err == nil {
 		t.Fatal("no protocol accepted")

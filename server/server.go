@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +28,7 @@ import (
 	"github.com/chorus-voice/chorus/crypto"
 	"github.com/chorus-voice/chorus/guild"
 	"github.com/chorus-voice/chorus/ring"
+	"github.com/chorus-voice/chorus/rtc"
 	"github.com/chorus-voice/chorus/sfu"
 	"github.com/chorus-voice/chorus/signaling"
 	"github.com/chorus-voice/chorus/snowflake"
@@ -56,6 +58,13 @@ type Config struct {
 	VoiceAddr string
 	// VoiceUDP is the voice media socket; default: VoiceAddr's host and port.
 	VoiceUDP string
+	// WebRTCUDP is the one UDP port of every WebRTC (browser) participant;
+	// default: VoiceUDP's host and the next port (any free port when
+	// VoiceUDP's is 0); "off": Select Protocol "webrtc" is refused.
+	WebRTCUDP string
+	// WebRTCConnectTimeout bounds a WebRTC client's ICE and DTLS; default
+	// rtc.DefaultConnectTimeout.
+	WebRTCConnectTimeout time.Duration
 	// VoiceModes are the voice encryption modes offered, in order; default
 	// all, AES-GCM first.
 	VoiceModes []crypto.Mode
@@ -119,14 +128,16 @@ type Node struct {
 	voice   *signaling.VoiceGateway
 	udp     *transport.Server
 	sfu     *sfu.Node
+	webrtc  *rtc.Leg
 
 	closeOnce sync.Once
 	mediaIP   netip.Addr // announced for voice media (--advertise); zero: the socket's own
 
 	// HTTPAddr and HTTPSAddr are the bound addresses ("" when off).
 	HTTPAddr, HTTPSAddr string
-	// VoiceAddr and VoiceUDP are the voice gateway and media addresses.
-	VoiceAddr, VoiceUDP string
+	// VoiceAddr and VoiceUDP are the voice gateway and media addresses;
+	// WebRTCUDP the WebRTC port ("" when off).
+	VoiceAddr, VoiceUDP, WebRTCUDP string
 	// CAPath is the development CA clients must trust ("" with real certs).
 	CAPath string
 	// AdminToken authenticates the admin API.
@@ -374,7 +385,12 @@ func (n *Node) startVoice(cfg Config, metrics *signaling.Metrics) (net.Listener,
 	if n.mediaIP.IsValid() {
 		media = netip.AddrPortFrom(n.mediaIP, media.Port())
 	}
-	n.voice = signaling.NewVoiceGateway(signaling.VoiceConfig{UDP: media,
+	if err := n.startWebRTC(cfg, media); err != nil {
+		n.udp.Close()
+		ln.Close()
+		return nil, err
+	}
+	n.voice = signaling.NewVoiceGateway(signaling.VoiceConfig{UDP: media, WebRTC: n.webrtc, Media: n.udp,
 		HeartbeatInterval: cfg.Gateway.HeartbeatInterval, Modes: cfg.VoiceModes, Metrics: metrics, Logger: cfg.Logger,
 		IdentifyTimeout: cfg.Gateway.IdentifyTimeout, PayloadsPerMinute: cfg.Gateway.PayloadsPerMinute,
 		LookupState: func(ctx context.Context, g, user guild.ID) (guild.VoiceChange, error) {
@@ -382,6 +398,35 @@ func (n *Node) startVoice(cfg Config, metrics *signaling.Metrics) (net.Listener,
 		}}, n.signer, n.sfu)
 	return ln, nil
 }
+
+// startWebRTC opens the WebRTC leg's shared port (Config.WebRTCUDP).
+func (n *Node) startWebRTC(cfg Config, media netip.AddrPort) error {
+	addr := cfg.WebRTCUDP
+	if addr == "off" {
+		return nil
+	}
+	if addr == "" {
+		bound := n.udp.Addr()
+		port := 0
+		if bound.Port() != 0 && !strings.HasSuffix(cfg.VoiceUDP, ":0") && !strings.HasSuffix(cfg.VoiceAddr, ":0") {
+			port = int(bound.Port()) + 1
+		}
+		addr = net.JoinHostPort(bound.Addr().String(), strconv.Itoa(port))
+	}
+	leg, err := rtc.Listen(rtc.Config{Listen: addr, ConnectTimeout: cfg.WebRTCConnectTimeout, Logger: cfg.Logger})
+	if err != nil {
+		return fmt.Errorf("webrtc udp %s: %w (set --webrtc-udp, or off)", addr, err)
+	}
+	if n.mediaIP.IsValid() {
+		leg.SetAdvertise(netip.AddrPortFrom(n.mediaIP, leg.LocalAddr().Port()))
+	}
+	n.webrtc = leg
+	n.WebRTCUDP = leg.LocalAddr().String()
+	return nil
+}
+
+// WebRTC returns the WebRTC leg, nil when it is off.
+func (n *Node) WebRTC() *rtc.Leg { return n.webrtc }
 
 // Voice returns the voice gateway, nil when voice is off.
 func (n *Node) Voice() *signaling.VoiceGateway { return n.voice }
@@ -439,6 +484,9 @@ func (n *Node) close() error {
 	}
 	for _, s := range n.servers {
 		s.Shutdown(ctx)
+	}
+	if n.webrtc != nil {
+		n.webrtc.Close()
 	}
 	if n.udp != nil {
 		n.udp.Close()

@@ -89,7 +89,9 @@ func joinLounge(t *testing.T, f *fixture, gw *client, user string) voiceServer {
 	return voiceServer{SessionID: sessionID, Token: vsu.Token, Endpoint: vsu.Endpoint}
 }
 
-func joinVoice(t *testing.T, f *fixture, pool *x509.CertPool, gw *client, user string, mode crypto.Mode) *voiceClient {
+// identifyVoice has the gateway client join the Lounge, connects to the
+// voice gateway it is sent to and identifies: the client has its Ready.
+func identifyVoice(t *testing.T, f *fixture, pool *x509.CertPool, gw *client, user string) *voiceClient {
 	t.Helper()
 	vs := joinLounge(t, f, gw, user)
 	sessionID := vs.SessionID
@@ -133,6 +135,13 @@ func joinVoice(t *testing.T, f *fixture, pool *x509.CertPool, gw *client, user s
 	}
 	vc.ssrc = r.SSRC
 	vc.server = netip.AddrPortFrom(netip.MustParseAddr(r.IP), r.Port)
+	return vc
+}
+
+func joinVoice(t *testing.T, f *fixture, pool *x509.CertPool, gw *client, user string, mode crypto.Mode) *voiceClient {
+	t.Helper()
+	vc := identifyVoice(t, f, pool, gw, user)
+	var err error
 	vc.udp, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(vc.server))
 	if err != nil {
 		t.Fatal(err)
@@ -154,7 +163,7 @@ func joinVoice(t *testing.T, f *fixture, pool *x509.CertPool, gw *client, user s
 	if port := binary.BigEndian.Uint16(resp[72:]); int(port) != local.Port {
 		t.Fatalf("discovered port %d, ours %d", port, local.Port)
 	}
-	ws.WriteJSON(map[string]any{"op": 1, "d": map[string]any{"protocol": "udp",
+	vc.ws.WriteJSON(map[string]any{"op": 1, "d": map[string]any{"protocol": "udp",
 		"data": map[string]any{"address": "10.9.9.9", "port": 1, "mode": mode.String()}}}) // a wrong claim on purpose
 	sd := vc.wait(4)
 	var desc struct {

@@ -13,11 +13,14 @@ type Datagram = transport.Datagram
 // Forwarder holds the scratch buffers of one forwarding goroutine. Its
 // zero value is ready; after warming up it allocates nothing per packet.
 type Forwarder struct {
-	plain, fwd []byte
-	recv       []*Participant
-	bufs       [][]byte
-	out        []Datagram
-	nonces     crypto.Nonces
+	// Batch, if set, brackets each fan-out that writes to sinks.
+	Batch Batch
+
+	plain, fwd, web []byte
+	recv            []*Participant
+	bufs            [][]byte
+	out             []Datagram
+	nonces          crypto.Nonces
 }
 
 // Forward processes one RTP packet that arrived from addr for sender (found
@@ -71,15 +74,38 @@ func (f *Forwarder) Forward(room *Room, sender *Participant, addr netip.AddrPort
 	if err != nil {
 		return nil, err
 	}
+	return f.fanOut(room, sender, fwd), nil
+}
+
+// fanOut hands fwd, the normalised packet (transport.AppendForward), to
+// every receiver of
+// sender: sealed per UDP receiver into the returned datagrams, and written
+// in place to each WebRTC receiver's sink, with that receiver's payload
+// type and without header extensions (their ids are negotiated per
+// receiver, and the sender's mean nothing there).
+func (f *Forwarder) fanOut(room *Room, sender *Participant, fwd []byte) []Datagram {
 	f.recv = room.Receivers(f.recv[:0], sender)
 	f.out = f.out[:0]
+	var web []byte
 	for i, r := range f.recv {
+		if sk := r.sink.Load(); sk != nil {
+			if web == nil {
+				web = transport.AppendBare(f.web[:0], fwd)
+				f.web = web[:0]
+				if f.Batch != nil {
+					f.Batch.Begin()
+				}
+			}
+			web[1] = sk.pt
+			sk.s.WriteRTP(web)
+			continue
+		}
 		rc := r.cipher.Load()
 		ra := r.dest()
 		if rc == nil || ra == nil {
 			continue
 		}
-		if i == len(f.bufs) {
+		for len(f.bufs) <= i {
 			f.bufs = append(f.bufs, make([]byte, 0, len(fwd)+64))
 		}
 		buf, err := rc.Seal(f.bufs[i][:0], fwd, f.nonces.Next(rc.Mode(), &r.counter))
@@ -89,5 +115,8 @@ func (f *Forwarder) Forward(room *Room, sender *Participant, addr netip.AddrPort
 		f.bufs[i] = buf
 		f.out = append(f.out, Datagram{Buf: buf, Addr: *ra})
 	}
-	return f.out, nil
+	if web != nil && f.Batch != nil {
+		f.Batch.End()
+	}
+	return f.out
 }

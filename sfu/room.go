@@ -42,6 +42,9 @@ type Participant struct {
 	indexed   atomic.Bool   // addr is in the node's address index
 	counter   atomic.Uint32 // nonce counter of packets sent to this participant
 	flags     atomic.Uint32
+	// sink, for a WebRTC participant, takes its media instead of cipher
+	// and address (webrtc.go).
+	sink atomic.Pointer[sinkRef]
 
 	mu     sync.Mutex // guards window, candidates and claim
 	window crypto.ReplayWindow
@@ -154,10 +157,13 @@ func (r *Room) Members() []*Participant {
 }
 
 // Receivers appends to dst every participant that gets sender's audio:
-// everyone else who can hear and has a key and an address.
+// everyone else who can hear and has a key and an address, or a sink.
 func (r *Room) Receivers(dst []*Participant, sender *Participant) []*Participant {
 	for _, p := range r.Members() {
-		if p == sender || !CanHear(p.Flags()) || p.cipher.Load() == nil || p.dest() == nil {
+		if p == sender || !CanHear(p.Flags()) {
+			continue
+		}
+		if p.sink.Load() == nil && (p.cipher.Load() == nil || p.dest() == nil) {
 			continue
 		}
 		dst = append(dst, p)

@@ -18,12 +18,19 @@ import (
 	"github.com/chorus-voice/chorus/crypto"
 	"github.com/chorus-voice/chorus/guild"
 	"github.com/chorus-voice/chorus/protocol"
+	"github.com/chorus-voice/chorus/rtc"
 	"github.com/chorus-voice/chorus/sfu"
+	"github.com/chorus-voice/chorus/transport"
 )
 
 type VoiceConfig struct {
 	// UDP is the media address announced in Ready (IPv4, voice.md §3).
 	UDP netip.AddrPort
+	// WebRTC serves Select Protocol "webrtc" (browsers); nil refuses it
+	// with 4012. Media is the UDP socket its senders' packets go out on to
+	// UDP receivers (required with WebRTC).
+	WebRTC *rtc.Leg
+	Media  *transport.Server
 	// HeartbeatInterval is sent in Hello and Ready. Default 41.25 s.
 	HeartbeatInterval time.Duration
 	// Modes are the encryption modes offered in Ready, in order; others are
@@ -73,6 +80,8 @@ type VoiceGateway struct {
 	states map[guild.ID]map[guild.ID]guild.VoiceChange
 
 	closes closeCounts
+	// webrtcRefused counts Select Protocol "webrtc" refused for its SDP.
+	webrtcRefused atomic.Uint64
 }
 
 // voiceSession is one user's voice connection to a room. Like a gateway
@@ -86,6 +95,8 @@ type voiceSession struct {
 	sessionID, token string
 	ended            atomic.Bool // closed by the server or the client: no resume
 	left             atomic.Bool // the participant left the room
+	// peer is a WebRTC participant's PeerConnection (webrtc.go).
+	peer atomic.Pointer[rtc.Peer]
 }
 
 // voiceLog bounds a voice session's log. A room's roster goes out as one
@@ -146,7 +157,16 @@ func (v *VoiceGateway) Closes(code protocol.CloseCode) uint64 { return v.closes.
 
 // WriteMetrics writes the voice gateway's closes by code in the Prometheus
 // text format.
-func (v *VoiceGateway) WriteMetrics(w io.Writer) { v.closes.write(w, "voice") }
+func (v *VoiceGateway) WriteMetrics(w io.Writer) {
+	v.closes.write(w, "voice")
+	if l := v.cfg.WebRTC; l != nil {
+		fmt.Fprintf(w, "chorus_voice_webrtc_refused_total %d\n", v.webrtcRefused.Load())
+		fmt.Fprintf(w, "chorus_voice_webrtc_peers_total{state=\"started\"} %d\n", l.Stats.Started.Load())
+		fmt.Fprintf(w, "chorus_voice_webrtc_peers_total{state=\"connected\"} %d\n", l.Stats.Connected.Load())
+		fmt.Fprintf(w, "chorus_voice_webrtc_peers_total{state=\"timed_out\"} %d\n", l.Stats.TimedOut.Load())
+		fmt.Fprintf(w, "chorus_voice_webrtc_peers_total{state=\"failed\"} %d\n", l.Stats.Failed.Load())
+	}
+}
 
 // VoiceToken returns the token VOICE_SERVER_UPDATE carries for user. Every
 // voice node of the cluster admits it for VoiceTokenTTL: the signing key
@@ -383,6 +403,7 @@ func (v *VoiceGateway) VoiceChanged(ch guild.VoiceChange) {
 	}
 	if ch.ChannelID == 0 || uint64(ch.ChannelID) != p.Room().Key.Channel {
 		if s := v.session(p); s != nil {
+			v.cfg.Logger.Debug("voice: connection ended by a state change", "guild", ch.Guild, "user", ch.User, "channel", ch.ChannelID)
 			v.end(s, protocol.VoiceCloseDisconnected, "disconnected")
 		}
 		return

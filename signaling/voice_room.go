@@ -113,6 +113,9 @@ func (v *VoiceGateway) selectProtocol(c *conn, s *voiceSession, d json.RawMessag
 		c.closeWith(protocol.VoiceCloseDecodeError, "invalid select protocol")
 		return false
 	}
+	if sp.Protocol == "webrtc" && v.cfg.WebRTC != nil {
+		return v.selectWebRTC(c, s, sp)
+	}
 	if sp.Protocol != "udp" {
 		c.closeWith(protocol.VoiceCloseUnknownProtocol, "unknown protocol")
 		return false
@@ -130,6 +133,11 @@ func (v *VoiceGateway) selectProtocol(c *conn, s *voiceSession, d json.RawMessag
 		return false
 	}
 	s.p.SetCipher(ci)
+	if peer := s.peer.Swap(nil); peer != nil {
+		// It was a WebRTC participant: no more.
+		s.p.SetSink(nil, 0)
+		peer.Close()
+	}
 	// The address the client says IP discovery told it confirms where its
 	// media goes (sfu/address.go); a missing or malformed one confirms
 	// nothing by itself.
@@ -169,6 +177,9 @@ func (v *VoiceGateway) leave(s *voiceSession) {
 		return
 	}
 	s.invalidate()
+	if peer := s.peer.Swap(nil); peer != nil {
+		peer.Close()
+	}
 	v.mu.Lock()
 	if v.sessions[s.p] == s {
 		delete(v.sessions, s.p)

@@ -20,6 +20,13 @@ type batch struct {
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrInet4
 	bufs  [][]byte
+
+	// The system calls' closures and what they report, made once: a
+	// closure made per call would escape through syscall.RawConn and
+	// allocate on every batch.
+	recv, send func(fd uintptr) bool
+	count      int // in: datagrams to send; out: how many were read or sent
+	errno      error
 }
 
 func newBatch(c *net.UDPConn, n int) (*batch, error) {
@@ -32,6 +39,46 @@ func newBatch(c *net.UDPConn, n int) (*batch, error) {
 	for i := range b.bufs {
 		b.bufs[i] = make([]byte, MaxDatagram)
 	}
+	b.init()
+	return b, nil
+}
+
+func (b *batch) init() {
+	b.recv = func(fd uintptr) bool {
+		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(len(b.hdrs)),
+			unix.MSG_DONTWAIT, 0, 0)
+		if e == unix.EAGAIN || e == unix.EINTR {
+			return false // not ready: the runtime poller waits, then calls again
+		}
+		b.count, b.errno = int(r), nil
+		if e != 0 {
+			b.count, b.errno = 0, e
+		}
+		return true
+	}
+	b.send = func(fd uintptr) bool {
+		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(b.count),
+			unix.MSG_DONTWAIT, 0, 0)
+		if e == unix.EAGAIN || e == unix.EINTR {
+			return false
+		}
+		b.count, b.errno = int(r), nil
+		if e != 0 {
+			b.count, b.errno = 0, e
+		}
+		return true
+	}
+}
+
+// newWriteBatch is a batch for writing only: no read buffers.
+func newWriteBatch(c *net.UDPConn, n int) (*batch, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	b := &batch{rc: rc, hdrs: make([]unix.Mmsghdr, n), iovs: make([]unix.Iovec, n),
+		names: make([]unix.RawSockaddrInet4, n)}
+	b.init()
 	return b, nil
 }
 
@@ -48,24 +95,10 @@ func (b *batch) read() (int, error) {
 		h.Control, h.Controllen, h.Flags = nil, 0, 0
 		b.hdrs[i].Len = 0
 	}
-	var n int
-	var operr error
-	err := b.rc.Read(func(fd uintptr) bool {
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(len(b.hdrs)),
-			unix.MSG_DONTWAIT, 0, 0)
-		if e == unix.EAGAIN || e == unix.EINTR {
-			return false // not ready: the runtime poller waits, then calls again
-		}
-		if e != 0 {
-			operr = e
-		}
-		n = int(r)
-		return true
-	})
-	if err != nil {
+	if err := b.rc.Read(b.recv); err != nil {
 		return 0, err
 	}
-	return n, operr
+	return b.count, b.errno
 }
 
 // datagram returns the i-th datagram read and its source.
@@ -98,20 +131,9 @@ func (b *batch) write(ds []Datagram) (int, error) {
 			h.SetIovlen(1)
 			h.Control, h.Controllen, h.Flags = nil, 0, 0
 		}
-		var n int
-		var operr error
-		err := b.rc.Write(func(fd uintptr) bool {
-			r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(len(chunk)),
-				unix.MSG_DONTWAIT, 0, 0)
-			if e == unix.EAGAIN || e == unix.EINTR {
-				return false
-			}
-			if e != 0 {
-				operr = e
-			}
-			n = int(r)
-			return true
-		})
+		b.count = len(chunk)
+		err := b.rc.Write(b.send)
+		n, operr := b.count, b.errno
 		if err != nil {
 			return sent, err
 		}

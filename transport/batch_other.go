@@ -20,6 +20,8 @@ func newBatch(c *net.UDPConn, _ int) (*batch, error) {
 	return &batch{c: c, buf: make([]byte, MaxDatagram)}, nil
 }
 
+func newWriteBatch(c *net.UDPConn, _ int) (*batch, error) { return &batch{c: c}, nil }
+
 func (b *batch) read() (int, error) {
 	n, from, err := b.c.ReadFromUDPAddrPort(b.buf)
 	if err != nil {

@@ -163,6 +163,18 @@ func AppendForward(dst, b []byte, h RTPHeader) ([]byte, error) {
 	return append(dst, payload...), nil
 }
 
+// AppendBare appends fwd, a packet made by AppendForward, without its
+// header extension: the 12-byte header and the payload.
+func AppendBare(dst, fwd []byte) []byte {
+	dst = append(dst, fwd[:12]...)
+	dst[len(dst)-12] &^= 0x10
+	if fwd[0]&0x10 == 0 {
+		return append(dst, fwd[12:]...)
+	}
+	words := int(binary.BigEndian.Uint16(fwd[14:16]))
+	return append(dst, fwd[16+4*words:]...)
+}
+
 // RTCPSenderSSRC returns the SSRC of an RTCP packet's sender (bytes 4-7).
 func RTCPSenderSSRC(b []byte) (uint32, bool) {
 	if len(b) < 8 {

@@ -41,6 +41,7 @@ Flags:
 	httpsAddr := fs.String("https", "127.0.0.1:8443", `address for wss:// and https://, or "off"`)
 	voiceAddr := fs.String("voice", "127.0.0.1:8444", `voice gateway (wss://) address; the media UDP socket uses the same port, or "off"`)
 	voiceUDP := fs.String("voice-udp", "", "voice media UDP address (default: the --voice address)")
+	webrtcUDP := fs.String("webrtc-udp", "", `the one UDP port of every WebRTC (browser) voice participant (default: the media UDP host and the next port; "off" refuses WebRTC)`)
 	voiceModes := fs.String("voice-modes", "", "comma-separated voice encryption modes to offer, in order (default: all, aead_aes256_gcm_rtpsize first)")
 	tlsCert := fs.String("tls-cert", "", "TLS certificate file (default: a development CA under <data>/tls)")
 	tlsKey := fs.String("tls-key", "", "TLS key file")
@@ -81,7 +82,7 @@ Flags:
 	syscall.Umask(0o077)
 	cfg := server.Config{DataDir: *dataDir, HTTPAddr: *httpAddr, HTTPSAddr: *httpsAddr, TLSCert: *tlsCert,
 		TLSKey: *tlsKey, GatewayURL: *gatewayURL, NodeID: *nodeID, NATS: *nats, Postgres: *postgres, Logger: logger,
-		VoiceAddr: *voiceAddr, VoiceUDP: *voiceUDP, MaxConnsPerIP: *perIP}
+		VoiceAddr: *voiceAddr, VoiceUDP: *voiceUDP, WebRTCUDP: *webrtcUDP, MaxConnsPerIP: *perIP}
 	if *perIP == 0 {
 		cfg.MaxConnsPerIP = -1
 	}
@@ -132,6 +133,9 @@ Flags:
 	}
 	if n.VoiceAddr != "" {
 		fmt.Printf("  voice            wss://%s   (media UDP %s)\n", n.VoiceAddr, n.VoiceUDP)
+		if n.WebRTCUDP != "" {
+			fmt.Printf("  webrtc           UDP %s (browsers)\n", n.WebRTCUDP)
+		}
 	}
 	if *nats != "" {
 		var urls []string

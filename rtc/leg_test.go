@@ -1,0 +1,186 @@
+package rtc
+
+import (
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+)
+
+func listen(t testing.TB, cfg Config) *Leg {
+	t.Helper()
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	l, err := Listen(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// A pion client joins as a browser does — its offer in, the server's
+// fragment back — and media flows both ways over the shared port: the
+// client's packets reach onMedia decrypted, and packets the server writes
+// under any SSRC reach the client with the client's payload type.
+func TestPeerConnectsAndCarriesMediaBothWays(t *testing.T) {
+	l := listen(t, Config{})
+	got := make(chan []byte, 64)
+	closed := make(chan error, 1)
+	heard := make(chan *rtp.Packet, 64)
+	c, err := NewClient(func(p *rtp.Packet) { heard <- p })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	o, err := ParseOffer(c.Offer, []Codec{{Name: "opus", Type: "audio", PayloadType: ClientOpusPT}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := l.Connect(o, func(pkt []byte) { got <- append([]byte(nil), pkt...) }, func(err error) { closed <- err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if p.Answer.Addr != l.Addr() {
+		t.Fatalf("answer names %v, the port is %v", p.Answer.Addr, l.Addr())
+	}
+	if err := c.Accept(p.Answer.Fragment()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.Connected():
+	case <-time.After(10 * time.Second):
+		t.Fatal("client did not connect")
+	}
+	// Client → server: until one arrives (the first packets may precede
+	// the server's SRTP being ready).
+	deadline := time.After(10 * time.Second)
+	var in []byte
+	for seq := uint16(1); in == nil; seq++ {
+		if err := c.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(seq) * 960}, Payload: []byte{0xF8, 0xFF, 0xFE}}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case in = <-got:
+		case <-time.After(20 * time.Millisecond):
+		case <-deadline:
+			t.Fatal("no packet from the client reached the server")
+		}
+	}
+	if len(in) < 15 || in[1]&0x7F != ClientOpusPT || string(in[len(in)-3:]) != "\xF8\xFF\xFE" {
+		t.Fatalf("server got % x", in)
+	}
+	// Server → client, under an SSRC of the server's choosing (a speaker's).
+	pkt := []byte{0x80, ClientOpusPT, 0, 1, 0, 0, 3, 0xC0, 0xCA, 0xFE, 0xBA, 0xBE, 1, 2, 3}
+	var out *rtp.Packet
+	for seq := uint16(1); out == nil; seq++ {
+		pkt[2], pkt[3] = byte(seq>>8), byte(seq)
+		if err := p.WriteRTP(pkt); err != nil && seq%50 == 0 {
+			t.Log(err)
+		}
+		select {
+		case out = <-heard:
+		case <-time.After(20 * time.Millisecond):
+		case <-deadline:
+			t.Fatal("no packet from the server reached the client")
+		}
+	}
+	if out.SSRC != 0xCAFEBABE || out.PayloadType != ClientOpusPT || string(out.Payload) != "\x01\x02\x03" {
+		t.Fatalf("client got %v", out)
+	}
+	p.Close()
+	if err := <-closed; err != nil {
+		t.Fatalf("Close reported %v", err)
+	}
+}
+
+// A client that offers but never connects (no ICE, no DTLS) is dropped
+// after ConnectTimeout, and counted.
+func TestPeerThatNeverConnectsIsDropped(t *testing.T) {
+	l := listen(t, Config{ConnectTimeout: 300 * time.Millisecond})
+	c, err := NewClient(func(*rtp.Packet) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	o, err := ParseOffer(c.Offer, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	var media atomic.Int64
+	if _, err := l.Connect(o, func([]byte) { media.Add(1) }, func(err error) { closed <- err }); err != nil {
+		t.Fatal(err)
+	}
+	// The client never applies the answer.
+	select {
+	case err := <-closed:
+		if !errors.Is(err, ErrConnectTimeout) {
+			t.Fatalf("closed with %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("not dropped")
+	}
+	if l.Stats.TimedOut.Load() != 1 || l.Stats.Connected.Load() != 0 {
+		t.Fatalf("timed out %d, connected %d", l.Stats.TimedOut.Load(), l.Stats.Connected.Load())
+	}
+}
+
+// connected returns a server peer and the pion client it is connected to.
+func connected(t testing.TB, onMedia func([]byte), onRTP func(*rtp.Packet)) (*Peer, *Client) {
+	t.Helper()
+	l := listen(t, Config{})
+	c, err := NewClient(onRTP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	o, err := ParseOffer(c.Offer, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := l.Connect(o, onMedia, func(error) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	if err := c.Accept(p.Answer.Fragment()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.Connected():
+	case <-time.After(10 * time.Second):
+		t.Fatal("client did not connect")
+	}
+	// The server's side binds its track once DTLS is up, a moment after
+	// the client sees the connection.
+	pkt := []byte{0x80, ClientOpusPT, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xF8}
+	for i := 0; p.WriteRTP(pkt) != nil; i++ {
+		if i == 1000 {
+			t.Fatal("server track never bound")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return p, c
+}
+
+// BenchmarkPeerWriteRTP is the cost of one forwarded packet to a WebRTC
+// receiver through pion's SRTP session (issue 12 §2: it must not
+// allocate).
+func BenchmarkPeerWriteRTP(b *testing.B) {
+	p, _ := connected(b, func([]byte) {}, func(*rtp.Packet) {})
+	pkt := make([]byte, 12+80)
+	pkt[0], pkt[1], pkt[11] = 0x80, ClientOpusPT, 2
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		pkt[2], pkt[3] = byte(i>>8), byte(i)
+		if err := p.WriteRTP(pkt); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
