@@ -128,6 +128,7 @@ type Router struct {
 	// lastRing is the newest ring follow has seen, prevRing the one before
 	// it: a new owner asks a guild's previous owner to flush (remote.go).
 	lastRing, prevRing atomic.Pointer[ring.Ring]
+	ringMu             sync.Mutex // serialises handleRing
 }
 
 type slot struct {
@@ -179,12 +180,23 @@ func (r *Router) follow(ch <-chan struct{}) {
 			return
 		}
 		ch = r.place.Changed()
-		if now := r.place.Ring(); now != r.lastRing.Load() {
-			r.prevRing.Store(r.lastRing.Swap(now))
-		}
-		r.dropMoved()
-		r.replaceVoice()
+		r.handleRing()
 	}
+}
+
+// handleRing applies the newest ring: actors of guilds that moved away
+// retire (handing their voice over), and participants of rooms that moved
+// are told. follow calls it at each change; Close calls it first, because
+// a node that left the ring may close before follow has seen the ring
+// without it, and Close's own retiring hands nothing over.
+func (r *Router) handleRing() {
+	r.ringMu.Lock()
+	defer r.ringMu.Unlock()
+	if now := r.place.Ring(); now != r.lastRing.Load() {
+		r.prevRing.Store(r.lastRing.Swap(now))
+	}
+	r.dropMoved()
+	r.replaceVoice()
 }
 
 // dropMoved retires every actor whose guild this node no longer owns: new
@@ -288,6 +300,9 @@ const closeTimeout = 3 * time.Second
 // them to finish. Each wait is bounded by closeTimeout.
 func (r *Router) Close() {
 	r.stopOnce.Do(func() {
+		if r.peers != nil {
+			r.handleRing()
+		}
 		r.mu.Lock()
 		r.closing = true
 		r.log.Debug("router closing", "actors", len(r.slots), "ring", r.place.Ring().Revision)
