@@ -60,8 +60,9 @@ func (l *Leg) Peers() int { return int(l.peers.Load()) }
 // Stats counts the leg's connections.
 type Stats struct {
 	Started, Connected, TimedOut, Failed atomic.Uint64
-	// WriteErrors: packets to a participant pion refused (not yet or no
-	// longer connected).
+	// WriteErrors: packets to a participant pion refused (its track is
+	// unbound: the peer closed). Before DTLS is up pion drops them
+	// silently.
 	WriteErrors atomic.Uint64
 }
 
@@ -265,7 +266,13 @@ func (p *Peer) end(err error) {
 }
 
 // WriteRTP sends one plain RTP packet to the participant (sfu.Sink).
-func (p *Peer) WriteRTP(pkt []byte) error { return p.track.write(pkt) }
+func (p *Peer) WriteRTP(pkt []byte) error {
+	err := p.track.write(pkt)
+	if err != nil {
+		p.leg.Stats.WriteErrors.Add(1)
+	}
+	return err
+}
 
 type rtcpReader interface {
 	Read([]byte) (int, interceptor.Attributes, error)

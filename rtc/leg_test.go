@@ -105,8 +105,13 @@ func TestPeerThatNeverConnectsIsDropped(t *testing.T) {
 	}
 	closed := make(chan error, 1)
 	var media atomic.Int64
-	if _, err := l.Connect(o, func([]byte) { media.Add(1) }, func(err error) { closed <- err }); err != nil {
+	p, err := l.Connect(o, func([]byte) { media.Add(1) }, func(err error) { closed <- err })
+	if err != nil {
 		t.Fatal(err)
+	}
+	// Media for it goes nowhere (pion drops it until SRTP is up).
+	if err := p.WriteRTP([]byte{0x80, ClientOpusPT, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xF8}); err != nil {
+		t.Fatalf("a write to an unconnected peer: %v", err)
 	}
 	// The client never applies the answer.
 	select {
