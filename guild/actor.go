@@ -478,7 +478,8 @@ func (a *actor) unsubscribe(session string) {
 	delete(a.watchers, session)
 	if v := a.voice[s.User]; v != nil && v.SessionID == session {
 		// The gateway session that joined voice is gone: so is the voice state.
-		a.updateVoice(VoiceUpdate{User: s.User, Session: "unsubscribe@" + s.Node})
+		a.r.log.Debug("voice session unsubscribed", "guild", a.guild.ID, "user", s.User, "session", session, "gateway", s.Node)
+		a.updateVoice(VoiceUpdate{User: s.User})
 	}
 	a.userSubs[s.User]--
 	if a.userSubs[s.User] <= 0 {

@@ -154,8 +154,8 @@ func connected(t testing.TB, onMedia func([]byte), onRTP func(*rtp.Packet), onCl
 	case <-time.After(10 * time.Second):
 		t.Fatal("client did not connect")
 	}
-	// The server's side binds its track once DTLS is up, a moment after
-	// the client sees the connection.
+	// The server's track is bound once negotiated; until then a write is
+	// refused (and before SRTP is up pion drops it silently).
 	pkt := []byte{0x80, ClientOpusPT, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xF8}
 	for i := 0; p.WriteRTP(pkt) != nil; i++ {
 		if i == 1000 {
