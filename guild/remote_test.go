@@ -58,13 +58,19 @@ type loopback struct {
 	batches int
 	// hold, when set, keeps every Send waiting until it is closed.
 	hold chan struct{}
+	// before, when set, runs before each Call is served.
+	before func(node string, req []byte)
 }
 
 func (l *loopback) Call(ctx context.Context, node string, req []byte) ([]byte, error) {
 	l.mu.Lock()
 	r := l.routers[node]
 	l.calls++
+	before := l.before
 	l.mu.Unlock()
+	if before != nil {
+		before(node, req)
+	}
 	if r == nil {
 		return nil, errors.New("no responders")
 	}

@@ -129,6 +129,15 @@ type Router struct {
 	// it: a new owner asks a guild's previous owner to flush (remote.go).
 	lastRing, prevRing atomic.Pointer[ring.Ring]
 	ringMu             sync.Mutex // serialises handleRing
+
+	// handing holds, while a retiring actor hands its voice over, the
+	// states it hands with the node each user was sent to: a new owner
+	// that loads the guild before the handover arrives asks this node
+	// (voiceStates) and must not send its users where they were just sent.
+	// handMu also spans the revoice that fills it, so an answer never falls
+	// between the two.
+	handMu  sync.Mutex
+	handing map[ID][]VoiceChange
 }
 
 type slot struct {

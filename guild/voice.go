@@ -44,6 +44,9 @@ type VoiceChange struct {
 	// is on the answering node, whose id the router puts in Host.
 	Connected bool   `json:",omitempty"`
 	Host      string `json:",omitempty"`
+	// Sent: Host is the node a retiring owner sent the user to (its voice
+	// handover), which outranks where its connection still is.
+	Sent bool `json:",omitempty"`
 }
 
 type voiceStateObject struct {
@@ -201,20 +204,33 @@ const (
 // heard of the room's states, and the new owner may load the guild only
 // after this node has exited.
 func (a *actor) handVoice() {
+	r := a.r
+	r.handMu.Lock()
 	a.revoice()
 	if len(a.voice) == 0 {
+		r.handMu.Unlock()
 		return
 	}
 	chs := make([]VoiceChange, 0, len(a.voice))
 	for _, v := range a.voice {
 		ch := a.voiceChange(v)
-		ch.Host = v.at
+		ch.Host, ch.Sent = v.at, v.at != ""
 		chs = append(chs, ch)
 	}
+	if r.handing == nil {
+		r.handing = map[ID][]VoiceChange{}
+	}
+	r.handing[a.guild.ID] = chs
+	r.handMu.Unlock()
+	defer func() {
+		r.handMu.Lock()
+		delete(r.handing, a.guild.ID)
+		r.handMu.Unlock()
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), handVoiceTimeout)
 	defer cancel()
-	if _, err := opHandVoice.run(ctx, a.r, a.guild.ID, handVoiceArgs{a.guild.ID, chs}); err != nil {
-		a.r.log.Warn("voice states not handed to the new owner", "guild", a.guild.ID, "states", len(chs), "err", err)
+	if _, err := opHandVoice.run(ctx, r, a.guild.ID, handVoiceArgs{a.guild.ID, chs}); err != nil {
+		r.log.Warn("voice states not handed to the new owner", "guild", a.guild.ID, "states", len(chs), "err", err)
 	}
 }
 
@@ -410,8 +426,16 @@ func (r *Router) modifyMember(ctx context.Context, guild, actorUser, user ID, mu
 }
 
 var opVoiceStates = defineOp("voice_states", func(r *Router, _ context.Context, guild ID) ([]VoiceChange, error) {
-	return r.localVoiceStates(guild), nil
+	return append(r.localVoiceStates(guild), r.handingVoice(guild)...), nil
 })
+
+// handingVoice is what this node is handing over of a guild's voice now
+// (handVoice), waiting out a revoice that is filling it.
+func (r *Router) handingVoice(guild ID) []VoiceChange {
+	r.handMu.Lock()
+	defer r.handMu.Unlock()
+	return r.handing[guild]
+}
 
 // localVoiceStates is what this node's voice gateway heard of a guild's
 // voice, with this node named as the host of the connections it holds.
@@ -456,18 +480,20 @@ func (r *Router) voiceStates(ctx context.Context, guild ID) []VoiceChange {
 		}()
 	}
 	view := r.place.Ring()
+	prev := r.previousOwner(guild)
 	for _, n := range view.Nodes() {
-		if n.ID != r.place.ID() && n.Roles&ring.RoleVoice != 0 {
+		if n.ID != r.place.ID() && (n.Roles&ring.RoleVoice != 0 || n.ID == prev) {
 			ask(ctx, n.ID)
 		}
 	}
-	// The previous owner, if it is leaving the ring (drained), is asked
-	// too, as subscribers asks it: when it is also a voice node, it may be
-	// the only one left that heard the joins of its rooms — the other voice
-	// nodes hear only what happens after they joined, so in a rolling
-	// restart, the last node to go knows the states of rooms nobody else
-	// has heard of.
-	if prev := r.previousOwner(guild); prev != "" && !view.Has(prev) {
+	// The previous owner is asked too, even when it is no voice node (it
+	// may be handing its voice over: handingVoice), and when it is leaving
+	// the ring (drained), as subscribers asks it: when it is also a voice
+	// node, it may be the only one left that heard the joins of its rooms —
+	// the other voice nodes hear only what happens after they joined, so in
+	// a rolling restart, the last node to go knows the states of rooms
+	// nobody else has heard of.
+	if prev != "" && !view.Has(prev) {
 		pctx, cancel := context.WithTimeout(ctx, previousOwnerWait)
 		defer cancel()
 		ask(pctx, prev)
@@ -487,22 +513,13 @@ func (r *Router) voiceStates(ctx context.Context, guild ID) []VoiceChange {
 // participants to where the ring places it.
 func (a *actor) adoptVoice(chs []VoiceChange) {
 	room := map[ID]string{}
-	for _, ch := range chs {
-		if ch.Guild != a.guild.ID || ch.ChannelID == 0 || a.members[ch.User] == nil {
-			continue
-		}
-		if c := a.channels[ch.ChannelID]; c == nil || c.Type != ChannelVoice {
-			continue
-		}
-		v := a.voice[ch.User]
-		if v == nil {
-			v = &VoiceState{UserID: ch.User, ChannelID: ch.ChannelID, SessionID: ch.SessionID,
-				SelfMute: ch.SelfMute, SelfDeaf: ch.SelfDeaf}
-			a.voice[ch.User] = v
-		}
-		if ch.Host != "" && v.ChannelID == ch.ChannelID && v.SessionID == ch.SessionID {
-			v.at = ch.Host
-			room[v.ChannelID] = ch.Host
+	// Where a retiring owner sent a user (Sent) outranks where the user's
+	// connection still is: two passes, so the order of answers is moot.
+	for _, sent := range []bool{false, true} {
+		for _, ch := range chs {
+			if ch.Sent == sent {
+				a.adoptOne(ch, room)
+			}
 		}
 	}
 	for _, v := range a.voice {
@@ -512,4 +529,25 @@ func (a *actor) adoptVoice(chs []VoiceChange) {
 	}
 	a.r.log.Debug("voice states adopted", "guild", a.guild.ID, "answers", len(chs), "participants", len(a.voice), "subscribers", len(a.subs))
 	a.revoice()
+}
+
+// adoptOne takes over one voice state (adoptVoice), noting in room the
+// node its room's connections are at.
+func (a *actor) adoptOne(ch VoiceChange, room map[ID]string) {
+	if ch.Guild != a.guild.ID || ch.ChannelID == 0 || a.members[ch.User] == nil {
+		return
+	}
+	if c := a.channels[ch.ChannelID]; c == nil || c.Type != ChannelVoice {
+		return
+	}
+	v := a.voice[ch.User]
+	if v == nil {
+		v = &VoiceState{UserID: ch.User, ChannelID: ch.ChannelID, SessionID: ch.SessionID,
+			SelfMute: ch.SelfMute, SelfDeaf: ch.SelfDeaf}
+		a.voice[ch.User] = v
+	}
+	if ch.Host != "" && v.ChannelID == ch.ChannelID && v.SessionID == ch.SessionID {
+		v.at = ch.Host
+		room[v.ChannelID] = ch.Host
+	}
 }

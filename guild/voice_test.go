@@ -1,6 +1,7 @@
 package guild
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"sync"
@@ -294,6 +295,50 @@ func TestDrainedOwnerHandsItsVoiceOver(t *testing.T) {
 	}
 	if got := endpoints(t, p.ra, "s"); len(got) != 2 {
 		t.Fatalf("after its session moved the participant was sent %v", got)
+	}
+}
+
+// A new owner that loads the guild while the old one is still handing
+// its voice over (here: before the handover arrives) learns from the old
+// owner where the participants were sent, and does not send them again —
+// a second VOICE_SERVER_UPDATE makes a client reconnect once more.
+func TestNewOwnerLoadingDuringTheHandoverSendsNothingMore(t *testing.T) {
+	p, va, _, s := roomOnB(t)
+	va.mu.Lock()
+	va.got = nil
+	va.mu.Unlock()
+	handing, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	p.net.mu.Lock()
+	p.net.before = func(node string, req []byte) {
+		if node == "a" && bytes.Contains(req, []byte(opHandVoice.name)) {
+			once.Do(func() { close(handing) })
+			<-release
+		}
+	}
+	p.net.mu.Unlock()
+	p.vb.set(onlyA)
+	p.va.set(onlyA)
+	select {
+	case <-handing:
+	case <-time.After(5 * time.Second):
+		t.Fatal("b did not hand its voice over")
+	}
+	if got := waitEndpoints(t, p.ra, "s", 2); len(got) != 2 || got[1] != "a.voice:1" {
+		t.Fatalf("before the handover the participant was sent to %v, want [b.voice:1 a.voice:1]", got)
+	}
+	if st := newOwnerState(t, p); st.SessionID != "s" {
+		t.Fatalf("the new owner's state of the participant: %+v", st)
+	}
+	close(release)
+	ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+	defer cancel()
+	s.Gen = 1
+	if _, err := p.a.Move(ctx, p.gB.ID, s); err != nil {
+		t.Fatal(err)
+	}
+	if got := endpoints(t, p.ra, "s"); len(got) != 2 {
+		t.Fatalf("a new owner loading during the handover sent the participant %v", got)
 	}
 }
 
