@@ -8,6 +8,7 @@ import (
 	"github.com/chorus-voice/chorus/protocol"
 	"github.com/chorus-voice/chorus/snowflake"
 	"github.com/chorus-voice/chorus/store"
+	"github.com/chorus-voice/chorus/web"
 )
 
 // DemoGuildName names the guild --demo creates.
@@ -26,7 +27,7 @@ type Demo struct {
 // SeedDemo creates, idempotently, a demo guild with two text channels, a
 // voice channel, two roles, a bot user with every privileged intent and two
 // human users, all members. Running it again finds and returns the same
-// records with fresh tokens.
+// records with fresh tokens, and has the web client offer alice and bob.
 func (n *Node) SeedDemo(ctx context.Context) (Demo, error) {
 	var d Demo
 	var err error
@@ -40,6 +41,8 @@ func (n *Node) SeedDemo(ctx context.Context) (Demo, error) {
 		return d, err
 	}
 	d.BotToken, d.AliceToken, d.BobToken = n.IssueToken(d.Bot), n.IssueToken(d.Alice), n.IssueToken(d.Bob)
+	// The web client's sign-in page offers the two people (not the bot).
+	n.demoUsers.Store(&[]web.DemoUser{{Username: d.Alice.Username, Token: d.AliceToken}, {Username: d.Bob.Username, Token: d.BobToken}})
 
 	gs, err := n.store.ListGuilds(ctx)
 	if err != nil {

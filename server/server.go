@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/chorus-voice/chorus/auth"
@@ -34,6 +35,7 @@ import (
 	"github.com/chorus-voice/chorus/snowflake"
 	"github.com/chorus-voice/chorus/store"
 	"github.com/chorus-voice/chorus/transport"
+	"github.com/chorus-voice/chorus/web"
 )
 
 // Config configures a node. The zero value of each field takes the default
@@ -117,18 +119,21 @@ var (
 
 // Node is a running Chorus node.
 type Node struct {
-	cfg     Config
-	store   store.Store
-	cluster *cluster.Node
-	router  *guild.Router
-	gateway *signaling.Gateway
-	ids     *snowflake.Generator
-	signer  *auth.Signer
-	servers []*http.Server
-	voice   *signaling.VoiceGateway
-	udp     *transport.Server
-	sfu     *sfu.Node
-	webrtc  *rtc.Leg
+	cfg Config
+	// demoUsers, once SeedDemo ran, are offered by the web client's
+	// sign-in page.
+	demoUsers atomic.Pointer[[]web.DemoUser]
+	store     store.Store
+	cluster   *cluster.Node
+	router    *guild.Router
+	gateway   *signaling.Gateway
+	ids       *snowflake.Generator
+	signer    *auth.Signer
+	servers   []*http.Server
+	voice     *signaling.VoiceGateway
+	udp       *transport.Server
+	sfu       *sfu.Node
+	webrtc    *rtc.Leg
 
 	closeOnce sync.Once
 	mediaIP   netip.Addr // announced for voice media (--advertise); zero: the socket's own
@@ -298,7 +303,13 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	edge := signaling.Deps{Store: st, Signer: n.signer, Router: n.router, Hub: hub, Metrics: metrics, Cluster: n.cluster}
 	n.gateway = signaling.NewGateway(gcfg, edge)
 	api := signaling.NewAPI(gcfg, edge, n.ids, n.revoke)
-	handler := signaling.Handler(n.gateway, api, signaling.NewOps(append(sources, n.router, n.cluster)...))
+	site := web.Handler(func() []web.DemoUser {
+		if u := n.demoUsers.Load(); u != nil {
+			return *u
+		}
+		return nil
+	})
+	handler := signaling.Handler(n.gateway, api, signaling.NewOps(append(sources, n.router, n.cluster)...), site)
 	if cfg.Roles&ring.RoleGateway == 0 {
 		handler = noClients(handler)
 	}

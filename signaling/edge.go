@@ -8,13 +8,20 @@ import (
 )
 
 // Handler returns the HTTP handler of the node's client-facing edge: the
-// gateway websocket at "/", the REST and admin APIs, and ops (/metrics,
-// /healthz). A handler's panic is counted and logged, and answered 500.
-func Handler(gw *Gateway, api *API, ops *Ops) http.Handler {
+// gateway websocket at "/", the REST and admin APIs, ops (/metrics,
+// /healthz) and site, the web client (package web), at "/" and under
+// "/web/" (nil: a line naming the node). A handler's panic is counted and
+// logged, and answered 500.
+func Handler(gw *Gateway, api *API, ops *Ops, site http.Handler) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "Chorus node %s. Gateway: %s  REST: /api/v10\n", gw.cfg.NodeID, gw.cfg.GatewayURL)
-	})
+	if site != nil {
+		mux.Handle("GET /{$}", site)
+		mux.Handle("GET /web/", site)
+	} else {
+		mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "Chorus node %s. Gateway: %s  REST: /api/v10\n", gw.cfg.NodeID, gw.cfg.GatewayURL)
+		})
+	}
 	mux.Handle("GET /metrics", ops)
 	mux.Handle("GET /healthz", ops)
 	api.register(mux)
