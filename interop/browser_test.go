@@ -119,7 +119,7 @@ func TestBrowserWebClient(t *testing.T) {
 	// The browser script.
 	cmd := exec.Command("node", "js/browser.mjs")
 	cmd.Env = append(os.Environ(), "CHROMIUM="+chromium, "CHORUS_HTTPS="+c.HTTPS, "CHORUS_HTTP="+c.HTTP,
-		"CHORUS_GENERAL="+c.General, "CHORUS_BOT_TOKEN="+c.Tokens["bot"], "CHORUS_WAV="+toneWAV(t, 10),
+		"CHORUS_GENERAL="+c.General, "CHORUS_ALICE_ID="+c.IDs["alice"], "CHORUS_BOT_TOKEN="+c.Tokens["bot"], "CHORUS_WAV="+toneWAV(t, 10),
 		"CHORUS_ARTIFACTS="+artifactsDir(t))
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()

@@ -25,7 +25,7 @@ need() {
     echo "$pkg is missing and cannot be installed here: install Debian's $pkg package" >&2
   fi
 }
-need chromium "for the load tester's HTML report test" command -v chromium
+need chromium "for the browser tests (web client, load test report)" command -v chromium
 # store/pgtest starts its own server from Debian's package, as the
 # postgres user when run as root.
 need postgresql "for the PostgreSQL store tests" \
@@ -61,6 +61,16 @@ grep -rl --include='*_test.go' '^func Fuzz' . | grep -v '^./interop/' | sort | w
     go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$dir" >/tmp/chorus-fuzz.log 2>&1 || { cat /tmp/chorus-fuzz.log; false; }
   done
 done
+
+# The web client's committed build (web/dist, embedded in the binary) must
+# be exactly what its pinned toolchain makes of web/src (go test ./web
+# checks the sources' digest; this checks the output itself).
+stage "web client: rebuild and compare with the committed web/dist"
+if [ ! -d web/node_modules/esbuild ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then
+  (cd web && npm ci --no-audit --no-fund)
+fi
+(cd web && npm run --silent build && git diff --exit-code --stat -- dist) || {
+  echo "web/dist differs from a fresh build of web/src: run npm run build in web/ and commit dist" >&2; false; }
 
 stage "interop: npm packages"
 if [ ! -d interop/node_modules/discord.js ] || [ interop/package-lock.json -nt interop/node_modules/.package-lock.json ]; then

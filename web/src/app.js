@@ -507,6 +507,7 @@ when('leave', 'click', () => leaveVoice());
 when('signout', 'click', () => signOut());
 when('menu', 'click', () => togglePanel('sidebar', 'menu'));
 when('members-toggle', 'click', () => togglePanel('members', 'members-toggle'));
+for (const b of document.querySelectorAll('.close')) b.addEventListener('click', closePanels);
 document.addEventListener('keydown', (e) => { if (e.key === 'Escape') closePanels(); });
 
 // For tests and the curious: the client's state, read-only by convention.
