@@ -267,3 +267,60 @@ func caFile(t *testing.T, nodes ...*Node) string {
 	}
 	return path
 }
+
+// A rolling restart of three nodes that each hold every role, under
+// `loadtest fault --under voice`: each node in turn drains (its gateway
+// sessions resume at another node behind the balancer, its rooms move),
+// starts again and rejoins the ring (rooms move back). Every participant
+// follows its room each time, and once the last is back nothing is lost.
+func TestLoadtestFaultRollingRestartUnderVoice(t *testing.T) {
+	c, lb := StartBalanced(t, 3, "--voice", "127.0.0.1:0", "--rest-rate", "100000", "--log-level", "debug")
+	cas := caFile(t, c.Nodes...) // a restarted node keeps its data, CA included
+	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second)
+	defer cancel()
+	began, restarted := make(chan struct{}), make(chan struct{})
+	fault := &loadtest.Fault{At: 2 * time.Second, RecoverWithin: 60 * time.Second, Run: func(ctx context.Context) error {
+		close(began)
+		select {
+		case <-restarted:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}}
+	type outcome struct {
+		r   *loadtest.Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		// The sessions start at n1 (whose admin token the run has) and
+		// resume through the balancer (resume_gateway_url) once it stops.
+		r, err := loadtest.RunVoice(ctx, loadtest.VoiceOptions{URL: "http://" + c.Nodes[0].HTTP, AdminToken: c.Nodes[0].Admin(t).Token,
+			CAFile: cas, Rooms: 6, Participants: 4, Speakers: 2, Duration: 20 * time.Second, Fault: fault})
+		done <- outcome{r, err}
+	}()
+	select {
+	case <-began:
+	case o := <-done:
+		t.Fatalf("the run ended before the fault: %v", o.err)
+	}
+	start := time.Now()
+	c.RollingRestart(t, lb, func(*Node) {})
+	close(restarted)
+	took := time.Since(start)
+	o := <-done
+	if o.err != nil {
+		t.Fatal(o.err)
+	}
+	k := o.r.Counters
+	gap, ok := o.r.Latency["voice_gap"]
+	if k["participants_moved"] != 24 || k["follow_errors"] != 0 || !ok {
+		t.Fatalf("%v of 24 participants moved, %v follow errors, gaps %v (failures %v)", k["participants_moved"], k["follow_errors"], ok, o.r.Failures)
+	}
+	if k["expected_after"] == 0 || k["loss_after_percent"] > 1 {
+		t.Errorf("after every moved participant was back: %v packets expected, %v %% lost (the restarts took %v)", k["expected_after"], k["loss_after_percent"], took)
+	}
+	t.Logf("rolling restart in %v under voice: %v participants moved, gap per participant p50 %.0f / max %.0f ms; loss during %.1f %%, after %.2f %%",
+		took.Round(time.Millisecond), k["participants_moved"], gap.P50, gap.Max, k["loss_during_percent"], k["loss_after_percent"])
+}
