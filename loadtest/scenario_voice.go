@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	mrand "math/rand/v2"
 	"net/netip"
 	"os"
@@ -38,7 +39,12 @@ type VoiceOptions struct {
 	Participants int // per room
 	Speakers     int // per room, the first participants
 	// Modes are used round robin over participants; default AES-GCM.
-	Modes    []crypto.Mode
+	Modes []crypto.Mode
+	// WebRTCShare is the share of each room's participants (0 to 1) that
+	// join over WebRTC as browsers do, spread evenly over the room (with
+	// 0.5, every second participant, so one of two speakers); the rest use
+	// the UDP transport in Modes.
+	WebRTCShare float64
 	Duration time.Duration
 	// TalkOn and TalkOff are the mean lengths of talk spurts and pauses
 	// (exponentially distributed); TalkOff 0 means speakers never pause.
@@ -85,6 +91,9 @@ func RunVoice(ctx context.Context, o VoiceOptions) (*Result, error) {
 	if o.Rooms < 1 || o.Participants < 2 || o.Speakers < 1 || o.Speakers > o.Participants {
 		return nil, errors.New("loadtest: voice needs rooms >= 1, participants >= 2, 1 <= speakers <= participants")
 	}
+	if o.WebRTCShare < 0 || o.WebRTCShare > 1 || math.IsNaN(o.WebRTCShare) {
+		return nil, fmt.Errorf("loadtest: voice: a WebRTC share of %v is not between 0 and 1", o.WebRTCShare)
+	}
 	if len(o.Modes) == 0 {
 		o.Modes = []crypto.Mode{crypto.AES256GCMRTPSize}
 	}
@@ -105,7 +114,7 @@ func RunVoice(ctx context.Context, o VoiceOptions) (*Result, error) {
 		return nil, err
 	}
 	v.r = newResult("voice", map[string]any{"url": o.URL, "rooms": o.Rooms, "participants": o.Participants,
-		"speakers": o.Speakers, "duration_s": o.Duration.Seconds(), "talk_on_s": o.TalkOn.Seconds(), "talk_off_s": o.TalkOff.Seconds()})
+		"speakers": o.Speakers, "webrtc_share": o.WebRTCShare, "duration_s": o.Duration.Seconds(), "talk_on_s": o.TalkOn.Seconds(), "talk_off_s": o.TalkOff.Seconds()})
 	if err := v.buildWorld(adminapi.New(v.base, o.AdminToken)); err != nil {
 		return nil, err
 	}
@@ -115,6 +124,13 @@ func RunVoice(ctx context.Context, o VoiceOptions) (*Result, error) {
 	defer v.close()
 	v.drive(ctx)
 	return v.report(), nil
+}
+
+// webrtcSeat reports whether participant j of a room joins over WebRTC
+// when share of them do: those where j·share passes a whole number, so
+// the WebRTC seats are spread evenly over the room.
+func webrtcSeat(j int, share float64) bool {
+	return math.Floor(float64(j+1)*share) > math.Floor(float64(j)*share)
 }
 
 // voiceRun is one run of the voice scenario: its world and what it counted.
@@ -141,16 +157,18 @@ type voiceRun struct {
 	cpu0, cpu1                     time.Duration
 	cpuErr                         error
 	sent, expected, received, late atomic.Int64
+	expectedWebRTC                 atomic.Int64 // of expected, by WebRTC receivers
 	jitterSum, jitterN             atomic.Int64
 }
 
 type voiceMember struct {
 	id, token string
-	mode      crypto.Mode
+	media     Media
 	room      int
 	vcp       atomic.Pointer[VoiceClient] // replaced when a fault moves the room
 	gw        *GatewayClient
 	log       *sendLog     // speakers only
+	webrtcs   int          // speakers only: WebRTC members of its room but itself
 	received  atomic.Int64 // packets from speakers of its room
 	fault     faultState   // fault runs only (voice_fault.go)
 }
@@ -228,7 +246,8 @@ func (v *voiceRun) connect(ctx context.Context) error {
 				gw.ReconnectFor = v.fault.fr.recoverWithin()
 				gw.Reconnect.Store(true)
 			}
-			vc, err := JoinVoiceVia(cctx, gw, v.dialer, v.guild, v.channels[i/v.o.Participants], m.id, v.o.Modes[i%len(v.o.Modes)], v.o.Route)
+			media := Media{Mode: v.o.Modes[i%len(v.o.Modes)], Route: v.o.Route, WebRTC: webrtcSeat(i%v.o.Participants, v.o.WebRTCShare)}
+			vc, err := JoinVoiceWith(cctx, gw, v.dialer, v.guild, v.channels[i/v.o.Participants], m.id, media)
 			if err != nil {
 				errs <- err
 				return
@@ -236,7 +255,7 @@ func (v *voiceRun) connect(ctx context.Context) error {
 			// A fault run reads the session's dispatches for
 			// VOICE_SERVER_UPDATE; others never look at them.
 			gw.Discard.Store(v.fault == nil)
-			m.mode, m.room = v.o.Modes[i%len(v.o.Modes)], i/v.o.Participants
+			m.media, m.room = media, i/v.o.Participants
 			m.vcp.Store(vc)
 		}(i, m)
 	}
@@ -258,6 +277,11 @@ func (v *voiceRun) connect(ctx context.Context) error {
 		for s := 0; s < v.o.Speakers; s++ {
 			m := v.members[room*v.o.Participants+s]
 			m.log = &sendLog{}
+			for j := 0; j < v.o.Participants; j++ {
+				if j != s && v.members[room*v.o.Participants+j].media.WebRTC {
+					m.webrtcs++
+				}
+			}
 			v.speakers[m.vc().SSRC] = m
 			m.vc().SetSpeaking(protocol.SpeakingMicrophone)
 		}
@@ -409,6 +433,7 @@ func (v *voiceRun) speak(ctx context.Context, m *voiceMember) {
 		// should have heard, so it counts as expected: a room that never
 		// follows its move shows as loss, not as silence nobody expected.
 		v.expected.Add(int64(v.o.Participants - 1))
+		v.expectedWebRTC.Add(int64(m.webrtcs))
 		if v.fault != nil {
 			v.fault.bucket(v, now).expected.Add(int64(v.o.Participants - 1))
 		}
@@ -432,6 +457,25 @@ func (v *voiceRun) report() *Result {
 	r.Counters["forwarded_packets_per_s"] = float64(rc) / v.sendEnd.Sub(v.sendStart).Seconds()
 	if e := v.expected.Load(); e > 0 {
 		r.Counters["loss_percent"] = 100 * float64(e-rc) / float64(e)
+	}
+	// Mixed rooms: what WebRTC and UDP receivers each got of what they
+	// should have.
+	if v.o.WebRTCShare > 0 {
+		var n, got float64
+		for _, m := range v.members {
+			if m.media.WebRTC {
+				n++
+				got += float64(m.received.Load())
+			}
+		}
+		r.Counters["webrtc_participants"] = n
+		r.Counters["webrtc_received_packets"] = got
+		if e := float64(v.expectedWebRTC.Load()); e > 0 {
+			r.Counters["webrtc_loss_percent"] = 100 * (e - got) / e
+		}
+		if e := float64(v.expected.Load() - v.expectedWebRTC.Load()); e > 0 {
+			r.Counters["udp_loss_percent"] = 100 * (e - (float64(rc) - got)) / e
+		}
 	}
 	if jn := v.jitterN.Load(); jn > 0 {
 		r.Counters["jitter_ms"] = float64(v.jitterSum.Load()) / float64(jn) / float64(time.Millisecond)

@@ -64,3 +64,55 @@ func TestVoiceScenarioReportsInjectedLoss(t *testing.T) {
 		t.Fatalf("loss_percent %v, want %v", got, want)
 	}
 }
+
+// Mixed rooms (--webrtc-share): half of each room joins over WebRTC,
+// one of the two speakers among them; everyone hears everyone, and the
+// report says what each kind of receiver got.
+func TestVoiceScenarioMixedRooms(t *testing.T) {
+	n := startNode(t, "--https", "127.0.0.1:0", "--voice", "127.0.0.1:0")
+	tok, _ := os.ReadFile(filepath.Join(n.data, "admin.token"))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := RunVoice(ctx, VoiceOptions{URL: n.base, AdminToken: strings.TrimSpace(string(tok)), CAFile: n.ca,
+		Rooms: 2, Participants: 4, Speakers: 2, Duration: 2 * time.Second, WebRTCShare: 0.5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := r.Counters
+	// Per room, seats 1 and 3 are WebRTC: speaker 0 (UDP) reaches 2
+	// WebRTC receivers, speaker 1 (WebRTC) reaches 1 (seat 3).
+	if c["webrtc_participants"] != 4 || c["sent_packets"] < 300 || c["received_packets"] != c["expected_packets"] ||
+		c["webrtc_loss_percent"] != 0 || c["udp_loss_percent"] != 0 || c["webrtc_received_packets"] < 0.4*c["received_packets"] {
+		t.Fatalf("counters %v", c)
+	}
+	if _, err := RunVoice(ctx, VoiceOptions{URL: n.base, Rooms: 1, Participants: 2, Speakers: 1, WebRTCShare: 1.5}); err == nil ||
+		!strings.Contains(err.Error(), "between 0 and 1") {
+		t.Fatalf("a share of 1.5: %v", err)
+	}
+}
+
+func TestWebRTCSeats(t *testing.T) {
+	for _, tc := range []struct {
+		share float64
+		n     int
+		want  string
+	}{
+		{0, 4, "...."},
+		{1, 4, "wwww"},
+		{0.5, 4, ".w.w"},
+		{0.25, 8, "...w...w"},
+		{0.3, 10, "...w..w..w"},
+	} {
+		var got []byte
+		for j := range tc.n {
+			if webrtcSeat(j, tc.share) {
+				got = append(got, 'w')
+			} else {
+				got = append(got, '.')
+			}
+		}
+		if string(got) != tc.want {
+			t.Errorf("share %v of %d: %s, want %s", tc.share, tc.n, got, tc.want)
+		}
+	}
+}

@@ -14,11 +14,24 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/pion/rtp"
 
 	"github.com/chorus-voice/chorus/crypto"
 	"github.com/chorus-voice/chorus/protocol"
+	"github.com/chorus-voice/chorus/rtc"
 	"github.com/chorus-voice/chorus/transport"
 )
+
+// Media is how a VoiceClient sends and receives its audio: the UDP
+// transport encrypted in Mode (what native clients and bots use), or,
+// with WebRTC, DTLS-SRTP as a browser does.
+type Media struct {
+	Mode   crypto.Mode
+	WebRTC bool
+	// Route, if set, sends UDP media to Route(server) instead of the
+	// server's address, for a proxy that injects loss in tests.
+	Route func(netip.AddrPort) netip.AddrPort
+}
 
 // VoiceClient is a voice connection of our own: voice gateway plus UDP,
 // in any encryption mode, including the xsalsa20 family no library we
@@ -40,19 +53,23 @@ type VoiceClient struct {
 	ts       uint32
 	readBuf  []byte
 	plain    []byte
+
+	// WebRTC media (voice_webrtc.go); nil for UDP.
+	rtc      *rtc.Client
+	rtcIn    chan rtcPacket
+	rtcTimer *time.Timer
+	rtpOut   rtp.Packet
 }
 
 // JoinVoice sends op 4 for channel on gw, follows VOICE_SERVER_UPDATE to
 // the voice gateway (dialled with d, which must trust its certificate),
 // and completes Identify, IP discovery and Select Protocol with mode.
 func JoinVoice(ctx context.Context, gw *GatewayClient, d *websocket.Dialer, guild, channel, user string, mode crypto.Mode) (*VoiceClient, error) {
-	return JoinVoiceVia(ctx, gw, d, guild, channel, user, mode, nil)
+	return JoinVoiceWith(ctx, gw, d, guild, channel, user, Media{Mode: mode})
 }
 
-// JoinVoiceVia is JoinVoice with the media sent to route(server) instead
-// of the server's UDP address, for a proxy that injects loss in tests.
-func JoinVoiceVia(ctx context.Context, gw *GatewayClient, d *websocket.Dialer, guild, channel, user string, mode crypto.Mode,
-	route func(netip.AddrPort) netip.AddrPort) (*VoiceClient, error) {
+// JoinVoiceWith is JoinVoice with the media described by m.
+func JoinVoiceWith(ctx context.Context, gw *GatewayClient, d *websocket.Dialer, guild, channel, user string, m Media) (*VoiceClient, error) {
 	if err := gw.Send(protocol.OpVoiceState, map[string]any{"guild_id": guild, "channel_id": channel, "self_mute": false, "self_deaf": false}); err != nil {
 		return nil, err
 	}
@@ -87,26 +104,31 @@ func JoinVoiceVia(ctx context.Context, gw *GatewayClient, d *websocket.Dialer, g
 	if session == "" {
 		return nil, errors.New("loadtest: VOICE_SERVER_UPDATE before our VOICE_STATE_UPDATE")
 	}
-	return connectVoice(ctx, d, endpoint, guild, user, session, token, mode, route)
+	return connectVoice(ctx, d, endpoint, guild, user, session, token, m)
 }
 
 // FollowVoiceServer waits on gw for the next VOICE_SERVER_UPDATE (the
 // room moved to another node) and connects there as the same voice
 // session, as client libraries do.
 func FollowVoiceServer(ctx context.Context, gw *GatewayClient, d *websocket.Dialer, guild, user, session string, mode crypto.Mode) (*VoiceClient, error) {
+	return FollowVoiceServerWith(ctx, gw, d, guild, user, session, Media{Mode: mode})
+}
+
+// FollowVoiceServerWith is FollowVoiceServer with the media described by m.
+func FollowVoiceServerWith(ctx context.Context, gw *GatewayClient, d *websocket.Dialer, guild, user, session string, m Media) (*VoiceClient, error) {
 	ev, err := gw.Next(ctx, protocol.EventVoiceServerUpdate)
 	if err != nil {
 		return nil, err
 	}
 	var v struct{ Token, Endpoint string }
 	json.Unmarshal(ev.D, &v)
-	return connectVoice(ctx, d, v.Endpoint, guild, user, session, v.Token, mode, nil)
+	return connectVoice(ctx, d, v.Endpoint, guild, user, session, v.Token, m)
 }
 
-// connectVoice opens a voice connection at endpoint: Identify, IP
-// discovery and Select Protocol with mode.
-func connectVoice(ctx context.Context, d *websocket.Dialer, endpoint, guild, user, session, token string, mode crypto.Mode,
-	route func(netip.AddrPort) netip.AddrPort) (*VoiceClient, error) {
+// connectVoice opens a voice connection at endpoint: Identify, then IP
+// discovery and Select Protocol in m.Mode, or WebRTC.
+func connectVoice(ctx context.Context, d *websocket.Dialer, endpoint, guild, user, session, token string, m Media) (*VoiceClient, error) {
+	mode, route := m.Mode, m.Route
 	ws, _, err := d.DialContext(ctx, "wss://"+endpoint+"/?v=8", nil)
 	if err != nil {
 		return nil, err
@@ -125,6 +147,14 @@ func connectVoice(ctx context.Context, d *websocket.Dialer, endpoint, guild, use
 	var ready protocol.VoiceReadyData
 	json.Unmarshal(raw, &ready)
 	vc.SSRC = ready.SSRC
+	if m.WebRTC {
+		if err := vc.connectWebRTC(ctx); err != nil {
+			vc.Close()
+			return nil, err
+		}
+		go vc.readGateway()
+		return vc, nil
+	}
 	server, err := netip.ParseAddrPort(fmt.Sprintf("%s:%d", ready.IP, ready.Port))
 	if err != nil {
 		ws.Close()
@@ -242,10 +272,18 @@ func (vc *VoiceClient) Speaker(ssrc uint32) string {
 	return vc.speakers[ssrc]
 }
 
-// SetSpeaking sends voice op 5.
+// SetSpeaking sends voice op 5, with the SSRC the client sends under (a
+// WebRTC client's own, as a browser's).
 func (vc *VoiceClient) SetSpeaking(flags int) error {
-	return vc.send(protocol.VoiceSpeaking, map[string]any{"speaking": flags, "delay": 0, "ssrc": vc.SSRC})
+	ssrc := vc.SSRC
+	if vc.rtc != nil {
+		ssrc = vc.rtc.SSRC()
+	}
+	return vc.send(protocol.VoiceSpeaking, map[string]any{"speaking": flags, "delay": 0, "ssrc": ssrc})
 }
+
+// WebRTC reports whether the client's media is WebRTC.
+func (vc *VoiceClient) WebRTC() bool { return vc.rtc != nil }
 
 // SendOpus sends one Opus frame as the next RTP packet (20 ms later).
 func (vc *VoiceClient) SendOpus(frame []byte) error {
@@ -258,6 +296,9 @@ func (vc *VoiceClient) SendOpusSeq(frame []byte) (uint16, error) {
 	vc.seq++
 	vc.ts += 960
 	vc.counter++
+	if vc.rtc != nil {
+		return vc.seq, vc.sendWebRTC(frame)
+	}
 	pkt := make([]byte, 12, 12+len(frame))
 	pkt[0], pkt[1] = 0x80, 0x78
 	binary.BigEndian.PutUint16(pkt[2:], vc.seq)
@@ -285,6 +326,9 @@ func (vc *VoiceClient) Receive(timeout time.Duration) (ssrc uint32, opus []byte,
 
 // ReceivePacket is Receive with the RTP sequence number.
 func (vc *VoiceClient) ReceivePacket(timeout time.Duration) (ssrc uint32, seq uint16, opus []byte, err error) {
+	if vc.rtc != nil {
+		return vc.receiveWebRTC(timeout)
+	}
 	for {
 		vc.UDP.SetReadDeadline(time.Now().Add(timeout))
 		n, err := vc.UDP.Read(vc.readBuf)
@@ -315,6 +359,9 @@ func (vc *VoiceClient) ReceivePacket(timeout time.Duration) (ssrc uint32, seq ui
 func (vc *VoiceClient) Close() error {
 	if vc.UDP != nil {
 		vc.UDP.Close()
+	}
+	if vc.rtc != nil {
+		vc.rtc.Close()
 	}
 	return vc.ws.Close()
 }

@@ -64,7 +64,7 @@ func (f *voiceFault) begin(ctx context.Context, v *voiceRun) {
 func (f *voiceFault) follow(ctx context.Context, v *voiceRun, m *voiceMember) {
 	for {
 		old := m.vc()
-		vc, err := FollowVoiceServer(ctx, m.gw, v.dialer, v.guild, m.id, old.Session, m.mode)
+		vc, err := FollowVoiceServerWith(ctx, m.gw, v.dialer, v.guild, m.id, old.Session, m.media)
 		if err != nil {
 			if ctx.Err() == nil {
 				f.followErrors.Add(1)

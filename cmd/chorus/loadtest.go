@@ -260,6 +260,7 @@ func runLoadtest(args []string) error {
 		participants := fs.Int("participants", 10, "participants per room")
 		speakers := fs.Int("speakers", 2, "speakers per room")
 		modes := fs.String("modes", "aead_aes256_gcm_rtpsize", "encryption modes, comma-separated, used round robin")
+		webrtcShare := fs.Float64("webrtc-share", 0, "share of each room's participants (0 to 1) joining over WebRTC as browsers do (pion); the rest over UDP")
 		duration := fs.Duration("duration", 20*time.Second, "how long speakers talk")
 		on := fs.Duration("talk-on", 3*time.Second, "mean talk spurt")
 		off := fs.Duration("talk-off", 2*time.Second, "mean pause (0: never pause; a fault run never pauses)")
@@ -275,6 +276,9 @@ func runLoadtest(args []string) error {
 		if err != nil {
 			return err
 		}
+		if *webrtcShare < 0 || *webrtcShare > 1 {
+			return fmt.Errorf("loadtest voice: --webrtc-share %v: give a share between 0 and 1", *webrtcShare)
+		}
 		var ms []crypto.Mode
 		for _, name := range strings.Split(*modes, ",") {
 			m, err := crypto.ParseMode(strings.TrimSpace(name))
@@ -287,7 +291,7 @@ func runLoadtest(args []string) error {
 		started := time.Now()
 		run = func() (*loadtest.Result, error) {
 			return loadtest.RunVoice(ctx, loadtest.VoiceOptions{URL: *base, AdminToken: tok, CAFile: caFile, Rooms: *rooms,
-				Participants: *participants, Speakers: *speakers, Modes: ms, Duration: *duration, TalkOn: *on, TalkOff: *off, Fault: f,
+				Participants: *participants, Speakers: *speakers, Modes: ms, WebRTCShare: *webrtcShare, Duration: *duration, TalkOn: *on, TalkOff: *off, Fault: f,
 				Progress: func(sent, received int64) {
 					bar.counts(int64(time.Since(started).Seconds()), "packets sent", sent, "received", received, "errors", 0)
 				}})
