@@ -6,6 +6,7 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 )
@@ -20,6 +21,35 @@ type Client struct {
 	// Offer is what to send in Select Protocol (data and sdp).
 	Offer string
 	pt    uint8
+
+	srMu sync.Mutex
+	srs  map[uint32]rtcp.SenderReport // the newest per SSRC
+}
+
+// SenderReport returns the newest RTCP sender report received for ssrc;
+// pion hands a client the RTCP of the first stream it received only.
+func (c *Client) SenderReport(ssrc uint32) (rtcp.SenderReport, bool) {
+	c.srMu.Lock()
+	defer c.srMu.Unlock()
+	sr, ok := c.srs[ssrc]
+	return sr, ok
+}
+
+// readRTCP keeps a receiver's sender reports.
+func (c *Client) readRTCP(r *webrtc.RTPReceiver) {
+	for {
+		pkts, _, err := r.ReadRTCP()
+		if err != nil {
+			return
+		}
+		for _, p := range pkts {
+			if sr, ok := p.(*rtcp.SenderReport); ok {
+				c.srMu.Lock()
+				c.srs[sr.SSRC] = *sr
+				c.srMu.Unlock()
+			}
+		}
+	}
 }
 
 // ClientOpusPT is the payload type a Client offers Opus on, a browser's.
@@ -49,7 +79,7 @@ func NewClient(onRTP func(*rtp.Packet)) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{pc: pc, pt: ClientOpusPT}
+	c := &Client{pc: pc, pt: ClientOpusPT, srs: map[uint32]rtcp.SenderReport{}}
 	c.track, err = webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "client")
 	if err != nil {
 		pc.Close()
@@ -59,9 +89,11 @@ func NewClient(onRTP func(*rtp.Packet)) (*Client, error) {
 		pc.Close()
 		return nil, err
 	}
-	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+	var rtcpOnce sync.Once
+	pc.OnTrack(func(tr *webrtc.TrackRemote, r *webrtc.RTPReceiver) {
 		// One packet and buffer per stream, reused: a load tester's
 		// thousands of clients must not allocate per packet.
+		rtcpOnce.Do(func() { go c.readRTCP(r) })
 		buf := make([]byte, 1500)
 		var p rtp.Packet
 		for {

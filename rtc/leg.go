@@ -52,6 +52,10 @@ type Leg struct {
 
 	Stats Stats
 	peers atomic.Int64 // open peers
+	// live are the peers sending through their own SRTP context, which
+	// the sender-report loop visits.
+	live sync.Map // *Peer → struct{}
+	stop chan struct{}
 }
 
 // Peers is how many peers are open.
@@ -60,6 +64,9 @@ func (l *Leg) Peers() int { return int(l.peers.Load()) }
 // Stats counts the leg's connections.
 type Stats struct {
 	Started, Connected, TimedOut, Failed atomic.Uint64
+	// PionSRTP: connected peers whose keys the leg could not learn, which
+	// are sent through pion's own (slower) path.
+	PionSRTP atomic.Uint64
 	// WriteErrors: packets to a participant pion refused (its track is
 	// unbound: the peer closed). Before DTLS is up pion drops them
 	// silently.
@@ -104,7 +111,29 @@ func Listen(cfg Config) (*Leg, error) {
 	}
 	l.cert = certs
 	l.mux = webrtc.NewICEUDPMux(quiet.NewLogger("mux"), conn)
+	l.stop = make(chan struct{})
+	go l.reportSenders()
 	return l, nil
+}
+
+// reportSenders sends every live peer its sender reports, every
+// senderReportEvery, until Close.
+func (l *Leg) reportSenders() {
+	t := time.NewTicker(senderReportEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case now := <-t.C:
+			l.live.Range(func(k, _ any) bool {
+				if o := k.(*Peer).own.Load(); o != nil {
+					o.reportSenders(l.conn, now)
+				}
+				return true
+			})
+		}
+	}
 }
 
 // quiet keeps pion's own logging out of the node's log.
@@ -130,13 +159,22 @@ func (l *Leg) Batch() interface {
 }
 
 // Close closes the shared port; every peer stops with it.
-func (l *Leg) Close() error { return l.mux.Close() }
+func (l *Leg) Close() error {
+	select {
+	case <-l.stop:
+	default:
+		close(l.stop)
+	}
+	return l.mux.Close()
+}
 
 // Peer is one participant's PeerConnection: it receives the participant's
 // audio (handed to onMedia decrypted) and sends it the room's (WriteRTP).
 type Peer struct {
 	pc    *webrtc.PeerConnection
-	track sendTrack
+	track sendTrack // until own is set, and for peers whose keys are unknown
+	tap   keyTap
+	own   atomic.Pointer[ownSRTP]
 	// Answer is what Session Description tells the client.
 	Answer Answer
 
@@ -167,6 +205,9 @@ func (l *Leg) Connect(o Offer, onMedia func(pkt []byte), onClose func(error)) (*
 	if err := se.SetAnsweringDTLSRole(webrtc.DTLSRoleServer); err != nil {
 		return nil, err
 	}
+	p := &Peer{onClose: onClose, leg: l}
+	se.SetDTLSKeyLogWriter(&p.tap)
+	se.SetDTLSServerHelloMessageHook(p.tap.serverHello)
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(&me), webrtc.WithSettingEngine(se),
 		webrtc.WithInterceptorRegistry(&interceptor.Registry{}))
 	cert, err := l.certificate()
@@ -177,7 +218,7 @@ func (l *Leg) Connect(o Offer, onMedia func(pkt []byte), onClose func(error)) (*
 	if err != nil {
 		return nil, err
 	}
-	p := &Peer{pc: pc, onClose: onClose, leg: l}
+	p.pc = pc
 	l.peers.Add(1)
 	p.track.pt = o.OpusPT
 	l.Stats.Started.Add(1)
@@ -206,6 +247,7 @@ func (l *Leg) Connect(o Offer, onMedia func(pkt []byte), onClose func(error)) (*
 	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
 		switch s {
 		case webrtc.PeerConnectionStateConnected:
+			p.sendOwn(sender)
 			once.Do(func() { close(connected) })
 			l.Stats.Connected.Add(1)
 		case webrtc.PeerConnectionStateFailed:
@@ -255,6 +297,7 @@ func (p *Peer) end(err error) {
 		return
 	}
 	p.leg.peers.Add(-1)
+	p.leg.live.Delete(p)
 	go func() {
 		// pion's Close waits for its own goroutines, some of which may be
 		// the caller (a state callback).
@@ -265,9 +308,49 @@ func (p *Peer) end(err error) {
 	}
 }
 
+// sendOwn switches the peer to the leg's own SRTP path (srtp.go) once
+// DTLS is up, if the keys and the selected address are known; otherwise
+// it stays on pion's path (counted).
+func (p *Peer) sendOwn(sender *webrtc.RTPSender) {
+	ctx, err := p.tap.sendContext()
+	ice := sender.Transport().ICETransport()
+	pair, perr := ice.GetSelectedCandidatePair()
+	remote, ok := candidateAddr(pair, perr)
+	if err != nil || !ok {
+		p.leg.Stats.PionSRTP.Add(1)
+		p.leg.cfg.Logger.Warn("webrtc peer sent through pion's SRTP path", "keys", err, "pair", perr)
+		return
+	}
+	o := newOwnSRTP(ctx, remote)
+	ice.OnSelectedCandidatePairChange(func(pair *webrtc.ICECandidatePair) {
+		if a, ok := candidateAddr(pair, nil); ok {
+			o.setRemote(a)
+		}
+	})
+	p.own.Store(o)
+	p.leg.live.Store(p, struct{}{})
+}
+
+// candidateAddr is the remote address of an ICE pair.
+func candidateAddr(pair *webrtc.ICECandidatePair, err error) (netip.AddrPort, bool) {
+	if err != nil || pair == nil || pair.Remote == nil {
+		return netip.AddrPort{}, false
+	}
+	ip, perr := netip.ParseAddr(pair.Remote.Address)
+	if perr != nil {
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(ip.Unmap(), pair.Remote.Port), true
+}
+
 // WriteRTP sends one plain RTP packet to the participant (sfu.Sink).
 func (p *Peer) WriteRTP(pkt []byte) error {
-	err := p.track.write(pkt)
+	var err error
+	if o := p.own.Load(); o != nil && !p.closed.Load() {
+		err = o.write(p.leg.conn, pkt)
+	} else {
+		err = p.track.write(pkt)
+	}
 	if err != nil {
 		p.leg.Stats.WriteErrors.Add(1)
 	}

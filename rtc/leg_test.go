@@ -84,6 +84,63 @@ func TestPeerConnectsAndCarriesMediaBothWays(t *testing.T) {
 	if out.SSRC != 0xCAFEBABE || out.PayloadType != ClientOpusPT || string(out.Payload) != "\x01\x02\x03" {
 		t.Fatalf("client got %v", out)
 	}
+	// Once connected the leg encrypts with keys it learned itself (keys.go)
+	// and sends on its own path: the client decrypting what comes next
+	// proves those keys right.
+	for p.own.Load() == nil {
+		select {
+		case <-deadline:
+			t.Fatalf("the peer never went on the leg's own SRTP path (%d on pion's)", l.Stats.PionSRTP.Load())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	for len(heard) > 0 {
+		<-heard
+	}
+	pkt[12] = 9 // a payload pion's path never sent
+	out = rtp.Packet{}
+	for seq := uint16(1000); out.SSRC == 0; seq++ {
+		pkt[2], pkt[3] = byte(seq>>8), byte(seq)
+		if err := p.WriteRTP(pkt); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case out = <-heard:
+		case <-time.After(20 * time.Millisecond):
+		case <-deadline:
+			t.Fatal("nothing sent on the leg's own path reached the client")
+		}
+	}
+	if out.SSRC != 0xCAFEBABE || string(out.Payload) != "\x09\x02\x03" {
+		t.Fatalf("client got %v from the own path", out)
+	}
+	// And it reports what it sends (RTCP sender reports, RFC 3550 §6.4.1).
+	// pion gives the client the RTCP of its first stream only: SSRC 1 from
+	// connected's loop, or 0xCAFEBABE if all of those came before SRTP.
+	first := []byte{0x80, ClientOpusPT, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xF8, 0xF9}
+	srDeadline := time.After(3 * senderReportEvery)
+	for seq := uint16(2000); ; seq++ {
+		sr, ok := c.SenderReport(1)
+		if !ok {
+			sr, ok = c.SenderReport(0xCAFEBABE)
+		}
+		if ok {
+			at := time.Unix(int64(sr.NTPTime>>32)-2208988800, 0)
+			if sr.PacketCount == 0 || sr.OctetCount < sr.PacketCount || time.Since(at).Abs() > 10*time.Second {
+				t.Fatalf("sender report %+v (at %v)", sr, at)
+			}
+			break
+		}
+		first[2], first[3] = byte(seq>>8), byte(seq)
+		pkt[2], pkt[3] = byte(seq>>8), byte(seq)
+		p.WriteRTP(first)
+		p.WriteRTP(pkt)
+		select {
+		case <-srDeadline:
+			t.Fatal("no sender report reached the client")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 	p.Close()
 	if err := <-closed; err != nil {
 		t.Fatalf("Close reported %v", err)
