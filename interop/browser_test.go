@@ -211,6 +211,19 @@ func TestBrowserWebClient(t *testing.T) {
 	if r.Tone.Frames < 150 || r.Tone.RMS < 500 || r.Tone.Hz < 400 || r.Tone.Hz > 480 || r.Tone.VoicedSeconds < 1 {
 		t.Errorf("disgo received from the browser: %+v; want ≥ 150 frames of a 440 Hz tone", r.Tone)
 	}
+	// Chromium was sent on the leg's own SRTP path (keys learned from the
+	// DTLS handshake), not pion's fallback.
+	res, err := http.Get("http://" + c.HTTP + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	for _, want := range []string{`chorus_voice_webrtc_peers_total{state="connected"} 1`, `chorus_voice_webrtc_peers_total{state="pion_srtp"} 0`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 	t.Logf("browser: %d history messages; received %d packets from disgo (energy %.3f); disgo decoded %+v",
 		r.History, r.Inbound.PacketsReceived, r.Inbound.TotalAudioEnergy, r.Tone)
 }

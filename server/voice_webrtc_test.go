@@ -122,6 +122,10 @@ func TestWebRTCAndUDPInOneRoom(t *testing.T) {
 	if f.node.WebRTC().Peers() != 1 {
 		t.Fatalf("%d peers open, want bob's", f.node.WebRTC().Peers())
 	}
+	// bob was sent on the leg's own SRTP path, not pion's (rtc/keys.go).
+	if n := f.node.WebRTC().Stats.PionSRTP.Load(); n != 0 {
+		t.Fatalf("%d peers on pion's SRTP path", n)
+	}
 	bobGW.send(map[string]any{"op": 4, "d": map[string]any{"guild_id": f.demo.GuildID.String(), "channel_id": nil}})
 	bob.expectClose(4014)
 	waitCount(t, func() bool { return f.node.WebRTC().Peers() == 0 })

@@ -165,6 +165,9 @@ func (v *VoiceGateway) WriteMetrics(w io.Writer) {
 		fmt.Fprintf(w, "chorus_voice_webrtc_peers_total{state=\"connected\"} %d\n", l.Stats.Connected.Load())
 		fmt.Fprintf(w, "chorus_voice_webrtc_peers_total{state=\"timed_out\"} %d\n", l.Stats.TimedOut.Load())
 		fmt.Fprintf(w, "chorus_voice_webrtc_peers_total{state=\"failed\"} %d\n", l.Stats.Failed.Load())
+		// Connected peers sent through pion's SRTP path (keys unknown to
+		// the leg): expected 0; more means the fast path broke.
+		fmt.Fprintf(w, "chorus_voice_webrtc_peers_total{state=\"pion_srtp\"} %d\n", l.Stats.PionSRTP.Load())
 		fmt.Fprintf(w, "chorus_voice_webrtc_write_errors_total %d\n", l.Stats.WriteErrors.Load())
 	}
 }
