@@ -117,6 +117,37 @@ func TestWebRTCAndUDPInOneRoom(t *testing.T) {
 	if got := alice.receive(300 * time.Millisecond); got != nil {
 		t.Fatalf("alice heard a server-muted WebRTC sender: % x", got)
 	}
+	// Server deafen applies to the WebRTC receiver as to any.
+	f.rest("PATCH", fmt.Sprintf("/api/v10/guilds/%s/members/%s", f.demo.GuildID, f.demo.Bob.ID), f.demo.BotToken, map[string]any{"deaf": true}, &m)
+	waitCount(t, func() bool { return muted.Flags()&sfu.FlagServerDeaf != 0 })
+	time.Sleep(50 * time.Millisecond) // what was in flight before the flag
+	for len(heard) > 0 {
+		<-heard
+	}
+	for i := 0; i < 25; i++ {
+		alice.sendAudio([]byte{0xF8, 0x03})
+	}
+	select {
+	case p := <-heard:
+		t.Fatalf("a server-deafened WebRTC receiver heard %v", p)
+	case <-time.After(300 * time.Millisecond):
+	}
+	// Speaking: bob announces his browser's own SSRC; alice is told bob's
+	// Ready SSRC, the one his packets reach her under.
+	bob.ws.WriteJSON(map[string]any{"op": 5, "d": map[string]any{"speaking": 1, "delay": 0, "ssrc": client.SSRC()}})
+	for {
+		var sp struct {
+			UserID string `json:"user_id"`
+			SSRC   uint32 `json:"ssrc"`
+		}
+		json.Unmarshal(alice.wait(5), &sp)
+		if sp.UserID == f.demo.Bob.ID.String() {
+			if sp.SSRC != bob.ssrc {
+				t.Fatalf("alice was told bob speaks under %d, his packets come under %d", sp.SSRC, bob.ssrc)
+			}
+			break
+		}
+	}
 	// bob leaves the channel: his PeerConnection closes with his voice
 	// connection.
 	if f.node.WebRTC().Peers() != 1 {
@@ -129,6 +160,14 @@ func TestWebRTCAndUDPInOneRoom(t *testing.T) {
 	bobGW.send(map[string]any{"op": 4, "d": map[string]any{"guild_id": f.demo.GuildID.String(), "channel_id": nil}})
 	bob.expectClose(4014)
 	waitCount(t, func() bool { return f.node.WebRTC().Peers() == 0 })
+	// alice hears that he left (op 13), as for any client.
+	var gone struct {
+		UserID string `json:"user_id"`
+	}
+	json.Unmarshal(alice.wait(13), &gone)
+	if gone.UserID != f.demo.Bob.ID.String() {
+		t.Fatalf("op 13 for %q, want bob", gone.UserID)
+	}
 }
 
 // Bad SDP gets 4020 with the reason, and nothing else is harmed: the same
