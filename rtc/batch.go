@@ -25,6 +25,10 @@ type batchConn struct {
 	bufs   [][]byte
 	w      *transport.Writer
 	Queued uint64 // writes that went out batched (under mu)
+
+	// take, if set, is offered every RTP packet read before pion sees it
+	// (Leg.take): true means it was consumed. Set before the mux reads.
+	take func(pkt []byte, from netip.AddrPort) bool
 }
 
 // maxQueued bounds the queue (and its copies): a few sendmmsg calls' worth.
@@ -89,7 +93,22 @@ func (b *batchConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	return b.UDPConn.WriteTo(p, addr)
 }
 
-// ReadFromAddrPort completes ice.AddrPortReaderWriter.
+// ReadFromAddrPort completes ice.AddrPortReaderWriter. It is pion's mux's
+// one read loop; SRTP from a peer on the leg's own path is decrypted and
+// forwarded here (Leg.take) and never reaches pion, which sees STUN, DTLS
+// and RTCP.
 func (b *batchConn) ReadFromAddrPort(p []byte) (int, netip.AddrPort, error) {
-	return b.UDPConn.ReadFromUDPAddrPort(p)
+	for {
+		n, from, err := b.UDPConn.ReadFromUDPAddrPort(p)
+		if err != nil || b.take == nil || !isRTP(p[:n]) || !b.take(p[:n], from) {
+			return n, from, err
+		}
+	}
+}
+
+// isRTP tells RTP from what shares the port with it (RFC 7983 §7: the
+// first byte 128–191 is RTP or RTCP; RFC 5761 §4: RTCP's packet types
+// 192–223 in the second byte).
+func isRTP(b []byte) bool {
+	return len(b) >= 12 && b[0] >= 128 && b[0] <= 191 && (b[1] < 192 || b[1] > 223)
 }

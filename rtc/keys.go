@@ -85,18 +85,28 @@ func (k *keyTap) ExportKeyingMaterial(label string, context []byte, length int) 
 	return prf.PHash(k.masterSecret, seed, length, hash)
 }
 
-// sendContext is the SRTP and SRTCP context of what the server sends
-// (the DTLS server's write keys, RFC 5764 §4.2).
-func (k *keyTap) sendContext() (*srtp.Context, error) {
+// contexts are the SRTP and SRTCP contexts of what the server sends (the
+// DTLS server's write keys) and of what it receives (the client's, with
+// replay protection), RFC 5764 §4.2.
+func (k *keyTap) contexts() (out, in *srtp.Context, err error) {
 	k.mu.Lock()
 	profile := k.profile
 	k.mu.Unlock()
 	if profile == 0 {
-		return nil, errNoKeys
+		return nil, nil, errNoKeys
 	}
 	cfg := srtp.Config{Profile: profile}
 	if err := cfg.ExtractSessionKeysFromDTLS(k, false); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return srtp.CreateContext(cfg.Keys.LocalMasterKey, cfg.Keys.LocalMasterSalt, profile)
+	if out, err = srtp.CreateContext(cfg.Keys.LocalMasterKey, cfg.Keys.LocalMasterSalt, profile); err != nil {
+		return nil, nil, err
+	}
+	in, err = srtp.CreateContext(cfg.Keys.RemoteMasterKey, cfg.Keys.RemoteMasterSalt, profile,
+		srtp.SRTPReplayProtection(replayWindow))
+	return out, in, err
 }
+
+// replayWindow is how many packets back a received SRTP packet may be
+// and still be accepted once (RFC 3711 §3.3.2); pion's default.
+const replayWindow = 64

@@ -16,6 +16,7 @@ import (
 	"github.com/pion/interceptor"
 	"github.com/pion/logging"
 	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -52,10 +53,13 @@ type Leg struct {
 
 	Stats Stats
 	peers atomic.Int64 // open peers
-	// live are the peers sending through their own SRTP context, which
-	// the sender-report loop visits.
-	live sync.Map // *Peer → struct{}
-	stop chan struct{}
+	// live are the peers on the leg's own SRTP path, which the
+	// sender-report loop visits; byAddr finds them by the address ICE
+	// selected, for what they send (take).
+	live   sync.Map // *Peer → struct{}
+	inMu   sync.RWMutex
+	byAddr map[netip.AddrPort]*Peer
+	stop   chan struct{}
 }
 
 // Peers is how many peers are open.
@@ -67,6 +71,9 @@ type Stats struct {
 	// PionSRTP: connected peers whose keys the leg could not learn, which
 	// are sent through pion's own (slower) path.
 	PionSRTP atomic.Uint64
+	// BadSRTP: packets from a peer on the own path that did not decrypt
+	// (forged, corrupted or replayed), dropped.
+	BadSRTP atomic.Uint64
 	// WriteErrors: packets to a participant pion refused (its track is
 	// unbound: the peer closed). Before DTLS is up pion drops them
 	// silently.
@@ -97,7 +104,8 @@ func Listen(cfg Config) (*Leg, error) {
 		uc.Close()
 		return nil, err
 	}
-	l := &Leg{cfg: cfg, conn: conn, addr: uc.LocalAddr().(*net.UDPAddr).AddrPort()}
+	l := &Leg{cfg: cfg, conn: conn, addr: uc.LocalAddr().(*net.UDPAddr).AddrPort(), byAddr: map[netip.AddrPort]*Peer{}}
+	conn.take = l.take
 	if cfg.Advertise.IsValid() {
 		l.addr = cfg.Advertise
 	} else if l.addr.Addr().IsUnspecified() {
@@ -175,6 +183,12 @@ type Peer struct {
 	track sendTrack // until own is set, and for peers whose keys are unknown
 	tap   keyTap
 	own   atomic.Pointer[ownSRTP]
+	// in decrypts what the peer sends once it is on the own path; only
+	// the mux's read loop uses it and inBuf (take).
+	in      *srtp.Context
+	inHdr   rtp.Header
+	inBuf   []byte
+	onMedia func([]byte)
 	// Answer is what Session Description tells the client.
 	Answer Answer
 
@@ -205,7 +219,7 @@ func (l *Leg) Connect(o Offer, onMedia func(pkt []byte), onClose func(error)) (*
 	if err := se.SetAnsweringDTLSRole(webrtc.DTLSRoleServer); err != nil {
 		return nil, err
 	}
-	p := &Peer{onClose: onClose, leg: l}
+	p := &Peer{onClose: onClose, leg: l, onMedia: onMedia, inBuf: make([]byte, 0, 1500)}
 	se.SetDTLSKeyLogWriter(&p.tap)
 	se.SetDTLSServerHelloMessageHook(p.tap.serverHello)
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(&me), webrtc.WithSettingEngine(se),
@@ -298,6 +312,13 @@ func (p *Peer) end(err error) {
 	}
 	p.leg.peers.Add(-1)
 	p.leg.live.Delete(p)
+	p.leg.inMu.Lock()
+	for k, q := range p.leg.byAddr {
+		if q == p {
+			delete(p.leg.byAddr, k)
+		}
+	}
+	p.leg.inMu.Unlock()
 	go func() {
 		// pion's Close waits for its own goroutines, some of which may be
 		// the caller (a state callback).
@@ -308,11 +329,11 @@ func (p *Peer) end(err error) {
 	}
 }
 
-// sendOwn switches the peer to the leg's own SRTP path (srtp.go) once
-// DTLS is up, if the keys and the selected address are known; otherwise
-// it stays on pion's path (counted).
+// sendOwn puts the peer on the leg's own SRTP path (srtp.go) once DTLS is
+// up, if its keys and the selected address are known; otherwise it stays
+// on pion's (counted).
 func (p *Peer) sendOwn(sender *webrtc.RTPSender) {
-	ctx, err := p.tap.sendContext()
+	out, in, err := p.tap.contexts()
 	ice := sender.Transport().ICETransport()
 	pair, perr := ice.GetSelectedCandidatePair()
 	remote, ok := candidateAddr(pair, perr)
@@ -321,14 +342,53 @@ func (p *Peer) sendOwn(sender *webrtc.RTPSender) {
 		p.leg.cfg.Logger.Warn("webrtc peer sent through pion's SRTP path", "keys", err, "pair", perr)
 		return
 	}
-	o := newOwnSRTP(ctx, remote)
+	o := newOwnSRTP(out, remote)
+	l := p.leg
+	l.inMu.Lock()
+	if p.closed.Load() {
+		l.inMu.Unlock()
+		return
+	}
+	p.in = in
+	l.byAddr[remote] = p
+	l.inMu.Unlock()
 	ice.OnSelectedCandidatePairChange(func(pair *webrtc.ICECandidatePair) {
 		if a, ok := candidateAddr(pair, nil); ok {
 			o.setRemote(a)
+			l.inMu.Lock()
+			for k, q := range l.byAddr {
+				if q == p {
+					delete(l.byAddr, k)
+				}
+			}
+			if !p.closed.Load() {
+				l.byAddr[a] = p
+			}
+			l.inMu.Unlock()
 		}
 	})
 	p.own.Store(o)
-	p.leg.live.Store(p, struct{}{})
+	l.live.Store(p, struct{}{})
+}
+
+// take decrypts an SRTP packet from a peer on the own path and hands it
+// to the peer's onMedia, on the mux's read loop (batchConn). It reports
+// whether the packet was the leg's: false leaves it to pion.
+func (l *Leg) take(pkt []byte, from netip.AddrPort) bool {
+	l.inMu.RLock()
+	p := l.byAddr[from]
+	l.inMu.RUnlock()
+	if p == nil {
+		return false
+	}
+	plain, err := p.in.DecryptRTP(p.inBuf[:0], pkt, &p.inHdr)
+	if err != nil {
+		l.Stats.BadSRTP.Add(1)
+		return true
+	}
+	p.inBuf = plain
+	p.onMedia(plain)
+	return true
 }
 
 // candidateAddr is the remote address of an ICE pair.

@@ -114,6 +114,25 @@ func TestPeerConnectsAndCarriesMediaBothWays(t *testing.T) {
 	if out.SSRC != 0xCAFEBABE || string(out.Payload) != "\x09\x02\x03" {
 		t.Fatalf("client got %v from the own path", out)
 	}
+	// What the client sends now is decrypted by the leg itself (take).
+	for len(got) > 0 {
+		<-got
+	}
+	in = nil
+	for seq := uint16(3000); in == nil || in[len(in)-1] != 0x0A; seq++ {
+		if err := c.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(seq) * 960}, Payload: []byte{0xF8, 0x0A}}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case in = <-got:
+		case <-time.After(20 * time.Millisecond):
+		case <-deadline:
+			t.Fatal("nothing the client sent reached the server on the own path")
+		}
+	}
+	if l.Stats.BadSRTP.Load() != 0 {
+		t.Fatalf("%d of the client's packets did not decrypt", l.Stats.BadSRTP.Load())
+	}
 	// And it reports what it sends (RTCP sender reports, RFC 3550 §6.4.1).
 	// pion gives the client the RTCP of its first stream only: SSRC 1 from
 	// connected's loop, or 0xCAFEBABE if all of those came before SRTP.

@@ -168,6 +168,9 @@ func (v *VoiceGateway) WriteMetrics(w io.Writer) {
 		// Connected peers sent through pion's SRTP path (keys unknown to
 		// the leg): expected 0; more means the fast path broke.
 		fmt.Fprintf(w, "chorus_voice_webrtc_peers_total{state=\"pion_srtp\"} %d\n", l.Stats.PionSRTP.Load())
+		// SRTP from a peer's address that did not decrypt: forged,
+		// corrupted or replayed, dropped.
+		fmt.Fprintf(w, "chorus_voice_webrtc_bad_srtp_total %d\n", l.Stats.BadSRTP.Load())
 		fmt.Fprintf(w, "chorus_voice_webrtc_write_errors_total %d\n", l.Stats.WriteErrors.Load())
 	}
 }
