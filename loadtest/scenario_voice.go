@@ -45,7 +45,7 @@ type VoiceOptions struct {
 	// 0.5, every second participant, so one of two speakers); the rest use
 	// the UDP transport in Modes.
 	WebRTCShare float64
-	Duration time.Duration
+	Duration    time.Duration
 	// TalkOn and TalkOff are the mean lengths of talk spurts and pauses
 	// (exponentially distributed); TalkOff 0 means speakers never pause.
 	TalkOn, TalkOff time.Duration

@@ -59,10 +59,10 @@ func TestIsRTP(t *testing.T) {
 		want bool
 	}{
 		{[]byte{0x80, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1}, true},
-		{[]byte{0x80, 200, 0, 6, 0, 0, 0, 0, 0, 0, 0, 1}, false}, // RTCP sender report
-		{[]byte{0x81, 201, 0, 7, 0, 0, 0, 0, 0, 0, 0, 1}, false}, // RTCP receiver report
+		{[]byte{0x80, 200, 0, 6, 0, 0, 0, 0, 0, 0, 0, 1}, false},              // RTCP sender report
+		{[]byte{0x81, 201, 0, 7, 0, 0, 0, 0, 0, 0, 0, 1}, false},              // RTCP receiver report
 		{[]byte{0x00, 0x01, 0, 0, 0x21, 0x12, 0xA4, 0x42, 0, 0, 0, 0}, false}, // STUN
-		{[]byte{22, 0xFE, 0xFD, 0, 0, 0, 0, 0, 0, 0, 0, 0}, false},             // DTLS
+		{[]byte{22, 0xFE, 0xFD, 0, 0, 0, 0, 0, 0, 0, 0, 0}, false},            // DTLS
 		{[]byte{0x80, 111}, false},
 	} {
 		if got := isRTP(tc.b); got != tc.want {
