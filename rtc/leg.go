@@ -60,6 +60,7 @@ type Leg struct {
 	inMu   sync.RWMutex
 	byAddr map[netip.AddrPort]*Peer
 	stop   chan struct{}
+	closed sync.Once
 }
 
 // Peers is how many peers are open.
@@ -168,11 +169,7 @@ func (l *Leg) Batch() interface {
 
 // Close closes the shared port; every peer stops with it.
 func (l *Leg) Close() error {
-	select {
-	case <-l.stop:
-	default:
-		close(l.stop)
-	}
+	l.closed.Do(func() { close(l.stop) })
 	return l.mux.Close()
 }
 
@@ -333,6 +330,9 @@ func (p *Peer) end(err error) {
 // up, if its keys and the selected address are known; otherwise it stays
 // on pion's (counted).
 func (p *Peer) sendOwn(sender *webrtc.RTPSender) {
+	if p.own.Load() != nil {
+		return // connected again after a disconnection: keys are the same
+	}
 	out, in, err := p.tap.contexts()
 	ice := sender.Transport().ICETransport()
 	pair, perr := ice.GetSelectedCandidatePair()
