@@ -39,12 +39,7 @@ func newOwnSRTP(ctx *srtp.Context, remote netip.AddrPort) *ownSRTP {
 // which queues it while a fan-out is open (batch.go).
 func (o *ownSRTP) write(c *batchConn, pkt []byte) error {
 	o.mu.Lock()
-	n, err := o.hdr.Unmarshal(pkt)
-	if err != nil {
-		o.mu.Unlock()
-		return err
-	}
-	out, err := o.ctx.EncryptRTP(o.buf[:0], pkt, &o.hdr)
+	out, err := o.ctx.EncryptRTP(o.buf[:0], pkt, &o.hdr) // fills hdr
 	if err != nil {
 		o.mu.Unlock()
 		return err
@@ -56,7 +51,7 @@ func (o *ownSRTP) write(c *batchConn, pkt []byte) error {
 		o.streams[o.hdr.SSRC] = s
 	}
 	s.packets++
-	s.octets += uint32(len(pkt) - n)
+	s.octets += uint32(len(pkt) - o.hdr.MarshalSize())
 	s.ts, s.at = o.hdr.Timestamp, time.Now().UnixNano()
 	remote := o.remote
 	_, err = c.WriteToAddrPort(out, remote)
