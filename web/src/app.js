@@ -421,9 +421,10 @@ function maybeConnectVoice() {
     onState: voiceState,
     onSpeaking: (userId, on) => { if (on) v.speaking.add(userId); else v.speaking.delete(userId); renderChannels(); },
     onPeers: () => renderChannels(),
-    onClosed: (code) => {
+    onClosed: (code, opened) => {
       if (state.voice !== v || v.conn !== conn) return;
       v.conn = null;
+      if (!opened) return; // the state already says why it could not connect
       voiceState(code === 4014 ? 'Disconnected by the voice server; waiting to be moved…' : `Voice connection closed (${code}).`);
     },
   });

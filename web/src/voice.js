@@ -46,8 +46,8 @@ export function remoteAnswer(f, mid, pt) {
 
 // VoiceConnection joins one voice server. Events: onState(text) for the
 // user, onSpeaking(userId, on), onPeers(userIds Set), onClosed(code) when
-// the server ended it (4014: moved or disconnected; the main gateway says
-// where to go next).
+// the server ended it or it never opened (code, opened; 4014: moved or
+// disconnected, the main gateway says where to go next).
 export class VoiceConnection {
   constructor({ endpoint, guildId, userId, sessionId, token, mic, audio, onState, onSpeaking, onPeers, onClosed }) {
     Object.assign(this, { endpoint, guildId, userId, sessionId, token, mic, audio, onState, onSpeaking, onPeers, onClosed });
@@ -72,7 +72,7 @@ export class VoiceConnection {
       clearInterval(this.beat);
       if (this.closed) return;
       this.close();
-      this.onClosed(e.code);
+      this.onClosed(e.code, this.opened);
     };
   }
 
