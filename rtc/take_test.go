@@ -1,6 +1,7 @@
 package rtc
 
 import (
+	"net"
 	"net/netip"
 	"testing"
 
@@ -68,5 +69,59 @@ func TestIsRTP(t *testing.T) {
 		if got := isRTP(tc.b); got != tc.want {
 			t.Errorf("isRTP(% x) = %v", tc.b, got)
 		}
+	}
+}
+
+// The own path's hot work allocates nothing per packet: encrypting and
+// queueing one for a receiver, and decrypting and handing on one from a
+// sender (issue 12 §2).
+func TestOwnSRTPAllocation(t *testing.T) {
+	key, salt := make([]byte, 16), make([]byte, 12)
+	profile := srtp.ProtectionProfileAeadAes128Gcm
+	out, err := srtp.CreateContext(key, salt, profile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := listen(t, Config{})
+	sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	o := newOwnSRTP(out, sink.LocalAddr().(*net.UDPAddr).AddrPort())
+	pkt, _ := (&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SSRC: 42}, Payload: make([]byte, 80)}).Marshal()
+	o.write(l.conn, pkt) // the stream's first packet makes its counters
+	seq := uint16(1)
+	if n := testing.AllocsPerRun(500, func() {
+		seq++
+		pkt[2], pkt[3] = byte(seq>>8), byte(seq)
+		l.conn.Begin()
+		if err := o.write(l.conn, pkt); err != nil {
+			t.Fatal(err)
+		}
+		l.conn.End()
+	}); n != 0 && !raceEnabled {
+		t.Errorf("sending: %v allocations per packet", n)
+	}
+
+	sender, _ := srtp.CreateContext(key, salt, profile)
+	in, _ := srtp.CreateContext(key, salt, profile, srtp.SRTPReplayProtection(replayWindow))
+	from := netip.MustParseAddrPort("127.0.0.1:40000")
+	sealed := make([][]byte, 502)
+	for i := range sealed {
+		pkt[2], pkt[3] = byte(i>>8), byte(i)
+		sealed[i], _ = sender.EncryptRTP(nil, pkt, nil)
+	}
+	var forwarded int
+	p := &Peer{leg: l, in: in, inBuf: make([]byte, 0, 1500), onMedia: func([]byte) { forwarded++ }}
+	l.inMu.Lock()
+	l.byAddr[from] = p
+	l.inMu.Unlock()
+	i := 0
+	if n := testing.AllocsPerRun(500, func() {
+		l.take(sealed[i], from)
+		i++
+	}); (n != 0 && !raceEnabled) || forwarded != i {
+		t.Errorf("receiving: %v allocations per packet, %d of %d forwarded", n, forwarded, i)
 	}
 }
