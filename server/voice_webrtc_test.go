@@ -74,6 +74,14 @@ func TestWebRTCAndUDPInOneRoom(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the WebRTC client did not connect")
 	}
+	// alice is told bob connected (op 11), as for any client.
+	var joined struct {
+		UserIDs []string `json:"user_ids"`
+	}
+	json.Unmarshal(alice.wait(11), &joined)
+	if len(joined.UserIDs) != 1 || joined.UserIDs[0] != f.demo.Bob.ID.String() {
+		t.Fatalf("op 11 named %v, want bob", joined.UserIDs)
+	}
 
 	// bob → alice: alice hears bob under bob's SSRC from Ready, as Opus on 120.
 	deadline := time.Now().Add(10 * time.Second)
