@@ -183,6 +183,7 @@ type Peer struct {
 	// in decrypts what the peer sends once it is on the own path; only
 	// the mux's read loop uses it and inBuf (take).
 	in      *srtp.Context
+	at      netip.AddrPort // where byAddr files it (under Leg.inMu)
 	inHdr   rtp.Header
 	inBuf   []byte
 	onMedia func([]byte)
@@ -309,13 +310,7 @@ func (p *Peer) end(err error) {
 	}
 	p.leg.peers.Add(-1)
 	p.leg.live.Delete(p)
-	p.leg.inMu.Lock()
-	for k, q := range p.leg.byAddr {
-		if q == p {
-			delete(p.leg.byAddr, k)
-		}
-	}
-	p.leg.inMu.Unlock()
+	p.leg.place(p, netip.AddrPort{})
 	go func() {
 		// pion's Close waits for its own goroutines, some of which may be
 		// the caller (a state callback).
@@ -345,30 +340,37 @@ func (p *Peer) sendOwn(sender *webrtc.RTPSender) {
 	o := newOwnSRTP(out, remote)
 	l := p.leg
 	l.inMu.Lock()
-	if p.closed.Load() {
-		l.inMu.Unlock()
-		return
-	}
-	p.in = in
-	l.byAddr[remote] = p
+	p.in = in // before take can find p
 	l.inMu.Unlock()
+	if !l.place(p, remote) {
+		return // closed meanwhile
+	}
 	ice.OnSelectedCandidatePairChange(func(pair *webrtc.ICECandidatePair) {
 		if a, ok := candidateAddr(pair, nil); ok {
 			o.setRemote(a)
-			l.inMu.Lock()
-			for k, q := range l.byAddr {
-				if q == p {
-					delete(l.byAddr, k)
-				}
-			}
-			if !p.closed.Load() {
-				l.byAddr[a] = p
-			}
-			l.inMu.Unlock()
+			l.place(p, a)
 		}
 	})
 	p.own.Store(o)
 	l.live.Store(p, struct{}{})
+}
+
+// place files p under the address it sends from (the zero address: under
+// none), for take; a closed peer is filed under none. It reports whether p
+// is filed.
+func (l *Leg) place(p *Peer, at netip.AddrPort) bool {
+	l.inMu.Lock()
+	defer l.inMu.Unlock()
+	if l.byAddr[p.at] == p {
+		delete(l.byAddr, p.at)
+	}
+	p.at = netip.AddrPort{}
+	if !at.IsValid() || p.closed.Load() {
+		return false
+	}
+	p.at = at
+	l.byAddr[at] = p
+	return true
 }
 
 // take decrypts an SRTP packet from a peer on the own path and hands it
