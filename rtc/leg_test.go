@@ -243,8 +243,8 @@ func connected(t testing.TB, onMedia func([]byte), onRTP func(*rtp.Packet), onCl
 }
 
 // BenchmarkPeerWriteRTP is the cost of one forwarded packet to a WebRTC
-// receiver through pion's SRTP session (issue 12 §2: it must not
-// allocate).
+// receiver on the leg's own SRTP path, outside a fan-out (so with its own
+// sendto); issue 12 §2: it must not allocate.
 func BenchmarkPeerWriteRTP(b *testing.B) {
 	_, p, _ := connected(b, func([]byte) {}, func(*rtp.Packet) {}, func(error) {})
 	pkt := make([]byte, 12+80)

@@ -36,7 +36,9 @@ func newOwnSRTP(ctx *srtp.Context, remote netip.AddrPort) *ownSRTP {
 }
 
 // write encrypts pkt (a plain RTP packet) and hands it to the socket,
-// which queues it while a fan-out is open (batch.go).
+// which queues it while a fan-out is open (batch.go). mu is held across
+// the write because buf is reused: inside a fan-out the write is a copy
+// into the queue; outside one it is a sendto, and mu is the peer's own.
 func (o *ownSRTP) write(c *batchConn, pkt []byte) error {
 	o.mu.Lock()
 	out, err := o.ctx.EncryptRTP(o.buf[:0], pkt, &o.hdr) // fills hdr
