@@ -187,6 +187,9 @@ type Peer struct {
 	inHdr   rtp.Header
 	inBuf   []byte
 	onMedia func([]byte)
+	// mediaMu keeps onMedia to one call at a time: pion's track reader
+	// may still hand over a packet it had queued when take starts.
+	mediaMu sync.Mutex
 	// Answer is what Session Description tells the client.
 	Answer Answer
 
@@ -196,7 +199,8 @@ type Peer struct {
 }
 
 // Connect answers a client's offer. onMedia gets each RTP packet the client
-// sends, decrypted, from one goroutine (the buffer is reused after it
+// sends, decrypted, one call at a time (pion's reader until the peer is on
+// the own path, then the mux's read loop; the buffer is reused after it
 // returns); onClose is called once when the peer ends — it failed, timed
 // out, or Close was called (then with nil).
 func (l *Leg) Connect(o Offer, onMedia func(pkt []byte), onClose func(error)) (*Peer, error) {
@@ -251,7 +255,7 @@ func (l *Leg) Connect(o Offer, onMedia func(pkt []byte), onClose func(error)) (*
 			if err != nil {
 				return
 			}
-			onMedia(buf[:n])
+			p.media(buf[:n])
 		}
 	})
 	connected := make(chan struct{})
@@ -373,6 +377,13 @@ func (l *Leg) place(p *Peer, at netip.AddrPort) bool {
 	return true
 }
 
+// media hands the participant's packet on, one at a time.
+func (p *Peer) media(pkt []byte) {
+	p.mediaMu.Lock()
+	p.onMedia(pkt)
+	p.mediaMu.Unlock()
+}
+
 // take decrypts an SRTP packet from a peer on the own path and hands it
 // to the peer's onMedia, on the mux's read loop (batchConn). It reports
 // whether the packet was the leg's: false leaves it to pion.
@@ -389,7 +400,7 @@ func (l *Leg) take(pkt []byte, from netip.AddrPort) bool {
 		return true
 	}
 	p.inBuf = plain
-	p.onMedia(plain)
+	p.media(plain)
 	return true
 }
 
