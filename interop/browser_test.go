@@ -137,6 +137,7 @@ func TestBrowserWebClient(t *testing.T) {
 	defer killed.Stop()
 	var result string
 	voiceUp := make(chan struct{})
+	path := filepath.Join(t.TempDir(), "from-browser.frames") // made here: the goroutine may outlive a failed test
 	lines := make(chan string)
 	go func() {
 		defer close(lines)
@@ -160,7 +161,6 @@ func TestBrowserWebClient(t *testing.T) {
 		sink.mu.Lock()
 		got := sink.got[aliceID]
 		sink.mu.Unlock()
-		path := filepath.Join(t.TempDir(), "from-browser.frames")
 		var b []byte
 		for _, f := range got {
 			b = binary.BigEndian.AppendUint16(b, uint16(len(f)))
