@@ -120,12 +120,21 @@ type Node struct {
 	callsClosed bool
 	calls       sync.WaitGroup
 
+	// reconnected gets a value each time the NATS connection is made
+	// again (Reconnected).
+	reconnected chan struct{}
+
 	stop      chan struct{}
 	leave     chan struct{} // closed by Leave: the heartbeats stop
 	beating   chan struct{} // closed when the heartbeats have stopped
 	stopWatch context.CancelFunc
 	wg        sync.WaitGroup
 }
+
+// Reconnected gets a value after the node's NATS connection broke and was
+// made again (coalesced): whatever was published to the node in between
+// never reached it.
+func (n *Node) Reconnected() <-chan struct{} { return n.reconnected }
 
 // ErrNotJoined is returned by Start when the ring did not take the node in
 // within JoinTimeout.
@@ -167,7 +176,8 @@ func Start(cfg Config) (*Node, error) {
 	host, _ := os.Hostname()
 	n := &Node{cfg: cfg, started: time.Now(), host: host, log: cfg.Logger, fenced: true, ring: ring.New(0, nil),
 		live: map[string]Member{}, heard: map[string]time.Time{}, suspected: map[string]time.Time{},
-		changed: make(chan struct{}), stop: make(chan struct{}), leave: make(chan struct{}), poke: make(chan struct{}, 1)}
+		changed: make(chan struct{}), stop: make(chan struct{}), leave: make(chan struct{}), poke: make(chan struct{}, 1),
+		reconnected: make(chan struct{}, 1)}
 	if err := n.connect(); err != nil {
 		return nil, err
 	}
@@ -210,7 +220,13 @@ func (n *Node) connect() error {
 		// A node keeps trying to reach its cluster for as long as it runs;
 		// while it cannot, it is fenced (it owns nothing).
 		opts = append(opts, nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond),
-			nats.Timeout(2*time.Second))
+			nats.Timeout(2*time.Second), nats.ReconnectHandler(func(*nats.Conn) {
+				n.log.Warn("cluster: NATS connection made again")
+				select {
+				case n.reconnected <- struct{}{}:
+				default:
+				}
+			}))
 	}
 	conn, err := nats.Connect(urls, opts...)
 	if err != nil {

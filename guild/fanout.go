@@ -1,6 +1,7 @@
 package guild
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -22,9 +23,10 @@ import (
 const maxBatch = 512 << 10
 
 // maxQueued bounds what waits for one destination; past it events for
-// that node are dropped and counted (its sessions then miss them, as a
-// slow session does, and resume from their logs or reconnect).
-const maxQueued = 64 << 20
+// that node are dropped and counted, and the batch numbers skip one: the
+// receiver sees the gap (signaling's batch checks) and its sessions start
+// over rather than miss the events without knowing. A variable for tests.
+var maxQueued = 64 << 20
 
 // outbox holds the queues to other nodes.
 type outbox struct {
@@ -42,6 +44,9 @@ type queue struct {
 	batches [][]byte // full batches first, the open one last
 	size    int
 	made    uint64 // batches begun for this node: the next one's number
+	// skipped: an event was dropped since the last batch was begun, whose
+	// number made counts; the next event begins a new batch after it.
+	skipped bool
 	wake    chan struct{}
 }
 
@@ -83,13 +88,18 @@ func (o *outbox) add(node string, ev *Event, sessions []string) {
 			}
 		}
 		if q.size+size > maxQueued {
+			if !q.skipped {
+				q.made++ // the number of the batch that never goes
+				q.skipped = true
+			}
 			q.mu.Unlock()
 			o.r.stats.batchDropped.Add(uint64(len(sessions)))
 			return
 		}
 		last := len(q.batches) - 1
-		if last < 0 || len(q.batches[last])+size > maxBatch || o.r.cfg.UnbatchedFanout {
+		if last < 0 || q.skipped || len(q.batches[last])+size > maxBatch || o.r.cfg.UnbatchedFanout {
 			q.made++
+			q.skipped = false
 			b := make([]byte, 0, min(max(size, 4096), maxBatch)+batchHeaderMax)
 			q.batches = append(q.batches, appendBatchHeader(b, BatchRef{From: o.r.place.ID(), N: q.made}))
 			last++
@@ -119,6 +129,53 @@ func (o *outbox) send(node string, q *queue) {
 		}
 	}
 }
+
+// mark queues an empty batch for node, numbered as the next: node asked
+// for it after it may have missed batches (MarkBatches), and learns from
+// its number whether it did. A node that was never sent anything missed
+// nothing.
+func (o *outbox) mark(node string) {
+	o.mu.Lock()
+	q := o.nodes[node]
+	o.mu.Unlock()
+	if q == nil {
+		return
+	}
+	q.mu.Lock()
+	q.made++
+	q.skipped = false
+	q.batches = append(q.batches, appendBatchHeader(make([]byte, 0, batchHeaderMax), BatchRef{From: o.r.place.ID(), N: q.made}))
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// MarkBatches asks every other node of the ring to send this node a batch
+// now, empty if it has nothing: its number shows this node whether it
+// missed batches from that node that nothing since has revealed.
+// signaling calls it after the node's NATS connection was made again.
+func (r *Router) MarkBatches(ctx context.Context) {
+	if r.peers == nil {
+		return
+	}
+	me := r.place.ID()
+	for _, n := range r.place.Ring().Nodes() {
+		if n.ID == me {
+			continue
+		}
+		body, _ := json.Marshal(me)
+		if _, err := r.callNode(ctx, n.ID, callRequest{Op: opMark.name, Direct: true, Body: body}); err != nil {
+			r.log.Warn("asking for a batch mark failed", "node", n.ID, "err", err)
+		}
+	}
+}
+
+var opMark = defineOp("mark", func(r *Router, _ context.Context, to string) (struct{}, error) {
+	r.out.mark(to)
+	return struct{}{}, nil
+})
 
 // sendOne publishes q's first batch and reports whether there was one.
 func (o *outbox) sendOne(node string, q *queue) bool {

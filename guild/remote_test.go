@@ -573,3 +573,72 @@ func TestFencedCommitOfManyMessages(t *testing.T) {
 		t.Fatalf("the stale node still runs %d actors", p.b.Loaded())
 	}
 }
+
+// heldPeers records the numbers of the batches sent, each Send waiting
+// for the test to let it go.
+type heldPeers struct {
+	sending chan BatchRef
+	release chan struct{}
+}
+
+func (h *heldPeers) Call(context.Context, string, []byte) ([]byte, error) {
+	return nil, errors.New("no calls here")
+}
+
+func (h *heldPeers) Send(_ string, batch []byte) error {
+	ref, _, err := SplitBatch(batch)
+	if err != nil {
+		return err
+	}
+	h.sending <- ref
+	<-h.release
+	return nil
+}
+
+// Events dropped because a node's queue is full leave a hole in the batch
+// numbers, which is how the receiver learns that it missed them.
+func TestDroppedEventsSkipABatchNumber(t *testing.T) {
+	ev := &Event{Name: "MESSAGE_CREATE", Data: []byte(`{"content":"x"}`)}
+	old := maxQueued
+	maxQueued = 3 * itemSize(ev, []string{"s1"})
+	t.Cleanup(func() { maxQueued = old })
+	st, err := store.OpenPebble(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	peers := &heldPeers{sending: make(chan BatchRef, 1), release: make(chan struct{})}
+	rg := ring.New(5, []ring.Node{{ID: "a", Roles: ring.RoleAll}, {ID: "b", Roles: ring.RoleAll}})
+	r := NewRouter(Config{}, Deps{Placement: newView("a", rg), Store: st, Sessions: &recorder{got: map[string][]*Event{}},
+		IDs: snowflake.NewGenerator(1), Peers: peers})
+	t.Cleanup(r.Close)
+	t.Cleanup(func() { close(peers.release) })
+	next := func() BatchRef {
+		select {
+		case ref := <-peers.sending:
+			return ref
+		case <-time.After(5 * time.Second):
+			t.Fatal("no batch sent")
+			return BatchRef{}
+		}
+	}
+	var refs []BatchRef
+	r.out.add("b", ev, []string{"s1"})
+	refs = append(refs, next()) // on its way, held
+	for i := 0; i < 100 && r.stats.batchDropped.Load() == 0; i++ {
+		r.out.add("b", ev, []string{"s1"}) // queued in batch 2 until the queue is full
+	}
+	if r.stats.batchDropped.Load() == 0 {
+		t.Fatal("the queue never filled")
+	}
+	r.out.add("b", ev, []string{"s1"}) // dropped too: still one number for the run
+	peers.release <- struct{}{}
+	refs = append(refs, next()) // batch 2 taken: the queue is empty
+	r.out.add("b", ev, []string{"s1"})
+	peers.release <- struct{}{}
+	refs = append(refs, next())
+	want := []BatchRef{{"a", 1}, {"a", 2}, {"a", 4}}
+	if !slices.Equal(refs, want) {
+		t.Fatalf("batches sent %v, want %v (number 3 is the dropped events')", refs, want)
+	}
+}

@@ -373,6 +373,18 @@ func (f *faultRun) report(ctx context.Context, r *Result, base string, sendStart
 	}
 	c["missed_after_recovery"] = float64(missedAfter)
 	c["missed_live"] = c["expected_deliveries"] - c["delivered"]
+	// A session that never started over owes every message: it stayed
+	// connected or resumed, so its client has no reason to read the
+	// history and would never learn of what it missed.
+	unnoticed := 0
+	for _, a := range acks {
+		for _, m := range a.guild.members {
+			if m.gw != nil && m.gw.Reidentified.Load() == 0 && !m.seen[a.seq] {
+				unnoticed++
+			}
+		}
+	}
+	c["missed_unnoticed"] = float64(unnoticed)
 	delete(c, "lost") // redefined below: acknowledged but not stored
 
 	stored, err := storedSeqs(ctx, base, guilds)

@@ -150,6 +150,7 @@ type Gateway struct {
 	running sync.WaitGroup
 
 	owners owners        // moves.go
+	gaps   batchGaps     // of the batches other nodes send (batchgap.go)
 	done   chan struct{} // closed at Shutdown
 }
 
@@ -171,17 +172,29 @@ func NewGateway(cfg Config, d Deps) *Gateway {
 		g.hub.rep = newReplicator(g, d.Cluster)
 		g.hub.reps = newReplicas(g, d.Cluster)
 	}
+	if d.Cluster != nil && d.Router != nil {
+		go g.markAfterReconnects(d.Cluster.Reconnected())
+	}
 	go g.followRing()
 	return g
 }
 
 // ServeBatch takes an event batch another node sent this one
 // (cluster.Handlers.Batch): through the replicator, in a cluster.
+// A gap in the batches' numbers is repaired first (batchgap.go).
 func (g *Gateway) ServeBatch(b []byte) error {
-	if g.hub.rep != nil {
-		return g.hub.rep.batch(b)
+	ref, body, err := guild.SplitBatch(b)
+	if err != nil {
+		return g.router.ServeBatch(b) // counts it
 	}
-	return g.router.ServeBatch(b)
+	if gp := g.gaps.see(ref); gp.lo < gp.hi {
+		g.batchGap(ref.From, gp)
+	}
+	if g.hub.rep != nil {
+		g.hub.rep.batch(ref, body)
+		return nil
+	}
+	return g.router.ServeBatchWith(body, g.hub.Deliver)
 }
 
 // Close stops the session copies: the last deliveries are made and the

@@ -48,11 +48,16 @@ const (
 
 // handoffRequest is one step, from the new node to the old.
 type handoffRequest struct {
-	Op      string     `json:"op"` // "find", "release", "abort"; or "drain" (admin.go)
+	Op      string     `json:"op"` // "find", "release", "abort"; "drain" (admin.go); "held", "batch" (batchgap.go)
 	Session string     `json:"session"`
 	User    guild.ID   `json:"user"`
 	To      string     `json:"to"`
 	Expect  []guild.ID `json:"expect,omitempty"` // release: guilds whose markers to await
+	// held, batch (batchgap.go): the batches from Sender below N, or the
+	// one numbered N, sent to To, whose replication stream is incarnation Inc.
+	Sender string `json:"sender,omitempty"`
+	N      uint64 `json:"n,omitempty"`
+	Inc    uint64 `json:"inc,omitempty"`
 }
 
 // foundSession answers find.
@@ -128,6 +133,18 @@ func (h *Hub) ServeGateway(ctx context.Context, b []byte) ([]byte, error) {
 		a := holdsAnswer{Held: h.get(req.Session) != nil}
 		if h.rep != nil {
 			a.Inc = h.rep.inc
+		}
+		return json.Marshal(a)
+	case "held":
+		var a heldNumbers
+		if h.reps != nil {
+			a = h.reps.heldBelow(req.To, req.Inc, req.Sender, req.N)
+		}
+		return json.Marshal(a)
+	case "batch":
+		var a heldBatch
+		if h.reps != nil {
+			a = h.reps.heldFor(req.To, req.Inc, guild.BatchRef{From: req.Sender, N: req.N})
 		}
 		return json.Marshal(a)
 	case "replica_sync":

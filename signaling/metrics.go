@@ -48,7 +48,11 @@ type Metrics struct {
 	// answered with a full copy), malformed messages, sessions too large
 	// to copy, sessions of gone nodes held, and handed over.
 	ReplicaGaps, ReplicaMalformed, ReplicaDropped, ReplicaAdopted, ReplicaHandedOff atomic.Uint64
-	closes                                                                          closeCounts
+	// Gaps in the batches other nodes sent this one (batchgap.go):
+	// repaired from the buddy, or answered by resetting every session
+	// (SessionsReset counts those).
+	BatchGapsRepaired, BatchGapsReset, SessionsReset atomic.Uint64
+	closes                                           closeCounts
 }
 
 // closeCounts counts close codes: the websocket codes 1000–1015 and the
@@ -125,6 +129,9 @@ func (m *Metrics) WriteMetrics(w io.Writer) {
 	fmt.Fprintf(w, "chorus_gateway_replica_dropped_total %d\n", m.ReplicaDropped.Load())
 	fmt.Fprintf(w, "chorus_gateway_replica_adopted_total %d\n", m.ReplicaAdopted.Load())
 	fmt.Fprintf(w, "chorus_gateway_replica_handed_off_total %d\n", m.ReplicaHandedOff.Load())
+	fmt.Fprintf(w, "chorus_gateway_batch_gaps_total{outcome=\"repaired\"} %d\n", m.BatchGapsRepaired.Load())
+	fmt.Fprintf(w, "chorus_gateway_batch_gaps_total{outcome=\"reset\"} %d\n", m.BatchGapsReset.Load())
+	fmt.Fprintf(w, "chorus_gateway_sessions_reset_total %d\n", m.SessionsReset.Load())
 	fmt.Fprintf(w, "chorus_gateway_op_failures_total %d\n", m.OpFailures.Load())
 	m.closes.write(w, "main")
 	fmt.Fprintf(w, "chorus_panics_recovered_total %d\n", m.Panics.Load())

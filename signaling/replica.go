@@ -165,6 +165,14 @@ func (r *replicas) drop(fw *following) {
 	}
 }
 
+// retire removes the copy f of a gone incarnation of fw's node.
+func (r *replicas) retire(fw *following, f *follower) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fw.gone = slices.DeleteFunc(fw.gone, func(x *follower) bool { return x == f })
+	r.drop(fw)
+}
+
 func (r *replicas) get(node string) *following {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -211,8 +219,9 @@ func (f *follower) batch(ref guild.BatchRef, body []byte) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.gone {
-		f.applyBatch(body) // nobody orders them any more: as they come
-		return
+		// Nobody orders them any more: applied as they come, and kept
+		// for the node in case it was not dead after all (batchgap.go).
+		f.applyBatch(body)
 	}
 	f.batches[ref] = body
 	f.order = append(f.order, ref)
@@ -482,7 +491,6 @@ func (r *replicas) markGone(fw *following, f *follower) {
 			f.applyBatch(body)
 		}
 	}
-	f.batches, f.order = nil, nil
 	n := len(f.sessions)
 	f.mu.Unlock()
 	r.g.metrics.ReplicaAdopted.Add(uint64(n))
@@ -495,8 +503,25 @@ func (r *replicas) markGone(fw *following, f *follower) {
 }
 
 // expire ends the shadows of a gone node that nobody resumed: they leave
-// their guilds, as an expired session does.
+// their guilds, as an expired session does — unless the node came back as
+// the same process (it was paused, or cut off, and taken for dead): then
+// those sessions are its own, live or ended by it, and the copies are only
+// forgotten.
 func (r *replicas) expire(fw *following, f *follower) {
+	f.mu.Lock()
+	inc := f.inc
+	f.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	if r.back(ctx, f.node, inc) {
+		f.mu.Lock()
+		n := len(f.sessions)
+		clear(f.sessions)
+		f.mu.Unlock()
+		r.g.cfg.Logger.Info("replica: a gone node came back: its copies are forgotten", "node", f.node, "sessions", n)
+		r.retire(fw, f)
+		return
+	}
 	f.mu.Lock()
 	var ended []*shadow
 	for id, sh := range f.sessions {
@@ -509,8 +534,6 @@ func (r *replicas) expire(fw *following, f *follower) {
 		}
 	}
 	f.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	defer cancel()
 	for _, sh := range ended {
 		sh.mu.Lock()
 		guilds := slices.Clone(sh.st.Guilds)
@@ -521,10 +544,7 @@ func (r *replicas) expire(fw *following, f *follower) {
 			}
 		}
 	}
-	r.mu.Lock()
-	fw.gone = slices.DeleteFunc(fw.gone, func(x *follower) bool { return x == f })
-	r.drop(fw)
-	r.mu.Unlock()
+	r.retire(fw, f)
 }
 
 // lookup returns the follower and shadow of a session, if this node

@@ -34,6 +34,14 @@ func (r *replicas) probe(ctx context.Context, node, session string) (holdsAnswer
 	return a, err
 }
 
+// back reports whether a node taken for gone answers as the incarnation
+// inc: the same process, alive again. A dead node answers "no responders"
+// at once.
+func (r *replicas) back(ctx context.Context, node string, inc uint64) bool {
+	a, err := r.probe(ctx, node, "")
+	return err == nil && a.Inc == inc
+}
+
 // find answers a find for a session copied here whose node is gone, and
 // marks the shadow leaving for req.To. A node that still holds the session
 // answers for itself.
@@ -51,6 +59,12 @@ func (r *replicas) find(ctx context.Context, req handoffRequest) foundSession {
 	f.mu.Lock()
 	gone, inc := f.gone, f.inc
 	f.mu.Unlock()
+	if gone && r.back(ctx, f.node, inc) {
+		// Taken for dead (evicted while paused, or cut off from NATS), the
+		// node lives on as the same process: its sessions are its own, and
+		// the copy has not followed them since.
+		return foundSession{}
+	}
 	if !gone {
 		a, err := r.probe(ctx, f.node, req.Session)
 		if err == nil && a.Inc == inc {

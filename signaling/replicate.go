@@ -131,14 +131,9 @@ func (r *replicator) local(ev *guild.Event, ids []string) {
 	}
 }
 
-// batch queues a batch another node sent.
-func (r *replicator) batch(b []byte) error {
-	ref, body, err := guild.SplitBatch(b)
-	if err != nil {
-		return err
-	}
+// batch queues a batch another node sent (Gateway.ServeBatch).
+func (r *replicator) batch(ref guild.BatchRef, body []byte) {
 	r.enqueue(repItem{kind: recBatch, ref: ref, body: body})
-	return nil
 }
 
 // describe queues s's description (after Identify, and when its guilds or

@@ -26,6 +26,7 @@ type Netns struct {
 	// the host ends' addresses, netPeer the node's address for clients.
 	natsLink                   string
 	natsHost, netHost, netPeer string
+	proxies                    []*natstest.Proxy // to each NATS server
 	t                          testing.TB
 }
 
@@ -106,12 +107,32 @@ func (ns *Netns) HealNATS() { ns.ip("link", "set", ns.natsLink, "up") }
 func (ns *Netns) CutCommand() string  { return "ip link set " + ns.natsLink + " down" }
 func (ns *Netns) HealCommand() string { return "ip link set " + ns.natsLink + " up" }
 
+// DropNATS breaks the node's NATS connections and holds its attempts to
+// reconnect until RestoreNATS: unlike CutNATS, after which TCP delivers
+// what was held, NATS forgets the node's subscriptions, so what is
+// published to it in between never reaches it.
+func (ns *Netns) DropNATS() {
+	for _, p := range ns.proxies {
+		p.Cut()
+		p.Reset()
+	}
+}
+
+// RestoreNATS lets the node's reconnections through.
+func (ns *Netns) RestoreNATS() {
+	for _, p := range ns.proxies {
+		p.Heal()
+	}
+}
+
 // natsURLs starts a proxy per NATS server on the NATS link's host end and
 // returns the servers' addresses as the node in the namespace sees them.
 func (ns *Netns) natsURLs(c *natstest.Cluster) string {
 	var urls []string
 	for _, s := range c.Servers {
-		urls = append(urls, natstest.ListenProxy(ns.t, ns.natsHost+":0", s.URL).URL)
+		p := natstest.ListenProxy(ns.t, ns.natsHost+":0", s.URL)
+		ns.proxies = append(ns.proxies, p)
+		urls = append(urls, p.URL)
 	}
 	return strings.Join(urls, ",")
 }

@@ -72,6 +72,19 @@ func (p *Proxy) Heal() {
 	p.mu.Unlock()
 }
 
+// Reset closes every connection through the proxy, both ends: the server
+// forgets the client's subscriptions at once, and the client reconnects
+// (through the proxy, held while it is cut). What is published to the
+// client meanwhile is lost to it, as when a NATS connection really breaks.
+func (p *Proxy) Reset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
 func (p *Proxy) accept() {
 	for {
 		c, err := p.ln.Accept()
