@@ -125,15 +125,17 @@ func TestLoadtestFaultStopsOneNode(t *testing.T) {
 // its guilds and its buddy its sessions, and then it wakes. Its clients'
 // connections never dropped, so nothing tells them to read the history:
 // every message must still reach every session that did not start over,
-// and nothing acknowledged may be lost or stored twice.
+// and nothing acknowledged may be lost or stored twice. The resume window
+// is short, so that the buddy's copies of the sessions expire during the
+// run: they must not take the live sessions' subscriptions with them.
 func TestLoadtestFaultPausesOneNode(t *testing.T) {
-	c := Start(t, 3, "--rest-rate", "100000")
+	c := Start(t, 3, "--rest-rate", "100000", "--resume-window", "3s")
 	urls, tok := c.URLs(), c.Nodes[0].Admin(t).Token
 	victim := c.Nodes[1]
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	r, err := loadtest.RunChat(ctx, loadtest.ChatOptions{URL: urls, AdminToken: tok, Sessions: 60,
-		Guilds: 6, HugeShare: 0.5, Rate: 20, Duration: 12 * time.Second,
+		Guilds: 6, HugeShare: 0.5, Rate: 20, Duration: 15 * time.Second,
 		Fault: &loadtest.Fault{Signal: syscall.SIGSTOP, StopFor: 5 * time.Second, Node: "http://" + victim.HTTP,
 			At: 2 * time.Second, RecoverWithin: 30 * time.Second}})
 	if err != nil {

@@ -59,6 +59,7 @@ Flags:
 	maxConc := fs.Int("max-concurrency", signaling.DefaultIdentifiesPer5s, "identifies allowed per user per 5 s (max_concurrency of GET /gateway/bot)")
 	restRate := fs.Int("rest-rate", signaling.DefaultRESTRequestsPerSecond, "REST requests per second per user, route and channel or guild")
 	copies := fs.Bool("session-copies", true, "in a cluster (--nats), keep an exact copy of another gateway node's sessions, so that its clients resume here with nothing lost if it dies; costs about twice the bytes between gateway nodes and NATS (every gateway node of a cluster must set it alike)")
+	resumeWindow := fs.Duration("resume-window", signaling.DefaultResumeWindow, "how long a dropped gateway session can be resumed (on any node of a cluster) before it ends and leaves its guilds")
 	drainWait := fs.Duration("drain-wait", signaling.DefaultDrainWait, "on SIGTERM or admin drain, how long to wait for other nodes to take over this node's gateway sessions before handing its guilds over")
 	identifyTimeout := fs.Duration("identify-timeout", signaling.DefaultIdentifyTimeout, "how long a new gateway or voice connection may go without Identify or Resume before it is closed with 4003")
 	perIP := fs.Int("max-conns-per-ip", signaling.DefaultMaxConnsPerIP, "connections one source IP may hold open on each listener; 0 for no limit (a load tester on this machine needs more)")
@@ -110,9 +111,10 @@ Flags:
 	cfg.Gateway.RESTRequestsPerSecond = *restRate
 	cfg.Gateway.IdentifyTimeout = *identifyTimeout
 	cfg.Gateway.DrainWait = *drainWait
+	cfg.Gateway.ResumeWindow = *resumeWindow
 	cfg.Gateway.SessionCopies = *copies && *nats != "" // alone, nobody could take a copy
-	if *maxConc < 1 || *restRate < 1 || *heartbeat < time.Second || *perIP < 0 || *identifyTimeout < 100*time.Millisecond || *drainWait <= 0 {
-		return fmt.Errorf("--max-concurrency and --rest-rate must be at least 1, --heartbeat-interval at least 1s, --max-conns-per-ip at least 0, --identify-timeout at least 100ms, --drain-wait above 0")
+	if *maxConc < 1 || *restRate < 1 || *heartbeat < time.Second || *perIP < 0 || *identifyTimeout < 100*time.Millisecond || *drainWait <= 0 || *resumeWindow < time.Second {
+		return fmt.Errorf("--max-concurrency and --rest-rate must be at least 1, --heartbeat-interval at least 1s, --max-conns-per-ip at least 0, --identify-timeout at least 100ms, --drain-wait above 0, --resume-window at least 1s")
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
