@@ -33,13 +33,17 @@ func (o *owners) note(r *guild.Router, gid guild.ID) {
 }
 
 // moved returns the guilds whose owner changed since noted, and notes the
-// new owners.
+// new owners. A view without an owner (this node fenced itself: it was
+// paused or cut off) says nothing of where a guild lives: the note stays,
+// and the view after the fence decides. Taking it for a move sent every
+// session of a node that woke from a pause through GUILD_DELETE and
+// GUILD_CREATE, missing events on the way.
 func (o *owners) moved(r *guild.Router) map[guild.ID]bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	out := map[guild.ID]bool{}
 	for gid, was := range o.m {
-		if now := r.Owner(gid); now != was {
+		if now := r.Owner(gid); now != was && now != "" {
 			out[gid] = true
 			o.m[gid] = now
 		}
