@@ -285,9 +285,9 @@ func (r *replicas) heldBelow(node string, inc uint64, sender string, n uint64) h
 	var a heldNumbers
 	for _, f := range fs {
 		f.mu.Lock()
-		for r := range f.batches {
-			if r.From == sender && r.N < n && !slices.Contains(a.N, r.N) {
-				a.N = append(a.N, r.N)
+		for held := range f.batches {
+			if held.From == sender && held.N < n && !slices.Contains(a.N, held.N) {
+				a.N = append(a.N, held.N)
 			}
 		}
 		f.mu.Unlock()
