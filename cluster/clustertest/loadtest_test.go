@@ -55,6 +55,22 @@ func TestLoadtestChatAcrossNodes(t *testing.T) {
 		k["sent"], k["delivered"], r.Latency["delivery"].P50, r.Latency["delivery"].P99, batches, k["delivered"]/batches)
 }
 
+// chatUnderFault runs `loadtest chat` over c's nodes for d — 60 sessions
+// in 6 guilds, half of them in one, 20 messages/s — with fault f 2 s in,
+// its clients trying to recover for up to 30 s.
+func chatUnderFault(t *testing.T, c *Cluster, d time.Duration, f *loadtest.Fault) *loadtest.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	f.At, f.RecoverWithin = 2*time.Second, 30*time.Second
+	r, err := loadtest.RunChat(ctx, loadtest.ChatOptions{URL: c.URLs(), AdminToken: c.Nodes[0].Admin(t).Token,
+		Sessions: 60, Guilds: 6, HugeShare: 0.5, Rate: 20, Duration: d, Fault: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 // recoveredIntact checks a fault run's verdict: it recovered, nothing
 // acknowledged was lost or stored twice, nothing was delivered twice, no
 // send failed for good, and no session missed a message after recovery.
@@ -130,17 +146,9 @@ func TestLoadtestFaultStopsOneNode(t *testing.T) {
 // run: they must not take the live sessions' subscriptions with them.
 func TestLoadtestFaultPausesOneNode(t *testing.T) {
 	c := Start(t, 3, "--rest-rate", "100000", "--resume-window", "3s")
-	urls, tok := c.URLs(), c.Nodes[0].Admin(t).Token
 	victim := c.Nodes[1]
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	r, err := loadtest.RunChat(ctx, loadtest.ChatOptions{URL: urls, AdminToken: tok, Sessions: 60,
-		Guilds: 6, HugeShare: 0.5, Rate: 20, Duration: 15 * time.Second,
-		Fault: &loadtest.Fault{Signal: syscall.SIGSTOP, StopFor: 5 * time.Second, Node: "http://" + victim.HTTP,
-			At: 2 * time.Second, RecoverWithin: 30 * time.Second}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := chatUnderFault(t, c, 15*time.Second,
+		&loadtest.Fault{Signal: syscall.SIGSTOP, StopFor: 5 * time.Second, Node: "http://" + victim.HTTP})
 	recoveredIntact(t, r)
 	k := r.Counters
 	if k["missed_unnoticed"] != 0 || k["acknowledged"] < 150 {
@@ -158,19 +166,11 @@ func TestLoadtestFaultPausesOneNode(t *testing.T) {
 func signalOneNode(t *testing.T, sig syscall.Signal) (*loadtest.Result, *Node) {
 	t.Helper()
 	c := Start(t, 3, "--rest-rate", "100000")
-	urls, tok := c.URLs(), c.Nodes[0].Admin(t).Token
 	victim := c.Nodes[1]
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	r, err := loadtest.RunChat(ctx, loadtest.ChatOptions{URL: urls, AdminToken: tok, Sessions: 60,
-		Guilds: 6, HugeShare: 0.5, Rate: 20, Duration: 10 * time.Second,
-		Fault: &loadtest.Fault{Signal: sig, Node: "http://" + victim.HTTP, At: 2 * time.Second, RecoverWithin: 30 * time.Second}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := chatUnderFault(t, c, 10*time.Second, &loadtest.Fault{Signal: sig, Node: "http://" + victim.HTTP})
 	select {
 	case <-victim.Exited():
-	case <-ctx.Done():
+	case <-time.After(30 * time.Second):
 		t.Fatalf("the fault did not stop the node: %v: %v", r.Params["fault_command"], r.Params["fault_error"])
 	}
 	recoveredIntact(t, r)
@@ -185,17 +185,9 @@ func signalOneNode(t *testing.T, sig syscall.Signal) (*loadtest.Result, *Node) {
 // recovery no session misses a message.
 func TestLoadtestFaultPartitionsOneNode(t *testing.T) {
 	c := StartPartitionable(t, 3, "--rest-rate", "100000")
-	urls, tok := c.URLs(), c.Nodes[0].Admin(t).Token
 	victim := c.Nodes[1]
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	r, err := loadtest.RunChat(ctx, loadtest.ChatOptions{URL: urls, AdminToken: tok, Sessions: 60,
-		Guilds: 6, HugeShare: 0.5, Rate: 20, Duration: 12 * time.Second,
-		Fault: &loadtest.Fault{Command: victim.Netns.CutCommand(), Heal: victim.Netns.HealCommand(), HealAfter: 4 * time.Second,
-			At: 2 * time.Second, RecoverWithin: 30 * time.Second}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := chatUnderFault(t, c, 12*time.Second,
+		&loadtest.Fault{Command: victim.Netns.CutCommand(), Heal: victim.Netns.HealCommand(), HealAfter: 4 * time.Second})
 	k := r.Counters
 	if e := r.Params["fault_error"]; e != nil && e != "" {
 		t.Fatalf("the fault's commands failed: %v", e)
@@ -210,32 +202,25 @@ func TestLoadtestFaultPartitionsOneNode(t *testing.T) {
 
 // `loadtest fault` under chat over three nodes, each in a network
 // namespace of its own: one node's NATS connections break and it cannot
-// reconnect for 1 s, too short to fence it. NATS does not replay what was
-// published to it meanwhile, so it misses batches of events; it sees the
-// gaps in their numbers, fetches the missed batches from its buddy (which
-// received them too) and delivers them before the rest: its sessions stay
-// connected and miss nothing, and no session has to start over.
+// reconnect for 1 s, too short to fence it (the others' probes may evict
+// it meanwhile; it rejoins). NATS does not replay what was published to it
+// meanwhile, so it misses batches of events; it sees the gaps in their
+// numbers, fetches the missed batches from its buddy (which received them
+// too) and delivers them before the rest: its sessions stay connected and
+// miss nothing, and no session has to start over.
 func TestLoadtestFaultBreaksOneNodesNATSConnection(t *testing.T) {
 	c := StartPartitionable(t, 3, "--rest-rate", "100000", "--log-level", "debug")
-	urls, tok := c.URLs(), c.Nodes[0].Admin(t).Token
 	victim := c.Nodes[1]
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	r, err := loadtest.RunChat(ctx, loadtest.ChatOptions{URL: urls, AdminToken: tok, Sessions: 60,
-		Guilds: 6, HugeShare: 0.5, Rate: 20, Duration: 8 * time.Second,
-		Fault: &loadtest.Fault{At: 2 * time.Second, RecoverWithin: 30 * time.Second, Run: func(ctx context.Context) error {
-			victim.Netns.DropNATS()
-			defer victim.Netns.RestoreNATS()
-			select {
-			case <-time.After(time.Second):
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := chatUnderFault(t, c, 8*time.Second, &loadtest.Fault{Run: func(ctx context.Context) error {
+		victim.Netns.DropNATS()
+		defer victim.Netns.RestoreNATS()
+		select {
+		case <-time.After(time.Second):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}})
 	if e := r.Params["fault_error"]; e != nil && e != "" {
 		t.Fatalf("the fault failed: %v", e)
 	}
