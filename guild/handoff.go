@@ -72,11 +72,20 @@ var opGateway = defineOp("gateway", func(r *Router, ctx context.Context, req jso
 // GatewayNodes lists the other nodes of the ring that serve gateway
 // sessions.
 func (r *Router) GatewayNodes() []string {
-	var out []string
-	for _, n := range r.place.Ring().Nodes() {
+	out, _ := r.GatewayView()
+	return out
+}
+
+// GatewayView lists the other nodes of the ring that serve gateway
+// sessions, and tells whether this node is on that ring. A node off its
+// own ring (fenced after a pause or a cut, or not joined yet) sees an
+// empty one, which says nothing about the others.
+func (r *Router) GatewayView() (others []string, joined bool) {
+	view := r.place.Ring()
+	for _, n := range view.Nodes() {
 		if n.ID != r.place.ID() && n.Roles&ring.RoleGateway != 0 {
-			out = append(out, n.ID)
+			others = append(others, n.ID)
 		}
 	}
-	return out
+	return others, view.Has(r.place.ID())
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/chorus-voice/chorus/guild"
@@ -147,14 +146,14 @@ func (g *Gateway) deliverMissed(from string, ns []uint64, bodies [][]byte) {
 	g.metrics.BatchGapsRepaired.Add(1)
 }
 
-// buddy returns this node's buddy, "" when it has none.
+// buddy returns this node's buddy, "" when it has none. It is the buddy
+// of the last ring this node was on: a node that just woke from a pause
+// is fenced (on no ring) when the batches it missed show their gap.
 func (g *Gateway) buddy() string {
-	nodes := append(g.router.GatewayNodes(), g.cfg.NodeID)
-	sort.Strings(nodes)
-	if b := buddyOf(nodes, g.cfg.NodeID); b != g.cfg.NodeID {
-		return b
+	if g.hub.reps == nil {
+		return ""
 	}
-	return ""
+	return g.hub.reps.buddy()
 }
 
 // callBuddy sends a "batch" or "held" question about this node's batches

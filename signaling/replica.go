@@ -63,6 +63,7 @@ type replicas struct {
 
 	mu    sync.Mutex
 	nodes map[string]*following
+	ring  []string // the gateway nodes, sorted, of the last ring this node was on
 }
 
 // following is this node's subscription to one other node's subjects, and
@@ -112,13 +113,21 @@ func (r *replicas) newFollower(node string) *follower {
 }
 
 // follow brings the set of followed nodes in line with the ring: called
-// at each ring change.
+// at each ring change. A ring this node is not on (it fenced itself) is
+// not followed: taken at its word, it said every other node was gone, and
+// a node waking from a pause took the copies it keeps for live nodes for
+// copies of dead ones.
 func (r *replicas) follow() {
 	me := r.g.cfg.NodeID
-	nodes := append(r.g.router.GatewayNodes(), me)
+	nodes, joined := r.g.router.GatewayView()
+	if !joined {
+		return
+	}
+	nodes = append(nodes, me)
 	sort.Strings(nodes)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.ring = nodes
 	for _, n := range nodes {
 		if n == me || buddyOf(nodes, n) != me {
 			continue
@@ -171,6 +180,17 @@ func (r *replicas) retire(fw *following, f *follower) {
 	defer r.mu.Unlock()
 	fw.gone = slices.DeleteFunc(fw.gone, func(x *follower) bool { return x == f })
 	r.drop(fw)
+}
+
+// buddy returns this node's buddy on the last ring it was on, "" when it
+// has none.
+func (r *replicas) buddy() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if b := buddyOf(r.ring, r.g.cfg.NodeID); b != r.g.cfg.NodeID {
+		return b
+	}
+	return ""
 }
 
 func (r *replicas) get(node string) *following {
@@ -298,10 +318,14 @@ func (r *replicas) replica(node string, msg []byte) {
 	var f *follower
 	if fw != nil {
 		f = fw.live
-		if n := len(fw.gone); n > 0 && (f == nil || !f.isSynced()) && fw.gone[n-1].incIs(inc) {
+		if n := len(fw.gone); n > 0 && (f == nil || !f.isSynced()) && fw.gone[n-1].draining(inc) {
 			// The copy was just taken for a resume and is being marked
 			// gone: the rest of the stream still belongs to it (markGone
-			// waits for it).
+			// waits for it). Once marked, the stream is the live copy's
+			// again: a node taken for dead that comes back as the same
+			// process streams under the same incarnation, and its new
+			// copy must sync from it, or the node has no copy at all
+			// until the old one expires.
 			f = fw.gone[n-1]
 		}
 	}
@@ -582,12 +606,20 @@ func (r *replicas) count() int {
 	return n
 }
 
-// isSynced and incIs read f's stream state under its lock (for a caller
+// isSynced, draining and incIs read f's stream state under its lock (for a caller
 // that holds r.mu: r.mu may be held while taking f.mu, never the reverse).
 func (f *follower) isSynced() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.synced
+}
+
+// draining reports whether f is the copy of incarnation inc and markGone
+// has not yet applied the rest of its stream.
+func (f *follower) draining(inc uint64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.inc == inc && !f.gone
 }
 
 func (f *follower) incIs(inc uint64) bool {

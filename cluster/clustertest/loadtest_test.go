@@ -160,6 +160,56 @@ func TestLoadtestFaultPausesOneNode(t *testing.T) {
 		k["sessions_disrupted"], k["resumed"], k["reidentified"], k["missed_live"], k["recovery_ms"], k["send_retries"])
 }
 
+// The same pause, a second time within the resume window: the node was
+// already paused once past its TTL, taken for dead and back. Its buddy
+// still holds the copies of its first incarnation's sessions when the
+// second pause comes, and must nevertheless have synced a copy of its
+// sessions since: the new owners of its guilds learn from that copy that
+// its sessions subscribe. Without it they addressed nobody on the node,
+// which missed every event of those guilds while it slept, unnoticed.
+// Waking fenced, the node must not take its neighbours for dead either.
+func TestLoadtestFaultPausesOneNodeTwice(t *testing.T) {
+	c := Start(t, 3, "--rest-rate", "100000")
+	victim := c.Nodes[1]
+	pauseUntilEvicted(t, c, victim)
+	r := chatUnderFault(t, c, 12*time.Second,
+		&loadtest.Fault{Signal: syscall.SIGSTOP, StopFor: 5 * time.Second, Node: "http://" + victim.HTTP})
+	recoveredIntact(t, r)
+	k := r.Counters
+	if k["missed_unnoticed"] != 0 || k["acknowledged"] < 150 {
+		t.Errorf("%v deliveries missed by sessions that never started over (of %v acknowledged messages)",
+			k["missed_unnoticed"], k["acknowledged"])
+	}
+	if v, err := victim.Metric("chorus_gateway_replica_adopted_total"); err != nil || v != 0 {
+		t.Errorf("the paused node took %v sessions of live nodes for a dead node's (%v)", v, err)
+	}
+	t.Logf("second SIGSTOP of one of three nodes for 5 s under chat: %v sessions disrupted, %v deliveries missed live, recovered in %.0f ms",
+		k["sessions_disrupted"], k["missed_live"], k["recovery_ms"])
+}
+
+// pauseUntilEvicted stops nd with SIGSTOP until the first node's ring no
+// longer holds it, then wakes it and waits until it is back on every ring.
+func pauseUntilEvicted(t *testing.T, c *Cluster, nd *Node) {
+	t.Helper()
+	if err := nd.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer nd.Signal(syscall.SIGCONT)
+	want := float64(len(c.Nodes) - 1)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if k, err := c.Nodes[0].Metric("chorus_cluster_ring_nodes"); err == nil && k == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s paused for 30 s is still on %s's ring", nd.ID, c.Nodes[0].ID)
+		}
+	}
+	if err := nd.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitRing(len(c.Nodes))
+}
+
 // signalOneNode runs `loadtest chat` over three nodes with 60 sessions,
 // sends sig to the second node 2 s in, and checks that the node is gone
 // and that the run recovered intact.
