@@ -453,9 +453,22 @@ func (a *actor) subscribe(s *Sub) error {
 	if a.members[s.User] == nil {
 		return ErrMissingAccess
 	}
+	had := s.Had
+	s.Had = false
 	old := a.addSub(s)
 	// A session registering again (its gateway moving it after a ring
-	// change) has the guild already: no second GUILD_CREATE.
+	// change) has the guild already: no second GUILD_CREATE — if this
+	// owner knew it. One that did not (its load adopted no subscription
+	// from the session's node, which answered too late) delivered the
+	// guild's events to others but not to it: the session is told the
+	// guild was out, as Discord says it of an outage (gateway.md §9.2),
+	// and gets it back whole.
+	if old == nil && had {
+		a.r.stats.subscriberGaps.Add(1)
+		if s.Intents&protocol.IntentGuilds != 0 {
+			a.toSub(s, NewEvent(protocol.EventGuildDelete, protocol.UnavailableGuild{ID: a.guild.ID, Unavailable: true}))
+		}
+	}
 	if old == nil && s.Intents&protocol.IntentGuilds != 0 {
 		a.toSub(s, a.guildCreate(s))
 	}

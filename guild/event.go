@@ -39,4 +39,12 @@ type Sub struct {
 	// registration with a lower Gen than the one an actor holds is a
 	// late one from the node the session left, and is ignored.
 	Gen uint64 `json:",omitempty"`
+	// Had says the session has the guild's state already: it registers
+	// again after the guild moved, or it moved here from another node.
+	// An owner that does not know such a session owes it what the guild
+	// sent meanwhile, which is gone: it tells the session the guild was
+	// out (GUILD_DELETE unavailable, then GUILD_CREATE) rather than let it
+	// carry on as if it had missed nothing. Only Subscribe and Move read
+	// it; a registration held does not keep it.
+	Had bool `json:",omitempty"`
 }

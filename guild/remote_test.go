@@ -428,11 +428,63 @@ func TestNewOwnerAdoptsSubscriptions(t *testing.T) {
 	}
 	// Registering again with the new owner (the gateway's ring sweep) is
 	// quiet too.
+	sub.Had = true
 	if err := p.a.Subscribe(p.ctx, p.gB.ID, sub); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(p.ra.events("s1", protocol.EventGuildCreate)); n != 1 {
 		t.Fatalf("%d GUILD_CREATEs after re-registering", n)
+	}
+	if n := len(p.ra.events("s1", protocol.EventGuildDelete)); n != 0 {
+		t.Fatalf("%d GUILD_DELETEs after re-registering with the owner that adopted it", n)
+	}
+}
+
+// A new owner whose adoption missed a session (its node answered too
+// late) sends it nothing until the session registers again; then the
+// session is told the guild was out, and gets it back whole, in that
+// order: it must not carry on as if it had missed nothing.
+func TestNewOwnerThatMissedASessionSaysTheGuildWasOut(t *testing.T) {
+	p := newPair(t)
+	sub := Sub{Node: "a", Session: "s1", User: p.owner.ID, Intents: protocol.IntentGuilds | protocol.IntentGuildMessages, Status: "online"}
+	if err := p.a.Subscribe(p.ctx, p.gB.ID, sub); err != nil {
+		t.Fatal(err)
+	}
+	// b dies; a's hub lists nothing (recorder.subs empty): the adoption
+	// misses s1.
+	p.net.mu.Lock()
+	delete(p.net.routers, "b")
+	p.net.mu.Unlock()
+	onlyA := ring.New(6, []ring.Node{{ID: "a", Roles: ring.RoleAll}})
+	p.va.set(onlyA)
+	p.vb.set(onlyA)
+	if _, err := p.a.CreateMessage(p.ctx, CreateMessage{ChannelID: p.chB.ID, AuthorID: p.owner.ID, Content: "missed"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(p.ra.events("s1", protocol.EventMessageCreate)); n != 0 {
+		t.Fatalf("the unknown session got %d messages", n)
+	}
+	sub.Had = true
+	if err := p.a.Subscribe(p.ctx, p.gB.ID, sub); err != nil {
+		t.Fatal(err)
+	}
+	p.ra.mu.Lock()
+	var names []string
+	for _, ev := range p.ra.got["s1"] {
+		names = append(names, ev.Name)
+	}
+	p.ra.mu.Unlock()
+	want := []string{protocol.EventGuildCreate, protocol.EventGuildDelete, protocol.EventGuildCreate}
+	if !slices.Equal(names, want) {
+		t.Fatalf("events %v, want %v", names, want)
+	}
+	if del := p.ra.events("s1", protocol.EventGuildDelete)[0]; !strings.Contains(string(del.Data), `"unavailable":true`) {
+		t.Fatalf("GUILD_DELETE %s does not say unavailable", del.Data)
+	}
+	var out strings.Builder
+	p.a.WriteMetrics(&out)
+	if !strings.Contains(out.String(), "chorus_guild_sessions_told_out_total 1\n") {
+		t.Errorf("not counted:\n%s", out.String())
 	}
 }
 

@@ -359,6 +359,7 @@ type routerStats struct {
 	moves                  atomic.Uint64 // guilds this node stopped serving
 	fencedOut              atomic.Uint64 // actors retired because a newer owner claimed their guild
 	adoptFailed            atomic.Uint64 // nodes that did not list their subscribers
+	subscriberGaps         atomic.Uint64 // sessions that came back to an owner that did not know them (told: guild out)
 }
 
 // Store returns the store the router reads and writes.
@@ -510,6 +511,7 @@ func (r *Router) WriteMetrics(w io.Writer) {
 	fmt.Fprintf(w, "chorus_cluster_guilds_moved_away_total %d\n", st.moves.Load())
 	fmt.Fprintf(w, "chorus_cluster_fenced_writes_total %d\n", st.fencedOut.Load())
 	fmt.Fprintf(w, "chorus_cluster_adopt_failures_total %d\n", st.adoptFailed.Load())
+	fmt.Fprintf(w, "chorus_guild_sessions_told_out_total %d\n", st.subscriberGaps.Load())
 }
 
 // GuildOfChannel returns the guild a channel belongs to.

@@ -67,6 +67,11 @@ type GatewayClient struct {
 	// Drops counts lost connections; Reidentified counts fresh READYs after
 	// a drop.
 	Drops, Reidentified atomic.Int64
+	// GuildsOut counts the guilds the server said were unavailable
+	// (GUILD_DELETE with unavailable set, gateway.md §9.2); WasOut tells
+	// which.
+	GuildsOut atomic.Int64
+	wasOut    sync.Map // guild id → struct{}
 
 	dialer         *websocket.Dialer
 	url            string
@@ -264,11 +269,27 @@ func (c *GatewayClient) track(d Dispatch) bool {
 		if c.pendingGuilds.Add(-1) == 0 {
 			c.back(d.Seen)
 		}
+	case protocol.EventGuildDelete:
+		var g struct {
+			ID          string `json:"id"`
+			Unavailable bool   `json:"unavailable"`
+		}
+		if json.Unmarshal(d.D, &g) == nil && g.Unavailable {
+			c.GuildsOut.Add(1)
+			c.wasOut.Store(g.ID, struct{}{})
+		}
 	case protocol.EventResumed:
 		c.Resumed.Add(1)
 		c.back(d.Seen)
 	}
 	return true
+}
+
+// WasOut reports whether the server ever said guild was unavailable to
+// this client: what the client missed of it then, it was told of.
+func (c *GatewayClient) WasOut(guild string) bool {
+	_, ok := c.wasOut.Load(guild)
+	return ok
 }
 
 // control handles the opcodes a client must act on besides dispatches.

@@ -260,8 +260,9 @@ func (f *faultRun) reportCommand(r *Result, start time.Time) error {
 // after it must be repaired. It returns when the last one was back and
 // how many were not.
 func (f *faultRun) reportSessions(r *Result, gws []*GatewayClient) (back time.Time, unrecovered int) {
-	var disrupted, resumed, reidentified int
+	var disrupted, resumed, reidentified, out int
 	for _, gw := range gws {
+		out += int(gw.GuildsOut.Load())
 		if gw.Drops.Load() == 0 {
 			continue
 		}
@@ -277,6 +278,7 @@ func (f *faultRun) reportSessions(r *Result, gws []*GatewayClient) (back time.Ti
 		}
 	}
 	c := r.Counters
+	c["guilds_out"] = float64(out) // GUILD_DELETE unavailable received, over every session
 	c["sessions_disrupted"] = float64(disrupted)
 	c["sessions_unrecovered"] = float64(unrecovered)
 	c["resumed"] = float64(resumed)
@@ -375,11 +377,14 @@ func (f *faultRun) report(ctx context.Context, r *Result, base string, sendStart
 	c["missed_live"] = c["expected_deliveries"] - c["delivered"]
 	// A session that never started over owes every message: it stayed
 	// connected or resumed, so its client has no reason to read the
-	// history and would never learn of what it missed.
+	// history and would never learn of what it missed — unless the server
+	// said the guild was out (GUILD_DELETE unavailable; its GUILD_CREATE
+	// follows), Discord's way of telling a client that it missed a guild's
+	// events for a while.
 	unnoticed := 0
 	for _, a := range acks {
 		for _, m := range a.guild.members {
-			if m.gw != nil && m.gw.Reidentified.Load() == 0 && !m.seen[a.seq] {
+			if m.gw != nil && m.gw.Reidentified.Load() == 0 && !m.seen[a.seq] && !m.gw.WasOut(a.guild.id) {
 				unnoticed++
 			}
 		}

@@ -531,13 +531,15 @@ func (g *Gateway) identify(c *conn, d json.RawMessage) bool {
 	}
 	g.hub.push(s, guild.NewEvent(protocol.EventReady, ready))
 	for _, gid := range guilds {
-		g.subscribe(ctx, s, gid)
+		g.subscribe(ctx, s, gid, false)
 	}
 	return true
 }
 
-func (g *Gateway) subscribe(ctx context.Context, s *Session, gid guild.ID) {
-	if err := g.trySubscribe(ctx, s, gid); err != nil {
+// subscribe registers s with gid's owner; had says s has the guild's
+// state already (guild.Sub.Had: it registers again after a move).
+func (g *Gateway) subscribe(ctx context.Context, s *Session, gid guild.ID, had bool) {
+	if err := g.trySubscribe(ctx, s, gid, had); err != nil {
 		g.cfg.Logger.Warn("subscribe failed", "guild", gid, "session", s.id, "err", err)
 		// The guild is unavailable for this session until a later try
 		// succeeds; its GUILD_CREATE then says it is back (gateway.md §9.2).
@@ -546,9 +548,11 @@ func (g *Gateway) subscribe(ctx context.Context, s *Session, gid guild.ID) {
 	}
 }
 
-func (g *Gateway) trySubscribe(ctx context.Context, s *Session, gid guild.ID) error {
+func (g *Gateway) trySubscribe(ctx context.Context, s *Session, gid guild.ID, had bool) error {
 	g.owners.note(g.router, gid)
-	if err := g.router.Subscribe(ctx, gid, s.sub(g.cfg.NodeID)); err != nil {
+	sub := s.sub(g.cfg.NodeID)
+	sub.Had = had
+	if err := g.router.Subscribe(ctx, gid, sub); err != nil {
 		return err
 	}
 	g.hub.subscribed(s, gid)
@@ -569,7 +573,7 @@ func (g *Gateway) resubscribe(s *Session, gid guild.ID) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-		err := g.trySubscribe(ctx, s, gid)
+		err := g.trySubscribe(ctx, s, gid, false) // told the guild is out already
 		cancel()
 		if err == nil {
 			return

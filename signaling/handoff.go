@@ -280,7 +280,9 @@ func (g *Gateway) takeOver(ctx context.Context, id string, u store.User) *Sessio
 	var expect []guild.ID
 	for _, gid := range found.Guilds {
 		g.owners.note(g.router, gid)
-		was, err := g.router.Move(ctx, gid, s.sub(g.cfg.NodeID))
+		sub := s.sub(g.cfg.NodeID)
+		sub.Had = true // an owner that lost track of it tells it the guild was out
+		was, err := g.router.Move(ctx, gid, sub)
 		if err != nil {
 			g.abandon(s, holder, fmt.Errorf("moving guild %d: %w", gid, err))
 			return nil

@@ -109,7 +109,7 @@ func (g *Gateway) resubscribeMoved() {
 			defer wg.Done()
 			for j := range work {
 				ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-				g.subscribe(ctx, j.s, j.gid)
+				g.subscribe(ctx, j.s, j.gid, true)
 				cancel()
 			}
 		}()
