@@ -82,7 +82,8 @@ const (
 type Node struct {
 	cfg     Config
 	ns      *server.Server // nil with an external NATS
-	conn    *nats.Conn
+	conn    *nats.Conn // the bus (bus.go)
+	mconn   *nats.Conn // membership: heartbeats, the watch, the ring record
 	js      jetstream.JetStream
 	kv      jetstream.KeyValue
 	started time.Time
@@ -238,7 +239,18 @@ func (n *Node) connect() error {
 		n.closeConn()
 		return err
 	}
-	if n.js, err = jetstream.New(conn); err != nil {
+	// Membership has a connection of its own: on the bus's, a heartbeat
+	// and its acknowledgement wait behind every batch queued before them
+	// (in this process's write buffer, and in the server's reading of
+	// the connection), and a node busy with fan-out missed its renewals
+	// and fenced itself.
+	mopts := append(opts[:len(opts):len(opts)], nats.Name("chorus "+n.cfg.NodeID+" membership"),
+		nats.ReconnectHandler(func(*nats.Conn) { n.log.Warn("cluster: NATS membership connection made again") }))
+	if n.mconn, err = nats.Connect(urls, mopts...); err != nil {
+		n.closeConn()
+		return fmt.Errorf("cluster: connect to nats %s: %w", urls, err)
+	}
+	if n.js, err = jetstream.New(n.mconn); err != nil {
 		n.closeConn()
 		return fmt.Errorf("cluster: jetstream: %w", err)
 	}
@@ -716,6 +728,9 @@ const callsDrain = 5 * time.Second
 func (n *Node) closeConn() {
 	if n.conn != nil {
 		n.conn.Close()
+	}
+	if n.mconn != nil {
+		n.mconn.Close()
 	}
 	if n.ns != nil {
 		n.ns.Shutdown()
