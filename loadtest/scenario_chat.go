@@ -505,7 +505,7 @@ func (c *chatRun) gateways() []*GatewayClient {
 // every session.
 func (c *chatRun) settle(ctx context.Context) {
 	if c.fr != nil {
-		c.fr.settle(ctx, c.gateways(), c.delivered.Load)
+		c.fr.settle(ctx, c.gateways(), c.delivered.Load, c.expected.Load)
 	} else {
 		deadline := time.Now().Add(5 * time.Second)
 		for (c.delivered.Load()+c.recovered.Load() < c.expected.Load() || c.resumedAll() < c.drops.Load()-c.resumeErrors.Load()) &&

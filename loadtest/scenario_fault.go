@@ -204,18 +204,28 @@ func (f *faultRun) run(ctx context.Context, command string) (int, error) {
 }
 
 // settle waits until the command ended and every session is live again,
-// or RecoverWithin after the fault passed; then until deliveries stop
-// arriving (at most 5 s more).
-func (f *faultRun) settle(ctx context.Context, gws []*GatewayClient, delivered func() int64) {
+// or RecoverWithin after the fault passed; then until every delivery owed
+// arrived or none arrived for settleQuiet, at most settleMax more. An
+// overloaded cluster delivers seconds late: what is still on its way is
+// not missed.
+func (f *faultRun) settle(ctx context.Context, gws []*GatewayClient, delivered, owed func() int64) {
 	f.waitSessions(ctx, gws)
 	last, stable := delivered(), time.Now()
-	for end := time.Now().Add(5 * time.Second); ctx.Err() == nil && time.Now().Before(end) && time.Since(stable) < 500*time.Millisecond; {
+	for end := time.Now().Add(settleMax); ctx.Err() == nil && time.Now().Before(end) &&
+		time.Since(stable) < settleQuiet && last < owed(); {
 		time.Sleep(20 * time.Millisecond)
 		if n := delivered(); n != last {
 			last, stable = n, time.Now()
 		}
 	}
 }
+
+// settleQuiet and settleMax bound the wait for late deliveries after a
+// fault run.
+const (
+	settleQuiet = time.Second
+	settleMax   = 60 * time.Second
+)
 
 // waitSessions waits until the command ended and every session is live
 // again, or RecoverWithin after the fault passed.
