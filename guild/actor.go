@@ -465,6 +465,8 @@ func (a *actor) subscribe(s *Sub) error {
 	// and gets it back whole.
 	if old == nil && had {
 		a.r.stats.subscriberGaps.Add(1)
+		a.r.log.Debug("a session this owner did not know came back: told the guild was out", "guild", a.guild.ID,
+			"session", s.Session, "node", s.Node, "gen", s.Gen)
 		if s.Intents&protocol.IntentGuilds != 0 {
 			a.toSub(s, NewEvent(protocol.EventGuildDelete, protocol.UnavailableGuild{ID: a.guild.ID, Unavailable: true}))
 		}

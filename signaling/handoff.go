@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -282,7 +283,11 @@ func (g *Gateway) takeOver(ctx context.Context, id string, u store.User) *Sessio
 		g.owners.note(g.router, gid)
 		sub := s.sub(g.cfg.NodeID)
 		sub.Had = true // an owner that lost track of it tells it the guild was out
-		was, err := g.router.Move(ctx, gid, sub)
+		var was string
+		err := retryOverloaded(ctx, func() (err error) {
+			was, err = g.router.Move(ctx, gid, sub)
+			return err
+		})
 		if err != nil {
 			g.abandon(s, holder, fmt.Errorf("moving guild %d: %w", gid, err))
 			return nil
@@ -293,7 +298,11 @@ func (g *Gateway) takeOver(ctx context.Context, id string, u store.User) *Sessio
 		g.hub.subscribed(s, gid)
 	}
 	req, _ := json.Marshal(handoffRequest{Op: "release", Session: id, User: u.ID, To: g.cfg.NodeID, Expect: expect})
-	b, err := g.router.CallGateway(ctx, holder, req)
+	var b []byte
+	err := retryOverloaded(ctx, func() (err error) {
+		b, err = g.router.CallGateway(ctx, holder, req)
+		return err
+	})
 	var rel releasedLog
 	if err == nil {
 		err = json.Unmarshal(b, &rel)
@@ -395,6 +404,34 @@ func (g *Gateway) findSession(ctx context.Context, id string, user guild.ID) (st
 		}
 	}()
 	return best.node, best.found
+}
+
+// overloadedTries bounds the tries of one step of a takeover that met a
+// node's overload guard (guild.ErrOverloaded: an actor's mailbox, or the
+// calls a node serves at once, full — as when thousands of sessions of a
+// dead node resume together). Given up, the takeover costs its client a
+// fresh identify, far more work than a wait of a few hundred
+// milliseconds.
+const overloadedTries = 5
+
+// retryOverloaded runs fn until it does not fail with ErrOverloaded, at
+// most overloadedTries times, backing off (25 ms doubling, with jitter).
+func retryOverloaded(ctx context.Context, fn func() error) error {
+	backoff := 25 * time.Millisecond
+	for try := 1; ; try++ {
+		err := fn()
+		if !errors.Is(err, guild.ErrOverloaded) || try == overloadedTries {
+			return err
+		}
+		t := time.NewTimer(backoff + rand.N(backoff))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		}
+		backoff *= 2
+	}
 }
 
 // abandon gives up a handoff: the old node drops the session, this one

@@ -3,6 +3,7 @@ package signaling
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -95,5 +96,40 @@ func TestEventLogAdopt(t *testing.T) {
 	}
 	if s.adopt(1, make([]*guild.Event, 64), lim) {
 		t.Fatal("adopted a log past the limit")
+	}
+}
+
+func TestRetryOverloaded(t *testing.T) {
+	other := errors.New("other")
+	for _, c := range []struct {
+		name      string
+		fails     int   // ErrOverloaded this many times, then last
+		last      error // what follows
+		wantCalls int
+		want      error
+	}{
+		{"at once", 0, nil, 1, nil},
+		{"after two", 2, nil, 3, nil},
+		{"another error is not retried", 0, other, 1, other},
+		{"gives up", 10, nil, overloadedTries, guild.ErrOverloaded},
+	} {
+		calls := 0
+		err := retryOverloaded(context.Background(), func() error {
+			calls++
+			if calls <= c.fails {
+				return fmt.Errorf("wrapped: %w", guild.ErrOverloaded)
+			}
+			return c.last
+		})
+		if calls != c.wantCalls || !errors.Is(err, c.want) || (c.want == nil && err != nil) {
+			t.Errorf("%s: %d calls, %v; want %d, %v", c.name, calls, err, c.wantCalls, c.want)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	calls := 0
+	err := retryOverloaded(ctx, func() error { calls++; return guild.ErrOverloaded })
+	if calls != 1 || !errors.Is(err, guild.ErrOverloaded) {
+		t.Errorf("ended context: %d calls, %v", calls, err)
 	}
 }

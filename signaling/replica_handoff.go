@@ -158,7 +158,13 @@ func (r *replicas) forget(f *follower, sh *shadow) {
 // gone node's subject. A live node answers for its sessions itself, and
 // only for those that had the guild's GUILD_CREATE; a shadow does not
 // know that, so it must not answer for a live node's session, whose
-// subscription may still be on its way.
+// subscription may still be on its way. A shadow being handed over is
+// listed too: the owner loading the guild in the middle of its handoff
+// (the handoff's own move may be what loads it) must know it, or the move
+// finds a session it never had, and the session is told the guild was
+// out when it missed nothing. The move's newer Gen then replaces this
+// registration, and its moved marker comes here through the gone node's
+// subject, as for a guild loaded before.
 func (r *replicas) subscribers(gid guild.ID) []guild.Sub {
 	onRing := r.g.router.GatewayNodes()
 	var subs []guild.Sub
@@ -167,7 +173,7 @@ func (r *replicas) subscribers(gid guild.ID) []guild.Sub {
 		if f.gone || !slices.Contains(onRing, f.node) {
 			for id, sh := range f.sessions {
 				sh.mu.Lock()
-				if sh.leaving == nil && slices.Contains(sh.st.Guilds, gid) {
+				if slices.Contains(sh.st.Guilds, gid) {
 					subs = append(subs, guild.Sub{Node: f.node, Session: id, User: sh.st.User, Intents: sh.st.Intents,
 						LargeThreshold: sh.st.Large, Status: sh.st.Status, Activities: sh.st.Acts, Gen: sh.st.Gen})
 				}
