@@ -82,8 +82,8 @@ const (
 type Node struct {
 	cfg     Config
 	ns      *server.Server // nil with an external NATS
-	conn    *nats.Conn // the bus (bus.go)
-	mconn   *nats.Conn // membership: heartbeats, the watch, the ring record
+	conn    *nats.Conn     // the bus (bus.go)
+	mconn   *nats.Conn     // membership: heartbeats, the watch, the ring record
 	js      jetstream.JetStream
 	kv      jetstream.KeyValue
 	started time.Time
