@@ -91,9 +91,38 @@ func (g *Gateway) markAfterReconnects(reconnected <-chan struct{}) {
 			return
 		case <-reconnected:
 		}
+		if !g.awaitRing() {
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*callTimeout)
 		g.router.MarkBatches(ctx)
 		cancel()
+	}
+}
+
+// markRingWait bounds the wait for a ring this node is on before it asks
+// for marks.
+const markRingWait = 30 * time.Second
+
+// awaitRing waits until this node is on its ring (at most markRingWait):
+// a node whose connection broke long enough was fenced, and its empty ring
+// names nobody to ask for a mark. It reports false once the gateway shuts
+// down.
+func (g *Gateway) awaitRing() bool {
+	deadline := time.NewTimer(markRingWait)
+	defer deadline.Stop()
+	for {
+		changed := g.router.Changed()
+		if _, joined := g.router.GatewayView(); joined {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			return true
+		case <-g.done:
+			return false
+		}
 	}
 }
 
