@@ -396,6 +396,17 @@ func FuzzReadItem(f *testing.F) {
 	})
 }
 
+// bDies takes b off the network and both rings: a is left alone and
+// owns every guild.
+func (p *pair) bDies() {
+	p.net.mu.Lock()
+	delete(p.net.routers, "b")
+	p.net.mu.Unlock()
+	onlyA := ring.New(6, []ring.Node{{ID: "a", Roles: ring.RoleAll}})
+	p.va.set(onlyA)
+	p.vb.set(onlyA)
+}
+
 // When the owner dies, the node that takes the guild over adopts the
 // subscriptions the sessions made with the old owner: they keep receiving
 // the guild's events with no second GUILD_CREATE.
@@ -408,13 +419,7 @@ func TestNewOwnerAdoptsSubscriptions(t *testing.T) {
 	p.ra.mu.Lock()
 	p.ra.subs = map[ID][]Sub{p.gB.ID: {sub}} // what a's hub records
 	p.ra.mu.Unlock()
-	// b dies; the ring drops it.
-	p.net.mu.Lock()
-	delete(p.net.routers, "b")
-	p.net.mu.Unlock()
-	onlyA := ring.New(6, []ring.Node{{ID: "a", Roles: ring.RoleAll}})
-	p.va.set(onlyA)
-	p.vb.set(onlyA)
+	p.bDies()
 	m, err := p.a.CreateMessage(p.ctx, CreateMessage{ChannelID: p.chB.ID, AuthorID: p.owner.ID, Content: "after"})
 	if err != nil {
 		t.Fatal(err)
@@ -452,12 +457,7 @@ func TestNewOwnerThatMissedASessionSaysTheGuildWasOut(t *testing.T) {
 	}
 	// b dies; a's hub lists nothing (recorder.subs empty): the adoption
 	// misses s1.
-	p.net.mu.Lock()
-	delete(p.net.routers, "b")
-	p.net.mu.Unlock()
-	onlyA := ring.New(6, []ring.Node{{ID: "a", Roles: ring.RoleAll}})
-	p.va.set(onlyA)
-	p.vb.set(onlyA)
+	p.bDies()
 	if _, err := p.a.CreateMessage(p.ctx, CreateMessage{ChannelID: p.chB.ID, AuthorID: p.owner.ID, Content: "missed"}); err != nil {
 		t.Fatal(err)
 	}
