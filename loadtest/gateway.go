@@ -69,9 +69,10 @@ type GatewayClient struct {
 	Drops, Reidentified atomic.Int64
 	// GuildsOut counts the guilds the server said were unavailable
 	// (GUILD_DELETE with unavailable set, gateway.md §9.2); WasOut tells
-	// which.
+	// which, and until when.
 	GuildsOut atomic.Int64
-	wasOut    sync.Map // guild id → struct{}
+	outMu     sync.Mutex
+	outUntil  map[string]time.Time // guild id → its GUILD_CREATE after the last outage; zero while out
 
 	dialer         *websocket.Dialer
 	url            string
@@ -269,14 +270,31 @@ func (c *GatewayClient) track(d Dispatch) bool {
 		if c.pendingGuilds.Add(-1) == 0 {
 			c.back(d.Seen)
 		}
+		if c.GuildsOut.Load() > 0 { // a guild coming back: read its id (only then: it may be large)
+			var g struct {
+				ID string `json:"id"`
+			}
+			if json.Unmarshal(d.D, &g) == nil {
+				c.outMu.Lock()
+				if until, ok := c.outUntil[g.ID]; ok && until.IsZero() {
+					c.outUntil[g.ID] = d.Seen
+				}
+				c.outMu.Unlock()
+			}
+		}
 	case protocol.EventGuildDelete:
 		var g struct {
 			ID          string `json:"id"`
 			Unavailable bool   `json:"unavailable"`
 		}
 		if json.Unmarshal(d.D, &g) == nil && g.Unavailable {
+			c.outMu.Lock()
+			if c.outUntil == nil {
+				c.outUntil = map[string]time.Time{}
+			}
+			c.outUntil[g.ID] = time.Time{}
+			c.outMu.Unlock()
 			c.GuildsOut.Add(1)
-			c.wasOut.Store(g.ID, struct{}{})
 		}
 	case protocol.EventResumed:
 		c.Resumed.Add(1)
@@ -285,11 +303,14 @@ func (c *GatewayClient) track(d Dispatch) bool {
 	return true
 }
 
-// WasOut reports whether the server ever said guild was unavailable to
-// this client: what the client missed of it then, it was told of.
-func (c *GatewayClient) WasOut(guild string) bool {
-	_, ok := c.wasOut.Load(guild)
-	return ok
+// WasOut reports whether the server said guild was unavailable to this
+// client and had not given it back (GUILD_CREATE) by at: a message of the
+// guild sent before then that the client missed, it was told of.
+func (c *GatewayClient) WasOut(guild string, at time.Time) bool {
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	until, ok := c.outUntil[guild]
+	return ok && (until.IsZero() || at.Before(until))
 }
 
 // control handles the opcodes a client must act on besides dispatches.

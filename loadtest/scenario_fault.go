@@ -390,11 +390,11 @@ func (f *faultRun) report(ctx context.Context, r *Result, base string, sendStart
 	// history and would never learn of what it missed — unless the server
 	// said the guild was out (GUILD_DELETE unavailable; its GUILD_CREATE
 	// follows), Discord's way of telling a client that it missed a guild's
-	// events for a while.
+	// events for a while: what was sent before the guild came back.
 	unnoticed := 0
 	for _, a := range acks {
 		for _, m := range a.guild.members {
-			if m.gw != nil && m.gw.Reidentified.Load() == 0 && !m.seen[a.seq] && !m.gw.WasOut(a.guild.id) {
+			if m.gw != nil && m.gw.Reidentified.Load() == 0 && !m.seen[a.seq] && !m.gw.WasOut(a.guild.id, a.sent) {
 				unnoticed++
 			}
 		}
